@@ -1,0 +1,1 @@
+"""cinerec web service: app factory, settings, storage, auth, services and CLI."""

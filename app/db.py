@@ -1,0 +1,43 @@
+"""Async database engine and sessions, with a statement counter for /metrics."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import event
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+
+from app.metrics import SQL_QUERIES
+
+if TYPE_CHECKING:
+    from app.settings import Settings
+
+
+def _count_statement(*_: Any) -> None:
+    SQL_QUERIES.inc()
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
+
+
+def create_engine(settings: Settings) -> AsyncEngine:
+    """An async engine for ``settings.database_url`` (asyncpg or aiosqlite)."""
+    kwargs: dict[str, Any] = {}
+    if settings.is_sqlite:
+        settings.home.mkdir(parents=True, exist_ok=True)
+    else:
+        kwargs.update(pool_size=settings.db_pool_size, max_overflow=settings.db_pool_size, pool_pre_ping=True)
+    engine = create_async_engine(settings.database_url, **kwargs)
+    event.listen(engine.sync_engine, "before_cursor_execute", _count_statement)
+    if settings.is_sqlite:
+        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+    return engine
+
+
+def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    return async_sessionmaker(engine, expire_on_commit=False)

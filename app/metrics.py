@@ -1,0 +1,18 @@
+"""Prometheus metrics (prometheus-client), declared once here."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Histogram
+
+GRAPHQL_REQUESTS = Counter(
+    "cinerec_graphql_requests_total",
+    "GraphQL operations executed, by operation name and status (ok or error).",
+    ["operation", "status"],
+)
+GRAPHQL_LATENCY = Histogram(
+    "cinerec_graphql_request_duration_seconds",
+    "GraphQL operation latency in seconds, by operation name.",
+    ["operation"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+)
+SQL_QUERIES = Counter("cinerec_sql_queries_total", "SQL statements sent to the database.")

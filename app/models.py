@@ -1,0 +1,153 @@
+"""SQLModel tables. They are storage, not API: GraphQL types live in ``graphql_schema``.
+
+Alembic migrations (``migrations/``) are the only way these tables are created.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    Column,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    PrimaryKeyConstraint,
+    String,
+    UniqueConstraint,
+)
+from sqlmodel import Field, SQLModel
+
+RATING_MIN = 0.5
+RATING_MAX = 5.0
+# Named so that a bulk load can drop and rebuild them (app.services.ingest).
+RATINGS_PK = "pk_ratings"
+RATINGS_MOVIE_INDEX = "ix_ratings_movie_id"
+RATINGS_USER_FK = "fk_ratings_user_id"
+RATINGS_MOVIE_FK = "fk_ratings_movie_id"
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+class Movie(SQLModel, table=True):
+    __tablename__ = "movies"
+
+    movie_id: int = Field(sa_column=Column(Integer, primary_key=True, autoincrement=False))
+    title: str = Field(sa_column=Column(String(512), nullable=False, index=True))
+    year: int | None = Field(default=None, sa_column=Column(Integer, nullable=True, index=True))
+    # Denormalised rating statistics, kept in step by ingest and rateMovie, so that a page
+    # ordered by popularity never aggregates millions of ratings.
+    ratings_count: int = Field(
+        default=0, sa_column=Column(Integer, nullable=False, server_default="0", index=True)
+    )
+    rating_sum: float = Field(default=0.0, sa_column=Column(Float, nullable=False, server_default="0"))
+    rating_mean: float = Field(
+        default=0.0, sa_column=Column(Float, nullable=False, server_default="0", index=True)
+    )
+
+
+class Genre(SQLModel, table=True):
+    __tablename__ = "genres"
+
+    genre_id: int | None = Field(
+        default=None, sa_column=Column(Integer, primary_key=True, autoincrement=True)
+    )
+    name: str = Field(sa_column=Column(String(64), nullable=False, unique=True))
+
+
+class MovieGenre(SQLModel, table=True):
+    __tablename__ = "movie_genres"
+
+    movie_id: int = Field(
+        sa_column=Column(Integer, ForeignKey("movies.movie_id", ondelete="CASCADE"), primary_key=True)
+    )
+    genre_id: int = Field(
+        sa_column=Column(
+            Integer, ForeignKey("genres.genre_id", ondelete="CASCADE"), primary_key=True, index=True
+        )
+    )
+
+
+class Link(SQLModel, table=True):
+    __tablename__ = "links"
+
+    movie_id: int = Field(
+        sa_column=Column(Integer, ForeignKey("movies.movie_id", ondelete="CASCADE"), primary_key=True)
+    )
+    imdb_id: str | None = Field(default=None, sa_column=Column(String(16), nullable=True))
+    tmdb_id: int | None = Field(default=None, sa_column=Column(Integer, nullable=True))
+
+
+class User(SQLModel, table=True):
+    __tablename__ = "users"
+
+    user_id: int = Field(sa_column=Column(Integer, primary_key=True, autoincrement=False))
+    age: int | None = Field(default=None, sa_column=Column(Integer, nullable=True))
+    gender: str | None = Field(default=None, sa_column=Column(String(16), nullable=True))
+    occupation: str | None = Field(default=None, sa_column=Column(String(64), nullable=True))
+    zip_code: str | None = Field(default=None, sa_column=Column(String(16), nullable=True))
+
+
+class Tag(SQLModel, table=True):
+    __tablename__ = "tags"
+    __table_args__ = (UniqueConstraint("user_id", "movie_id", "tag", name="uq_tags_user_movie_tag"),)
+
+    tag_id: int | None = Field(default=None, sa_column=Column(Integer, primary_key=True, autoincrement=True))
+    user_id: int = Field(sa_column=Column(Integer, nullable=False))
+    movie_id: int = Field(
+        sa_column=Column(
+            Integer, ForeignKey("movies.movie_id", ondelete="CASCADE"), nullable=False, index=True
+        )
+    )
+    tag: str = Field(sa_column=Column(String(256), nullable=False))
+    timestamp: int = Field(sa_column=Column(BigInteger, nullable=False))
+
+
+class Account(SQLModel, table=True):
+    __tablename__ = "accounts"
+
+    account_id: int | None = Field(
+        default=None, sa_column=Column(Integer, primary_key=True, autoincrement=True)
+    )
+    email: str = Field(sa_column=Column(String(320), nullable=False, unique=True))
+    password_hash: str = Field(sa_column=Column(String(256), nullable=False))
+    role: str = Field(default="user", sa_column=Column(String(16), nullable=False, server_default="user"))
+    user_id: int = Field(
+        sa_column=Column(
+            Integer, ForeignKey("users.user_id", ondelete="CASCADE"), nullable=False, unique=True
+        )
+    )
+    created_at: datetime = Field(default_factory=_utcnow, sa_column=Column(DateTime, nullable=False))
+
+
+class Rating(SQLModel, table=True):
+    __tablename__ = "ratings"
+    __table_args__ = (
+        CheckConstraint(
+            f"rating >= {RATING_MIN} AND rating <= {RATING_MAX} AND rating * 2 = CAST(rating * 2 AS INTEGER)",
+            name="ck_ratings_half_stars",
+        ),
+        PrimaryKeyConstraint("user_id", "movie_id", name=RATINGS_PK),
+        Index(RATINGS_MOVIE_INDEX, "movie_id"),
+    )
+
+    user_id: int = Field(
+        sa_column=Column(
+            Integer, ForeignKey("users.user_id", ondelete="CASCADE", name=RATINGS_USER_FK), primary_key=True
+        )
+    )
+    movie_id: int = Field(
+        sa_column=Column(
+            Integer,
+            ForeignKey("movies.movie_id", ondelete="CASCADE", name=RATINGS_MOVIE_FK),
+            primary_key=True,
+        )
+    )
+    rating: float = Field(sa_column=Column(Float, nullable=False))
+    timestamp: int = Field(sa_column=Column(BigInteger, nullable=False))

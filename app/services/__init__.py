@@ -1,0 +1,1 @@
+"""Business logic and SQL. Resolvers and the CLI call these with keyword arguments."""

@@ -1,0 +1,82 @@
+"""The one settings object. Nothing else in cinerec reads ``os.environ``."""
+
+from __future__ import annotations
+
+import secrets
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+MIN_SECRET_LENGTH = 32
+_PLACEHOLDER_SECRETS = {"changeme", "secret", "change-me", "dev", "development", "jwt-secret"}
+
+
+class Settings(BaseSettings):
+    """cinerec configuration, from ``CINEREC_*`` environment variables or a ``.env`` file."""
+
+    model_config = SettingsConfigDict(env_prefix="CINEREC_", env_file=".env", extra="ignore")
+
+    env: Literal["development", "test", "production"] = "development"
+    home: Path = Path("var")
+    database_url: str = ""
+    redis_url: str | None = None
+    jwt_secret: str | None = None
+    jwt_expiry_minutes: int = Field(default=60, gt=0)
+    dataset: str = "ml-latest-small"
+    dataset_base_url: str = "https://files.grouplens.org/datasets/movielens"
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["http://localhost:3000", "http://127.0.0.1:3000"]
+    )
+    auto_migrate: bool = True
+    graphiql: bool = True
+    max_query_depth: int = 10
+    max_aliases: int = 64
+    max_tokens: int = 2000
+    max_body_bytes: int = 256 * 1024
+    max_page_size: int = 100
+    db_pool_size: int = 20
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [o.strip() for o in value.split(",") if o.strip()]
+        return value
+
+    @model_validator(mode="after")
+    def _defaults_and_secrets(self) -> Settings:
+        self.home = self.home.expanduser().resolve()
+        if not self.database_url:
+            self.database_url = f"sqlite+aiosqlite:///{self.home / 'cinerec.db'}"
+        if self.env == "production":
+            secret = self.jwt_secret or ""
+            if len(secret) < MIN_SECRET_LENGTH or secret.lower() in _PLACEHOLDER_SECRETS:
+                raise ValueError(
+                    f"CINEREC_JWT_SECRET must be set to a random string of at least {MIN_SECRET_LENGTH} "
+                    "characters when CINEREC_ENV=production"
+                )
+        return self
+
+    def signing_secret(self) -> str:
+        """The JWT secret: configured, or generated once and kept under ``home`` for local use."""
+        if self.jwt_secret:
+            return self.jwt_secret
+        path = self.home / "jwt_secret"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(secrets.token_urlsafe(48))
+            path.chmod(0o600)
+        self.jwt_secret = path.read_text().strip()
+        return self.jwt_secret
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()
