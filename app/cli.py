@@ -1,0 +1,226 @@
+"""The ``cinerec`` command line."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from app.settings import Settings, get_settings
+
+app = typer.Typer(help="cinerec: movie recommendations over GraphQL.", no_args_is_help=True)
+db_app = typer.Typer(help="Database schema (Alembic).", no_args_is_help=True)
+data_app = typer.Typer(help="MovieLens data: download and ingest.", no_args_is_help=True)
+users_app = typer.Typer(help="Logins and roles.", no_args_is_help=True)
+schema_app = typer.Typer(help="The GraphQL schema.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(data_app, name="data")
+app.add_typer(users_app, name="users")
+app.add_typer(schema_app, name="schema")
+
+log = logging.getLogger("cinerec")
+
+
+def _fail(message: str, code: int = 1) -> typer.Exit:
+    typer.secho(message, fg=typer.colors.RED, err=True)
+    return typer.Exit(code)
+
+
+async def _revision_gap(settings: Settings) -> tuple[str | None, str | None]:
+    from app.db import create_engine
+    from app.migrate import current_revision, head_revision
+
+    engine = create_engine(settings)
+    try:
+        return await current_revision(engine), head_revision(settings)
+    finally:
+        await engine.dispose()
+
+
+def ensure_schema(settings: Settings, *, migrate: bool) -> None:
+    """Run pending migrations, or refuse with a clear message when ``migrate`` is off."""
+    from app.migrate import upgrade
+
+    current, head = asyncio.run(_revision_gap(settings))
+    if current == head:
+        return
+    if not migrate:
+        raise _fail(
+            f"database schema is at revision {current or 'none'} but this cinerec needs {head}: "
+            "run `cinerec db upgrade` (or start with CINEREC_AUTO_MIGRATE=true)",
+            code=3,
+        )
+    log.info("migrating database from %s to %s", current or "empty", head)
+    upgrade(settings)
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to bind.")] = 8000,
+    workers: Annotated[int, typer.Option(help="Uvicorn worker processes.")] = 1,
+    migrate: Annotated[
+        bool | None, typer.Option(help="Run pending migrations first (default: CINEREC_AUTO_MIGRATE).")
+    ] = None,
+) -> None:
+    """Serve the GraphQL API (GraphiQL at /graphql) with uvicorn."""
+    import uvicorn
+
+    settings = get_settings()
+    ensure_schema(settings, migrate=settings.auto_migrate if migrate is None else migrate)
+    typer.echo(
+        f"cinerec serving GraphQL at http://{host}:{port}/graphql ({settings.database_url.split(':')[0]})"
+    )
+    uvicorn.run("app.main:create_app", factory=True, host=host, port=port, workers=workers, log_level="info")
+
+
+@db_app.command("upgrade")
+def db_upgrade(revision: str = "head") -> None:
+    """Apply migrations up to REVISION (default: the newest)."""
+    from app.migrate import upgrade
+
+    upgrade(get_settings(), revision)
+    typer.echo("database schema is up to date")
+
+
+@db_app.command("current")
+def db_current() -> None:
+    """Print the database's schema revision and the newest one."""
+    current, head = asyncio.run(_revision_gap(get_settings()))
+    typer.echo(f"current: {current or 'none'}  newest: {head}")
+
+
+@data_app.command("download")
+def data_download(
+    name: Annotated[str, typer.Argument(help="ml-latest-small, ml-25m or ml-100k")],
+    dest: Annotated[
+        Path | None, typer.Option(help="Folder for the archive (default: CINEREC_HOME/data).")
+    ] = None,
+) -> None:
+    """Download a MovieLens data set from GroupLens (checksum-verified, resumable)."""
+    from ml.data.download import DownloadError, download
+
+    settings = get_settings()
+    try:
+        folder = download(name, dest or settings.home / "data", settings.dataset_base_url)
+    except (DownloadError, OSError) as exc:
+        raise _fail(f"download failed: {exc}") from exc
+    typer.echo(str(folder))
+
+
+@data_app.command("ingest")
+def data_ingest(
+    directory: Annotated[Path, typer.Argument(help="A folder in the ml-25m CSV layout.")],
+    skip_invalid: Annotated[
+        bool, typer.Option("--skip-invalid", help="Load the valid rows; write the rejected ones to a file.")
+    ] = False,
+    reject_file: Annotated[
+        Path | None, typer.Option(help="Where --skip-invalid writes rejected rows.")
+    ] = None,
+    migrate: Annotated[bool, typer.Option(help="Run pending migrations first.")] = True,
+) -> None:
+    """Load a MovieLens folder into the database in one transaction (re-runnable)."""
+    from app.db import create_engine
+    from app.services.ingest import IngestError, ingest
+    from ml.data.movielens import DatasetError
+
+    settings = get_settings()
+    ensure_schema(settings, migrate=migrate)
+    rejects = (
+        reject_file or settings.home / "rejects" / f"{directory.name}-{time.strftime('%Y%m%d-%H%M%S')}.csv"
+    )
+
+    async def run() -> None:
+        engine = create_engine(settings)
+        try:
+            report = await ingest(
+                engine=engine, directory=directory, skip_invalid=skip_invalid, reject_file=rejects
+            )
+        finally:
+            await engine.dispose()
+        typer.echo(
+            f"ingested {report.movies} movies, {report.ratings} ratings, {report.tags} tags, "
+            f"{report.links} links, {report.users} users in {report.seconds:.1f} s"
+        )
+        if report.rejected:
+            typer.echo(f"rejected {report.rejected} rows: see {report.reject_file}")
+
+    try:
+        asyncio.run(run())
+    except (IngestError, DatasetError) as exc:
+        raise _fail(str(exc), code=2) from exc
+
+
+def _create_account(email: str, password: str, *, admin: bool, user_id: int | None) -> None:
+    from app.auth import Role
+    from app.db import create_engine, session_factory
+    from app.errors import CinerecError
+    from app.services.accounts import create_account
+
+    settings = get_settings()
+    ensure_schema(settings, migrate=True)
+
+    async def run() -> int:
+        engine = create_engine(settings)
+        try:
+            async with session_factory(engine)() as session:
+                principal = await create_account(
+                    session=session,
+                    email=email,
+                    password=password,
+                    role=Role.ADMIN if admin else Role.USER,
+                    user_id=user_id,
+                )
+                return principal.user_id
+        finally:
+            await engine.dispose()
+
+    try:
+        uid = asyncio.run(run())
+    except CinerecError as exc:
+        raise _fail(exc.message, code=2) from exc
+    typer.echo(f"created {'admin' if admin else 'user'} login {email} for user {uid}")
+
+
+@users_app.command("create-admin")
+def users_create_admin(
+    email: Annotated[str, typer.Option()],
+    password: Annotated[str, typer.Option(prompt=True, hide_input=True)],
+) -> None:
+    """Create an admin login (a new user)."""
+    _create_account(email, password, admin=True, user_id=None)
+
+
+@users_app.command("create")
+def users_create(
+    email: Annotated[str, typer.Option()],
+    password: Annotated[str, typer.Option(prompt=True, hide_input=True)],
+    user_id: Annotated[
+        int | None, typer.Option(help="Link the login to this existing MovieLens user.")
+    ] = None,
+) -> None:
+    """Create a user login, for a new user or an existing MovieLens user."""
+    _create_account(email, password, admin=False, user_id=user_id)
+
+
+@schema_app.command("export")
+def schema_export(
+    output: Annotated[Path, typer.Option(help="Where to write the SDL.")] = Path("schema.graphql"),
+) -> None:
+    """Write the GraphQL schema as SDL (committed as schema.graphql for frontend teams)."""
+    from graphql_schema.schema import build_schema
+
+    output.write_text(build_schema(get_settings()).as_str() + "\n")
+    typer.echo(f"wrote {output}")
+
+
+def main() -> None:
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
+    app()

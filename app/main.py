@@ -1,0 +1,113 @@
+"""The app factory: Starlette with the GraphQL endpoint, health, readiness and metrics."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
+
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from redis.asyncio import Redis
+from sqlalchemy import text
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route, WebSocketRoute
+from strawberry.asgi import GraphQL
+
+from app.db import create_engine, session_factory
+from app.limits import BodySizeLimit
+from app.settings import Settings, get_settings
+from graphql_schema.context import Context, build_context
+from graphql_schema.schema import build_schema
+
+if TYPE_CHECKING:
+    from starlette.requests import Request
+    from starlette.websockets import WebSocket
+
+log = logging.getLogger(__name__)
+
+
+class GraphQLApp(GraphQL[Context, None]):
+    """Strawberry's ASGI app with cinerec's per-request context."""
+
+    async def get_context(self, request: Request | WebSocket, response: Any = None) -> Context:
+        state = request.app.state
+        return build_context(
+            request=request,
+            response=response,
+            settings=state.settings,
+            sessions=state.sessions,
+            authorization=request.headers.get("authorization"),
+        )
+
+
+async def healthz(_: Request) -> Response:
+    return JSONResponse({"status": "ok"})
+
+
+async def readyz(request: Request) -> Response:
+    checks: dict[str, str] = {}
+    try:
+        async with request.app.state.engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+        checks["database"] = "ok"
+    except Exception as exc:  # readiness reports any failure, it never raises
+        log.warning("readiness: database unreachable: %s", exc)
+        checks["database"] = "unreachable"
+    redis: Redis | None = request.app.state.redis
+    if redis is not None:
+        try:
+            await redis.ping()
+            checks["redis"] = "ok"
+        except Exception as exc:
+            log.warning("readiness: redis unreachable: %s", exc)
+            checks["redis"] = "unreachable"
+    ready = all(v == "ok" for v in checks.values())
+    return JSONResponse(
+        {"status": "ready" if ready else "not ready", **checks}, status_code=200 if ready else 503
+    )
+
+
+async def metrics(_: Request) -> Response:
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+
+def create_app(settings: Settings | None = None) -> Starlette:
+    """A cinerec ASGI app. Database engine and Redis are opened in the lifespan."""
+    settings = settings or get_settings()
+    settings.signing_secret()  # fail at start-up, not on the first login, if the secret is unusable
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        app.state.settings = settings
+        app.state.engine = create_engine(settings)
+        app.state.sessions = session_factory(app.state.engine)
+        app.state.redis = Redis.from_url(settings.redis_url) if settings.redis_url else None
+        try:
+            yield
+        finally:
+            if app.state.redis is not None:
+                await app.state.redis.aclose()
+            await app.state.engine.dispose()
+
+    graphql = GraphQLApp(build_schema(settings), graphql_ide="graphiql" if settings.graphiql else None)
+    middleware = [
+        Middleware(BodySizeLimit, max_bytes=settings.max_body_bytes),
+        Middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST", "OPTIONS"],
+            allow_headers=["authorization", "content-type"],
+        ),
+    ]
+    routes = [
+        Route("/graphql", graphql, methods=["GET", "POST"]),
+        WebSocketRoute("/graphql", graphql),
+        Route("/healthz", healthz),
+        Route("/readyz", readyz),
+        Route("/metrics", metrics),
+    ]
+    return Starlette(routes=routes, middleware=middleware, lifespan=lifespan)

@@ -1,0 +1,181 @@
+"""Catalog reads: movies by key, their genres, tags and links, and filtered, ordered pages.
+
+Every function takes keys in bulk so that per-request dataloaders issue one statement
+per batch. Pages use keyset pagination: the position is (sort value, movie_id).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import Enum
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import and_, func, literal_column, or_, select
+
+from app.models import Genre, Link, Movie, MovieGenre, Tag
+
+if TYPE_CHECKING:
+    from sqlalchemy import ColumnElement, Row
+    from sqlalchemy.ext.asyncio import AsyncSession
+
+movies = Movie.__table__  # type: ignore[attr-defined]
+genres = Genre.__table__  # type: ignore[attr-defined]
+movie_genres = MovieGenre.__table__  # type: ignore[attr-defined]
+tags = Tag.__table__  # type: ignore[attr-defined]
+links = Link.__table__  # type: ignore[attr-defined]
+
+
+class MovieSort(Enum):
+    POPULARITY = "popularity"
+    AVERAGE_RATING = "average_rating"
+    YEAR = "year"
+    TITLE = "title"
+
+
+# Natural direction of each order: most popular, best rated, newest first; titles A to Z.
+_DESCENDING = {
+    MovieSort.POPULARITY: True,
+    MovieSort.AVERAGE_RATING: True,
+    MovieSort.YEAR: True,
+    MovieSort.TITLE: False,
+}
+
+
+def _sort_column(sort: MovieSort) -> ColumnElement[Any]:
+    return {
+        MovieSort.POPULARITY: movies.c.ratings_count,
+        MovieSort.AVERAGE_RATING: movies.c.rating_mean,
+        MovieSort.YEAR: func.coalesce(movies.c.year, 0),
+        MovieSort.TITLE: movies.c.title,
+    }[sort]
+
+
+@dataclass(frozen=True)
+class MovieQuery:
+    genre: str | None = None
+    year_from: int | None = None
+    year_to: int | None = None
+    title_contains: str | None = None
+    min_ratings: int | None = None
+
+
+def _escape_like(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def _conditions(query: MovieQuery) -> list[ColumnElement[bool]]:
+    where: list[ColumnElement[bool]] = []
+    if query.genre is not None:
+        where.append(
+            movies.c.movie_id.in_(
+                select(movie_genres.c.movie_id)
+                .join(genres, genres.c.genre_id == movie_genres.c.genre_id)
+                .where(func.lower(genres.c.name) == query.genre.lower())
+            )
+        )
+    if query.year_from is not None:
+        where.append(movies.c.year >= query.year_from)
+    if query.year_to is not None:
+        where.append(movies.c.year <= query.year_to)
+    if query.title_contains:
+        pattern = f"%{_escape_like(query.title_contains.lower())}%"
+        where.append(func.lower(movies.c.title).like(pattern, escape="\\"))
+    if query.min_ratings is not None:
+        where.append(movies.c.ratings_count >= query.min_ratings)
+    return where
+
+
+async def movies_by_ids(*, session: AsyncSession, movie_ids: Sequence[int]) -> dict[int, Row[Any]]:
+    rows = (await session.execute(select(movies).where(movies.c.movie_id.in_(movie_ids)))).all()
+    return {row.movie_id: row for row in rows}
+
+
+async def genres_by_movie_ids(*, session: AsyncSession, movie_ids: Sequence[int]) -> dict[int, list[str]]:
+    stmt = (
+        select(movie_genres.c.movie_id, genres.c.name)
+        .join(genres, genres.c.genre_id == movie_genres.c.genre_id)
+        .where(movie_genres.c.movie_id.in_(movie_ids))
+        .order_by(movie_genres.c.movie_id, genres.c.name)
+    )
+    out: dict[int, list[str]] = defaultdict(list)
+    for movie_id, name in (await session.execute(stmt)).tuples():
+        out[movie_id].append(name)
+    return out
+
+
+async def tags_by_movie_ids(
+    *, session: AsyncSession, movie_ids: Sequence[int], first: int
+) -> dict[int, list[str]]:
+    """Up to ``first`` distinct tags per movie, most used first (one statement for all movies)."""
+    uses = func.count().label("uses")
+    counted = (
+        select(tags.c.movie_id, tags.c.tag, uses)
+        .where(tags.c.movie_id.in_(movie_ids))
+        .group_by(tags.c.movie_id, tags.c.tag)
+        .subquery()
+    )
+    rank = (
+        func.row_number()
+        .over(partition_by=counted.c.movie_id, order_by=(counted.c.uses.desc(), counted.c.tag))
+        .label("rank")
+    )
+    ranked = select(counted.c.movie_id, counted.c.tag, rank).subquery()
+    stmt = (
+        select(ranked.c.movie_id, ranked.c.tag)
+        .where(ranked.c.rank <= first)
+        .order_by(ranked.c.movie_id, ranked.c.rank)
+    )
+    out: dict[int, list[str]] = defaultdict(list)
+    for movie_id, tag in (await session.execute(stmt)).tuples():
+        out[movie_id].append(tag)
+    return out
+
+
+async def links_by_movie_ids(*, session: AsyncSession, movie_ids: Sequence[int]) -> dict[int, Row[Any]]:
+    rows = (await session.execute(select(links).where(links.c.movie_id.in_(movie_ids)))).all()
+    return {row.movie_id: row for row in rows}
+
+
+@dataclass(frozen=True)
+class MoviePage:
+    rows: list[Row[Any]]
+    has_next: bool
+    sort_values: list[Any]
+
+
+async def movie_page(
+    *,
+    session: AsyncSession,
+    query: MovieQuery,
+    sort: MovieSort,
+    descending: bool | None,
+    after: tuple[Any, int] | None,
+    limit: int,
+) -> MoviePage:
+    """Up to ``limit`` movies after the keyset position ``after`` = (sort value, movie_id)."""
+    desc = _DESCENDING[sort] if descending is None else descending
+    key = _sort_column(sort)
+    where = _conditions(query)
+    if after is not None:
+        value, movie_id = after
+        beyond = key < value if desc else key > value
+        where.append(or_(beyond, and_(key == value, movies.c.movie_id > movie_id)))
+    stmt = (
+        select(movies, key.label("sort_value"))
+        .where(*where)
+        .order_by(key.desc() if desc else key.asc(), movies.c.movie_id.asc())
+        .limit(limit + 1)
+    )
+    rows = list((await session.execute(stmt)).all())
+    return MoviePage(rows[:limit], len(rows) > limit, [r.sort_value for r in rows[:limit]])
+
+
+async def count_movies(*, session: AsyncSession, query: MovieQuery) -> int:
+    stmt = select(func.count(literal_column("1"))).select_from(movies).where(*_conditions(query))
+    return int((await session.execute(stmt)).scalar_one())
+
+
+async def genre_names(*, session: AsyncSession) -> list[str]:
+    return list((await session.execute(select(genres.c.name).order_by(genres.c.name))).scalars())

@@ -1,0 +1,112 @@
+"""Ratings: a user's ratings page by page, counts, and rating a movie."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import and_, func, or_, select, update
+
+from app.errors import BadUserInput, NotFound
+from app.models import RATING_MAX, RATING_MIN, Movie, Rating, User
+
+if TYPE_CHECKING:
+    from sqlalchemy import Row
+    from sqlalchemy.ext.asyncio import AsyncSession
+
+ratings = Rating.__table__  # type: ignore[attr-defined]
+movies = Movie.__table__  # type: ignore[attr-defined]
+users = User.__table__  # type: ignore[attr-defined]
+
+
+def check_rating(value: float) -> float:
+    if not RATING_MIN <= value <= RATING_MAX or (value * 2) % 1 != 0:
+        raise BadUserInput(
+            f"rating must be between {RATING_MIN} and {RATING_MAX} in steps of 0.5, got {value}",
+            field="rating",
+        )
+    return float(value)
+
+
+async def users_by_ids(*, session: AsyncSession, user_ids: Sequence[int]) -> dict[int, Row[Any]]:
+    rows = (await session.execute(select(users).where(users.c.user_id.in_(user_ids)))).all()
+    return {row.user_id: row for row in rows}
+
+
+async def ratings_count_by_user_ids(*, session: AsyncSession, user_ids: Sequence[int]) -> dict[int, int]:
+    stmt = (
+        select(ratings.c.user_id, func.count())
+        .where(ratings.c.user_id.in_(user_ids))
+        .group_by(ratings.c.user_id)
+    )
+    return dict((await session.execute(stmt)).tuples().all())
+
+
+@dataclass(frozen=True)
+class RatingPage:
+    rows: list[Row[Any]]
+    has_next: bool
+
+
+async def ratings_page(
+    *, session: AsyncSession, user_id: int, after: tuple[int, int] | None, limit: int
+) -> RatingPage:
+    """A user's ratings, newest first; ``after`` = (timestamp, movie_id) of the last row seen."""
+    where = [ratings.c.user_id == user_id]
+    if after is not None:
+        ts, movie_id = after
+        where.append(
+            or_(ratings.c.timestamp < ts, and_(ratings.c.timestamp == ts, ratings.c.movie_id > movie_id))
+        )
+    stmt = (
+        select(ratings)
+        .where(*where)
+        .order_by(ratings.c.timestamp.desc(), ratings.c.movie_id.asc())
+        .limit(limit + 1)
+    )
+    rows = list((await session.execute(stmt)).all())
+    return RatingPage(rows[:limit], len(rows) > limit)
+
+
+async def rate_movie(*, session: AsyncSession, user_id: int, movie_id: int, rating: float) -> Row[Any]:
+    """Insert or replace the user's rating and keep the movie's statistics in step, in one transaction."""
+    value = check_rating(rating)
+    now = int(time.time())
+    exists = (await session.execute(select(movies.c.movie_id).where(movies.c.movie_id == movie_id))).first()
+    if exists is None:
+        raise NotFound(f"movie {movie_id} does not exist")
+    lock = select(ratings.c.rating).where(ratings.c.user_id == user_id, ratings.c.movie_id == movie_id)
+    if session.bind is not None and session.bind.dialect.name == "postgresql":
+        lock = lock.with_for_update()
+    old = (await session.execute(lock)).scalar_one_or_none()
+    if old is None:
+        await session.execute(
+            ratings.insert().values(user_id=user_id, movie_id=movie_id, rating=value, timestamp=now)
+        )
+        d_count, d_sum = 1, value
+    else:
+        await session.execute(
+            ratings.update()
+            .where(ratings.c.user_id == user_id, ratings.c.movie_id == movie_id)
+            .values(rating=value, timestamp=now)
+        )
+        d_count, d_sum = 0, value - old
+    # Relative updates so that concurrent ratings of one movie do not overwrite each other.
+    await session.execute(
+        update(movies)
+        .where(movies.c.movie_id == movie_id)
+        .values(
+            ratings_count=movies.c.ratings_count + d_count,
+            rating_sum=movies.c.rating_sum + d_sum,
+            rating_mean=(movies.c.rating_sum + d_sum) / (movies.c.ratings_count + d_count),
+        )
+    )
+    await session.commit()
+    row = (
+        await session.execute(
+            select(ratings).where(ratings.c.user_id == user_id, ratings.c.movie_id == movie_id)
+        )
+    ).one()
+    return row

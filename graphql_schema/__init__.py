@@ -1,0 +1,1 @@
+"""The GraphQL API: Strawberry types, inputs, permissions, extensions, context and schema."""

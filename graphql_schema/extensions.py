@@ -1,0 +1,84 @@
+"""Schema extensions: error codes and masking, Prometheus metrics, and the query limits."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from graphql.error import GraphQLError
+from strawberry.extensions import (
+    MaskErrors,
+    MaxAliasesLimiter,
+    MaxTokensLimiter,
+    ParserCache,
+    QueryDepthLimiter,
+    SchemaExtension,
+    ValidationCache,
+)
+
+from app.errors import CinerecError
+from app.metrics import GRAPHQL_LATENCY, GRAPHQL_REQUESTS
+
+if TYPE_CHECKING:
+    from app.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def _is_internal(error: GraphQLError) -> bool:
+    """Errors from our own code paths that are not API errors: bugs, SQL, timeouts."""
+    original = error.original_error
+    return original is not None and not isinstance(original, (CinerecError, GraphQLError))
+
+
+class ErrorCodes(MaskErrors):
+    """Every error gets ``extensions.code``; unexpected ones are masked as INTERNAL.
+
+    No stack trace, SQL or exception text reaches the client: they go to the log.
+    Errors without an original exception are the client's (syntax, validation,
+    limits) and are marked BAD_USER_INPUT.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(should_mask_error=_is_internal, error_message="internal error")
+
+    def anonymise_error(self, error: GraphQLError) -> GraphQLError:
+        log.error("internal error in %s", error.path, exc_info=error.original_error)
+        masked = super().anonymise_error(error)
+        masked.extensions = {"code": "INTERNAL"}
+        return masked
+
+    def _process_errors(self, errors: list[GraphQLError]) -> list[GraphQLError]:
+        processed = super()._process_errors(errors)
+        for error in processed:
+            if not (error.extensions or {}).get("code"):
+                error.extensions = {**(error.extensions or {}), "code": "BAD_USER_INPUT"}
+        return processed
+
+
+class Metrics(SchemaExtension):
+    """Counts operations by name and status and times them (``cinerec_graphql_*``)."""
+
+    def on_operation(self) -> Iterator[None]:
+        started = time.perf_counter()
+        yield
+        ctx = self.execution_context
+        name = ctx.operation_name or "anonymous"
+        result = ctx.result
+        failed = bool(getattr(result, "errors", None)) or bool(ctx.pre_execution_errors)
+        GRAPHQL_REQUESTS.labels(operation=name, status="error" if failed else "ok").inc()
+        GRAPHQL_LATENCY.labels(operation=name).observe(time.perf_counter() - started)
+
+
+def schema_extensions(settings: Settings) -> list[SchemaExtension | type[SchemaExtension]]:
+    return [
+        ErrorCodes(),
+        Metrics,
+        MaxTokensLimiter(max_token_count=settings.max_tokens),
+        QueryDepthLimiter(max_depth=settings.max_query_depth),
+        MaxAliasesLimiter(max_alias_count=settings.max_aliases),
+        ParserCache(maxsize=1024),
+        ValidationCache(maxsize=1024),
+    ]

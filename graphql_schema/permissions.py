@@ -1,0 +1,43 @@
+"""Permission classes: who may resolve a field."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from strawberry.permission import BasePermission
+from strawberry.types import Info
+
+
+class IsAuthenticated(BasePermission):
+    message = "authentication required: send 'Authorization: Bearer <token>'"
+    error_extensions = {"code": "UNAUTHENTICATED"}
+
+    def has_permission(self, source: Any, info: Info, **kwargs: Any) -> bool:
+        ctx = info.context
+        if ctx.auth_error is not None:
+            self.message = ctx.auth_error.message
+            return False
+        return ctx.principal is not None
+
+
+class IsAdmin(BasePermission):
+    """An admin; an anonymous caller gets UNAUTHENTICATED, a non-admin FORBIDDEN."""
+
+    message = "admin role required"
+    error_extensions = {"code": "FORBIDDEN"}
+
+    def has_permission(self, source: Any, info: Info, **kwargs: Any) -> bool:
+        principal = info.context.require_principal()
+        return principal.is_admin
+
+
+class OwnerOrAdmin(BasePermission):
+    """The caller is the user in question (``userId`` argument or the parent User) or an admin."""
+
+    message = "you may read only your own profile and ratings"
+    error_extensions = {"code": "FORBIDDEN"}
+
+    def has_permission(self, source: Any, info: Info, **kwargs: Any) -> bool:
+        principal = info.context.require_principal()
+        user_id = kwargs.get("user_id", getattr(source, "user_id", None))
+        return user_id is not None and principal.may_read_user(int(user_id))

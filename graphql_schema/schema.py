@@ -1,0 +1,124 @@
+"""The schema: Query and Mutation roots, built with the limits from settings."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+import strawberry
+from strawberry.types import Info
+
+from app.services.catalog import MovieQuery, MovieSort
+from graphql_schema.extensions import schema_extensions
+from graphql_schema.permissions import IsAuthenticated, OwnerOrAdmin
+from graphql_schema.types import (
+    AuthPayload,
+    Movie,
+    MovieConnection,
+    MovieFilter,
+    MovieOrder,
+    Rating,
+    SortDirection,
+    User,
+)
+from resolvers import movies as movie_resolvers
+from resolvers import users as user_resolvers
+
+if TYPE_CHECKING:
+    from graphql import GraphQLError
+    from strawberry.types import ExecutionContext
+
+    from app.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@strawberry.type
+class Query:
+    @strawberry.field
+    async def movie(self, info: Info, movie_id: int) -> Movie | None:
+        row = await movie_resolvers.movie(info.context, movie_id=movie_id)
+        return Movie.from_row(row) if row else None
+
+    @strawberry.field(description="Movies, filtered and ordered, Relay-style (at most 100 a page).")
+    async def movies(
+        self,
+        info: Info,
+        first: int = 20,
+        after: str | None = None,
+        filter: MovieFilter | None = None,
+        order_by: MovieOrder = MovieOrder.POPULARITY,
+        direction: SortDirection | None = None,
+    ) -> MovieConnection:
+        f = filter or MovieFilter()
+        page = await movie_resolvers.movies(
+            info.context,
+            first=first,
+            after=after,
+            query=MovieQuery(
+                genre=f.genre,
+                year_from=f.year_from,
+                year_to=f.year_to,
+                title_contains=f.title_contains,
+                min_ratings=f.min_ratings,
+            ),
+            sort=MovieSort(order_by.value),
+            descending=None if direction is None else direction is SortDirection.DESC,
+        )
+        return MovieConnection.from_page(page)
+
+    @strawberry.field(description="All genre names.")
+    async def genres(self, info: Info) -> list[str]:
+        return await movie_resolvers.all_genres(info.context)
+
+    @strawberry.field(
+        permission_classes=[OwnerOrAdmin], description="A user: yourself, or anyone for an admin."
+    )
+    async def user(self, info: Info, user_id: int) -> User | None:
+        row = await user_resolvers.user(info.context, user_id=user_id)
+        return User.from_row(row) if row else None
+
+    @strawberry.field(permission_classes=[IsAuthenticated], description="The caller.")
+    async def me(self, info: Info) -> User:
+        principal = info.context.require_principal()
+        row = await user_resolvers.user(info.context, user_id=principal.user_id)
+        return User.from_row(row)
+
+
+@strawberry.type
+class Mutation:
+    @strawberry.mutation(description="Create an account (a new user) and log in.")
+    async def register(self, info: Info, email: str, password: str) -> AuthPayload:
+        token, principal = await user_resolvers.register(info.context, email=email, password=password)
+        row = await user_resolvers.user(info.context, user_id=principal.user_id)
+        return AuthPayload(token=token, user=User.from_row(row))
+
+    @strawberry.mutation
+    async def login(self, info: Info, email: str, password: str) -> AuthPayload:
+        token, principal = await user_resolvers.login(info.context, email=email, password=password)
+        row = await user_resolvers.user(info.context, user_id=principal.user_id)
+        return AuthPayload(token=token, user=User.from_row(row))
+
+    @strawberry.mutation(
+        permission_classes=[IsAuthenticated],
+        description="Rate a movie as the caller (0.5 to 5.0 in half stars); rating again replaces it.",
+    )
+    async def rate_movie(self, info: Info, movie_id: int, rating: float) -> Rating:
+        principal = info.context.require_principal()
+        row = await user_resolvers.rate_movie(
+            info.context, principal=principal, movie_id=movie_id, rating=rating
+        )
+        return Rating.from_row(row)
+
+
+class Schema(strawberry.Schema):
+    def process_errors(
+        self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
+    ) -> None:
+        # Internal errors were logged with their traceback by ErrorCodes; the rest are the client's.
+        for error in errors:
+            log.debug("client error: %s", error.message)
+
+
+def build_schema(settings: Settings) -> strawberry.Schema:
+    return Schema(query=Query, mutation=Mutation, extensions=schema_extensions(settings))

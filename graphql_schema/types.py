@@ -1,0 +1,186 @@
+"""Strawberry output types. They are built from service rows with ``from_row``."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import Enum
+from typing import Any
+
+import strawberry
+from strawberry.types import Info
+
+from app.services.catalog import MovieSort
+from graphql_schema.permissions import OwnerOrAdmin
+from resolvers import movies as movie_resolvers
+from resolvers import users as user_resolvers
+from resolvers.movies import Page
+
+
+@strawberry.enum(description="How to order a movie list. Each has a natural direction; `direction` flips it.")
+class MovieOrder(Enum):
+    POPULARITY = MovieSort.POPULARITY.value
+    AVERAGE_RATING = MovieSort.AVERAGE_RATING.value
+    YEAR = MovieSort.YEAR.value
+    TITLE = MovieSort.TITLE.value
+
+
+@strawberry.enum
+class SortDirection(Enum):
+    ASC = "asc"
+    DESC = "desc"
+
+
+@strawberry.input(description="Conditions a movie must all meet.")
+class MovieFilter:
+    genre: str | None = strawberry.field(default=None, description="Genre name, case-insensitive.")
+    year_from: int | None = None
+    year_to: int | None = None
+    title_contains: str | None = strawberry.field(default=None, description="Case-insensitive substring.")
+    min_ratings: int | None = strawberry.field(default=None, description="At least this many ratings.")
+
+
+@strawberry.type
+class PageInfo:
+    has_next_page: bool
+    has_previous_page: bool
+    start_cursor: str | None
+    end_cursor: str | None
+
+    @classmethod
+    def from_page(cls, page: Page) -> PageInfo:
+        cursors = [c for c, _ in page.edges]
+        return cls(
+            has_next_page=page.has_next,
+            has_previous_page=page.has_previous,
+            start_cursor=cursors[0] if cursors else None,
+            end_cursor=cursors[-1] if cursors else None,
+        )
+
+
+@strawberry.type
+class Movie:
+    movie_id: int
+    title: str = strawberry.field(description="Title without the year, which is in `year`.")
+    year: int | None
+    ratings_count: int
+    average_rating: float | None = strawberry.field(description="Mean rating, null when unrated.")
+
+    @classmethod
+    def from_row(cls, row: Any) -> Movie:
+        return cls(
+            movie_id=row.movie_id,
+            title=row.title,
+            year=row.year,
+            ratings_count=row.ratings_count,
+            average_rating=row.rating_sum / row.ratings_count if row.ratings_count else None,
+        )
+
+    @strawberry.field
+    async def genres(self, info: Info) -> list[str]:
+        return await movie_resolvers.genres(info.context, movie_id=self.movie_id)
+
+    @strawberry.field(description="The most used tags, most used first.")
+    async def tags(self, info: Info, first: int = 10) -> list[str]:
+        return await movie_resolvers.tags(info.context, movie_id=self.movie_id, first=first)
+
+    @strawberry.field(description="IMDb id as MovieLens gives it (digits, leading zeros kept).")
+    async def imdb_id(self, info: Info) -> str | None:
+        link = await movie_resolvers.link(info.context, movie_id=self.movie_id)
+        return link.imdb_id if link else None
+
+    @strawberry.field
+    async def tmdb_id(self, info: Info) -> int | None:
+        link = await movie_resolvers.link(info.context, movie_id=self.movie_id)
+        return link.tmdb_id if link else None
+
+
+@strawberry.type
+class MovieEdge:
+    cursor: str
+    node: Movie
+
+
+@strawberry.type
+class MovieConnection:
+    edges: list[MovieEdge]
+    page_info: PageInfo
+    _page: strawberry.Private[Page]
+
+    @classmethod
+    def from_page(cls, page: Page) -> MovieConnection:
+        edges = [MovieEdge(cursor=c, node=Movie.from_row(r)) for c, r in page.edges]
+        return cls(edges=edges, page_info=PageInfo.from_page(page), _page=page)
+
+    @strawberry.field(description="Movies matching the filter, over all pages.")
+    async def total_count(self) -> int:
+        return await self._page.total()
+
+
+@strawberry.type
+class Rating:
+    user_id: int
+    movie_id: int
+    rating: float
+    timestamp: int = strawberry.field(description="Seconds since the Unix epoch.")
+
+    @classmethod
+    def from_row(cls, row: Any) -> Rating:
+        return cls(user_id=row.user_id, movie_id=row.movie_id, rating=row.rating, timestamp=row.timestamp)
+
+    @strawberry.field
+    def rated_at(self) -> datetime:
+        return datetime.fromtimestamp(self.timestamp, UTC)
+
+    @strawberry.field
+    async def movie(self, info: Info) -> Movie:
+        row = await movie_resolvers.movie(info.context, movie_id=self.movie_id)
+        return Movie.from_row(row)
+
+
+@strawberry.type
+class RatingEdge:
+    cursor: str
+    node: Rating
+
+
+@strawberry.type
+class RatingConnection:
+    edges: list[RatingEdge]
+    page_info: PageInfo
+    _page: strawberry.Private[Page]
+
+    @classmethod
+    def from_page(cls, page: Page) -> RatingConnection:
+        edges = [RatingEdge(cursor=c, node=Rating.from_row(r)) for c, r in page.edges]
+        return cls(edges=edges, page_info=PageInfo.from_page(page), _page=page)
+
+    @strawberry.field
+    async def total_count(self) -> int:
+        return await self._page.total()
+
+
+@strawberry.type
+class User:
+    user_id: int
+    age: int | None
+    gender: str | None
+    occupation: str | None
+
+    @classmethod
+    def from_row(cls, row: Any) -> User:
+        return cls(user_id=row.user_id, age=row.age, gender=row.gender, occupation=row.occupation)
+
+    @strawberry.field
+    async def ratings_count(self, info: Info) -> int:
+        return await user_resolvers.ratings_count(info.context, user_id=self.user_id)
+
+    @strawberry.field(permission_classes=[OwnerOrAdmin], description="Newest first.")
+    async def ratings(self, info: Info, first: int = 20, after: str | None = None) -> RatingConnection:
+        page = await user_resolvers.user_ratings(info.context, user_id=self.user_id, first=first, after=after)
+        return RatingConnection.from_page(page)
+
+
+@strawberry.type
+class AuthPayload:
+    token: str = strawberry.field(description="A JWT for `Authorization: Bearer <token>`.")
+    user: User

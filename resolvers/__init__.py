@@ -1,0 +1,1 @@
+"""Thin resolver functions and dataloader batch functions over ``app`` services."""

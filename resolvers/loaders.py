@@ -1,0 +1,84 @@
+"""Per-request dataloaders: each batch of keys is one SQL statement on its own session."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from strawberry.dataloader import DataLoader
+
+from app.services import catalog, ratings
+
+if TYPE_CHECKING:
+    from sqlalchemy import Row
+    from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+def _loader(
+    sessions: async_sessionmaker[AsyncSession],
+    fetch: Callable[..., Awaitable[dict[K, V]]],
+    default: Callable[[], V | None],
+) -> DataLoader[K, V | None]:
+    async def batch(keys: Sequence[K]) -> list[V | None]:
+        async with sessions() as session:
+            found = await fetch(session=session, keys=list(dict.fromkeys(keys)))
+        return [found.get(k, default()) for k in keys]
+
+    return DataLoader(load_fn=batch)
+
+
+def _tags_loader(sessions: async_sessionmaker[AsyncSession]) -> DataLoader[tuple[int, int], list[str]]:
+    async def batch(keys: Sequence[tuple[int, int]]) -> list[list[str]]:
+        by_first: dict[int, list[int]] = {}
+        for movie_id, first in keys:
+            by_first.setdefault(first, []).append(movie_id)
+        found: dict[tuple[int, int], list[str]] = {}
+        async with sessions() as session:
+            for first, movie_ids in by_first.items():
+                tags = await catalog.tags_by_movie_ids(session=session, movie_ids=movie_ids, first=first)
+                found.update({(m, first): tags.get(m, []) for m in movie_ids})
+        return [found[k] for k in keys]
+
+    return DataLoader(load_fn=batch)
+
+
+@dataclass
+class Loaders:
+    movie: DataLoader[int, Row[Any] | None]
+    genres: DataLoader[int, list[str] | None]
+    tags: DataLoader[tuple[int, int], list[str]]
+    link: DataLoader[int, Row[Any] | None]
+    user: DataLoader[int, Row[Any] | None]
+    ratings_count: DataLoader[int, int | None]
+
+
+def create_loaders(sessions: async_sessionmaker[AsyncSession]) -> Loaders:
+    """Fresh loaders for one request (never shared: their caches are per request)."""
+    return Loaders(
+        movie=_loader(
+            sessions,
+            lambda session, keys: catalog.movies_by_ids(session=session, movie_ids=keys),
+            lambda: None,
+        ),
+        genres=_loader(
+            sessions, lambda session, keys: catalog.genres_by_movie_ids(session=session, movie_ids=keys), list
+        ),
+        tags=_tags_loader(sessions),
+        link=_loader(
+            sessions,
+            lambda session, keys: catalog.links_by_movie_ids(session=session, movie_ids=keys),
+            lambda: None,
+        ),
+        user=_loader(
+            sessions, lambda session, keys: ratings.users_by_ids(session=session, user_ids=keys), lambda: None
+        ),
+        ratings_count=_loader(
+            sessions,
+            lambda session, keys: ratings.ratings_count_by_user_ids(session=session, user_ids=keys),
+            int,
+        ),
+    )

@@ -1,0 +1,95 @@
+"""Movie resolvers: lookups by key through the loaders, and keyset-paginated pages."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from app.errors import BadUserInput
+from app.services import catalog
+from resolvers.pagination import check_first, decode_cursor, encode_cursor
+
+if TYPE_CHECKING:
+    from sqlalchemy import Row
+
+    from graphql_schema.context import Context
+
+
+@dataclass(frozen=True)
+class Page:
+    """One page of a connection: (cursor, row) edges and a lazy total count."""
+
+    edges: list[tuple[str, Row[Any]]]
+    has_next: bool
+    has_previous: bool
+    total: Callable[[], Awaitable[int]]
+
+
+async def movie(ctx: Context, *, movie_id: int) -> Row[Any] | None:
+    return await ctx.loaders.movie.load(movie_id)
+
+
+_CURSOR_KINDS: dict[catalog.MovieSort, type | tuple[type, ...]] = {
+    catalog.MovieSort.POPULARITY: int,
+    catalog.MovieSort.AVERAGE_RATING: (int, float),
+    catalog.MovieSort.YEAR: int,
+    catalog.MovieSort.TITLE: str,
+}
+
+
+def _cursor_tag(sort: catalog.MovieSort, descending: bool | None) -> str:
+    return f"{sort.value}:{ {None: 'natural', True: 'desc', False: 'asc'}[descending] }"
+
+
+async def movies(
+    ctx: Context,
+    *,
+    first: int,
+    after: str | None,
+    query: catalog.MovieQuery,
+    sort: catalog.MovieSort,
+    descending: bool | None,
+) -> Page:
+    check_first(first, ctx.settings.max_page_size)
+    # The sort travels in the cursor, so a cursor cannot be replayed under another order.
+    position = None
+    if after is not None:
+        name, value, movie_id = decode_cursor(after, (str, _CURSOR_KINDS[sort], int))
+        if name != _cursor_tag(sort, descending):
+            raise BadUserInput("cursor belongs to another ordering", field="after")
+        position = (value, movie_id)
+
+    async def total() -> int:
+        async with ctx.sessions() as session:
+            return await catalog.count_movies(session=session, query=query)
+
+    if first == 0:
+        return Page([], False, position is not None, total)
+    async with ctx.sessions() as session:
+        page = await catalog.movie_page(
+            session=session, query=query, sort=sort, descending=descending, after=position, limit=first
+        )
+    tag = _cursor_tag(sort, descending)
+    edges = [(encode_cursor(tag, v, r.movie_id), r) for r, v in zip(page.rows, page.sort_values, strict=True)]
+    for _, row in edges:  # prime the loader: a later movie(movieId) in the same request costs nothing
+        ctx.loaders.movie.prime(row.movie_id, row)
+    return Page(edges, page.has_next, position is not None, total)
+
+
+async def genres(ctx: Context, *, movie_id: int) -> list[str]:
+    return await ctx.loaders.genres.load(movie_id) or []
+
+
+async def tags(ctx: Context, *, movie_id: int, first: int) -> list[str]:
+    check_first(first, ctx.settings.max_page_size)
+    return await ctx.loaders.tags.load((movie_id, first)) if first else []
+
+
+async def link(ctx: Context, *, movie_id: int) -> Row[Any] | None:
+    return await ctx.loaders.link.load(movie_id)
+
+
+async def all_genres(ctx: Context) -> list[str]:
+    async with ctx.sessions() as session:
+        return await catalog.genre_names(session=session)

@@ -1,0 +1,58 @@
+"""User, account and rating resolvers."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from app.auth import issue_token
+from app.services import accounts, ratings
+from resolvers.movies import Page
+from resolvers.pagination import check_first, decode_cursor, encode_cursor
+
+if TYPE_CHECKING:
+    from sqlalchemy import Row
+
+    from app.auth import Principal
+    from graphql_schema.context import Context
+
+
+async def user(ctx: Context, *, user_id: int) -> Row[Any] | None:
+    return await ctx.loaders.user.load(user_id)
+
+
+async def ratings_count(ctx: Context, *, user_id: int) -> int:
+    return await ctx.loaders.ratings_count.load(user_id) or 0
+
+
+async def user_ratings(ctx: Context, *, user_id: int, first: int, after: str | None) -> Page:
+    check_first(first, ctx.settings.max_page_size)
+    position = tuple(decode_cursor(after, (int, int))) if after is not None else None
+
+    async def total() -> int:
+        return await ratings_count(ctx, user_id=user_id)
+
+    if first == 0:
+        return Page([], False, position is not None, total)
+    async with ctx.sessions() as session:
+        page = await ratings.ratings_page(session=session, user_id=user_id, after=position, limit=first)  # type: ignore[arg-type]
+    edges = [(encode_cursor(r.timestamp, r.movie_id), r) for r in page.rows]
+    return Page(edges, page.has_next, position is not None, total)
+
+
+async def register(ctx: Context, *, email: str, password: str) -> tuple[str, Principal]:
+    async with ctx.sessions() as session:
+        principal = await accounts.create_account(session=session, email=email, password=password)
+    return issue_token(principal, ctx.settings), principal
+
+
+async def login(ctx: Context, *, email: str, password: str) -> tuple[str, Principal]:
+    async with ctx.sessions() as session:
+        principal = await accounts.authenticate(session=session, email=email, password=password)
+    return issue_token(principal, ctx.settings), principal
+
+
+async def rate_movie(ctx: Context, *, principal: Principal, movie_id: int, rating: float) -> Row[Any]:
+    async with ctx.sessions() as session:
+        return await ratings.rate_movie(
+            session=session, user_id=principal.user_id, movie_id=movie_id, rating=rating
+        )
