@@ -26,12 +26,21 @@ from graphql_schema.schema import build_schema
 if TYPE_CHECKING:
     from starlette.requests import Request
     from starlette.websockets import WebSocket
+    from strawberry.http import GraphQLHTTPResponse
+    from strawberry.types import ExecutionResult
 
 log = logging.getLogger(__name__)
 
 
 class GraphQLApp(GraphQL[Context, None]):
     """Strawberry's ASGI app with cinerec's per-request context."""
+
+    async def process_result(self, request: Request, result: ExecutionResult) -> GraphQLHTTPResponse:
+        # Parse errors leave the operation before schema extensions see them: code them here too.
+        response = await super().process_result(request, result)
+        for error in response.get("errors") or []:
+            error.setdefault("extensions", {}).setdefault("code", "BAD_USER_INPUT")
+        return response
 
     async def get_context(self, request: Request | WebSocket, response: Any = None) -> Context:
         state = request.app.state

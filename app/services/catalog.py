@@ -100,7 +100,7 @@ async def genres_by_movie_ids(*, session: AsyncSession, movie_ids: Sequence[int]
         .order_by(movie_genres.c.movie_id, genres.c.name)
     )
     out: dict[int, list[str]] = defaultdict(list)
-    for movie_id, name in (await session.execute(stmt)).tuples():
+    for movie_id, name in (await session.execute(stmt)).all():
         out[movie_id].append(name)
     return out
 
@@ -128,7 +128,7 @@ async def tags_by_movie_ids(
         .order_by(ranked.c.movie_id, ranked.c.rank)
     )
     out: dict[int, list[str]] = defaultdict(list)
-    for movie_id, tag in (await session.execute(stmt)).tuples():
+    for movie_id, tag in (await session.execute(stmt)).all():
         out[movie_id].append(tag)
     return out
 

@@ -251,7 +251,7 @@ async def _write_movies(conn: AsyncConnection, movies: pd.DataFrame) -> None:
     )
     names = sorted({g for genres in movies["genres"] for g in genres})
     await _upsert(conn, Genre.__table__, [{"name": n} for n in names], ["name"], [])  # type: ignore[attr-defined]
-    ids = dict((await conn.execute(text("SELECT name, genre_id FROM genres"))).tuples().all())
+    ids = dict((await conn.execute(text("SELECT name, genre_id FROM genres"))).all())
     for batch in _chunks(movies["movie_id"].tolist()):
         await conn.execute(MovieGenre.__table__.delete().where(MovieGenre.__table__.c.movie_id.in_(batch)))  # type: ignore[attr-defined]
     pairs = [

@@ -41,7 +41,7 @@ async def ratings_count_by_user_ids(*, session: AsyncSession, user_ids: Sequence
         .where(ratings.c.user_id.in_(user_ids))
         .group_by(ratings.c.user_id)
     )
-    return dict((await session.execute(stmt)).tuples().all())
+    return dict((await session.execute(stmt)).all())
 
 
 @dataclass(frozen=True)

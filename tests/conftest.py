@@ -1,0 +1,141 @@
+"""Shared fixtures: real PostgreSQL databases (created per session, dropped after), SQLite
+files, a generated MovieLens folder, and a real uvicorn server in a thread."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import asyncpg
+import httpx
+import pytest
+import uvicorn
+
+from app.main import create_app
+from app.migrate import upgrade
+from app.settings import Settings
+from tests.movielens_fixture import write_movielens
+
+PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
+BACKENDS = ["postgresql", "sqlite"]
+
+
+async def _pg(sql: str) -> None:
+    conn = await asyncpg.connect(PG_ADMIN)
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+class Databases:
+    """Creates throw-away databases; PostgreSQL ones are dropped at the end of the session."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.created: list[str] = []
+
+    def url(self, backend: str) -> str:
+        name = f"cinerec_test_{uuid.uuid4().hex[:12]}"
+        if backend == "sqlite":
+            return f"sqlite+aiosqlite:///{self.root / (name + '.db')}"
+        asyncio.run(_pg(f'CREATE DATABASE "{name}"'))
+        self.created.append(name)
+        return f"postgresql+asyncpg://postgres@127.0.0.1:5432/{name}"
+
+    def settings(self, backend: str, *, migrate: bool = True, **overrides: object) -> Settings:
+        home = self.root / uuid.uuid4().hex[:8]
+        settings = Settings(env="test", home=home, database_url=self.url(backend), **overrides)  # type: ignore[arg-type]
+        if migrate:
+            upgrade(settings)
+        return settings
+
+    def drop_all(self) -> None:
+        for name in self.created:
+            asyncio.run(_pg(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture(scope="session")
+def databases(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Databases]:
+    dbs = Databases(tmp_path_factory.mktemp("db"))
+    yield dbs
+    dbs.drop_all()
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
+@pytest.fixture
+def movielens_dir(tmp_path: Path) -> Path:
+    write_movielens(tmp_path / "ml")
+    return tmp_path / "ml"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class LiveServer:
+    """The real app served by uvicorn on a free port, in a background thread."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        config = uvicorn.Config(
+            create_app(settings),
+            host="127.0.0.1",
+            port=self.port,
+            log_level="warning",
+            lifespan="on",
+            ws="websockets-sansio",
+        )
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> LiveServer:
+        self.thread.start()
+        for _ in range(200):
+            if self.server.started:
+                return self
+            self.thread.join(0.05)
+        raise RuntimeError("uvicorn did not start")
+
+    def __exit__(self, *_: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)
+
+    def gql(self, query: str, variables: dict | None = None, token: str | None = None, **kw: object) -> dict:
+        headers = {"authorization": f"Bearer {token}"} if token else {}
+        response = httpx.post(
+            f"{self.url}/graphql",
+            json={"query": query, "variables": variables or {}},
+            headers=headers,
+            timeout=30,
+        )
+        assert response.status_code == 200, response.text
+        return response.json()
+
+
+@pytest.fixture(scope="session")
+def live_server_factory(
+    databases: Databases, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Callable[..., LiveServer]]:
+    servers: list[LiveServer] = []
+
+    def start(settings: Settings) -> LiveServer:
+        server = LiveServer(settings).__enter__()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.__exit__()

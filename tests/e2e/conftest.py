@@ -1,0 +1,77 @@
+"""A catalog server per backend: the generated MovieLens set ingested, an admin and a user."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import pytest
+
+from app.db import create_engine
+from app.services.ingest import ingest
+from tests.conftest import BACKENDS, Databases, LiveServer
+from tests.movielens_fixture import write_movielens
+
+ADMIN = ("admin@example.com", "admin-password")
+USER = ("user@example.com", "user-password")
+USER_ID = 7  # the MovieLens user the regular login is linked to
+DEPTH = 4  # low enough that this schema's deepest path (user.ratings.edges.node.movie.title) exceeds it
+
+
+def cli(settings_env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, **settings_env}
+    return subprocess.run(
+        [sys.executable, "-m", "app", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+@dataclass
+class Catalog:
+    server: LiveServer
+    admin_token: str
+    user_token: str
+    env: dict[str, str]
+
+
+@pytest.fixture(scope="session", params=BACKENDS)
+def catalog(
+    request: pytest.FixtureRequest,
+    databases: Databases,
+    live_server_factory: Callable[..., LiveServer],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Catalog:
+    settings = databases.settings(request.param, redis_url="redis://127.0.0.1:6379/0", max_query_depth=DEPTH)
+    directory = tmp_path_factory.mktemp("ml") / "ml"
+    write_movielens(directory)
+
+    async def load() -> None:
+        engine = create_engine(settings)
+        try:
+            await ingest(engine=engine, directory=directory)
+        finally:
+            await engine.dispose()
+
+    asyncio.run(load())
+    env = {
+        "CINEREC_DATABASE_URL": settings.database_url,
+        "CINEREC_HOME": str(settings.home),
+        "CINEREC_ENV": "test",
+    }
+    made = cli(env, "users", "create-admin", "--email", ADMIN[0], "--password", ADMIN[1])
+    assert made.returncode == 0, made.stderr
+    made = cli(env, "users", "create", "--email", USER[0], "--password", USER[1], "--user-id", str(USER_ID))
+    assert made.returncode == 0, made.stderr
+    server = live_server_factory(settings)
+    login = "mutation($e: String!, $p: String!) { login(email: $e, password: $p) { token user { userId } } }"
+    admin = server.gql(login, {"e": ADMIN[0], "p": ADMIN[1]})["data"]["login"]["token"]
+    user = server.gql(login, {"e": USER[0], "p": USER[1]})["data"]["login"]["token"]
+    return Catalog(server, admin, user, env)
