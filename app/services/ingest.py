@@ -10,6 +10,7 @@ which is several times faster than maintaining them row by row.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import logging
@@ -309,10 +310,13 @@ async def ingest(
         await sink.open()
         duplicates = ml.DuplicateTracker()
         path = directory / "ratings.csv"
-        with tqdm(
-            total=path.stat().st_size, unit="B", unit_scale=True, desc="ratings.csv", disable=None
-        ) as bar:
-            for chunk in ml.iter_ratings(path, known, chunk_rows):
+        with (
+            tqdm(
+                total=path.stat().st_size, unit="B", unit_scale=True, desc="ratings.csv", disable=None
+            ) as bar,
+            contextlib.closing(ml.iter_ratings(path, known, chunk_rows)) as chunks,
+        ):
+            for chunk in chunks:
                 problems += chunk.problems
                 duplicates.add(chunk.frame, chunk.lines)
                 report.ratings += len(chunk.frame)

@@ -320,11 +320,12 @@ def _validate_ratings(
     for bad, reason in checks:
         hit = np.flatnonzero(keep & bad)
         for i in hit:
+            fields = lines[i].count(b",") + 1  # ratings are numeric: no quoted commas
             problems.append(
                 Problem(
                     "ratings.csv",
                     first_line + int(i),
-                    reason,
+                    reason if fields == 4 else f"expected 4 fields, found {fields}",
                     lines[i].decode("utf-8", "replace").rstrip("\r\n"),
                 )
             )
@@ -369,7 +370,9 @@ def iter_ratings(path: Path, known_movies: np.ndarray, chunk_rows: int = 1_000_0
             problems = sorted(problems + more, key=lambda p: p.line)
             valid = clean.loc[keep].reset_index(drop=True)
             if fast and keep.all():
-                payload = data if data.endswith(b"\n") else data + b"\n"
+                # COPY wants one line ending throughout; files may mix \r\n and \n.
+                payload = data.replace(b"\r\n", b"\n")
+                payload = payload if payload.endswith(b"\n") else payload + b"\n"
             else:
                 payload = valid.to_csv(header=False, index=False).encode()
             yield RatingsChunk(valid, payload, problems, line_no + np.flatnonzero(keep))
@@ -410,13 +413,15 @@ class DuplicateTracker:
         stars = np.concatenate(self._stars)[order]
         lines = np.concatenate(self._lines)[order]
         conflict = np.flatnonzero(same & (stars[1:] != stars[:-1])) + 1
+        run_starts = np.flatnonzero(np.r_[True, ~same])
+        first = run_starts[np.searchsorted(run_starts, conflict, side="right") - 1]
         problems = [
             Problem(
                 "ratings.csv",
                 int(lines[i]),
                 f"duplicate rating for userId {int(keys[i] >> 32)}, movieId {int(keys[i] & 0xFFFFFFFF)} "
-                f"conflicts with line {int(lines[i - 1])}",
+                f"conflicts with line {int(lines[j])}",
             )
-            for i in conflict
+            for i, j in zip(conflict, first, strict=True)
         ]
         return True, problems, np.unique(keys[conflict])
