@@ -1,0 +1,42 @@
+"""The committed SDL matches the served schema; internal failures never leak details."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+from graphql import (
+    build_client_schema,
+    build_schema,
+    get_introspection_query,
+    lexicographic_sort_schema,
+    print_schema,
+)
+
+from tests.conftest import Databases, LiveServer
+from tests.e2e.conftest import Catalog
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_committed_sdl_matches_the_served_schema(catalog: Catalog) -> None:
+    served = catalog.server.gql(get_introspection_query(descriptions=True))["data"]
+    committed = (ROOT / "schema.graphql").read_text()
+    assert print_schema(lexicographic_sort_schema(build_client_schema(served))) == print_schema(
+        lexicographic_sort_schema(build_schema(committed))
+    ), "schema.graphql is stale: run `cinerec schema export`"
+
+
+def test_database_failure_is_masked_as_internal(
+    databases: Databases, live_server_factory: Callable[..., LiveServer]
+) -> None:
+    settings = databases.settings("postgresql")
+    settings.database_url = settings.database_url.rsplit("/", 1)[0] + "/cinerec_no_such_database"
+    server = live_server_factory(settings)
+    result = server.gql("{ movie(movieId: 1) { title } }")
+    [error] = result["errors"]
+    assert error["extensions"] == {"code": "INTERNAL"} and error["message"] == "internal error"
+    assert "cinerec_no_such_database" not in str(result) and "Traceback" not in str(result)
+    ready = httpx.get(f"{server.url}/readyz")
+    assert ready.status_code == 503 and ready.json()["database"] == "unreachable"
