@@ -7,7 +7,6 @@ import logging
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from redis.asyncio import Redis
 from sqlalchemy import text
 from starlette.applications import Starlette
@@ -19,6 +18,7 @@ from strawberry.asgi import GraphQL
 
 from app.db import create_engine, session_factory
 from app.limits import BodySizeLimit
+from app.metrics import render
 from app.settings import Settings, get_settings
 from graphql_schema.context import Context, build_context
 from graphql_schema.schema import build_schema
@@ -39,7 +39,8 @@ class GraphQLApp(GraphQL[Context, None]):
         # Parse errors leave the operation before schema extensions see them: code them here too.
         response = await super().process_result(request, result)
         for error in response.get("errors") or []:
-            error.setdefault("extensions", {}).setdefault("code", "BAD_USER_INPUT")
+            if isinstance(error, dict):
+                error.setdefault("extensions", {}).setdefault("code", "BAD_USER_INPUT")
         return response
 
     async def get_context(self, request: Request | WebSocket, response: Any = None) -> Context:
@@ -81,7 +82,8 @@ async def readyz(request: Request) -> Response:
 
 
 async def metrics(_: Request) -> Response:
-    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+    body, media_type = render()
+    return Response(body, media_type=media_type)
 
 
 def create_app(settings: Settings | None = None) -> Starlette:

@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram
+import os
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
 
 GRAPHQL_REQUESTS = Counter(
     "cinerec_graphql_requests_total",
@@ -16,3 +25,16 @@ GRAPHQL_LATENCY = Histogram(
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
 )
 SQL_QUERIES = Counter("cinerec_sql_queries_total", "SQL statements sent to the database.")
+
+
+def render() -> tuple[bytes, str]:
+    """The exposition text; with several uvicorn workers, merged across them.
+
+    ``PROMETHEUS_MULTIPROC_DIR`` is prometheus-client's own switch (set by ``cinerec serve
+    --workers N``), so it is read here rather than through Settings.
+    """
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        return generate_latest(registry), CONTENT_TYPE_LATEST
+    return generate_latest(), CONTENT_TYPE_LATEST

@@ -45,6 +45,13 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+MOVIES: Table = Movie.__table__  # type: ignore[attr-defined]
+GENRES: Table = Genre.__table__  # type: ignore[attr-defined]
+MOVIE_GENRES: Table = MovieGenre.__table__  # type: ignore[attr-defined]
+USERS: Table = User.__table__  # type: ignore[attr-defined]
+LINKS: Table = Link.__table__  # type: ignore[attr-defined]
+TAGS: Table = Tag.__table__  # type: ignore[attr-defined]
+
 MAX_REPORTED = 20
 _BATCH = 2000  # rows per multi-row INSERT: stays under SQLite's and asyncpg's parameter limits
 
@@ -245,22 +252,25 @@ async def refresh_movie_stats(conn: AsyncConnection) -> None:
 async def _write_movies(conn: AsyncConnection, movies: pd.DataFrame) -> None:
     await _upsert(
         conn,
-        Movie.__table__,  # type: ignore[attr-defined]
+        MOVIES,
         _records(movies[["movie_id", "title", "year"]]),
         ["movie_id"],
         ["title", "year"],
     )
     names = sorted({g for genres in movies["genres"] for g in genres})
-    await _upsert(conn, Genre.__table__, [{"name": n} for n in names], ["name"], [])  # type: ignore[attr-defined]
-    ids = dict((await conn.execute(text("SELECT name, genre_id FROM genres"))).all())
+    await _upsert(conn, GENRES, [{"name": n} for n in names], ["name"], [])
+    ids: dict[str, int] = {
+        name: genre_id
+        for name, genre_id in (await conn.execute(text("SELECT name, genre_id FROM genres"))).all()
+    }
     for batch in _chunks(movies["movie_id"].tolist()):
-        await conn.execute(MovieGenre.__table__.delete().where(MovieGenre.__table__.c.movie_id.in_(batch)))  # type: ignore[attr-defined]
+        await conn.execute(MOVIE_GENRES.delete().where(MOVIE_GENRES.c.movie_id.in_(batch)))
     pairs = [
         {"movie_id": int(m), "genre_id": ids[g]}
         for m, genres in zip(movies["movie_id"], movies["genres"], strict=True)
         for g in dict.fromkeys(genres)
     ]
-    await _upsert(conn, MovieGenre.__table__, pairs, ["movie_id", "genre_id"], [])  # type: ignore[attr-defined]
+    await _upsert(conn, MOVIE_GENRES, pairs, ["movie_id", "genre_id"], [])
 
 
 def write_rejects(path: Path, problems: Iterable[ml.Problem]) -> None:
@@ -338,20 +348,20 @@ async def ingest(
             users = extra["users"].frame
             await _upsert(
                 conn,
-                User.__table__,
+                USERS,
                 _records(users),
                 ["user_id"],
                 ["age", "gender", "occupation", "zip_code"],
-            )  # type: ignore[attr-defined]
+            )
             report.users = len(users)
         await sink.finish(duplicates=any_duplicate)
         if "links" in extra:
             links = extra["links"].frame
-            await _upsert(conn, Link.__table__, _records(links), ["movie_id"], ["imdb_id", "tmdb_id"])  # type: ignore[attr-defined]
+            await _upsert(conn, LINKS, _records(links), ["movie_id"], ["imdb_id", "tmdb_id"])
             report.links = len(links)
         if "tags" in extra:
             tags = extra["tags"].frame
-            await _upsert(conn, Tag.__table__, _records(tags), ["user_id", "movie_id", "tag"], [])  # type: ignore[attr-defined]
+            await _upsert(conn, TAGS, _records(tags), ["user_id", "movie_id", "tag"], [])
             report.tags = len(tags)
         await refresh_movie_stats(conn)
 

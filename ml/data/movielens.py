@@ -10,7 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import re
-from collections.abc import Iterator
+from collections.abc import Generator
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
@@ -334,7 +334,9 @@ def _validate_ratings(
     return clean, keep, problems
 
 
-def iter_ratings(path: Path, known_movies: np.ndarray, chunk_rows: int = 1_000_000) -> Iterator[RatingsChunk]:
+def iter_ratings(
+    path: Path, known_movies: np.ndarray, chunk_rows: int = 1_000_000
+) -> Generator[RatingsChunk, None, None]:
     """Stream ratings.csv in chunks of ``chunk_rows`` lines, validated.
 
     ``known_movies`` must be sorted (np.isin is fastest on sorted input). Clean chunks

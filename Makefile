@@ -1,0 +1,46 @@
+# cinerec: `make demo` runs the whole thing on embedded defaults; `make test` runs the suite.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+SHARED_ML100K ?= ../shared/data/ml100k.py
+export CINEREC_HOME ?= $(CURDIR)/var
+
+.PHONY: install demo data test lint bench clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@
+
+# The data set: the real MovieLens 100K from ../shared when it is there (this workplace cannot
+# reach GroupLens), otherwise a download of CINEREC_DATASET (default ml-latest-small).
+data: install
+	@mkdir -p $(CINEREC_HOME)
+	@if [ -f "$(SHARED_ML100K)" ]; then \
+	  $(BIN)/python $(SHARED_ML100K) $(CINEREC_HOME)/data/ml-100k && echo $(CINEREC_HOME)/data/ml-100k > $(CINEREC_HOME)/.dataset; \
+	else \
+	  $(BIN)/cinerec data download $${CINEREC_DATASET:-ml-latest-small} | tail -n 1 > $(CINEREC_HOME)/.dataset; \
+	fi
+
+demo: data
+	$(BIN)/cinerec db upgrade
+	$(BIN)/cinerec data ingest "$$(cat $(CINEREC_HOME)/.dataset)"
+	-@$(BIN)/cinerec users create --email demo@cinerec.local --password demo-password --user-id 1 2>/dev/null
+	$(BIN)/cinerec serve --host $${HOST:-127.0.0.1} --port $${PORT:-8000}
+
+test: install
+	$(BIN)/pytest
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy app graphql_schema resolvers ml
+
+bench: install
+	$(BIN)/python -m benchmarks.run_all
+
+clean:
+	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache
