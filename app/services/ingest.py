@@ -234,19 +234,26 @@ class _RatingsSink:
 
 async def refresh_movie_stats(conn: AsyncConnection) -> None:
     """Recompute every movie's ratings_count, rating_sum and rating_mean from the ratings."""
+    await conn.execute(text("DROP TABLE IF EXISTS movie_stats"))
+    await conn.execute(
+        text(
+            "CREATE TEMP TABLE movie_stats AS "
+            "SELECT movie_id, count(*) AS n, sum(rating) AS total FROM ratings GROUP BY movie_id"
+        )
+    )
     await conn.execute(
         text(
             "UPDATE movies SET ratings_count = s.n, rating_sum = s.total, rating_mean = s.total / s.n "
-            "FROM (SELECT movie_id, count(*) AS n, sum(rating) AS total FROM ratings GROUP BY movie_id) AS s "
-            "WHERE movies.movie_id = s.movie_id"
+            "FROM movie_stats AS s WHERE movies.movie_id = s.movie_id"
         )
     )
     await conn.execute(
         text(
-            "UPDATE movies SET ratings_count = 0, rating_sum = 0, rating_mean = 0 WHERE ratings_count <> 0 "
-            "AND NOT EXISTS (SELECT 1 FROM ratings r WHERE r.movie_id = movies.movie_id)"
+            "UPDATE movies SET ratings_count = 0, rating_sum = 0, rating_mean = 0 "
+            "WHERE ratings_count <> 0 AND movie_id NOT IN (SELECT movie_id FROM movie_stats)"
         )
     )
+    await conn.execute(text("DROP TABLE movie_stats"))
 
 
 async def _write_movies(conn: AsyncConnection, movies: pd.DataFrame) -> None:
