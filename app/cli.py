@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import sys
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from app.settings import Settings, get_settings
+
+if TYPE_CHECKING:
+    from ml.training import TrainConfig, TrainData
 
 app = typer.Typer(help="cinerec: movie recommendations over GraphQL.", no_args_is_help=True)
 db_app = typer.Typer(help="Database schema (Alembic).", no_args_is_help=True)
@@ -206,6 +210,153 @@ def users_create(
 ) -> None:
     """Create a user login, for a new user or an existing MovieLens user."""
     _create_account(email, password, admin=False, user_id=user_id)
+
+
+def _train_config(epochs: int, components: int, seed: int, tune: bool, eval_users: int | None) -> TrainConfig:
+    from ml.training import TrainConfig
+
+    return TrainConfig(epochs=epochs, components=components, seed=seed, tune=tune, eval_users=eval_users)
+
+
+def _load_data(settings: Settings) -> TrainData:
+    from app.db import create_engine
+    from app.services.training_data import load_train_data
+
+    async def run() -> TrainData:
+        engine = create_engine(settings)
+        try:
+            return await load_train_data(engine=engine)
+        finally:
+            await engine.dispose()
+
+    data = asyncio.run(run())
+    if data.ratings.empty:
+        raise _fail("no ratings in the database: run `cinerec data ingest DIR` first", code=2)
+    return data
+
+
+def _print_table(metrics: dict[str, dict[str, float]]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    columns = [c for c in next(iter(metrics.values())) if c != "validation_ndcg"]
+    table = Table(title="held-out evaluation (per-user 75/25 split)")
+    table.add_column("model")
+    for c in columns:
+        table.add_column(c, justify="right")
+    for name, row in metrics.items():
+        table.add_row(name, *(f"{row[c]:.4f}" for c in columns))
+    Console(width=200).print(table)
+
+
+def _flat(metrics: dict[str, dict[str, float]]) -> dict[str, float]:
+    """Hybrid metrics under their own names, the baselines' prefixed by model."""
+    out = {k: v for k, v in metrics["hybrid"].items()}
+    for name, row in metrics.items():
+        if name != "hybrid":
+            out.update({f"{name}.{k}": v for k, v in row.items()})
+    return out
+
+
+def _log_wandb(settings: Settings, name: str, params: dict, metrics: dict[str, float]) -> None:
+    from ml.tracking import log_wandb
+
+    try:
+        where = log_wandb(
+            project="cinerec",
+            name=name,
+            config=params,
+            metrics=metrics,
+            directory=settings.home / "wandb",
+            api_key=settings.wandb_api_key,
+        )
+        log.info("W&B run: %s", where)
+    except Exception as exc:  # tracking is a side channel: a W&B failure must not lose the model
+        log.warning("W&B logging failed: %s", exc)
+
+
+EpochsOption = Annotated[int, typer.Option(help="LightFM epochs.")]
+ComponentsOption = Annotated[int, typer.Option(help="LightFM latent dimensions.")]
+SeedOption = Annotated[int, typer.Option(help="Seed of the split and the models.")]
+TuneOption = Annotated[bool, typer.Option(help="Choose blending weights on a validation split.")]
+EvalUsersOption = Annotated[int | None, typer.Option(help="Evaluate on a sample of this many users.")]
+
+
+@app.command()
+def evaluate(
+    epochs: EpochsOption = 30,
+    components: ComponentsOption = 64,
+    seed: SeedOption = 42,
+    tune: TuneOption = True,
+    eval_users: EvalUsersOption = None,
+) -> None:
+    """Evaluate popularity, EASE, LightFM and the hybrid on one held-out split; log to MLflow."""
+    from ml.training import train as fit
+
+    settings = get_settings()
+    ensure_schema(settings, migrate=True)
+    result = fit(
+        _load_data(settings), _train_config(epochs, components, seed, tune, eval_users), evaluate_only=True
+    )
+    _print_table(result.metrics)
+    from app.serving import registry_for
+
+    run_id, _ = registry_for(settings).log_run(
+        experiment="cinerec-evaluation",
+        params={**result.params, "weights": result.weights},
+        metrics=_flat(result.metrics),
+    )
+    _log_wandb(settings, f"evaluate-{run_id[:8]}", result.params, _flat(result.metrics))
+    typer.echo(f"blend weights {result.weights}; MLflow run {run_id}; timings {result.timings}")
+
+
+@app.command()
+def train(
+    promote: Annotated[bool, typer.Option(help="Make the new version the champion at once.")] = False,
+    refit: Annotated[bool, typer.Option(help="Refit on every rating after the held-out evaluation.")] = True,
+    epochs: EpochsOption = 30,
+    components: ComponentsOption = 64,
+    seed: SeedOption = 42,
+    tune: TuneOption = True,
+    eval_users: EvalUsersOption = None,
+) -> None:
+    """Train the hybrid on the database's ratings, evaluate it, register a new version in MLflow."""
+    import tempfile
+
+    from app.serving import CHANNEL, registry_for
+    from ml.registry import CHAMPION, RECOMMENDER
+    from ml.training import train as fit
+
+    settings = get_settings()
+    ensure_schema(settings, migrate=True)
+    result = fit(_load_data(settings), _train_config(epochs, components, seed, tune, eval_users), refit=refit)
+    assert result.model is not None
+    _print_table(result.metrics)
+    registry = registry_for(settings)
+    params = {**result.params, "weights": result.weights, "refit": refit}
+    with tempfile.TemporaryDirectory() as tmp:
+        result.model.save(Path(tmp))
+        run_id, source = registry.log_run(
+            experiment=RECOMMENDER, params=params, metrics=_flat(result.metrics), artifacts=Path(tmp)
+        )
+    assert source is not None
+    before = registry.alias_version(RECOMMENDER, CHAMPION)
+    version = registry.register(RECOMMENDER, source=source, run_id=run_id)
+    if promote:
+        registry.set_alias(RECOMMENDER, CHAMPION, version)
+    champion = registry.alias_version(RECOMMENDER, CHAMPION)
+    if champion != before and settings.redis_url:  # running servers load the new champion
+        import redis
+
+        with redis.Redis.from_url(settings.redis_url) as client:
+            client.publish(
+                CHANNEL, json.dumps({"model": RECOMMENDER, "alias": CHAMPION, "version": champion})
+            )
+    _log_wandb(settings, f"train-v{version}", params, _flat(result.metrics))
+    state = (
+        "serving (champion)" if champion == version else f"registered; champion is still version {champion}"
+    )
+    typer.echo(f"{RECOMMENDER} version {version}: {state}; MLflow run {run_id}; timings {result.timings}")
 
 
 @schema_app.command("export")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
@@ -19,6 +20,7 @@ from strawberry.asgi import GraphQL
 from app.db import create_engine, session_factory
 from app.limits import BodySizeLimit
 from app.metrics import render
+from app.serving import ModelHolder
 from app.settings import Settings, get_settings
 from graphql_schema.context import Context, build_context
 from graphql_schema.schema import build_schema
@@ -51,6 +53,7 @@ class GraphQLApp(GraphQL[Context, None]):
             settings=state.settings,
             sessions=state.sessions,
             authorization=request.headers.get("authorization"),
+            models=state.models,
         )
 
 
@@ -97,9 +100,18 @@ def create_app(settings: Settings | None = None) -> Starlette:
         app.state.engine = create_engine(settings)
         app.state.sessions = session_factory(app.state.engine)
         app.state.redis = Redis.from_url(settings.redis_url) if settings.redis_url else None
+        app.state.models = ModelHolder(settings, app.state.redis)
+        try:
+            await app.state.models.load_champion()
+        except Exception:  # a broken registry must not keep the catalog down: popularity serves
+            log.exception("could not load the champion model; serving popularity")
+        follower = asyncio.create_task(app.state.models.follow())
         try:
             yield
         finally:
+            follower.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await follower
             if app.state.redis is not None:
                 await app.state.redis.aclose()
             await app.state.engine.dispose()

@@ -38,6 +38,9 @@ class Settings(BaseSettings):
     max_body_bytes: int = 256 * 1024
     max_page_size: int = 100
     db_pool_size: int = 20
+    mlflow_tracking_uri: str = ""
+    wandb_api_key: str | None = None
+    max_recommendations: int = 100
 
     @field_validator("cors_origins", mode="before")
     @classmethod
@@ -51,6 +54,9 @@ class Settings(BaseSettings):
         self.home = self.home.expanduser().resolve()
         if not self.database_url:
             self.database_url = f"sqlite+aiosqlite:///{self.home / 'cinerec.db'}"
+        if not self.mlflow_tracking_uri:
+            # MLflow 3 refuses its old plain-file store: a SQLite store under home instead.
+            self.mlflow_tracking_uri = f"sqlite:///{self.home / 'mlflow.db'}"
         if self.env == "production":
             secret = self.jwt_secret or ""
             if len(secret) < MIN_SECRET_LENGTH or secret.lower() in _PLACEHOLDER_SECRETS:

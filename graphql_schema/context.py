@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from starlette.responses import Response
     from starlette.websockets import WebSocket
 
+    from app.serving import ModelHolder
     from app.settings import Settings
 
 
@@ -25,6 +26,7 @@ class Context:
     settings: Settings
     sessions: async_sessionmaker[AsyncSession]
     loaders: Loaders
+    models: ModelHolder | None = None
     principal: Principal | None = None
     auth_error: CinerecError | None = None
     extra: dict[str, Any] = field(default_factory=dict)
@@ -44,9 +46,10 @@ def build_context(
     settings: Settings,
     sessions: async_sessionmaker[AsyncSession],
     authorization: str | None,
+    models: ModelHolder | None = None,
 ) -> Context:
     """A context for one request; a bad token is kept and raised only where auth is needed."""
-    ctx = Context(request, response, settings, sessions, create_loaders(sessions))
+    ctx = Context(request, response, settings, sessions, create_loaders(sessions, models), models)
     try:
         token = bearer_token(authorization)
         if token is not None:

@@ -73,6 +73,15 @@ class Metrics(SchemaExtension):
         GRAPHQL_LATENCY.labels(operation=name).observe(time.perf_counter() - started)
 
 
+class ServedBy(SchemaExtension):
+    """Says in the response ``extensions`` which model answered recommendations, or that the
+    popularity fallback did (before any model is trained)."""
+
+    def get_results(self) -> dict[str, object]:
+        served_by = getattr(self.execution_context.context, "extra", {}).get("recommender")
+        return {"recommender": served_by} if served_by else {}
+
+
 def schema_extensions(settings: Settings) -> list[Callable[[], SchemaExtension] | type[SchemaExtension]]:
     """Extension factories: a fresh extension per request, the caches and rule classes shared.
 
@@ -86,6 +95,7 @@ def schema_extensions(settings: Settings) -> list[Callable[[], SchemaExtension] 
     return [
         ErrorCodes,
         Metrics,
+        ServedBy,
         lambda: MaxTokensLimiter(max_token_count=settings.max_tokens),
         lambda: AddValidationRules(rules),
         lambda: ParserCache(maxsize=1024),

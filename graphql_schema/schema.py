@@ -10,18 +10,22 @@ from strawberry.types import Info
 
 from app.services.catalog import MovieQuery, MovieSort
 from graphql_schema.extensions import schema_extensions
-from graphql_schema.permissions import IsAuthenticated, OwnerOrAdmin
+from graphql_schema.permissions import IsAdmin, IsAuthenticated, OwnerOrAdmin
 from graphql_schema.types import (
     AuthPayload,
+    ModelVersion,
     Movie,
     MovieConnection,
     MovieFilter,
     MovieOrder,
+    MovieSearchHit,
     Rating,
+    Recommendation,
     SortDirection,
     User,
 )
 from resolvers import movies as movie_resolvers
+from resolvers import recommendations as rec_resolvers
 from resolvers import users as user_resolvers
 
 if TYPE_CHECKING:
@@ -78,6 +82,34 @@ class Query:
         row = await user_resolvers.user(info.context, user_id=user_id)
         return User.from_row(row) if row else None
 
+    @strawberry.field(
+        permission_classes=[OwnerOrAdmin],
+        description="Top movies for a user (yourself, or anyone for an admin), from the serving model.",
+    )
+    async def recommendations(
+        self, info: Info, user_id: int, first: int = 10, exclude_rated: bool = True
+    ) -> list[Recommendation]:
+        found = await rec_resolvers.recommendations(
+            info.context, user_id=user_id, first=first, exclude_rated=exclude_rated
+        )
+        return [Recommendation.from_result(r) for r in found]
+
+    @strawberry.field(description="Movies most alike in content (title, genres, tags embeddings).")
+    async def similar_movies(self, info: Info, movie_id: int, first: int = 10) -> list[Movie]:
+        found = await rec_resolvers.similar_movies(info.context, movie_id=movie_id, first=first)
+        return [Movie.from_row(await movie_resolvers.movie(info.context, movie_id=m)) for m, _ in found]
+
+    @strawberry.field(description="Semantic search: movies whose description is closest to the query.")
+    async def search_movies(self, info: Info, query: str, first: int = 10) -> list[MovieSearchHit]:
+        found = await rec_resolvers.search_movies(info.context, query=query, first=first)
+        return [MovieSearchHit(score=s, movie_id=m) for m, s in found]
+
+    @strawberry.field(
+        permission_classes=[IsAdmin], description="Registered recommender versions, newest first."
+    )
+    async def model_versions(self, info: Info) -> list[ModelVersion]:
+        return [ModelVersion.from_info(v) for v in await rec_resolvers.model_versions(info.context)]
+
     @strawberry.field(permission_classes=[IsAuthenticated], description="The caller.")
     async def me(self, info: Info) -> User:
         principal = info.context.require_principal()
@@ -109,6 +141,19 @@ class Mutation:
             info.context, principal=principal, movie_id=movie_id, rating=rating
         )
         return Rating.from_row(row)
+
+    @strawberry.mutation(
+        permission_classes=[IsAdmin],
+        description="Point an alias at a version; `champion` is what serves, swapped in without a restart.",
+    )
+    async def promote_model(self, info: Info, version: str, alias: str = "champion") -> ModelVersion:
+        return ModelVersion.from_info(await rec_resolvers.promote(info.context, version=version, alias=alias))
+
+    @strawberry.mutation(
+        permission_classes=[IsAdmin], description="Return an alias to the version it held before."
+    )
+    async def rollback_model(self, info: Info, alias: str = "champion") -> ModelVersion:
+        return ModelVersion.from_info(await rec_resolvers.rollback(info.context, alias=alias))
 
 
 class Schema(strawberry.Schema):

@@ -12,6 +12,7 @@ from strawberry.types import Info
 from app.services.catalog import MovieSort
 from graphql_schema.permissions import OwnerOrAdmin
 from resolvers import movies as movie_resolvers
+from resolvers import recommendations as rec_resolvers
 from resolvers import users as user_resolvers
 from resolvers.movies import Page
 
@@ -174,6 +175,13 @@ class User:
     async def ratings_count(self, info: Info) -> int:
         return await user_resolvers.ratings_count(info.context, user_id=self.user_id)
 
+    @strawberry.field(permission_classes=[OwnerOrAdmin], description="Best first, unrated movies only.")
+    async def recommendations(self, info: Info, first: int = 10) -> list[Recommendation]:
+        found = await rec_resolvers.recommendations(
+            info.context, user_id=self.user_id, first=first, exclude_rated=True
+        )
+        return [Recommendation.from_result(r) for r in found]
+
     @strawberry.field(permission_classes=[OwnerOrAdmin], description="Newest first.")
     async def ratings(self, info: Info, first: int = 20, after: str | None = None) -> RatingConnection:
         page = await user_resolvers.user_ratings(info.context, user_id=self.user_id, first=first, after=after)
@@ -184,3 +192,60 @@ class User:
 class AuthPayload:
     token: str = strawberry.field(description="A JWT for `Authorization: Bearer <token>`.")
     user: User
+
+
+async def _movie(info: Info, movie_id: int) -> Movie:
+    row = await movie_resolvers.movie(info.context, movie_id=movie_id)
+    return Movie.from_row(row)
+
+
+@strawberry.type
+class Recommendation:
+    score: float = strawberry.field(description="The hybrid's blended score; higher is better.")
+    rank: int
+    movie_id: strawberry.Private[int]
+
+    @classmethod
+    def from_result(cls, result: Any) -> Recommendation:
+        return cls(score=result.score, rank=result.rank, movie_id=result.movie_id)
+
+    @strawberry.field
+    async def movie(self, info: Info) -> Movie:
+        return await _movie(info, self.movie_id)
+
+
+@strawberry.type
+class MovieSearchHit:
+    score: float = strawberry.field(description="Cosine similarity of the query and the movie's description.")
+    movie_id: strawberry.Private[int]
+
+    @strawberry.field
+    async def movie(self, info: Info) -> Movie:
+        return await _movie(info, self.movie_id)
+
+
+@strawberry.type
+class ModelMetric:
+    name: str
+    value: float
+
+
+@strawberry.type
+class ModelVersion:
+    name: str
+    version: str
+    aliases: list[str]
+    metrics: list[ModelMetric]
+    created_at: datetime
+    run_id: str | None
+
+    @classmethod
+    def from_info(cls, info: Any) -> ModelVersion:
+        return cls(
+            name=info.name,
+            version=info.version,
+            aliases=info.aliases,
+            metrics=[ModelMetric(name=k, value=v) for k, v in sorted(info.metrics.items())],
+            created_at=datetime.fromtimestamp(info.created_ms / 1000, UTC),
+            run_id=info.run_id,
+        )

@@ -9,10 +9,16 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from strawberry.dataloader import DataLoader
 
 from app.services import catalog, ratings
+from app.services.recommendations import Recommended, RecRequest, recommend_many
 
 if TYPE_CHECKING:
     from sqlalchemy import Row
     from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+    from app.serving import ModelHolder
+
+# What answered a recommendation: {"version": "3"} or the popularity fallback and why.
+ServedBy = dict[str, str]
 
 K = TypeVar("K")
 V = TypeVar("V")
@@ -46,6 +52,25 @@ def _tags_loader(sessions: async_sessionmaker[AsyncSession]) -> DataLoader[tuple
     return DataLoader(load_fn=batch)
 
 
+def _recommendations_loader(
+    sessions: async_sessionmaker[AsyncSession], models: ModelHolder | None
+) -> DataLoader[RecRequest, tuple[list[Recommended], ServedBy]]:
+    async def batch(keys: Sequence[RecRequest]) -> list[tuple[list[Recommended], ServedBy]]:
+        served = models.current if models is not None else None  # one model for the whole batch
+        by: ServedBy = (
+            {"model": "cinerec-recommender", "version": served.version}
+            if served
+            else {"model": "popularity", "reason": "no trained model yet: run `cinerec train`"}
+        )
+        async with sessions() as session:
+            answers = await recommend_many(
+                session=session, model=served.model if served else None, requests=keys
+            )
+        return [(a, by) for a in answers]
+
+    return DataLoader(load_fn=batch)
+
+
 @dataclass
 class Loaders:
     movie: DataLoader[int, Row[Any] | None]
@@ -54,9 +79,10 @@ class Loaders:
     link: DataLoader[int, Row[Any] | None]
     user: DataLoader[int, Row[Any] | None]
     ratings_count: DataLoader[int, int | None]
+    recommendations: DataLoader[RecRequest, tuple[list[Recommended], ServedBy]]
 
 
-def create_loaders(sessions: async_sessionmaker[AsyncSession]) -> Loaders:
+def create_loaders(sessions: async_sessionmaker[AsyncSession], models: ModelHolder | None = None) -> Loaders:
     """Fresh loaders for one request (never shared: their caches are per request)."""
     return Loaders(
         movie=_loader(
@@ -81,4 +107,5 @@ def create_loaders(sessions: async_sessionmaker[AsyncSession]) -> Loaders:
             lambda session, keys: ratings.ratings_count_by_user_ids(session=session, user_ids=keys),
             int,
         ),
+        recommendations=_recommendations_loader(sessions, models),
     )

@@ -1,0 +1,100 @@
+"""The serving model: loaded from the MLflow alias at start-up, swapped atomically on promotion.
+
+A request takes one reference to the current model at the start of its scoring batch,
+so a swap never mixes two models inside a batch and never fails a request. With several
+replicas, a promotion is announced on Redis and every replica loads the new version.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from ml.hybrid import HybridRecommender
+from ml.registry import CHAMPION, RECOMMENDER, ModelVersionInfo, Registry
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+
+    from app.settings import Settings
+
+log = logging.getLogger(__name__)
+CHANNEL = "cinerec:model-promotions"
+
+
+@dataclass(frozen=True)
+class Served:
+    model: HybridRecommender
+    version: str
+
+
+def registry_for(settings: Settings) -> Registry:
+    return Registry(settings.mlflow_tracking_uri, settings.home / "mlartifacts")
+
+
+class ModelHolder:
+    def __init__(self, settings: Settings, redis: Redis | None = None) -> None:
+        self.settings = settings
+        self.registry = registry_for(settings)
+        self.redis = redis
+        self.current: Served | None = None
+        self._lock = asyncio.Lock()
+
+    async def _load(self, version: str) -> Served:
+        path = await asyncio.to_thread(
+            self.registry.download, RECOMMENDER, version, self.settings.home / "models"
+        )
+        model = await asyncio.to_thread(HybridRecommender.load, path)
+        return Served(model, version)
+
+    async def load_champion(self) -> None:
+        """Serve whatever ``champion`` points at now (nothing yet: popularity fallback)."""
+        version = await asyncio.to_thread(self.registry.alias_version, RECOMMENDER, CHAMPION)
+        if version is None or (self.current and self.current.version == version):
+            return
+        async with self._lock:
+            self.current = await self._load(version)
+        log.info("serving %s version %s", RECOMMENDER, version)
+
+    async def promote(self, version: str, alias: str = CHAMPION) -> ModelVersionInfo:
+        """Point ``alias`` at ``version``; for ``champion``, load it first and then swap it in."""
+        async with self._lock:
+            served = await self._load(version) if alias == CHAMPION else None
+            await asyncio.to_thread(self.registry.set_alias, RECOMMENDER, alias, version)
+            if served is not None:
+                self.current = served  # one reference assignment: atomic for every reader
+        await self._announce(alias, version)
+        return await asyncio.to_thread(self.registry.version, RECOMMENDER, version)
+
+    async def rollback(self, alias: str = CHAMPION) -> ModelVersionInfo:
+        async with self._lock:
+            version = await asyncio.to_thread(self.registry.rollback, RECOMMENDER, alias)
+            if alias == CHAMPION:
+                self.current = await self._load(version)
+        await self._announce(alias, version)
+        return await asyncio.to_thread(self.registry.version, RECOMMENDER, version)
+
+    async def _announce(self, alias: str, version: str) -> None:
+        if self.redis is not None and alias == CHAMPION:
+            await self.redis.publish(
+                CHANNEL, json.dumps({"model": RECOMMENDER, "alias": alias, "version": version})
+            )
+
+    async def follow(self) -> None:
+        """Load the champion whenever another replica (or `cinerec train`) announces a move."""
+        if self.redis is None:
+            return
+        pubsub = self.redis.pubsub()
+        await pubsub.subscribe(CHANNEL)
+        try:
+            async for message in pubsub.listen():
+                if message.get("type") == "message":
+                    try:
+                        await self.load_champion()
+                    except Exception:  # a bad announcement must not stop the listener
+                        log.exception("could not load the announced model")
+        finally:
+            await pubsub.aclose()

@@ -1,0 +1,138 @@
+"""The hybrid recommender: standardised component scores blended with learned weights.
+
+``score`` takes a batch of users' rating rows and returns (batch, n_items) in one matrix
+product per component, so a request for 50 users is one call. Similarity and search
+run over the content embeddings. A model saves to one ``.npz`` plus ``meta.json``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import scipy.sparse as sp
+
+from ml.models import EASE, LightFMModel, Popularity
+
+ARRAYS = "model.npz"
+META = "meta.json"
+
+
+class Component(Protocol):
+    name: str
+
+    def score(self, history: sp.csr_matrix, users: np.ndarray) -> np.ndarray: ...
+
+    def arrays(self) -> dict[str, np.ndarray]: ...
+
+
+_KINDS: dict[str, Any] = {"popularity": Popularity, "ease": EASE, "lightfm": LightFMModel}
+
+
+def standardise(scores: np.ndarray) -> np.ndarray:
+    """Per-row z-scores, so components on different scales blend by weight alone."""
+    mean = scores.mean(axis=1, keepdims=True)
+    std = scores.std(axis=1, keepdims=True)
+    return (scores - mean) / np.where(std == 0, 1, std)
+
+
+@dataclass
+class HybridRecommender:
+    item_ids: np.ndarray  # public movie ids of the columns
+    user_ids: np.ndarray  # public ids of the users the components were trained on
+    components: dict[str, Component]
+    weights: dict[str, float]
+    item_embeddings: np.ndarray  # (n_items, d), L2-normalised
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def n_items(self) -> int:
+        return len(self.item_ids)
+
+    def item_index(self, movie_ids: np.ndarray | list[int]) -> np.ndarray:
+        ids = np.asarray(movie_ids, dtype=np.int64)
+        pos = np.searchsorted(self.item_ids, ids).clip(0, self.n_items - 1)
+        return np.where(self.item_ids[pos] == ids, pos, -1)
+
+    def user_index(self, user_ids: np.ndarray | list[int]) -> np.ndarray:
+        ids = np.asarray(user_ids, dtype=np.int64)
+        if not len(self.user_ids):
+            return np.full(len(ids), -1)
+        pos = np.searchsorted(self.user_ids, ids).clip(0, len(self.user_ids) - 1)
+        return np.where(self.user_ids[pos] == ids, pos, -1)
+
+    def score(self, history: sp.csr_matrix, users: np.ndarray) -> np.ndarray:
+        """(batch, n_items) blended scores; ``users`` are model indices (-1: not trained on)."""
+        total = np.zeros((history.shape[0], self.n_items), dtype=np.float32)
+        for name, weight in self.weights.items():
+            if weight:
+                total += weight * standardise(self.components[name].score(history, users))
+        return total
+
+    def recommend(
+        self, history: sp.csr_matrix, users: np.ndarray, k: int, *, exclude_rated: bool = True
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k item indices and scores per row, best first: (batch, k) each."""
+        scores = self.score(history, users)
+        if exclude_rated:
+            rows, cols = history.nonzero()
+            scores[rows, cols] = -np.inf
+        return top_k(scores, k)
+
+    def similar(self, item: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+        similarity = self.item_embeddings @ self.item_embeddings[item]
+        similarity[item] = -np.inf
+        top, values = top_k(similarity[None, :], k)
+        return top[0], values[0]
+
+    def search(self, query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        top, values = top_k((self.item_embeddings @ query)[None, :], k)
+        return top[0], values[0]
+
+    def save(self, directory: Path) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        arrays = {
+            "item_ids": self.item_ids,
+            "user_ids": self.user_ids,
+            "item_embeddings": self.item_embeddings,
+        }
+        for name, component in self.components.items():
+            arrays.update({f"{name}.{key}": value for key, value in component.arrays().items()})
+        np.savez(directory / ARRAYS, **arrays)  # type: ignore[arg-type]
+        meta = {**self.meta, "weights": self.weights, "components": sorted(self.components)}
+        (directory / META).write_text(json.dumps(meta, indent=2, default=float))
+
+    @classmethod
+    def load(cls, directory: Path) -> HybridRecommender:
+        meta = json.loads((directory / META).read_text())
+        with np.load(directory / ARRAYS) as data:
+            arrays = {key: data[key] for key in data.files}
+        components: dict[str, Component] = {}
+        for name in meta["components"]:
+            prefix = f"{name}."
+            parts = {k[len(prefix) :]: v for k, v in arrays.items() if k.startswith(prefix)}
+            components[name] = _KINDS[name].from_arrays(parts)
+        return cls(
+            item_ids=arrays["item_ids"],
+            user_ids=arrays["user_ids"],
+            components=components,
+            weights={k: float(v) for k, v in meta["weights"].items()},
+            item_embeddings=arrays["item_embeddings"],
+            meta=meta,
+        )
+
+
+def top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices and values of the k largest entries of each row, best first."""
+    k = min(k, scores.shape[1])
+    if k <= 0:
+        return np.zeros((scores.shape[0], 0), dtype=np.int64), np.zeros(
+            (scores.shape[0], 0), dtype=scores.dtype
+        )
+    part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    values = np.take_along_axis(scores, part, axis=1)
+    order = np.argsort(-values, axis=1, kind="stable")
+    return np.take_along_axis(part, order, axis=1), np.take_along_axis(values, order, axis=1)

@@ -1,0 +1,279 @@
+"""Fit, tune, evaluate and refit the hybrid: the whole of `cinerec train` and `cinerec evaluate`.
+
+Protocol: a per-user stratified 75/25 split (seeded); top-k lists exclude the user's
+training items; every held-out rating is relevant. Blending weights are chosen on a
+validation split carved out of the training part, never on the test part.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+from tqdm import tqdm
+
+from ml import embeddings
+from ml import metrics as m
+from ml.dataset import Catalog, Interactions, stratified_split
+from ml.features import item_features, user_features
+from ml.hybrid import Component, HybridRecommender, standardise, top_k
+from ml.models import EASE, LightFMModel, Popularity
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainConfig:
+    seed: int = 42
+    test_ratio: float = 0.25
+    k: int = 10
+    components: int = 64
+    epochs: int = 30
+    learning_rate: float = 0.05
+    ease_lambda: float = 500.0
+    ease_max_items: int = 12_000
+    threads: int = 2
+    tune: bool = True
+    validation_users: int = 3000
+    eval_users: int | None = None
+    batch_users: int = 512
+    progress: bool = True
+
+
+@dataclass
+class TrainData:
+    ratings: pd.DataFrame  # user_id, movie_id, rating
+    catalog: Catalog
+    users: pd.DataFrame | None = None  # user_id, age, gender, occupation
+
+
+@dataclass
+class TrainResult:
+    model: HybridRecommender | None
+    metrics: dict[str, dict[str, float]]
+    weights: dict[str, float]
+    params: dict[str, Any]
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+class _Timer:
+    def __init__(self) -> None:
+        self.timings: dict[str, float] = {}
+
+    def __call__(self, name: str) -> _Step:
+        return _Step(self, name)
+
+
+class _Step:
+    def __init__(self, timer: _Timer, name: str) -> None:
+        self.timer, self.name = timer, name
+
+    def __enter__(self) -> None:
+        log.info("%s ...", self.name)
+        self.started = time.perf_counter()
+
+    def __exit__(self, *_: object) -> None:
+        self.timer.timings[self.name] = round(time.perf_counter() - self.started, 2)
+        log.info("%s: %.1f s", self.name, self.timer.timings[self.name])
+
+
+def fit_components(
+    train: Interactions, data: TrainData, config: TrainConfig, item_feats: sp.csr_matrix
+) -> dict[str, Component]:
+    components: dict[str, Component] = {"popularity": Popularity().fit(train.matrix)}
+    ease = EASE(config.ease_lambda, config.ease_max_items)
+    if ease.fits(train.matrix.shape[1]):
+        components["ease"] = ease.fit(train.matrix)
+    components["lightfm"] = LightFMModel(
+        components=config.components,
+        epochs=config.epochs,
+        learning_rate=config.learning_rate,
+        threads=config.threads,
+        seed=config.seed,
+    ).fit(train.matrix, item_feats, user_features(train.user_ids, data.users), progress=config.progress)
+    return components
+
+
+def _batches(users: np.ndarray, size: int, progress: bool, desc: str) -> Iterator[np.ndarray]:
+    chunks = [users[i : i + size] for i in range(0, len(users), size)]
+    yield from tqdm(chunks, desc=desc, disable=not progress or None, leave=False)
+
+
+def _relevant(test: Interactions, rows: np.ndarray) -> list[np.ndarray]:
+    matrix = test.matrix
+    return [matrix.indices[matrix.indptr[r] : matrix.indptr[r + 1]] for r in rows]
+
+
+def evaluate_scorer(
+    score: Callable[[sp.csr_matrix, np.ndarray], np.ndarray],
+    train: Interactions,
+    test: Interactions,
+    users: np.ndarray,
+    *,
+    k: int,
+    genre_vectors: np.ndarray,
+    batch: int = 512,
+    progress: bool = False,
+    desc: str = "evaluate",
+) -> dict[str, float]:
+    """All metrics for one scorer over ``users`` (row indices shared by train and test)."""
+    lists = []
+    for rows in _batches(users, batch, progress, desc):
+        history = train.matrix[rows]
+        scores = score(history, rows)
+        r, c = history.nonzero()
+        scores[r, c] = -np.inf
+        lists.append(top_k(scores, k)[0])
+    recommended = np.concatenate(lists)
+    relevant = _relevant(test, users)
+    popularity = np.asarray((train.matrix > 0).sum(axis=0)).ravel()
+    return {
+        f"ndcg_at_{k}": m.ndcg_at_k(recommended, relevant, k),
+        f"precision_at_{k}": m.precision_at_k(recommended, relevant, k),
+        f"recall_at_{k}": m.recall_at_k(recommended, relevant, k),
+        f"map_at_{k}": m.map_at_k(recommended, relevant, k),
+        "coverage": m.catalog_coverage(recommended, train.matrix.shape[1]),
+        "diversity": m.intra_list_diversity(recommended, genre_vectors),
+        "novelty": m.novelty(recommended, popularity, train.n_users),
+    }
+
+
+def _weight_grid(names: list[str]) -> list[dict[str, float]]:
+    options = {"lightfm": [0.0, 0.25, 0.5, 1.0], "ease": [0.0, 0.5, 1.0], "popularity": [0.0, 0.1, 0.3]}
+    grid = []
+    for values in itertools.product(*(options[n] for n in names)):
+        if any(v for n, v in zip(names, values, strict=True) if n != "popularity"):
+            grid.append(dict(zip(names, values, strict=True)))
+    return grid
+
+
+def tune_weights(
+    components: dict[str, Component],
+    train: Interactions,
+    valid: Interactions,
+    users: np.ndarray,
+    config: TrainConfig,
+) -> tuple[dict[str, float], float]:
+    """The blend with the best validation nDCG@k, from one pass over the validation users."""
+    names = sorted(components)
+    grid = _weight_grid(names)
+    gains = 1.0 / np.log2(np.arange(2, config.k + 2))
+    total = np.zeros(len(grid))
+    counted = 0
+    for rows in _batches(users, config.batch_users, config.progress, "tune weights"):
+        history = train.matrix[rows]
+        parts = {n: standardise(components[n].score(history, rows)) for n in names}
+        r, c = history.nonzero()
+        relevant = _relevant(valid, rows)
+        sizes = np.array([len(x) for x in relevant])
+        ideal = np.cumsum(gains)[np.minimum(sizes, config.k) - 1]
+        counted += len(rows)
+        for g, weights in enumerate(grid):
+            scores = np.sum([w * parts[n] for n, w in weights.items() if w], axis=0)
+            scores[r, c] = -np.inf
+            top = top_k(scores, config.k)[0]
+            hits = np.array([np.isin(t, rel) for t, rel in zip(top, relevant, strict=True)])
+            total[g] += ((hits * gains).sum(axis=1) / ideal).sum()
+    best = int(np.argmax(total))
+    return grid[best], float(total[best] / max(counted, 1))
+
+
+def _split(data: TrainData, ratio: float, seed: int) -> tuple[Interactions, Interactions]:
+    train_df, test_df = stratified_split(data.ratings, 1 - ratio, seed)
+    users = np.unique(data.ratings["user_id"].to_numpy())
+    return (
+        Interactions.from_frame(train_df, data.catalog, users),
+        Interactions.from_frame(test_df, data.catalog, users),
+    )
+
+
+def _sample(users: np.ndarray, limit: int | None, seed: int) -> np.ndarray:
+    if limit is None or len(users) <= limit:
+        return users
+    return np.sort(np.random.default_rng(seed).choice(users, limit, replace=False))
+
+
+def train(
+    data: TrainData, config: TrainConfig, *, refit: bool = True, evaluate_only: bool = False
+) -> TrainResult:
+    """Tune on validation, evaluate every model on the held-out split, then refit on everything."""
+    timer = _Timer()
+    catalog = data.catalog
+    with timer("embeddings"):
+        item_embeddings = embeddings.encode(
+            [catalog.text(i) for i in range(catalog.n_items)], progress=config.progress
+        )
+    item_feats = item_features(catalog)
+    genre_vectors = catalog.genre_matrix()[0].toarray()
+
+    with timer("split"):
+        train_part, test_part = _split(data, config.test_ratio, config.seed)
+    weights = {"lightfm": 1.0, "ease": 1.0, "popularity": 0.1}
+    validation_ndcg = float("nan")
+    if config.tune:
+        inner_df, valid_df = stratified_split(_frame(train_part, catalog), 0.8, config.seed + 1)
+        inner = Interactions.from_frame(inner_df, catalog, train_part.user_ids)
+        valid = Interactions.from_frame(valid_df, catalog, train_part.user_ids)
+        with timer("fit (validation)"):
+            inner_components = fit_components(inner, data, config, item_feats)
+        users = _sample(np.flatnonzero(np.diff(valid.matrix.indptr)), config.validation_users, config.seed)
+        with timer("tune weights"):
+            weights, validation_ndcg = tune_weights(inner_components, inner, valid, users, config)
+        del inner_components
+    with timer("fit (evaluation)"):
+        components = fit_components(train_part, data, config, item_feats)
+    weights = {n: w for n, w in weights.items() if n in components}
+
+    test_users = _sample(np.flatnonzero(np.diff(test_part.matrix.indptr)), config.eval_users, config.seed)
+    scorers = {name: {name: 1.0} for name in components}
+    scorers["hybrid"] = weights
+    results: dict[str, dict[str, float]] = {}
+    with timer("evaluate"):
+        for name, blend in scorers.items():
+            model = HybridRecommender(
+                catalog.item_ids, train_part.user_ids, components, blend, item_embeddings
+            )
+            results[name] = evaluate_scorer(
+                model.score,
+                train_part,
+                test_part,
+                test_users,
+                k=config.k,
+                genre_vectors=genre_vectors,
+                batch=config.batch_users,
+                progress=config.progress,
+                desc=f"evaluate {name}",
+            )
+    results["hybrid"]["validation_ndcg"] = validation_ndcg
+    params = {**asdict(config), "n_users": int(train_part.n_users), "n_items": int(catalog.n_items)}
+    params["n_ratings"] = len(data.ratings)
+    final: HybridRecommender | None = None
+    if not evaluate_only:
+        if refit:
+            everything = Interactions.from_frame(data.ratings, catalog)
+            with timer("fit (all ratings)"):
+                components = fit_components(everything, data, config, item_feats)
+            user_ids = everything.user_ids
+        else:
+            user_ids = train_part.user_ids
+        meta = {"params": params, "metrics": results, "refit": refit, "trained_at": time.time()}
+        final = HybridRecommender(catalog.item_ids, user_ids, components, weights, item_embeddings, meta)
+    return TrainResult(final, results, weights, params, timer.timings)
+
+
+def _frame(interactions: Interactions, catalog: Catalog) -> pd.DataFrame:
+    coo = interactions.matrix.tocoo()
+    return pd.DataFrame(
+        {
+            "user_id": interactions.user_ids[coo.row],
+            "movie_id": catalog.item_ids[coo.col],
+            "rating": coo.data,
+        }
+    )
