@@ -28,6 +28,7 @@ data: install
 demo: data
 	$(BIN)/cinerec db upgrade
 	$(BIN)/cinerec data ingest "$$(cat $(CINEREC_HOME)/.dataset)"
+	$(BIN)/cinerec train --if-missing
 	-@$(BIN)/cinerec users create --email demo@cinerec.local --password demo-password --user-id 1 2>/dev/null
 	$(BIN)/cinerec serve --host $${HOST:-127.0.0.1} --port $${PORT:-8000}
 

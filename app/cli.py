@@ -319,6 +319,9 @@ def train(
     seed: SeedOption = 42,
     tune: TuneOption = True,
     eval_users: EvalUsersOption = None,
+    if_missing: Annotated[
+        bool, typer.Option("--if-missing", help="Do nothing when a champion exists.")
+    ] = False,
 ) -> None:
     """Train the hybrid on the database's ratings, evaluate it, register a new version in MLflow."""
     import tempfile
@@ -329,6 +332,9 @@ def train(
 
     settings = get_settings()
     ensure_schema(settings, migrate=True)
+    if if_missing and (existing := registry_for(settings).alias_version(RECOMMENDER, CHAMPION)):
+        typer.echo(f"{RECOMMENDER} version {existing} is the champion already: not training")
+        return
     result = fit(_load_data(settings), _train_config(epochs, components, seed, tune, eval_users), refit=refit)
     assert result.model is not None
     _print_table(result.metrics)

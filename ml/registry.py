@@ -184,8 +184,13 @@ class Registry:
         target = cache / name / version
         if (target / "meta.json").exists():
             return target
-        source = self.client.get_model_version(name, version).source
         import mlflow.artifacts
+        from mlflow.exceptions import MlflowException
+
+        try:
+            source = self.client.get_model_version(name, version).source
+        except MlflowException as exc:
+            raise RegistryError(f"{name} has no version {version}") from exc
 
         cache.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=cache) as tmp:

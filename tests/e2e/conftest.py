@@ -75,3 +75,47 @@ def catalog(
     admin = server.gql(login, {"e": ADMIN[0], "p": ADMIN[1]})["data"]["login"]["token"]
     user = server.gql(login, {"e": USER[0], "p": USER[1]})["data"]["login"]["token"]
     return Catalog(server, admin, user, env)
+
+
+@dataclass
+class Recommender:
+    server: LiveServer
+    admin_token: str
+    user_token: str
+    env: dict[str, str]
+    settings: object
+
+
+@pytest.fixture(scope="session")
+def recommender(
+    databases: Databases, live_server_factory: Callable[..., LiveServer], ml100k_dir
+) -> Recommender:
+    """ML-100K in PostgreSQL, a model trained by `cinerec train` (version 1, champion), a server."""
+    settings = databases.settings("postgresql", redis_url="redis://127.0.0.1:6379/0")
+
+    async def load() -> None:
+        engine = create_engine(settings)
+        try:
+            await ingest(engine=engine, directory=ml100k_dir)
+        finally:
+            await engine.dispose()
+
+    asyncio.run(load())
+    env = {
+        "CINEREC_DATABASE_URL": settings.database_url,
+        "CINEREC_HOME": str(settings.home),
+        "CINEREC_ENV": "test",
+    }
+    trained = cli(env, "train", "--epochs", "10", "--no-tune")
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    assert "version 1: serving (champion)" in trained.stdout
+    assert cli(env, "users", "create-admin", "--email", ADMIN[0], "--password", ADMIN[1]).returncode == 0
+    assert (
+        cli(env, "users", "create", "--email", USER[0], "--password", USER[1], "--user-id", "1").returncode
+        == 0
+    )
+    server = live_server_factory(settings)
+    login = "mutation($e: String!, $p: String!) { login(email: $e, password: $p) { token } }"
+    admin = server.gql(login, {"e": ADMIN[0], "p": ADMIN[1]})["data"]["login"]["token"]
+    user = server.gql(login, {"e": USER[0], "p": USER[1]})["data"]["login"]["token"]
+    return Recommender(server, admin, user, env, settings)
