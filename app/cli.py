@@ -68,6 +68,7 @@ def serve(
     host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to bind.")] = 8000,
     workers: Annotated[int, typer.Option(help="Uvicorn worker processes.")] = 1,
+    access_log: Annotated[bool, typer.Option(help="Log every request.")] = True,
     migrate: Annotated[
         bool | None, typer.Option(help="Run pending migrations first (default: CINEREC_AUTO_MIGRATE).")
     ] = None,
@@ -80,7 +81,15 @@ def serve(
     typer.echo(
         f"cinerec serving GraphQL at http://{host}:{port}/graphql ({settings.database_url.split(':')[0]})"
     )
-    uvicorn.run("app.main:create_app", factory=True, host=host, port=port, workers=workers, log_level="info")
+    uvicorn.run(
+        "app.main:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level="info",
+        access_log=access_log,
+    )
 
 
 @db_app.command("upgrade")

@@ -17,6 +17,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from strawberry.asgi import GraphQL
 
+from app.cache import ReadThroughCache
 from app.db import create_engine, session_factory
 from app.limits import BodySizeLimit
 from app.metrics import render
@@ -54,6 +55,7 @@ class GraphQLApp(GraphQL[Context, None]):
             sessions=state.sessions,
             authorization=request.headers.get("authorization"),
             models=state.models,
+            cache=state.cache,
         )
 
 
@@ -99,6 +101,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         app.state.settings = settings
         app.state.engine = create_engine(settings)
         app.state.sessions = session_factory(app.state.engine)
+        app.state.cache = ReadThroughCache(ttl=settings.cache_ttl_seconds)
         app.state.redis = Redis.from_url(settings.redis_url) if settings.redis_url else None
         app.state.models = ModelHolder(settings, app.state.redis)
         try:

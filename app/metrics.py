@@ -25,6 +25,11 @@ GRAPHQL_LATENCY = Histogram(
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
 )
 SQL_QUERIES = Counter("cinerec_sql_queries_total", "SQL statements sent to the database.")
+CACHE_LOOKUPS = Counter(
+    "cinerec_cache_lookups_total",
+    "Read-through cache lookups by namespace and result.",
+    ["namespace", "result"],
+)
 SCORE_BATCHES = Counter("cinerec_model_score_batches_total", "Batched scoring calls into the recommender.")
 SCORE_BATCH_SIZE = Histogram(
     "cinerec_model_score_batch_size",

@@ -41,6 +41,7 @@ class Settings(BaseSettings):
     mlflow_tracking_uri: str = ""
     wandb_api_key: str | None = None
     max_recommendations: int = 100
+    cache_ttl_seconds: float = 60.0
 
     @field_validator("cors_origins", mode="before")
     @classmethod

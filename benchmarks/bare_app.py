@@ -11,6 +11,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from app.cache import ReadThroughCache
 from app.db import create_engine, session_factory
 from app.services import catalog
 from app.settings import get_settings
@@ -27,14 +28,20 @@ def _movie(row, genres: list[str]) -> dict:
     }
 
 
+def _fetch(request: Request, service):  # the same read-through cache and SQL as the GraphQL loaders
+    async def fetch(keys: list[int]) -> dict:
+        async with request.app.state.sessions() as session:
+            return await service(session=session, movie_ids=keys)
+
+    return fetch
+
+
 async def movie(request: Request) -> JSONResponse:
     movie_id = int(request.query_params["id"])
-    async with request.app.state.sessions() as session:
-        rows = await catalog.movies_by_ids(session=session, movie_ids=[movie_id])
-    async with request.app.state.sessions() as session:
-        genres = await catalog.genres_by_movie_ids(session=session, movie_ids=[movie_id])
-    row = rows.get(movie_id)
-    return JSONResponse({"movie": _movie(row, genres.get(movie_id, [])) if row else None})
+    cache = request.app.state.cache
+    [row] = await cache.get_many("movie", [movie_id], _fetch(request, catalog.movies_by_ids), None)
+    [genres] = await cache.get_many("genres", [movie_id], _fetch(request, catalog.genres_by_movie_ids), [])
+    return JSONResponse({"movie": _movie(row, genres) if row else None})
 
 
 async def movies(request: Request) -> JSONResponse:
@@ -49,9 +56,10 @@ async def movies(request: Request) -> JSONResponse:
             limit=first,
         )
     ids = [r.movie_id for r in page.rows]
-    async with request.app.state.sessions() as session:
-        genres = await catalog.genres_by_movie_ids(session=session, movie_ids=ids)
-    return JSONResponse({"movies": [_movie(r, genres.get(r.movie_id, [])) for r in page.rows]})
+    genres = await request.app.state.cache.get_many(
+        "genres", ids, _fetch(request, catalog.genres_by_movie_ids), []
+    )
+    return JSONResponse({"movies": [_movie(r, g) for r, g in zip(page.rows, genres, strict=True)]})
 
 
 def create_app() -> Starlette:
@@ -61,6 +69,7 @@ def create_app() -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         app.state.engine = create_engine(settings)
         app.state.sessions = session_factory(app.state.engine)
+        app.state.cache = ReadThroughCache(ttl=settings.cache_ttl_seconds)
         yield
         await app.state.engine.dispose()
 

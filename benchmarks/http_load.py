@@ -87,7 +87,7 @@ def main() -> None:
     gql_port, bare_port = free_port(), free_port()
     results: dict[str, dict] = {}
     server = start(
-        [sys.executable, "-m", "app", "serve", "--port", str(gql_port)],
+        [sys.executable, "-m", "app", "serve", "--port", str(gql_port), "--no-access-log"],
         env,
         f"http://127.0.0.1:{gql_port}/healthz",
     )
@@ -111,6 +111,7 @@ def main() -> None:
             "uvicorn",
             "benchmarks.bare_app:create_app",
             "--factory",
+            "--no-access-log",
             "--port",
             str(bare_port),
         ],

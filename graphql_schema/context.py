@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from starlette.responses import Response
     from starlette.websockets import WebSocket
 
+    from app.cache import ReadThroughCache
     from app.serving import ModelHolder
     from app.settings import Settings
 
@@ -27,6 +28,7 @@ class Context:
     sessions: async_sessionmaker[AsyncSession]
     loaders: Loaders
     models: ModelHolder | None = None
+    cache: ReadThroughCache | None = None
     principal: Principal | None = None
     auth_error: CinerecError | None = None
     extra: dict[str, Any] = field(default_factory=dict)
@@ -47,9 +49,12 @@ def build_context(
     sessions: async_sessionmaker[AsyncSession],
     authorization: str | None,
     models: ModelHolder | None = None,
+    cache: ReadThroughCache | None = None,
 ) -> Context:
     """A context for one request; a bad token is kept and raised only where auth is needed."""
-    ctx = Context(request, response, settings, sessions, create_loaders(sessions, models), models)
+    ctx = Context(
+        request, response, settings, sessions, create_loaders(sessions, models, cache), models, cache
+    )
     try:
         token = bearer_token(authorization)
         if token is not None:

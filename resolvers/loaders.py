@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from sqlalchemy import Row
     from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+    from app.cache import ReadThroughCache
     from app.serving import ModelHolder
 
 # What answered a recommendation: {"version": "3"} or the popularity fallback and why.
@@ -28,17 +29,26 @@ def _loader(
     sessions: async_sessionmaker[AsyncSession],
     fetch: Callable[..., Awaitable[dict[K, V]]],
     default: Callable[[], V | None],
+    cache: ReadThroughCache | None = None,
+    namespace: str = "",
 ) -> DataLoader[K, V | None]:
-    async def batch(keys: Sequence[K]) -> list[V | None]:
+    async def query(keys: list[K]) -> dict[K, V]:
         async with sessions() as session:
-            found = await fetch(session=session, keys=list(dict.fromkeys(keys)))
+            return await fetch(session=session, keys=keys)
+
+    async def batch(keys: Sequence[K]) -> list[V | None]:
+        if cache is not None:
+            return await cache.get_many(namespace, keys, query, default())
+        found = await query(list(dict.fromkeys(keys)))
         return [found.get(k, default()) for k in keys]
 
     return DataLoader(load_fn=batch)
 
 
-def _tags_loader(sessions: async_sessionmaker[AsyncSession]) -> DataLoader[tuple[int, int], list[str]]:
-    async def batch(keys: Sequence[tuple[int, int]]) -> list[list[str]]:
+def _tags_loader(
+    sessions: async_sessionmaker[AsyncSession], cache: ReadThroughCache | None
+) -> DataLoader[tuple[int, int], list[str]]:
+    async def query(keys: list[tuple[int, int]]) -> dict[tuple[int, int], list[str]]:
         by_first: dict[int, list[int]] = {}
         for movie_id, first in keys:
             by_first.setdefault(first, []).append(movie_id)
@@ -47,6 +57,12 @@ def _tags_loader(sessions: async_sessionmaker[AsyncSession]) -> DataLoader[tuple
             for first, movie_ids in by_first.items():
                 tags = await catalog.tags_by_movie_ids(session=session, movie_ids=movie_ids, first=first)
                 found.update({(m, first): tags.get(m, []) for m in movie_ids})
+        return found
+
+    async def batch(keys: Sequence[tuple[int, int]]) -> list[list[str]]:
+        if cache is not None:
+            return await cache.get_many("tags", keys, query, [])
+        found = await query(list(dict.fromkeys(keys)))
         return [found[k] for k in keys]
 
     return DataLoader(load_fn=batch)
@@ -82,22 +98,35 @@ class Loaders:
     recommendations: DataLoader[RecRequest, tuple[list[Recommended], ServedBy]]
 
 
-def create_loaders(sessions: async_sessionmaker[AsyncSession], models: ModelHolder | None = None) -> Loaders:
-    """Fresh loaders for one request (never shared: their caches are per request)."""
+def create_loaders(
+    sessions: async_sessionmaker[AsyncSession],
+    models: ModelHolder | None = None,
+    cache: ReadThroughCache | None = None,
+) -> Loaders:
+    """Fresh loaders for one request (never shared: their own memo is per request). Catalog
+    loaders read through the app's ``cache``; user data is never cached across requests."""
     return Loaders(
         movie=_loader(
             sessions,
             lambda session, keys: catalog.movies_by_ids(session=session, movie_ids=keys),
             lambda: None,
+            cache,
+            "movie",
         ),
         genres=_loader(
-            sessions, lambda session, keys: catalog.genres_by_movie_ids(session=session, movie_ids=keys), list
+            sessions,
+            lambda session, keys: catalog.genres_by_movie_ids(session=session, movie_ids=keys),
+            list,
+            cache,
+            "genres",
         ),
-        tags=_tags_loader(sessions),
+        tags=_tags_loader(sessions, cache),
         link=_loader(
             sessions,
             lambda session, keys: catalog.links_by_movie_ids(session=session, movie_ids=keys),
             lambda: None,
+            cache,
+            "link",
         ),
         user=_loader(
             sessions, lambda session, keys: ratings.users_by_ids(session=session, user_ids=keys), lambda: None

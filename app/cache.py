@@ -1,0 +1,53 @@
+"""An in-process read-through cache for catalog rows, one per app instance.
+
+Movies, genres, links and tags change only on ingest and, for rating statistics, on
+rateMovie (which drops the movie's entry here at once). Entries expire after ``ttl``
+seconds, which bounds how stale another replica or a concurrent ingest can look.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Hashable, Sequence
+from typing import Any, TypeVar
+
+from cachetools import TTLCache
+
+from app.metrics import CACHE_LOOKUPS
+
+K = TypeVar("K", bound=Hashable)
+_MISSING = object()
+
+
+class ReadThroughCache:
+    def __init__(self, *, maxsize: int = 200_000, ttl: float = 60.0) -> None:
+        self._entries: TTLCache[tuple[str, Hashable], Any] = TTLCache(maxsize=maxsize, ttl=ttl)
+
+    async def get_many(
+        self,
+        namespace: str,
+        keys: Sequence[K],
+        fetch: Callable[[list[K]], Awaitable[dict[K, Any]]],
+        default: Any,
+    ) -> list[Any]:
+        """Values for ``keys``; the misses are fetched in ONE call and cached, absent ones as ``default``."""
+        found: dict[K, Any] = {}
+        missing: list[K] = []
+        for key in dict.fromkeys(keys):
+            value = self._entries.get((namespace, key), _MISSING)
+            if value is _MISSING:
+                missing.append(key)
+            else:
+                found[key] = value
+        CACHE_LOOKUPS.labels(namespace=namespace, result="hit").inc(len(found))
+        if missing:
+            CACHE_LOOKUPS.labels(namespace=namespace, result="miss").inc(len(missing))
+            fetched = await fetch(missing)
+            for key in missing:
+                found[key] = self._entries[(namespace, key)] = fetched.get(key, default)
+        return [found[k] for k in keys]
+
+    def drop(self, namespace: str, key: Hashable) -> None:
+        self._entries.pop((namespace, key), None)
+
+    def clear(self) -> None:
+        self._entries.clear()
