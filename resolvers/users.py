@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import TYPE_CHECKING, Any
 
 from app.auth import issue_token
@@ -53,6 +54,11 @@ async def login(ctx: Context, *, email: str, password: str) -> tuple[str, Princi
 
 async def rate_movie(ctx: Context, *, principal: Principal, movie_id: int, rating: float) -> Row[Any]:
     async with ctx.sessions() as session:
-        return await ratings.rate_movie(
+        row = await ratings.rate_movie(
             session=session, user_id=principal.user_id, movie_id=movie_id, rating=rating
         )
+    if ctx.cache is not None:  # the movie's rating statistics just changed
+        ctx.cache.drop("movie", movie_id)
+    with contextlib.suppress(KeyError):  # the request's own memo, when it holds the movie
+        ctx.loaders.movie.clear(movie_id)
+    return row
