@@ -29,6 +29,7 @@ math.randomseed(7)
 local path, body_template, max_id = "%(path)s", %(body)s, %(max_id)d
 wrk.method = "%(method)s"
 wrk.headers["Content-Type"] = "application/json"
+%(headers)s
 request = function()
   local id = math.random(1, max_id)
   local p = path:gsub("{id}", tostring(id))
@@ -42,8 +43,18 @@ def _lua_string(text: str | None) -> str:
     return "nil" if text is None else "[==[" + text + "]==]"
 
 
-def wrk(url: str, *, path: str, body: str | None, max_id: int, duration: int, connections: int) -> dict:
+def wrk(
+    url: str,
+    *,
+    path: str,
+    body: str | None,
+    max_id: int,
+    duration: int,
+    connections: int,
+    headers: dict[str, str] | None = None,
+) -> dict:
     script = LUA % {
+        "headers": "\n".join(f'wrk.headers["{k}"] = "{v}"' for k, v in (headers or {}).items()),
         "path": path,
         "body": _lua_string(body),
         "max_id": max_id,
