@@ -7,12 +7,19 @@ seconds, which bounds how stale another replica or a concurrent ingest can look.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import Awaitable, Callable, Hashable, Sequence
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from cachetools import TTLCache
 
 from app.metrics import CACHE_LOOKUPS
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+log = logging.getLogger(__name__)
 
 K = TypeVar("K", bound=Hashable)
 _MISSING = object()
@@ -46,8 +53,33 @@ class ReadThroughCache:
                 found[key] = self._entries[(namespace, key)] = fetched.get(key, default)
         return [found[k] for k in keys]
 
+    def put_many(self, namespace: str, values: dict[Any, Any]) -> None:
+        for key, value in values.items():
+            self._entries[(namespace, key)] = value
+
     def drop(self, namespace: str, key: Hashable) -> None:
         self._entries.pop((namespace, key), None)
 
     def clear(self) -> None:
         self._entries.clear()
+
+
+async def keep_catalog_warm(
+    cache: ReadThroughCache, sessions: async_sessionmaker[AsyncSession], *, every: float, limit: int
+) -> None:
+    """Load the most rated ``limit`` movies and their genres into ``cache`` now and every ``every``
+    seconds, so that catalog reads rarely reach the database (two statements per refresh)."""
+    from app.services import catalog
+
+    while True:
+        try:
+            async with sessions() as session:
+                rows = await catalog.most_rated(session=session, limit=limit)
+                ids = [r.movie_id for r in rows]
+                genres = await catalog.genres_by_movie_ids(session=session, movie_ids=ids) if ids else {}
+            cache.put_many("movie", {r.movie_id: r for r in rows})
+            cache.put_many("genres", {m: genres.get(m, []) for m in ids})
+            log.info("catalog cache warmed: %d movies", len(ids))
+        except Exception:  # a failed refresh leaves reads to go through to the database
+            log.exception("catalog cache refresh failed")
+        await asyncio.sleep(every)

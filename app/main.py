@@ -17,7 +17,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from strawberry.asgi import GraphQL
 
-from app.cache import ReadThroughCache
+from app.cache import ReadThroughCache, keep_catalog_warm
 from app.db import create_engine, session_factory
 from app.limits import BodySizeLimit
 from app.metrics import render
@@ -108,13 +108,22 @@ def create_app(settings: Settings | None = None) -> Starlette:
             await app.state.models.load_champion()
         except Exception:  # a broken registry must not keep the catalog down: popularity serves
             log.exception("could not load the champion model; serving popularity")
-        follower = asyncio.create_task(app.state.models.follow())
+        tasks = [asyncio.create_task(app.state.models.follow())]
+        if settings.cache_warm_movies:
+            warm = keep_catalog_warm(
+                app.state.cache,
+                app.state.sessions,
+                every=settings.cache_ttl_seconds / 2,
+                limit=settings.cache_warm_movies,
+            )
+            tasks.append(asyncio.create_task(warm))
         try:
             yield
         finally:
-            follower.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await follower
+            for task in tasks:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             if app.state.redis is not None:
                 await app.state.redis.aclose()
             await app.state.engine.dispose()

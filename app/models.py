@@ -151,3 +151,27 @@ class Rating(SQLModel, table=True):
     )
     rating: float = Field(sa_column=Column(Float, nullable=False))
     timestamp: int = Field(sa_column=Column(BigInteger, nullable=False))
+
+
+class GenomeTag(SQLModel, table=True):
+    __tablename__ = "genome_tags"
+
+    tag_id: int = Field(sa_column=Column(Integer, primary_key=True, autoincrement=False))
+    tag: str = Field(sa_column=Column(String(256), nullable=False))
+
+
+class GenomeScore(SQLModel, table=True):
+    """How strongly a genome tag applies to a movie (MovieLens tag genome), 0..1."""
+
+    __tablename__ = "genome_scores"
+    __table_args__ = (
+        CheckConstraint("relevance >= 0 AND relevance <= 1", name="ck_genome_scores_relevance"),
+    )
+
+    movie_id: int = Field(
+        sa_column=Column(Integer, ForeignKey("movies.movie_id", ondelete="CASCADE"), primary_key=True)
+    )
+    tag_id: int = Field(
+        sa_column=Column(Integer, ForeignKey("genome_tags.tag_id", ondelete="CASCADE"), primary_key=True)
+    )
+    relevance: float = Field(sa_column=Column(Float, nullable=False))

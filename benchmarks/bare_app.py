@@ -3,6 +3,7 @@ through the same services (same SQL) as the GraphQL fields, without GraphQL."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 
@@ -11,7 +12,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from app.cache import ReadThroughCache
+from app.cache import ReadThroughCache, keep_catalog_warm
 from app.db import create_engine, session_factory
 from app.services import catalog
 from app.settings import get_settings
@@ -70,7 +71,16 @@ def create_app() -> Starlette:
         app.state.engine = create_engine(settings)
         app.state.sessions = session_factory(app.state.engine)
         app.state.cache = ReadThroughCache(ttl=settings.cache_ttl_seconds)
+        warm = asyncio.create_task(
+            keep_catalog_warm(
+                app.state.cache,
+                app.state.sessions,
+                every=settings.cache_ttl_seconds / 2,
+                limit=settings.cache_warm_movies,
+            )
+        )
         yield
+        warm.cancel()
         await app.state.engine.dispose()
 
     return Starlette(routes=[Route("/movie", movie), Route("/movies", movies)], lifespan=lifespan)

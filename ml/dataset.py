@@ -21,12 +21,18 @@ class Catalog:
     years: np.ndarray  # 0 where unknown
     genres: list[list[str]]
     tags: list[list[str]] = field(default_factory=list)
+    genome: list[list[tuple[str, float]]] = field(default_factory=list)  # most relevant genome tags
 
     @classmethod
     def from_frames(
-        cls, movies: pd.DataFrame, genres: pd.DataFrame, tags: pd.DataFrame | None = None
+        cls,
+        movies: pd.DataFrame,
+        genres: pd.DataFrame,
+        tags: pd.DataFrame | None = None,
+        genome: pd.DataFrame | None = None,
     ) -> Catalog:
-        """movies: movie_id, title, year; genres: movie_id, name; tags: movie_id, tag (most used first)."""
+        """movies: movie_id, title, year; genres: movie_id, name; tags: movie_id, tag (most used first);
+        genome: movie_id, tag, relevance (most relevant first)."""
         movies = movies.sort_values("movie_id")
         ids = movies["movie_id"].to_numpy(dtype=np.int64)
         by_movie = genres.groupby("movie_id")["name"].apply(list).to_dict()
@@ -39,6 +45,7 @@ class Catalog:
             years=movies["year"].fillna(0).to_numpy(dtype=np.int64),
             genres=[by_movie.get(int(i), []) for i in ids],
             tags=[tag_map.get(int(i), []) for i in ids],
+            genome=_genome_lists(genome, ids),
         )
 
     @property
@@ -70,6 +77,16 @@ class Catalog:
         if self.tags and self.tags[i]:
             parts.append("Tags: " + ", ".join(self.tags[i][:10]))
         return ". ".join(parts)
+
+
+def _genome_lists(genome: pd.DataFrame | None, ids: np.ndarray) -> list[list[tuple[str, float]]]:
+    if genome is None or genome.empty:
+        return []
+    pairs = {
+        int(m): list(zip(g["tag"], g["relevance"].astype(float), strict=True))
+        for m, g in genome.groupby("movie_id")
+    }
+    return [pairs.get(int(i), []) for i in ids]
 
 
 @dataclass

@@ -22,7 +22,7 @@ from tqdm import tqdm
 from ml import embeddings
 from ml import metrics as m
 from ml.dataset import Catalog, Interactions, stratified_split
-from ml.features import item_features, user_features
+from ml.features import embedding_clusters, item_features, user_features
 from ml.hybrid import Component, HybridRecommender, standardise, top_k
 from ml.models import EASE, LightFMModel, Popularity
 
@@ -210,7 +210,7 @@ def train(
         item_embeddings = embeddings.encode(
             [catalog.text(i) for i in range(catalog.n_items)], progress=config.progress
         )
-    item_feats = item_features(catalog)
+    item_feats = item_features(catalog, embedding_clusters(item_embeddings, seed=config.seed))
     genre_vectors = catalog.genre_matrix()[0].toarray()
 
     with timer("split"):

@@ -55,4 +55,21 @@ def write_movielens(directory: Path, *, seed: int = 0) -> dict[str, int]:
         w.writerow(["userId", "age", "gender", "occupation", "zip"])
         for u in range(1, N_USERS + 1):
             w.writerow([u, 18 + u, "MF"[u % 2], "student", f"{10000 + u}"])
-    return {"movies": N_MOVIES, "ratings": ratings, "users": N_USERS, "links": N_MOVIES}
+    genome_tags = ["atmospheric", "funny", "dark", "space", "family"]
+    with (directory / "genome-tags.csv").open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["tagId", "tag"])
+        w.writerows(enumerate(genome_tags, start=1))
+    with (directory / "genome-scores.csv").open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["movieId", "tagId", "relevance"])
+        for m in range(1, N_MOVIES + 1):
+            for t in range(1, len(genome_tags) + 1):
+                w.writerow([m, t, f"{rng.random():.5f}"])
+    return {
+        "movies": N_MOVIES,
+        "ratings": ratings,
+        "users": N_USERS,
+        "links": N_MOVIES,
+        "genome_scores": N_MOVIES * len(genome_tags),
+    }

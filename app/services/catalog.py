@@ -92,6 +92,11 @@ async def movies_by_ids(*, session: AsyncSession, movie_ids: Sequence[int]) -> d
     return {row.movie_id: row for row in rows}
 
 
+async def most_rated(*, session: AsyncSession, limit: int) -> list[Row[Any]]:
+    stmt = select(movies).order_by(movies.c.ratings_count.desc(), movies.c.movie_id).limit(limit)
+    return list((await session.execute(stmt)).all())
+
+
 async def genres_by_movie_ids(*, session: AsyncSession, movie_ids: Sequence[int]) -> dict[int, list[str]]:
     stmt = (
         select(movie_genres.c.movie_id, genres.c.name)

@@ -31,6 +31,7 @@ from app.models import (
     RATINGS_MOVIE_INDEX,
     RATINGS_PK,
     RATINGS_USER_FK,
+    GenomeTag,
     Genre,
     Link,
     Movie,
@@ -51,6 +52,7 @@ MOVIE_GENRES: Table = MovieGenre.__table__  # type: ignore[attr-defined]
 USERS: Table = User.__table__  # type: ignore[attr-defined]
 LINKS: Table = Link.__table__  # type: ignore[attr-defined]
 TAGS: Table = Tag.__table__  # type: ignore[attr-defined]
+GENOME_TAGS: Table = GenomeTag.__table__  # type: ignore[attr-defined]
 
 MAX_REPORTED = 20
 _BATCH = 2000  # rows per multi-row INSERT: stays under SQLite's and asyncpg's parameter limits
@@ -63,6 +65,7 @@ class IngestReport:
     tags: int = 0
     links: int = 0
     users: int = 0
+    genome_scores: int = 0
     rejected: int = 0
     reject_file: Path | None = None
     seconds: float = 0.0
@@ -280,6 +283,32 @@ async def _write_movies(conn: AsyncConnection, movies: pd.DataFrame) -> None:
     await _upsert(conn, MOVIE_GENRES, pairs, ["movie_id", "genre_id"], [])
 
 
+async def _write_genome(conn: AsyncConnection, tags: pd.DataFrame, scores: pd.DataFrame) -> int:
+    """The genome is a snapshot: replace it whole (so re-running is idempotent)."""
+    await conn.execute(text("DELETE FROM genome_scores"))
+    await conn.execute(text("DELETE FROM genome_tags"))
+    await _upsert(conn, GENOME_TAGS, _records(tags), ["tag_id"], ["tag"])
+    if conn.dialect.name == "postgresql":
+        raw = await conn.get_raw_connection()
+        await raw.driver_connection.copy_to_table(  # type: ignore[union-attr]
+            "genome_scores",
+            source=io.BytesIO(scores.to_csv(header=False, index=False).encode()),
+            columns=["movie_id", "tag_id", "relevance"],
+            format="csv",
+        )
+    else:
+        rows = scores.to_dict("records")
+        for start in range(0, len(rows), 50_000):
+            await conn.execute(
+                text(
+                    "INSERT INTO genome_scores (movie_id, tag_id, relevance) "
+                    "VALUES (:movie_id, :tag_id, :relevance)"
+                ),
+                rows[start : start + 50_000],
+            )
+    return len(scores)
+
+
 def write_rejects(path: Path, problems: Iterable[ml.Problem]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", newline="", encoding="utf-8") as f:
@@ -318,6 +347,8 @@ async def ingest(
             extra["tags"] = ml.read_tags(directory / "tags.csv", known)
         if "users.csv" in present:
             extra["users"] = ml.read_users(directory / "users.csv")
+        if "genome-scores.csv" in present:
+            extra["genome_tags"], extra["genome_scores"] = ml.read_genome(directory, known)
         for table in extra.values():
             problems += table.problems
 
@@ -370,6 +401,10 @@ async def ingest(
             tags = extra["tags"].frame
             await _upsert(conn, TAGS, _records(tags), ["user_id", "movie_id", "tag"], [])
             report.tags = len(tags)
+        if "genome_scores" in extra:
+            report.genome_scores = await _write_genome(
+                conn, extra["genome_tags"].frame, extra["genome_scores"].frame
+            )
         await refresh_movie_stats(conn)
 
     if pg:

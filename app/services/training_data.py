@@ -43,6 +43,14 @@ async def load_train_data(*, engine: AsyncEngine) -> TrainData:
             "SELECT movie_id, tag FROM tags GROUP BY movie_id, tag ORDER BY movie_id, count(*) DESC, tag",
             ["movie_id", "tag"],
         )
+        genome = await _frame(
+            conn,
+            "SELECT movie_id, tag, relevance FROM (SELECT s.movie_id, t.tag, s.relevance, row_number() OVER "
+            "(PARTITION BY s.movie_id ORDER BY s.relevance DESC) AS n FROM genome_scores s "
+            "JOIN genome_tags t ON t.tag_id = s.tag_id) ranked WHERE n <= 10 "
+            "ORDER BY movie_id, relevance DESC",
+            ["movie_id", "tag", "relevance"],
+        )
         users = await _frame(
             conn,
             "SELECT user_id, age, gender, occupation FROM users",
@@ -50,4 +58,4 @@ async def load_train_data(*, engine: AsyncEngine) -> TrainData:
         )
     users = users.astype({"gender": object, "occupation": object})
     users = users.where(users.notna(), None)
-    return TrainData(ratings=ratings, catalog=Catalog.from_frames(movies, genres, tags), users=users)
+    return TrainData(ratings=ratings, catalog=Catalog.from_frames(movies, genres, tags, genome), users=users)

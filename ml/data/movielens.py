@@ -27,6 +27,8 @@ HEADERS: dict[str, list[str]] = {
     "tags.csv": ["userId", "movieId", "tag", "timestamp"],
     "links.csv": ["movieId", "imdbId", "tmdbId"],
     "users.csv": ["userId", "age", "gender", "occupation", "zip"],
+    "genome-tags.csv": ["tagId", "tag"],
+    "genome-scores.csv": ["movieId", "tagId", "relevance"],
 }
 REQUIRED = ("movies.csv", "ratings.csv")
 NO_GENRES = "(no genres listed)"
@@ -65,6 +67,9 @@ def check_layout(directory: Path) -> list[str]:
         if [h.strip().lstrip("\ufeff") for h in header] != expected:
             raise DatasetError(f"{path}:1: wrong header {header!r}, expected {expected!r}")
         present.append(name)
+    genome = {"genome-tags.csv", "genome-scores.csv"} & set(present)
+    if len(genome) == 1:
+        raise DatasetError(f"{directory}: the tag genome needs both genome-tags.csv and genome-scores.csv")
     return present
 
 
@@ -252,6 +257,55 @@ def read_users(path: Path) -> Table:
         }
     )
     return table
+
+
+def read_genome(directory: Path, known_movies: np.ndarray) -> tuple[Table, Table]:
+    """genome-tags.csv and genome-scores.csv -> (tags: tag_id, tag; scores: movie_id, tag_id, relevance)."""
+    tags = _read_small(directory / "genome-tags.csv")
+    tag_ids, ok = _int_column(tags["tagId"])
+    tags["tag_id"] = tag_ids
+    tag_table = _checked(
+        "genome-tags.csv",
+        tags,
+        [
+            (~ok | (tag_ids <= 0), "tagId is not a positive integer"),
+            ((tags["tag"].str.strip() == "").to_numpy(), "empty tag"),
+            (tags.duplicated("tag_id", keep="first").to_numpy(), "duplicate tagId"),
+        ],
+    )
+    tag_table.frame = pd.DataFrame(
+        {"tag_id": tag_table.frame["tag_id"].to_numpy(), "tag": tag_table.frame["tag"].str.strip().to_numpy()}
+    )
+    scores = pd.read_csv(
+        directory / "genome-scores.csv", dtype=str, keep_default_na=False, skip_blank_lines=False
+    )
+    scores["_line"] = np.arange(2, len(scores) + 2)
+    movie_ids, m_ok = _int_column(scores["movieId"])
+    score_tags, t_ok = _int_column(scores["tagId"])
+    relevance = pd.to_numeric(scores["relevance"].str.strip(), errors="coerce").to_numpy(dtype=np.float64)
+    scores["movie_id"], scores["tag_id"], scores["rel"] = movie_ids, score_tags, relevance
+    score_table = _checked(
+        "genome-scores.csv",
+        scores,
+        [
+            (~m_ok | ~np.isin(movie_ids, known_movies), "unknown movieId"),
+            (~t_ok | ~np.isin(score_tags, tag_table.frame["tag_id"].to_numpy()), "unknown tagId"),
+            (np.isnan(relevance) | (relevance < 0) | (relevance > 1), "relevance is not a number in 0..1"),
+            (
+                scores.duplicated(["movie_id", "tag_id"], keep="first").to_numpy(),
+                "duplicate (movieId, tagId)",
+            ),
+        ],
+    )
+    f = score_table.frame
+    score_table.frame = pd.DataFrame(
+        {
+            "movie_id": f["movie_id"].to_numpy(),
+            "tag_id": f["tag_id"].to_numpy(),
+            "relevance": f["rel"].to_numpy(),
+        }
+    )
+    return tag_table, score_table
 
 
 @dataclass

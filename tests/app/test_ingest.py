@@ -59,6 +59,8 @@ def _append(path: Path, *rows: str) -> None:
 def test_ingest_counts_stats_and_rerun(databases: Databases, backend: str, movielens_dir: Path) -> None:
     settings = databases.settings(backend)
     report = _ingest(settings, movielens_dir)
+    assert report.genome_scores == N_MOVIES * 5
+    assert _query(settings, "SELECT count(*), min(relevance) >= 0 FROM genome_scores")[0][0] == N_MOVIES * 5
     ratings = pd.read_csv(movielens_dir / "ratings.csv")
     assert (report.movies, report.ratings, report.users) == (N_MOVIES, len(ratings), N_USERS)
     counts = _counts(settings)
@@ -170,12 +172,24 @@ def test_skip_invalid_loads_good_rows_and_writes_rejects(
     assert rows[2]["row"] == "x,y"
 
 
+def test_bad_genome_relevance_writes_nothing(databases: Databases, movielens_dir: Path) -> None:
+    settings = databases.settings("postgresql")
+    _append(movielens_dir / "genome-scores.csv", "1,1,1.5")
+    with pytest.raises(IngestError) as caught:
+        _ingest(settings, movielens_dir)
+    assert [(p.file, p.reason) for p in caught.value.problems] == [
+        ("genome-scores.csv", "relevance is not a number in 0..1")
+    ]
+    assert _counts(settings) == (0, 0, 0, 0, 0, 0)
+
+
 @pytest.mark.parametrize(
     ("mutate", "message"),
     [
         (lambda d: (d / "movies.csv").unlink(), "missing"),
         (lambda d: (d / "ratings.csv").write_text("user,movie,rating,time\n1,1,4.0,1\n"), "wrong header"),
         (lambda d: (d / "tags.csv").write_text("userId,movieId,tag\n"), "wrong header"),
+        (lambda d: (d / "genome-tags.csv").unlink(), "needs both"),
     ],
 )
 def test_wrong_layout_is_refused(databases: Databases, movielens_dir: Path, mutate, message: str) -> None:

@@ -191,3 +191,21 @@ def test_popularity_fallback_before_any_model(catalog: Catalog) -> None:
     counts = [r["movie"]["ratingsCount"] for r in recs]
     assert len(recs) == 3 and counts == sorted(counts, reverse=True)
     assert result["extensions"]["recommender"]["model"] == "popularity"
+
+
+def test_catalog_reads_come_from_the_warmed_cache(recommender: Recommender) -> None:
+    server = recommender.server
+    query = "{ movie(movieId: 50) { title genres ratingsCount } }"
+    deadline = time.monotonic() + 10
+    while _metric_labels(server, 'cinerec_cache_lookups_total{namespace="movie",result="hit"}') == 0:
+        assert time.monotonic() < deadline, "the catalog cache was never warmed"
+        server.gql(query)
+    statements = _metric(server, "cinerec_sql_queries_total")
+    movie = server.gql(query)["data"]["movie"]
+    assert movie["title"] == "Star Wars" and "Sci-Fi" in movie["genres"]
+    assert _metric(server, "cinerec_sql_queries_total") == statements  # no SQL at all
+
+
+def _metric_labels(server, series: str) -> float:
+    text = httpx.get(f"{server.url}/metrics").text
+    return next((float(x.split()[-1]) for x in text.splitlines() if x.startswith(series)), 0.0)
