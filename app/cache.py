@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 
 K = TypeVar("K", bound=Hashable)
 _MISSING = object()
+WARM_PAGE = 2000
 
 
 class ReadThroughCache:
@@ -64,22 +65,37 @@ class ReadThroughCache:
         self._entries.clear()
 
 
+async def warm_catalog(
+    cache: ReadThroughCache, sessions: async_sessionmaker[AsyncSession], *, limit: int
+) -> int:
+    """Load up to ``limit`` movies (most rated first) and their genres into ``cache``, a page at a
+    time, yielding to the event loop between pages so that serving never stalls on it."""
+    from app.services import catalog
+
+    loaded, after = 0, None
+    while loaded < limit:
+        async with sessions() as session:
+            rows = await catalog.movies_after(
+                session=session, after=after, limit=min(WARM_PAGE, limit - loaded)
+            )
+            if not rows:
+                break
+            ids = [r.movie_id for r in rows]
+            genres = await catalog.genres_by_movie_ids(session=session, movie_ids=ids)
+        cache.put_many("movie", {r.movie_id: r for r in rows})
+        cache.put_many("genres", {m: genres.get(m, []) for m in ids})
+        loaded, after = loaded + len(rows), ids[-1]
+        await asyncio.sleep(0)
+    return loaded
+
+
 async def keep_catalog_warm(
     cache: ReadThroughCache, sessions: async_sessionmaker[AsyncSession], *, every: float, limit: int
 ) -> None:
-    """Load the most rated ``limit`` movies and their genres into ``cache`` now and every ``every``
-    seconds, so that catalog reads rarely reach the database (two statements per refresh)."""
-    from app.services import catalog
-
+    """Re-warm the catalog every ``every`` seconds (entries expire after the cache's TTL)."""
     while True:
+        await asyncio.sleep(every)
         try:
-            async with sessions() as session:
-                rows = await catalog.most_rated(session=session, limit=limit)
-                ids = [r.movie_id for r in rows]
-                genres = await catalog.genres_by_movie_ids(session=session, movie_ids=ids) if ids else {}
-            cache.put_many("movie", {r.movie_id: r for r in rows})
-            cache.put_many("genres", {m: genres.get(m, []) for m in ids})
-            log.info("catalog cache warmed: %d movies", len(ids))
+            log.info("catalog cache refreshed: %d movies", await warm_catalog(cache, sessions, limit=limit))
         except Exception:  # a failed refresh leaves reads to go through to the database
             log.exception("catalog cache refresh failed")
-        await asyncio.sleep(every)

@@ -17,7 +17,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from strawberry.asgi import GraphQL
 
-from app.cache import ReadThroughCache, keep_catalog_warm
+from app.cache import ReadThroughCache, keep_catalog_warm, warm_catalog
 from app.db import create_engine, session_factory
 from app.limits import BodySizeLimit
 from app.metrics import render
@@ -110,6 +110,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
             log.exception("could not load the champion model; serving popularity")
         tasks = [asyncio.create_task(app.state.models.follow())]
         if settings.cache_warm_movies:
+            # Warm before taking traffic; afterwards, refresh in the background, page by page.
+            await warm_catalog(app.state.cache, app.state.sessions, limit=settings.cache_warm_movies)
             warm = keep_catalog_warm(
                 app.state.cache,
                 app.state.sessions,

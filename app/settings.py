@@ -41,7 +41,7 @@ class Settings(BaseSettings):
     mlflow_tracking_uri: str = ""
     wandb_api_key: str | None = None
     max_recommendations: int = 100
-    cache_ttl_seconds: float = 60.0
+    cache_ttl_seconds: float = 300.0
     cache_warm_movies: int = 100_000
 
     @field_validator("cors_origins", mode="before")

@@ -12,7 +12,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from app.cache import ReadThroughCache, keep_catalog_warm
+from app.cache import ReadThroughCache, keep_catalog_warm, warm_catalog
 from app.db import create_engine, session_factory
 from app.services import catalog
 from app.settings import get_settings
@@ -71,6 +71,7 @@ def create_app() -> Starlette:
         app.state.engine = create_engine(settings)
         app.state.sessions = session_factory(app.state.engine)
         app.state.cache = ReadThroughCache(ttl=settings.cache_ttl_seconds)
+        await warm_catalog(app.state.cache, app.state.sessions, limit=settings.cache_warm_movies)
         warm = asyncio.create_task(
             keep_catalog_warm(
                 app.state.cache,

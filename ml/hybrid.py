@@ -33,10 +33,12 @@ _KINDS: dict[str, Any] = {"popularity": Popularity, "ease": EASE, "lightfm": Lig
 
 
 def standardise(scores: np.ndarray) -> np.ndarray:
-    """Per-row z-scores, so components on different scales blend by weight alone."""
-    mean = scores.mean(axis=1, keepdims=True)
-    std = scores.std(axis=1, keepdims=True)
-    return (scores - mean) / np.where(std == 0, 1, std)
+    """Per-row z-scores (a new float32 array), so components on different scales blend by weight alone."""
+    out = np.array(scores, dtype=np.float32)
+    out -= out.mean(axis=1, keepdims=True)
+    std = np.sqrt(np.einsum("ij,ij->i", out, out) / out.shape[1])[:, None]
+    out /= np.where(std == 0, np.float32(1), std)
+    return out
 
 
 @dataclass
@@ -68,8 +70,15 @@ class HybridRecommender:
         """(batch, n_items) blended scores; ``users`` are model indices (-1: not trained on)."""
         total = np.zeros((history.shape[0], self.n_items), dtype=np.float32)
         for name, weight in self.weights.items():
-            if weight:
-                total += weight * standardise(self.components[name].score(history, users))
+            if not weight:
+                continue
+            component = self.components[name]
+            if getattr(component, "same_for_every_user", False):  # one row, broadcast over the batch
+                total += np.float32(weight) * standardise(component.score(history[:1], users[:1]))
+            else:
+                part = standardise(component.score(history, users))
+                part *= np.float32(weight)
+                total += part
         return total
 
     def recommend(

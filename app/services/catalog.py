@@ -92,8 +92,11 @@ async def movies_by_ids(*, session: AsyncSession, movie_ids: Sequence[int]) -> d
     return {row.movie_id: row for row in rows}
 
 
-async def most_rated(*, session: AsyncSession, limit: int) -> list[Row[Any]]:
-    stmt = select(movies).order_by(movies.c.ratings_count.desc(), movies.c.movie_id).limit(limit)
+async def movies_after(*, session: AsyncSession, after: int | None, limit: int) -> list[Row[Any]]:
+    """Up to ``limit`` movies with ids above ``after``, in id order (for walking the catalog)."""
+    stmt = select(movies).order_by(movies.c.movie_id).limit(limit)
+    if after is not None:
+        stmt = stmt.where(movies.c.movie_id > after)
     return list((await session.execute(stmt)).all())
 
 

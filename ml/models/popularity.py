@@ -8,6 +8,7 @@ import scipy.sparse as sp
 
 class Popularity:
     name = "popularity"
+    same_for_every_user = True
 
     def __init__(self) -> None:
         self.counts = np.zeros(0, dtype=np.float32)
@@ -17,8 +18,8 @@ class Popularity:
         return self
 
     def score(self, history: sp.csr_matrix, users: np.ndarray) -> np.ndarray:
-        """(batch, n_items): log(1 + raters) for every user alike."""
-        return np.broadcast_to(np.log1p(self.counts), (history.shape[0], len(self.counts))).copy()
+        """(batch, n_items): log(1 + raters) for every user alike (a read-only broadcast view)."""
+        return np.broadcast_to(np.log1p(self.counts), (history.shape[0], len(self.counts)))
 
     def arrays(self) -> dict[str, np.ndarray]:
         return {"counts": self.counts}

@@ -1,0 +1,26 @@
+"""Every benchmark in order (about 40 minutes on 2 cores): ingest, HTTP load, train, scoring.
+
+    make bench        # or: python -m benchmarks.run_all
+Results land in bench-results/*.json; docs/benchmarks.md quotes them.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+STEPS = [
+    ["benchmarks.ingest", "--keep"],
+    ["benchmarks.http_load"],
+    ["benchmarks.train"],
+    ["benchmarks.scoring"],
+]
+
+
+def main() -> None:
+    for module, *args in STEPS:
+        subprocess.run([sys.executable, "-m", module, *args], check=True)
+
+
+if __name__ == "__main__":
+    main()
