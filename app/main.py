@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
@@ -119,6 +120,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 limit=settings.cache_warm_movies,
             )
             tasks.append(asyncio.create_task(warm))
+        # The warmed catalog and the model are long-lived: keep the collector from re-walking
+        # them on every full collection (those walks were the p99 latency spikes).
+        gc.freeze()
         try:
             yield
         finally:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
@@ -72,6 +73,7 @@ def create_app() -> Starlette:
         app.state.sessions = session_factory(app.state.engine)
         app.state.cache = ReadThroughCache(ttl=settings.cache_ttl_seconds)
         await warm_catalog(app.state.cache, app.state.sessions, limit=settings.cache_warm_movies)
+        gc.freeze()  # the same collector settings as the real app
         warm = asyncio.create_task(
             keep_catalog_warm(
                 app.state.cache,
