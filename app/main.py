@@ -112,7 +112,10 @@ def create_app(settings: Settings | None = None) -> Starlette:
         tasks = [asyncio.create_task(app.state.models.follow())]
         if settings.cache_warm_movies:
             # Warm before taking traffic; afterwards, refresh in the background, page by page.
-            await warm_catalog(app.state.cache, app.state.sessions, limit=settings.cache_warm_movies)
+            try:
+                await warm_catalog(app.state.cache, app.state.sessions, limit=settings.cache_warm_movies)
+            except Exception:  # database down at start: serve anyway, /readyz says not ready
+                log.exception("could not warm the catalog cache")
             warm = keep_catalog_warm(
                 app.state.cache,
                 app.state.sessions,

@@ -76,3 +76,31 @@ def test_hybrid_blends_saves_and_loads(tmp_path: Path) -> None:
     np.testing.assert_allclose(loaded.score(x[users], users), model.score(x[users], users))
     assert loaded.item_index([100, 129, 5]).tolist() == [0, 29, -1]
     assert loaded.user_index([1, 60, 99]).tolist() == [0, 59, -1]
+
+
+def test_unrated_items_get_a_representation_from_their_features() -> None:
+    """Two movies nobody rated, with the same genres, end up close in LightFM's space; a third
+    unrated movie of other genres does not: cold items are recommended from their features."""
+    from ml.dataset import Catalog
+    from ml.features import item_features
+
+    rng = np.random.default_rng(3)
+    n_items, n_users = 40, 120
+    genres = [["Animation"] if i % 2 else ["Horror"] for i in range(n_items)]
+    catalog = Catalog(
+        np.arange(1, n_items + 1), [f"m{i}" for i in range(n_items)], np.zeros(n_items, int), genres
+    )
+    # users like one genre each; items 37, 38 and 39 are never rated
+    rows, cols = [], []
+    for u in range(n_users):
+        liked = [i for i in range(37) if (i % 2) == (u % 2)]
+        for i in rng.choice(liked, 8, replace=False):
+            rows.append(u)
+            cols.append(i)
+    x = sp.csr_matrix((np.ones(len(rows), np.float32), (rows, cols)), shape=(n_users, n_items))
+    model = LightFMModel(components=8, epochs=30, threads=1).fit(x, item_features(catalog))
+    v = model.item_vectors / np.linalg.norm(model.item_vectors, axis=1, keepdims=True)
+    assert v[37] @ v[39] > 0.8  # both Animation, both unrated
+    assert v[37] @ v[38] < v[37] @ v[39] - 0.3  # Animation vs Horror
+    animation_fan = model.score(x[1:2], np.array([1]))[0]  # user 1 likes the odd (Animation) items
+    assert animation_fan[37] > animation_fan[38]
