@@ -17,8 +17,10 @@ import httpx
 import pytest
 import uvicorn
 
+from app.db import create_engine
 from app.main import create_app
 from app.migrate import upgrade
+from app.services.ingest import IngestReport, ingest
 from app.settings import Settings
 from tests.movielens_fixture import write_movielens
 
@@ -141,6 +143,19 @@ def live_server_factory(
     yield start
     for server in servers:
         server.__exit__()
+
+
+def ingest_into(settings: Settings, directory: Path, **options: object) -> IngestReport:
+    """Run the real ingest of ``directory`` into ``settings``' database."""
+
+    async def run() -> IngestReport:
+        engine = create_engine(settings)
+        try:
+            return await ingest(engine=engine, directory=directory, **options)  # type: ignore[arg-type]
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(run())
 
 
 ML100K_SCRIPT = Path(__file__).resolve().parents[2] / "shared" / "data" / "ml100k.py"

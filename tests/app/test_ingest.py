@@ -15,9 +15,9 @@ import pytest
 from sqlalchemy import text
 
 from app.db import create_engine
-from app.services.ingest import IngestError, ingest
+from app.services.ingest import IngestError
 from ml.data.movielens import DatasetError
-from tests.conftest import Databases
+from tests.conftest import Databases, ingest_into
 from tests.movielens_fixture import N_MOVIES, N_USERS
 
 COUNTS = "SELECT (SELECT count(*) FROM movies), (SELECT count(*) FROM ratings), (SELECT count(*) FROM tags), (SELECT count(*) FROM links), (SELECT count(*) FROM users), (SELECT count(*) FROM movie_genres)"
@@ -39,15 +39,7 @@ def _counts(settings) -> tuple[int, ...]:
     return _query(settings, COUNTS)[0]
 
 
-def _ingest(settings, directory: Path, **kw):
-    async def run():
-        engine = create_engine(settings)
-        try:
-            return await ingest(engine=engine, directory=directory, **kw)
-        finally:
-            await engine.dispose()
-
-    return asyncio.run(run())
+_ingest = ingest_into
 
 
 def _append(path: Path, *rows: str) -> None:

@@ -15,8 +15,7 @@ from sqlmodel import SQLModel
 
 import app.models  # noqa: F401
 from app.db import create_engine
-from app.services.ingest import ingest
-from tests.conftest import Databases
+from tests.conftest import Databases, ingest_into
 
 
 def _diff(settings) -> list:
@@ -39,14 +38,7 @@ def test_migrated_schema_matches_models_even_after_bulk_load(
     settings = databases.settings(backend)
     assert _diff(settings) == []
 
-    async def load() -> None:
-        engine = create_engine(settings)
-        try:
-            await ingest(engine=engine, directory=movielens_dir)
-        finally:
-            await engine.dispose()
-
-    asyncio.run(load())
+    ingest_into(settings, movielens_dir)
     assert _diff(settings) == []
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import subprocess
 import sys
@@ -11,9 +10,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from app.db import create_engine
-from app.services.ingest import ingest
-from tests.conftest import BACKENDS, Databases, LiveServer
+from tests.conftest import BACKENDS, Databases, LiveServer, ingest_into
 from tests.movielens_fixture import write_movielens
 
 ADMIN = ("admin@example.com", "admin-password")
@@ -56,14 +53,7 @@ def catalog(
     directory = tmp_path_factory.mktemp("ml") / "ml"
     write_movielens(directory)
 
-    async def load() -> None:
-        engine = create_engine(settings)
-        try:
-            await ingest(engine=engine, directory=directory)
-        finally:
-            await engine.dispose()
-
-    asyncio.run(load())
+    ingest_into(settings, directory)
     env = {
         "CINEREC_DATABASE_URL": settings.database_url,
         "CINEREC_HOME": str(settings.home),
@@ -96,14 +86,7 @@ def recommender(
     """ML-100K in PostgreSQL, a model trained by `cinerec train` (version 1, champion), a server."""
     settings = databases.settings("postgresql", redis_url="redis://127.0.0.1:6379/0")
 
-    async def load() -> None:
-        engine = create_engine(settings)
-        try:
-            await ingest(engine=engine, directory=ml100k_dir)
-        finally:
-            await engine.dispose()
-
-    asyncio.run(load())
+    ingest_into(settings, ml100k_dir)
     env = {
         "CINEREC_DATABASE_URL": settings.database_url,
         "CINEREC_HOME": str(settings.home),
