@@ -24,7 +24,10 @@ META = "meta.json"
 class Component(Protocol):
     name: str
 
-    def score(self, history: sp.csr_matrix, users: np.ndarray) -> np.ndarray: ...
+    def score(self, history: sp.csr_matrix, users: np.ndarray) -> np.ndarray:
+        """(batch, n_items), a new array the caller may overwrite (or a read-only broadcast
+        view for components marked ``same_for_every_user``)."""
+        ...
 
     def arrays(self) -> dict[str, np.ndarray]: ...
 
@@ -32,9 +35,13 @@ class Component(Protocol):
 _KINDS: dict[str, Any] = {"popularity": Popularity, "ease": EASE, "lightfm": LightFMModel}
 
 
-def standardise(scores: np.ndarray) -> np.ndarray:
-    """Per-row z-scores (a new float32 array), so components on different scales blend by weight alone."""
-    out = np.array(scores, dtype=np.float32)
+def standardise(scores: np.ndarray, *, in_place: bool = False) -> np.ndarray:
+    """Per-row z-scores in float32, so components on different scales blend by weight alone.
+
+    With ``in_place`` a writable float32 ``scores`` is overwritten instead of copied.
+    """
+    writable = in_place and scores.dtype == np.float32 and scores.flags.writeable
+    out = scores if writable else np.array(scores, dtype=np.float32)
     out -= out.mean(axis=1, keepdims=True)
     std = np.sqrt(np.einsum("ij,ij->i", out, out) / out.shape[1])[:, None]
     out /= np.where(std == 0, np.float32(1), std)
@@ -76,7 +83,7 @@ class HybridRecommender:
             if getattr(component, "same_for_every_user", False):  # one row, broadcast over the batch
                 total += np.float32(weight) * standardise(component.score(history[:1], users[:1]))
             else:
-                part = standardise(component.score(history, users))
+                part = standardise(component.score(history, users), in_place=True)  # a fresh array
                 part *= np.float32(weight)
                 total += part
         return total
@@ -141,7 +148,8 @@ def top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         return np.zeros((scores.shape[0], 0), dtype=np.int64), np.zeros(
             (scores.shape[0], 0), dtype=scores.dtype
         )
-    part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    # the k largest sit at the end after partitioning at n - k: no negated copy of the scores
+    part = np.argpartition(scores, scores.shape[1] - k, axis=1)[:, scores.shape[1] - k :]
     values = np.take_along_axis(scores, part, axis=1)
     order = np.argsort(-values, axis=1, kind="stable")
     return np.take_along_axis(part, order, axis=1), np.take_along_axis(values, order, axis=1)

@@ -86,7 +86,9 @@ class LightFMModel:
         vectors[known] = self.user_vectors[users[known]]
         if (~known).any():
             vectors[~known] = self.fold_in(history[np.flatnonzero(~known)])
-        return vectors @ self.item_vectors.T + self.item_bias
+        scores = vectors @ self.item_vectors.T
+        scores += self.item_bias
+        return scores
 
     def arrays(self) -> dict[str, np.ndarray]:
         return {
