@@ -138,13 +138,11 @@ class _RatingsSink:
             await self.conn.execute(text(f"ALTER TABLE ratings DROP CONSTRAINT {RATINGS_PK}"))
             await self.conn.execute(text(f"DROP INDEX {RATINGS_MOVIE_INDEX}"))
             return
-        temp = "TEMP TABLE stage_ratings" + (" " if self.pg else "")
-        await self.conn.execute(
-            text("DROP TABLE IF EXISTS temp.stage_ratings" if not self.pg else "SELECT 1")
-        )
+        if not self.pg:  # SQLite temp tables live as long as the connection, which the pool reuses
+            await self.conn.execute(text("DROP TABLE IF EXISTS temp.stage_ratings"))
         await self.conn.execute(
             text(
-                f"CREATE {temp} (user_id INTEGER NOT NULL, movie_id INTEGER NOT NULL, "
+                "CREATE TEMP TABLE stage_ratings (user_id INTEGER NOT NULL, movie_id INTEGER NOT NULL, "
                 "rating FLOAT NOT NULL, timestamp BIGINT NOT NULL)" + (" ON COMMIT DROP" if self.pg else "")
             )
         )
