@@ -11,6 +11,7 @@ import itertools
 import logging
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -63,25 +64,14 @@ class TrainResult:
     timings: dict[str, float] = field(default_factory=dict)
 
 
-class _Timer:
-    def __init__(self) -> None:
-        self.timings: dict[str, float] = {}
-
-    def __call__(self, name: str) -> _Step:
-        return _Step(self, name)
-
-
-class _Step:
-    def __init__(self, timer: _Timer, name: str) -> None:
-        self.timer, self.name = timer, name
-
-    def __enter__(self) -> None:
-        log.info("%s ...", self.name)
-        self.started = time.perf_counter()
-
-    def __exit__(self, *_: object) -> None:
-        self.timer.timings[self.name] = round(time.perf_counter() - self.started, 2)
-        log.info("%s: %.1f s", self.name, self.timer.timings[self.name])
+@contextmanager
+def _timed(timings: dict[str, float], name: str) -> Iterator[None]:
+    """Log a step and record its wall time (seconds) under ``name``."""
+    log.info("%s ...", name)
+    started = time.perf_counter()
+    yield
+    timings[name] = round(time.perf_counter() - started, 2)
+    log.info("%s: %.1f s", name, timings[name])
 
 
 def fit_components(
@@ -204,16 +194,16 @@ def train(
     data: TrainData, config: TrainConfig, *, refit: bool = True, evaluate_only: bool = False
 ) -> TrainResult:
     """Tune on validation, evaluate every model on the held-out split, then refit on everything."""
-    timer = _Timer()
+    timings: dict[str, float] = {}
     catalog = data.catalog
-    with timer("embeddings"):
+    with _timed(timings, "embeddings"):
         item_embeddings = embeddings.encode(
             [catalog.text(i) for i in range(catalog.n_items)], progress=config.progress
         )
     item_feats = item_features(catalog, embedding_clusters(item_embeddings, seed=config.seed))
     genre_vectors = catalog.genre_matrix()[0].toarray()
 
-    with timer("split"):
+    with _timed(timings, "split"):
         train_part, test_part = _split(data, config.test_ratio, config.seed)
     weights = {"lightfm": 1.0, "ease": 1.0, "popularity": 0.1}
     validation_ndcg = float("nan")
@@ -221,13 +211,13 @@ def train(
         inner_df, valid_df = stratified_split(_frame(train_part, catalog), 0.8, config.seed + 1)
         inner = Interactions.from_frame(inner_df, catalog, train_part.user_ids)
         valid = Interactions.from_frame(valid_df, catalog, train_part.user_ids)
-        with timer("fit (validation)"):
+        with _timed(timings, "fit (validation)"):
             inner_components = fit_components(inner, data, config, item_feats)
         users = _sample(np.flatnonzero(np.diff(valid.matrix.indptr)), config.validation_users, config.seed)
-        with timer("tune weights"):
+        with _timed(timings, "tune weights"):
             weights, validation_ndcg = tune_weights(inner_components, inner, valid, users, config)
         del inner_components
-    with timer("fit (evaluation)"):
+    with _timed(timings, "fit (evaluation)"):
         components = fit_components(train_part, data, config, item_feats)
     weights = {n: w for n, w in weights.items() if n in components}
 
@@ -235,7 +225,7 @@ def train(
     scorers = {name: {name: 1.0} for name in components}
     scorers["hybrid"] = weights
     results: dict[str, dict[str, float]] = {}
-    with timer("evaluate"):
+    with _timed(timings, "evaluate"):
         for name, blend in scorers.items():
             model = HybridRecommender(
                 catalog.item_ids, train_part.user_ids, components, blend, item_embeddings
@@ -258,14 +248,14 @@ def train(
     if not evaluate_only:
         if refit:
             everything = Interactions.from_frame(data.ratings, catalog)
-            with timer("fit (all ratings)"):
+            with _timed(timings, "fit (all ratings)"):
                 components = fit_components(everything, data, config, item_feats)
             user_ids = everything.user_ids
         else:
             user_ids = train_part.user_ids
         meta = {"params": params, "metrics": results, "refit": refit, "trained_at": time.time()}
         final = HybridRecommender(catalog.item_ids, user_ids, components, weights, item_embeddings, meta)
-    return TrainResult(final, results, weights, params, timer.timings)
+    return TrainResult(final, results, weights, params, timings)
 
 
 def _frame(interactions: Interactions, catalog: Catalog) -> pd.DataFrame:
