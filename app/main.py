@@ -22,6 +22,7 @@ from app.cache import ReadThroughCache, keep_catalog_warm, warm_catalog
 from app.db import create_engine, session_factory
 from app.limits import BodySizeLimit
 from app.metrics import render
+from app.ratelimit import LoginLimiter
 from app.serving import ModelHolder
 from app.settings import Settings, get_settings
 from graphql_schema.context import Context, build_context
@@ -57,6 +58,7 @@ class GraphQLApp(GraphQL[Context, None]):
             authorization=request.headers.get("authorization"),
             models=state.models,
             cache=state.cache,
+            login_limiter=state.login_limiter,
         )
 
 
@@ -105,6 +107,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
         app.state.cache = ReadThroughCache(ttl=settings.cache_ttl_seconds)
         app.state.redis = Redis.from_url(settings.redis_url) if settings.redis_url else None
         app.state.models = ModelHolder(settings, app.state.redis)
+        app.state.login_limiter = LoginLimiter(
+            app.state.redis, attempts=settings.login_attempts, window_seconds=settings.login_window_seconds
+        )
         try:
             await app.state.models.load_champion()
         except Exception:  # a broken registry must not keep the catalog down: popularity serves

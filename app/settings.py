@@ -43,6 +43,8 @@ class Settings(BaseSettings):
     max_recommendations: int = 100
     cache_ttl_seconds: float = 300.0
     cache_warm_movies: int = 100_000
+    login_attempts: int = 5
+    login_window_seconds: int = 300
 
     @field_validator("cors_origins", mode="before")
     @classmethod

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from starlette.websockets import WebSocket
 
     from app.cache import ReadThroughCache
+    from app.ratelimit import LoginLimiter
     from app.serving import ModelHolder
     from app.settings import Settings
 
@@ -29,6 +30,7 @@ class Context:
     loaders: Loaders
     models: ModelHolder | None = None
     cache: ReadThroughCache | None = None
+    login_limiter: LoginLimiter | None = None
     principal: Principal | None = None
     auth_error: CinerecError | None = None
     extra: dict[str, Any] = field(default_factory=dict)
@@ -50,10 +52,18 @@ def build_context(
     authorization: str | None,
     models: ModelHolder | None = None,
     cache: ReadThroughCache | None = None,
+    login_limiter: LoginLimiter | None = None,
 ) -> Context:
     """A context for one request; a bad token is kept and raised only where auth is needed."""
     ctx = Context(
-        request, response, settings, sessions, create_loaders(sessions, models, cache), models, cache
+        request,
+        response,
+        settings,
+        sessions,
+        create_loaders(sessions, models, cache),
+        models=models,
+        cache=cache,
+        login_limiter=login_limiter,
     )
     try:
         token = bearer_token(authorization)

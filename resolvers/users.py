@@ -6,6 +6,7 @@ import contextlib
 from typing import TYPE_CHECKING, Any
 
 from app.auth import issue_token
+from app.errors import Unauthenticated
 from app.services import accounts, ratings
 from resolvers.movies import Page
 from resolvers.pagination import check_first, decode_cursor, encode_cursor
@@ -47,8 +48,18 @@ async def register(ctx: Context, *, email: str, password: str) -> tuple[str, Pri
 
 
 async def login(ctx: Context, *, email: str, password: str) -> tuple[str, Principal]:
-    async with ctx.sessions() as session:
-        principal = await accounts.authenticate(session=session, email=email, password=password)
+    limiter = ctx.login_limiter
+    if limiter is not None:
+        await limiter.check(email)
+    try:
+        async with ctx.sessions() as session:
+            principal = await accounts.authenticate(session=session, email=email, password=password)
+    except Unauthenticated:
+        if limiter is not None:
+            await limiter.failed(email)
+        raise
+    if limiter is not None:
+        await limiter.succeeded(email)
     return issue_token(principal, ctx.settings), principal
 
 

@@ -256,3 +256,19 @@ def test_health_readiness_metrics_cors(catalog: Catalog) -> None:
     )
     assert "access-control-allow-origin" not in refused.headers
     assert "GraphiQL" in httpx.get(f"{url}/graphql", headers={"accept": "text/html"}).text
+
+
+def test_repeated_wrong_passwords_are_rate_limited(catalog: Catalog) -> None:
+    gql = catalog.server.gql
+    email = f"throttle-{catalog.server.port}@example.com"
+    gql(
+        'mutation($e: String!) { register(email: $e, password: "the-right-password") { token } }',
+        {"e": email},
+    )
+    login = "mutation($e: String!, $p: String!) { login(email: $e, password: $p) { token } }"
+    for _ in range(catalog.server.settings.login_attempts):
+        assert code(gql(login, {"e": email, "p": "a-wrong-password"})) == "UNAUTHENTICATED"
+    refused = gql(login, {"e": email, "p": "the-right-password"})  # even the right one, for now
+    assert code(refused) == "RATE_LIMITED" and refused["errors"][0]["extensions"]["retryAfterSeconds"] > 0
+    other = gql(login, {"e": "user@example.com", "p": "user-password"})  # other accounts are unaffected
+    assert "errors" not in other
