@@ -22,7 +22,7 @@ data: install
 	@if [ -f "$(SHARED_ML100K)" ]; then \
 	  $(BIN)/python $(SHARED_ML100K) $(CINEREC_HOME)/data/ml-100k && echo $(CINEREC_HOME)/data/ml-100k > $(CINEREC_HOME)/.dataset; \
 	else \
-	  $(BIN)/cinerec data download $${CINEREC_DATASET:-ml-latest-small} | tail -n 1 > $(CINEREC_HOME)/.dataset; \
+	  $(BIN)/cinerec data download | tail -n 1 > $(CINEREC_HOME)/.dataset; \
 	fi
 
 demo: data

@@ -110,7 +110,9 @@ def db_current() -> None:
 
 @data_app.command("download")
 def data_download(
-    name: Annotated[str, typer.Argument(help="ml-latest-small, ml-25m or ml-100k")],
+    name: Annotated[
+        str | None, typer.Argument(help="ml-latest-small, ml-25m or ml-100k (default: CINEREC_DATASET)")
+    ] = None,
     dest: Annotated[
         Path | None, typer.Option(help="Folder for the archive (default: CINEREC_HOME/data).")
     ] = None,
@@ -120,7 +122,7 @@ def data_download(
 
     settings = get_settings()
     try:
-        folder = download(name, dest or settings.home / "data", settings.dataset_base_url)
+        folder = download(name or settings.dataset, dest or settings.home / "data", settings.dataset_base_url)
     except (DownloadError, OSError) as exc:
         raise _fail(f"download failed: {exc}") from exc
     typer.echo(str(folder))
@@ -260,7 +262,7 @@ def _print_table(metrics: dict[str, dict[str, float]]) -> None:
 
 def _flat(metrics: dict[str, dict[str, float]]) -> dict[str, float]:
     """Hybrid metrics under their own names, the baselines' prefixed by model."""
-    out = {k: v for k, v in metrics["hybrid"].items()}
+    out = dict(metrics["hybrid"])
     for name, row in metrics.items():
         if name != "hybrid":
             out.update({f"{name}.{k}": v for k, v in row.items()})

@@ -41,7 +41,3 @@ async def current_revision(engine: AsyncEngine) -> str | None:
 
     async with engine.connect() as connection:
         return await connection.run_sync(_current)
-
-
-class SchemaBehindError(RuntimeError):
-    """The database schema is older than the code expects."""

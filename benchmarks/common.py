@@ -35,17 +35,6 @@ def pg_exec(sql: str) -> None:
     asyncio.run(run())
 
 
-def pg_database_exists(name: str) -> bool:
-    async def run() -> bool:
-        conn = await asyncpg.connect(PG_ADMIN)
-        try:
-            return bool(await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name))
-        finally:
-            await conn.close()
-
-    return asyncio.run(run())
-
-
 def synth_dataset(out: Path, scale: float = 1.0) -> Path:
     """The ML-25M-shaped synthetic set from ../shared/data (made once, then reused)."""
     if not (out / "ratings.csv").exists():

@@ -130,9 +130,8 @@ class LiveServer:
 
 
 @pytest.fixture(scope="session")
-def live_server_factory(
-    databases: Databases, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Callable[..., LiveServer]]:
+def live_server_factory(databases: Databases) -> Iterator[Callable[..., LiveServer]]:
+    # Depends on `databases` so that servers stop before their databases are dropped.
     servers: list[LiveServer] = []
 
     def start(settings: Settings) -> LiveServer:

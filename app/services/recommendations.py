@@ -17,6 +17,7 @@ from sqlalchemy import select
 
 from app.metrics import SCORE_BATCH_SIZE, SCORE_BATCHES
 from app.models import Movie, Rating
+from ml.hybrid import top_k
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession
@@ -91,12 +92,13 @@ async def recommend_many(
         row = scores[row_of[request.user_id]].copy()
         if request.exclude_rated:
             row[history[row_of[request.user_id]].indices] = -np.inf
-        k = min(request.first, model.n_items)
-        top = np.argpartition(-row, k - 1)[:k] if k else np.zeros(0, dtype=np.int64)
-        top = top[np.argsort(-row[top], kind="stable")]
-        top = top[np.isfinite(row[top])]
+        [top], [values] = top_k(row[None, :], request.first)
+        keep = np.isfinite(values)
         answers.append(
-            [Recommended(int(model.item_ids[i]), float(row[i]), rank) for rank, i in enumerate(top, start=1)]
+            [
+                Recommended(int(model.item_ids[i]), float(v), rank)
+                for rank, (i, v) in enumerate(zip(top[keep], values[keep], strict=True), start=1)
+            ]
         )
     return answers
 
