@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import sys
 import time
@@ -12,6 +11,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from app.llm_cli import llm_app
 from app.settings import Settings, get_settings
 
 if TYPE_CHECKING:
@@ -26,6 +26,7 @@ app.add_typer(db_app, name="db")
 app.add_typer(data_app, name="data")
 app.add_typer(users_app, name="users")
 app.add_typer(schema_app, name="schema")
+app.add_typer(llm_app, name="llm")
 
 log = logging.getLogger("cinerec")
 
@@ -300,24 +301,40 @@ def evaluate(
     seed: SeedOption = 42,
     tune: TuneOption = True,
     eval_users: EvalUsersOption = None,
+    rerank_users: Annotated[
+        int,
+        typer.Option(
+            help="Also measure the LLM rerank of the top 20 on this many of the LLM's held-out users "
+            "(0: skip). Sets the served rerank weight of the LLM champion to the validated one."
+        ),
+    ] = 0,
 ) -> None:
     """Evaluate popularity, EASE, LightFM and the hybrid on one held-out split; log to MLflow."""
     from ml.training import train as fit
 
     settings = get_settings()
     ensure_schema(settings, migrate=True)
+    data = _load_data(settings)
     result = fit(
-        _load_data(settings), _train_config(epochs, components, seed, tune, eval_users), evaluate_only=True
+        data,
+        _train_config(epochs, components, seed, tune, eval_users),
+        evaluate_only=True,
+        keep_evaluation=rerank_users > 0,
     )
     _print_table(result.metrics)
     from app.serving import registry_for
 
+    metrics = _flat(result.metrics)
+    if rerank_users > 0:
+        from app.llm_cli import evaluate_rerank_cli
+
+        metrics.update(evaluate_rerank_cli(settings, data, result, rerank_users, seed))
     run_id, _ = registry_for(settings).log_run(
         experiment="cinerec-evaluation",
-        params={**result.params, "weights": result.weights},
-        metrics=_flat(result.metrics),
+        params={**result.params, "weights": result.weights, "rerank_users": rerank_users},
+        metrics=metrics,
     )
-    _log_wandb(settings, f"evaluate-{run_id[:8]}", result.params, _flat(result.metrics))
+    _log_wandb(settings, f"evaluate-{run_id[:8]}", result.params, metrics)
     typer.echo(f"blend weights {result.weights}; MLflow run {run_id}; timings {result.timings}")
 
 
@@ -337,7 +354,7 @@ def train(
     """Train the hybrid on the database's ratings, evaluate it, register a new version in MLflow."""
     import tempfile
 
-    from app.serving import CHANNEL, registry_for
+    from app.serving import announce_sync, registry_for
     from ml.registry import CHAMPION, RECOMMENDER
     from ml.training import train as fit
 
@@ -362,13 +379,8 @@ def train(
     if promote:
         registry.set_alias(RECOMMENDER, CHAMPION, version)
     champion = registry.alias_version(RECOMMENDER, CHAMPION)
-    if champion != before and settings.redis_url:  # running servers load the new champion
-        import redis
-
-        with redis.Redis.from_url(settings.redis_url) as client:
-            client.publish(
-                CHANNEL, json.dumps({"model": RECOMMENDER, "alias": CHAMPION, "version": champion})
-            )
+    if champion != before and champion is not None:  # running servers load the new champion
+        announce_sync(settings, RECOMMENDER, champion)
     _log_wandb(settings, f"train-v{version}", params, _flat(result.metrics))
     state = (
         "serving (champion)" if champion == version else f"registered; champion is still version {champion}"

@@ -21,10 +21,12 @@ from strawberry.asgi import GraphQL
 from app.cache import ReadThroughCache, keep_catalog_warm, warm_catalog
 from app.db import create_engine, session_factory
 from app.limits import BodySizeLimit
+from app.llm import LLMHolder
 from app.metrics import render
 from app.ratelimit import LoginLimiter
 from app.serving import ModelHolder
 from app.settings import Settings, get_settings
+from app.websocket import AuthenticatedTransportWS
 from graphql_schema.context import Context, build_context
 from graphql_schema.schema import build_schema
 
@@ -38,7 +40,9 @@ log = logging.getLogger(__name__)
 
 
 class GraphQLApp(GraphQL[Context, None]):
-    """Strawberry's ASGI app with cinerec's per-request context."""
+    """Strawberry's ASGI app with cinerec's per-request context and websocket auth."""
+
+    graphql_transport_ws_handler_class = AuthenticatedTransportWS
 
     async def process_result(self, request: Request, result: ExecutionResult) -> GraphQLHTTPResponse:
         # Parse errors leave the operation before schema extensions see them: code them here too.
@@ -59,6 +63,7 @@ class GraphQLApp(GraphQL[Context, None]):
             models=state.models,
             cache=state.cache,
             login_limiter=state.login_limiter,
+            llm=state.llm,
         )
 
 
@@ -110,11 +115,16 @@ def create_app(settings: Settings | None = None) -> Starlette:
         app.state.login_limiter = LoginLimiter(
             app.state.redis, attempts=settings.login_attempts, window_seconds=settings.login_window_seconds
         )
+        app.state.llm = LLMHolder(settings, app.state.redis)
         try:
             await app.state.models.load_champion()
         except Exception:  # a broken registry must not keep the catalog down: popularity serves
             log.exception("could not load the champion model; serving popularity")
-        tasks = [asyncio.create_task(app.state.models.follow())]
+        await app.state.llm.load_champion()  # never raises: the template stands in
+        tasks = [
+            asyncio.create_task(app.state.models.follow()),
+            asyncio.create_task(app.state.llm.follow()),
+        ]
         if settings.cache_warm_movies:
             # Warm before taking traffic; afterwards, refresh in the background, page by page.
             try:
@@ -138,6 +148,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+            await app.state.llm.aclose()
             if app.state.redis is not None:
                 await app.state.redis.aclose()
             await app.state.engine.dispose()

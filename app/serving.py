@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -33,6 +34,33 @@ class Served:
 
 def registry_for(settings: Settings) -> Registry:
     return Registry(settings.mlflow_tracking_uri, settings.home / "mlartifacts")
+
+
+def announce_sync(settings: Settings, model: str, version: str) -> None:
+    """Tell running servers (through Redis, when configured) that ``model``'s champion moved."""
+    if not settings.redis_url:
+        return
+    import redis
+
+    with redis.Redis.from_url(settings.redis_url) as client:
+        client.publish(CHANNEL, json.dumps({"model": model, "alias": CHAMPION, "version": version}))
+
+
+async def follow_announcements(redis: Redis, model: str, reload: Callable[[], Awaitable[None]]) -> None:
+    """Call ``reload`` whenever a champion move of ``model`` is announced on the channel."""
+    pubsub = redis.pubsub()
+    await pubsub.subscribe(CHANNEL)
+    try:
+        async for message in pubsub.listen():
+            if message.get("type") != "message":
+                continue
+            try:
+                if json.loads(message["data"]).get("model", model) == model:
+                    await reload()
+            except Exception:  # a bad announcement must not stop the listener
+                log.exception("could not load the announced %s", model)
+    finally:
+        await pubsub.aclose()
 
 
 class ModelHolder:
@@ -85,16 +113,5 @@ class ModelHolder:
 
     async def follow(self) -> None:
         """Load the champion whenever another replica (or `cinerec train`) announces a move."""
-        if self.redis is None:
-            return
-        pubsub = self.redis.pubsub()
-        await pubsub.subscribe(CHANNEL)
-        try:
-            async for message in pubsub.listen():
-                if message.get("type") == "message":
-                    try:
-                        await self.load_champion()
-                    except Exception:  # a bad announcement must not stop the listener
-                        log.exception("could not load the announced model")
-        finally:
-            await pubsub.aclose()
+        if self.redis is not None:
+            await follow_announcements(self.redis, RECOMMENDER, self.load_champion)

@@ -45,6 +45,21 @@ class Settings(BaseSettings):
     cache_warm_movies: int = 100_000
     login_attempts: int = 5
     login_window_seconds: int = 300
+    # The LLM: which backend explains and reranks, and how hard it may be pushed.
+    llm_backend: Literal["transformers", "ollama", "none"] = "transformers"
+    llm_base: str = "smollm2-135m-instruct"  # the default base, or a local folder / hub id
+    llm_ollama_url: str = "http://127.0.0.1:11434"
+    llm_ollama_base_tag: str = "smollm2:135m"  # the Ollama tag of the same base, for /api/create
+    llm_ollama_keep_alive: str = "30m"
+    llm_timeout_seconds: float = Field(default=30.0, gt=0)
+    llm_max_new_tokens: int = Field(default=64, gt=0, le=512)
+    llm_max_batch: int = Field(default=8, gt=0)
+    llm_max_pending: int = Field(default=32, gt=0)
+    llm_batch_window_ms: float = Field(default=20.0, ge=0)
+    llm_threads: int = 0  # torch threads for the in-process model; 0 keeps torch's default
+    llm_rerank_candidates: int = Field(default=20, ge=0)
+    llm_rerank_weight: float | None = None  # None: the weight validated with the served adapter
+    llm_cache_dir: Path | None = None  # de-quantized base weights; default CINEREC_HOME/llm
 
     @field_validator("cors_origins", mode="before")
     @classmethod
@@ -58,6 +73,8 @@ class Settings(BaseSettings):
         self.home = self.home.expanduser().resolve()
         if not self.database_url:
             self.database_url = f"sqlite+aiosqlite:///{self.home / 'cinerec.db'}"
+        if self.llm_cache_dir is None:
+            self.llm_cache_dir = self.home / "llm"
         if not self.mlflow_tracking_uri:
             # MLflow 3 refuses its old plain-file store: a SQLite store under home instead.
             self.mlflow_tracking_uri = f"sqlite:///{self.home / 'mlflow.db'}"

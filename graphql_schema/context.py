@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from starlette.websockets import WebSocket
 
     from app.cache import ReadThroughCache
+    from app.llm import LLMHolder
     from app.ratelimit import LoginLimiter
     from app.serving import ModelHolder
     from app.settings import Settings
@@ -31,6 +32,7 @@ class Context:
     models: ModelHolder | None = None
     cache: ReadThroughCache | None = None
     login_limiter: LoginLimiter | None = None
+    llm: LLMHolder | None = None
     principal: Principal | None = None
     auth_error: CinerecError | None = None
     extra: dict[str, Any] = field(default_factory=dict)
@@ -53,6 +55,7 @@ def build_context(
     models: ModelHolder | None = None,
     cache: ReadThroughCache | None = None,
     login_limiter: LoginLimiter | None = None,
+    llm: LLMHolder | None = None,
 ) -> Context:
     """A context for one request; a bad token is kept and raised only where auth is needed."""
     ctx = Context(
@@ -60,10 +63,11 @@ def build_context(
         response,
         settings,
         sessions,
-        create_loaders(sessions, models, cache),
+        create_loaders(sessions, models, cache, llm, settings),
         models=models,
         cache=cache,
         login_limiter=login_limiter,
+        llm=llm,
     )
     try:
         token = bearer_token(authorization)

@@ -74,12 +74,12 @@ class Metrics(SchemaExtension):
 
 
 class ServedBy(SchemaExtension):
-    """Says in the response ``extensions`` which model answered recommendations, or that the
-    popularity fallback did (before any model is trained)."""
+    """Says in the response ``extensions`` which model answered recommendations (or that the
+    popularity fallback did), whether the LLM reranked, and what wrote the explanations."""
 
     def get_results(self) -> dict[str, object]:
-        served_by = getattr(self.execution_context.context, "extra", {}).get("recommender")
-        return {"recommender": served_by} if served_by else {}
+        extra = getattr(self.execution_context.context, "extra", {})
+        return {key: extra[key] for key in ("recommender", "explanations") if extra.get(key)}
 
 
 def schema_extensions(settings: Settings) -> list[Callable[[], SchemaExtension] | type[SchemaExtension]]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncGenerator
 from typing import TYPE_CHECKING
 
 import strawberry
@@ -13,6 +14,9 @@ from graphql_schema.extensions import schema_extensions
 from graphql_schema.permissions import IsAdmin, IsAuthenticated, OwnerOrAdmin
 from graphql_schema.types import (
     AuthPayload,
+    ExplanationChunk,
+    ExplanationEvidence,
+    ModelKind,
     ModelVersion,
     Movie,
     MovieConnection,
@@ -24,6 +28,7 @@ from graphql_schema.types import (
     SortDirection,
     User,
 )
+from resolvers import explanations as explain_resolvers
 from resolvers import movies as movie_resolvers
 from resolvers import recommendations as rec_resolvers
 from resolvers import users as user_resolvers
@@ -92,7 +97,7 @@ class Query:
         found = await rec_resolvers.recommendations(
             info.context, user_id=user_id, first=first, exclude_rated=exclude_rated
         )
-        return [Recommendation.from_result(r) for r in found]
+        return [Recommendation.from_result(r, user_id) for r in found]
 
     @strawberry.field(description="Movies most alike in content (title, genres, tags embeddings).")
     async def similar_movies(self, info: Info, movie_id: int, first: int = 10) -> list[Movie]:
@@ -105,10 +110,13 @@ class Query:
         return [MovieSearchHit(score=s, movie_id=m) for m, s in found]
 
     @strawberry.field(
-        permission_classes=[IsAdmin], description="Registered recommender versions, newest first."
+        permission_classes=[IsAdmin], description="Registered versions of a model, newest first."
     )
-    async def model_versions(self, info: Info) -> list[ModelVersion]:
-        return [ModelVersion.from_info(v) for v in await rec_resolvers.model_versions(info.context)]
+    async def model_versions(
+        self, info: Info, model: ModelKind = ModelKind.RECOMMENDER
+    ) -> list[ModelVersion]:
+        found = await rec_resolvers.model_versions(info.context, model=model.value)
+        return [ModelVersion.from_info(v) for v in found]
 
     @strawberry.field(permission_classes=[IsAuthenticated], description="The caller.")
     async def me(self, info: Info) -> User:
@@ -146,14 +154,41 @@ class Mutation:
         permission_classes=[IsAdmin],
         description="Point an alias at a version; `champion` is what serves, swapped in without a restart.",
     )
-    async def promote_model(self, info: Info, version: str, alias: str = "champion") -> ModelVersion:
-        return ModelVersion.from_info(await rec_resolvers.promote(info.context, version=version, alias=alias))
+    async def promote_model(
+        self, info: Info, version: str, alias: str = "champion", model: ModelKind = ModelKind.RECOMMENDER
+    ) -> ModelVersion:
+        found = await rec_resolvers.promote(info.context, version=version, alias=alias, model=model.value)
+        return ModelVersion.from_info(found)
 
     @strawberry.mutation(
         permission_classes=[IsAdmin], description="Return an alias to the version it held before."
     )
-    async def rollback_model(self, info: Info, alias: str = "champion") -> ModelVersion:
-        return ModelVersion.from_info(await rec_resolvers.rollback(info.context, alias=alias))
+    async def rollback_model(
+        self, info: Info, alias: str = "champion", model: ModelKind = ModelKind.RECOMMENDER
+    ) -> ModelVersion:
+        return ModelVersion.from_info(
+            await rec_resolvers.rollback(info.context, alias=alias, model=model.value)
+        )
+
+
+@strawberry.type
+class Subscription:
+    @strawberry.subscription(
+        description="A recommendation's explanation, streamed as the LLM writes it (graphql-transport-ws; "
+        "send {authorization: 'Bearer <token>'} in connection_init). Yourself, or anyone for an admin."
+    )
+    async def explanation(
+        self, info: Info, user_id: int, movie_id: int
+    ) -> AsyncGenerator[ExplanationChunk, None]:
+        async for chunk in explain_resolvers.stream(info.context, user_id=user_id, movie_id=movie_id):
+            evidence = (
+                [ExplanationEvidence.from_evidence(e) for e in chunk.evidence]
+                if chunk.evidence is not None
+                else None
+            )
+            yield ExplanationChunk(
+                text=chunk.text, done=chunk.done, evidence=evidence, source=chunk.source, error=chunk.error
+            )
 
 
 class Schema(strawberry.Schema):
@@ -166,4 +201,6 @@ class Schema(strawberry.Schema):
 
 
 def build_schema(settings: Settings) -> strawberry.Schema:
-    return Schema(query=Query, mutation=Mutation, extensions=schema_extensions(settings))
+    return Schema(
+        query=Query, mutation=Mutation, subscription=Subscription, extensions=schema_extensions(settings)
+    )

@@ -11,6 +11,8 @@ from strawberry.types import Info
 
 from app.services.catalog import MovieSort
 from graphql_schema.permissions import OwnerOrAdmin
+from ml.registry import LLM, RECOMMENDER
+from resolvers import explanations as explain_resolvers
 from resolvers import movies as movie_resolvers
 from resolvers import recommendations as rec_resolvers
 from resolvers import users as user_resolvers
@@ -23,6 +25,12 @@ class MovieOrder(Enum):
     AVERAGE_RATING = MovieSort.AVERAGE_RATING.value
     YEAR = MovieSort.YEAR.value
     TITLE = MovieSort.TITLE.value
+
+
+@strawberry.enum(description="Which registered model: the recommender or the LLM (reranker and explainer).")
+class ModelKind(Enum):
+    RECOMMENDER = RECOMMENDER
+    LLM = LLM
 
 
 @strawberry.enum
@@ -180,7 +188,7 @@ class User:
         found = await rec_resolvers.recommendations(
             info.context, user_id=self.user_id, first=first, exclude_rated=True
         )
-        return [Recommendation.from_result(r) for r in found]
+        return [Recommendation.from_result(r, self.user_id) for r in found]
 
     @strawberry.field(permission_classes=[OwnerOrAdmin], description="Newest first.")
     async def ratings(self, info: Info, first: int = 20, after: str | None = None) -> RatingConnection:
@@ -199,19 +207,69 @@ async def _movie(info: Info, movie_id: int) -> Movie:
     return Movie.from_row(row)
 
 
+@strawberry.type(description="A fact from the user's own ratings that an explanation rests on.")
+class ExplanationEvidence:
+    reason: str = strawberry.field(
+        description="The fact in words, e.g. 'you rated X 5/5 and it shares Drama'."
+    )
+    similarity: float = strawberry.field(
+        description="Content similarity of this movie and the recommended one."
+    )
+    movie_id: strawberry.Private[int]
+
+    @classmethod
+    def from_evidence(cls, evidence: Any) -> ExplanationEvidence:
+        return cls(reason=evidence.reason, similarity=evidence.similarity, movie_id=evidence.movie_id)
+
+    @strawberry.field(description="The user's movie the fact is about.")
+    async def movie(self, info: Info) -> Movie:
+        return await _movie(info, self.movie_id)
+
+
+@strawberry.type(description="A piece of a streamed explanation.")
+class ExplanationChunk:
+    text: str = strawberry.field(
+        description="Text since the previous chunk; the chunks of a stream concatenate to the explanation."
+    )
+    done: bool = strawberry.field(description="True on the last chunk, which carries no new text.")
+    evidence: list[ExplanationEvidence] | None = strawberry.field(
+        description="On the first and the last chunk: the facts the explanation was given."
+    )
+    source: str = strawberry.field(description="llm, or template when the LLM was unavailable or failed.")
+    error: str | None = strawberry.field(description="Why the template stood in, if it did.")
+
+
 @strawberry.type
 class Recommendation:
     score: float = strawberry.field(description="The hybrid's blended score; higher is better.")
     rank: int
     movie_id: strawberry.Private[int]
+    user_id: strawberry.Private[int]
 
     @classmethod
-    def from_result(cls, result: Any) -> Recommendation:
-        return cls(score=result.score, rank=result.rank, movie_id=result.movie_id)
+    def from_result(cls, result: Any, user_id: int) -> Recommendation:
+        return cls(score=result.score, rank=result.rank, movie_id=result.movie_id, user_id=user_id)
 
     @strawberry.field
     async def movie(self, info: Info) -> Movie:
         return await _movie(info, self.movie_id)
+
+    @strawberry.field(
+        description="Why this movie, in words, from the LLM (one batch for the whole request); "
+        "the template when the LLM is unavailable (see extensions.explanations)."
+    )
+    async def explanation(self, info: Info) -> str:
+        found = await explain_resolvers.explanation(
+            info.context, user_id=self.user_id, movie_id=self.movie_id
+        )
+        return found.text
+
+    @strawberry.field(description="The facts from the user's ratings that the explanation rests on.")
+    async def evidence(self, info: Info) -> list[ExplanationEvidence]:
+        found = await explain_resolvers.explanation(
+            info.context, user_id=self.user_id, movie_id=self.movie_id
+        )
+        return [ExplanationEvidence.from_evidence(e) for e in found.evidence]
 
 
 @strawberry.type

@@ -80,3 +80,24 @@ def novelty(recommended: np.ndarray, item_popularity: np.ndarray, n_users: int) 
     """Mean self-information -log2(p(i)) of recommended items, p(i) = users who rated i / users."""
     p = np.clip(item_popularity[recommended] / n_users, 1e-12, 1.0)
     return float((-np.log2(p)).mean())
+
+
+def roc_auc(scores: np.ndarray, labels: np.ndarray) -> float:
+    """Area under the ROC curve: P(a random positive outscores a random negative), ties half.
+
+    Computed from average ranks (Mann-Whitney U); NaN when only one class is present.
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    labels = np.asarray(labels).astype(bool)
+    n_pos, n_neg = int(labels.sum()), int((~labels).sum())
+    if not n_pos or not n_neg:
+        return float("nan")
+    order = np.argsort(scores, kind="mergesort")
+    ranks = np.empty(len(scores))
+    sorted_scores = scores[order]
+    # average rank (1-based) within each run of tied scores
+    starts = np.flatnonzero(np.r_[True, sorted_scores[1:] != sorted_scores[:-1]])
+    ends = np.r_[starts[1:], len(scores)]
+    for s, e in zip(starts, ends, strict=True):
+        ranks[order[s:e]] = (s + e + 1) / 2
+    return float((ranks[labels].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))

@@ -24,6 +24,7 @@ RECOMMENDER = "cinerec-recommender"
 LLM = "cinerec-llm"
 CHAMPION = "champion"
 MODEL_PATH = "model"
+RERANK_WEIGHT_TAG = "rerank_weight"  # on an LLM version: its validated rerank weight
 
 
 @dataclass(frozen=True)

@@ -62,6 +62,8 @@ class TrainResult:
     weights: dict[str, float]
     params: dict[str, Any]
     timings: dict[str, float] = field(default_factory=dict)
+    # (model fitted on the training part, training part, held-out part), when asked for
+    evaluation: tuple[HybridRecommender, Interactions, Interactions] | None = None
 
 
 @contextmanager
@@ -191,7 +193,12 @@ def _sample(users: np.ndarray, limit: int | None, seed: int) -> np.ndarray:
 
 
 def train(
-    data: TrainData, config: TrainConfig, *, refit: bool = True, evaluate_only: bool = False
+    data: TrainData,
+    config: TrainConfig,
+    *,
+    refit: bool = True,
+    evaluate_only: bool = False,
+    keep_evaluation: bool = False,
 ) -> TrainResult:
     """Tune on validation, evaluate every model on the held-out split, then refit on everything."""
     timings: dict[str, float] = {}
@@ -242,6 +249,12 @@ def train(
                 desc=f"evaluate {name}",
             )
     results["hybrid"]["validation_ndcg"] = validation_ndcg
+    evaluation = None
+    if keep_evaluation:
+        held_out_model = HybridRecommender(
+            catalog.item_ids, train_part.user_ids, components, weights, item_embeddings
+        )
+        evaluation = (held_out_model, train_part, test_part)
     params = {**asdict(config), "n_users": int(train_part.n_users), "n_items": int(catalog.n_items)}
     params["n_ratings"] = len(data.ratings)
     final: HybridRecommender | None = None
@@ -255,7 +268,7 @@ def train(
             user_ids = train_part.user_ids
         meta = {"params": params, "metrics": results, "refit": refit, "trained_at": time.time()}
         final = HybridRecommender(catalog.item_ids, user_ids, components, weights, item_embeddings, meta)
-    return TrainResult(final, results, weights, params, timings)
+    return TrainResult(final, results, weights, params, timings, evaluation)
 
 
 def _frame(interactions: Interactions, catalog: Catalog) -> pd.DataFrame:

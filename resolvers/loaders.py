@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from strawberry.dataloader import DataLoader
 
 from app.services import catalog, ratings
+from app.services.explanations import Explained, explain_many, explanation_inputs, rerank
 from app.services.recommendations import Recommended, RecRequest, recommend_many
 
 if TYPE_CHECKING:
@@ -16,10 +17,13 @@ if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
     from app.cache import ReadThroughCache
+    from app.llm import LLMHolder
     from app.serving import ModelHolder
+    from app.settings import Settings
 
-# What answered a recommendation: {"version": "3"} or the popularity fallback and why.
-ServedBy = dict[str, str]
+# What answered a recommendation: {"version": "3"} or the popularity fallback and why, and
+# whether the LLM reranked (or why not).
+ServedBy = dict[str, Any]
 
 K = TypeVar("K")
 V = TypeVar("V")
@@ -69,20 +73,58 @@ def _tags_loader(
 
 
 def _recommendations_loader(
-    sessions: async_sessionmaker[AsyncSession], models: ModelHolder | None
+    sessions: async_sessionmaker[AsyncSession],
+    models: ModelHolder | None,
+    llm: LLMHolder | None,
+    settings: Settings | None,
 ) -> DataLoader[RecRequest, tuple[list[Recommended], ServedBy]]:
     async def batch(keys: Sequence[RecRequest]) -> list[tuple[list[Recommended], ServedBy]]:
         served = models.current if models is not None else None  # one model for the whole batch
+        served_llm = llm.current if llm is not None else None
         by: ServedBy = (
             {"model": "cinerec-recommender", "version": served.version}
             if served
             else {"model": "popularity", "reason": "no trained model yet: run `cinerec train`"}
         )
+        pool = settings.llm_rerank_candidates if settings is not None else 0
+        use_llm = bool(served and served_llm and served_llm.rerank_weight > 0 and pool)
+        wide = [RecRequest(k.user_id, max(k.first, pool), k.exclude_rated) for k in keys] if use_llm else keys
         async with sessions() as session:
             answers = await recommend_many(
-                session=session, model=served.model if served else None, requests=keys
+                session=session, model=served.model if served else None, requests=wide
             )
-        return [(a, by) for a in answers]
+            if use_llm:
+                assert served_llm is not None and settings is not None
+                # Rerank the top `pool` candidates, then keep what each request asked for.
+                answers, error = await rerank(
+                    session=session,
+                    served=served_llm,
+                    users=[k.user_id for k in keys],
+                    answers=[a[:pool] for a in answers],
+                    timeout_s=settings.llm_timeout_seconds,
+                )
+                by = {**by, "rerank": {**served_llm.describe(), "weight": served_llm.rerank_weight}}
+                if error:
+                    by["rerank"]["error"] = error
+        return [(a[: k.first], by) for a, k in zip(answers, keys, strict=True)]
+
+    return DataLoader(load_fn=batch)
+
+
+def _explanations_loader(
+    sessions: async_sessionmaker[AsyncSession],
+    models: ModelHolder | None,
+    llm: LLMHolder | None,
+    settings: Settings | None,
+) -> DataLoader[tuple[int, int], Explained]:
+    async def batch(keys: Sequence[tuple[int, int]]) -> list[Explained]:
+        assert llm is not None and settings is not None
+        served = models.current if models is not None else None
+        async with sessions() as session:
+            inputs = await explanation_inputs(
+                session=session, model=served.model if served else None, pairs=keys
+            )
+        return await explain_many(served=llm.current, inputs=inputs, timeout_s=settings.llm_timeout_seconds)
 
     return DataLoader(load_fn=batch)
 
@@ -96,12 +138,15 @@ class Loaders:
     user: DataLoader[int, Row[Any] | None]
     ratings_count: DataLoader[int, int | None]
     recommendations: DataLoader[RecRequest, tuple[list[Recommended], ServedBy]]
+    explanations: DataLoader[tuple[int, int], Explained]
 
 
 def create_loaders(
     sessions: async_sessionmaker[AsyncSession],
     models: ModelHolder | None = None,
     cache: ReadThroughCache | None = None,
+    llm: LLMHolder | None = None,
+    settings: Settings | None = None,
 ) -> Loaders:
     """Fresh loaders for one request (never shared: their own memo is per request). Catalog
     loaders read through the app's ``cache``; user data is never cached across requests."""
@@ -136,5 +181,6 @@ def create_loaders(
             lambda session, keys: ratings.ratings_count_by_user_ids(session=session, user_ids=keys),
             int,
         ),
-        recommendations=_recommendations_loader(sessions, models),
+        recommendations=_recommendations_loader(sessions, models, llm, settings),
+        explanations=_explanations_loader(sessions, models, llm, settings),
     )

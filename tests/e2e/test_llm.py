@@ -1,0 +1,348 @@
+"""The LLM through the real server: batched explanations over HTTP, streamed explanations
+over graphql-transport-ws (websockets to uvicorn), auth refusals with 4401/4403, the
+RATE_LIMITED queue, the template fallback, rerank batching, `cinerec llm finetune`, and
+promotion to the in-process and the Ollama backends."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import pytest
+import websockets
+from prometheus_client.parser import text_string_to_metric_families
+
+from ml.registry import CHAMPION, LLM
+from tests.conftest import LiveServer
+from tests.e2e.conftest import Recommender, cli
+from tests.ollama_server import OllamaTestServer
+
+EXPLAIN = """query($u: Int!, $n: Int) { recommendations(userId: $u, first: $n) {
+  movie { movieId } explanation evidence { reason similarity movie { movieId title } } } }"""
+STREAM = """subscription($u: Int!, $m: Int!) { explanation(userId: $u, movieId: $m) {
+  text done source error evidence { reason movie { movieId } } } }"""
+
+
+def metric(server: LiveServer, name: str, **labels: str) -> float:
+    text = httpx.get(f"{server.url}/metrics").text
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                return float(sample.value)
+    return 0.0
+
+
+def ws_url(server: LiveServer) -> str:
+    return server.url.replace("http://", "ws://") + "/graphql"
+
+
+async def subscribe(
+    server: LiveServer,
+    token: str | None,
+    variables: dict[str, int],
+    *,
+    on_chunk: Callable[[dict[str, Any]], Any] | None = None,
+    stop_after: int | None = None,
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(chunks, errors) of one explanation subscription; ``stop_after`` chunks then disconnect."""
+    chunks: list[dict[str, Any]] = []
+    errors: list[dict[str, Any]] = []
+    async with websockets.connect(ws_url(server), subprotocols=["graphql-transport-ws"]) as ws:
+        payload = {"authorization": f"Bearer {token}"} if token else {}
+        await ws.send(json.dumps({"type": "connection_init", "payload": payload}))
+        assert json.loads(await ws.recv())["type"] == "connection_ack"
+        await ws.send(
+            json.dumps({"id": "1", "type": "subscribe", "payload": {"query": STREAM, "variables": variables}})
+        )
+        while True:
+            message = json.loads(await asyncio.wait_for(ws.recv(), 120))
+            if message["type"] == "complete":
+                break
+            if message["type"] == "error":
+                errors += message["payload"]
+                break
+            assert message["type"] == "next"
+            if message["payload"].get("errors"):
+                errors += message["payload"]["errors"]
+                break
+            chunk = message["payload"]["data"]["explanation"]
+            chunks.append({**chunk, "at": time.perf_counter()})
+            if on_chunk is not None:
+                await on_chunk(chunk)
+            if stop_after is not None and len(chunks) >= stop_after:
+                break
+    return chunks, errors
+
+
+async def close_code(
+    server: LiveServer, payload: dict[str, Any], variables: dict[str, int] | None = None
+) -> int:
+    async with websockets.connect(ws_url(server), subprotocols=["graphql-transport-ws"]) as ws:
+        await ws.send(json.dumps({"type": "connection_init", "payload": payload}))
+        try:
+            while True:
+                message = json.loads(await asyncio.wait_for(ws.recv(), 60))
+                if message["type"] == "connection_ack" and variables is not None:
+                    await ws.send(
+                        json.dumps(
+                            {
+                                "id": "1",
+                                "type": "subscribe",
+                                "payload": {"query": STREAM, "variables": variables},
+                            }
+                        )
+                    )
+        except websockets.ConnectionClosed as closed:
+            assert closed.rcvd is not None
+            return closed.rcvd.code
+    raise AssertionError("the server did not close the socket")
+
+
+def first_recommendation(rec: Recommender, user: int = 1) -> int:
+    data = rec.server.gql(
+        "query($u: Int!) { recommendations(userId: $u, first: 1) { movie { movieId } } }",
+        {"u": user},
+        token=rec.admin_token,
+    )
+    return data["data"]["recommendations"][0]["movie"]["movieId"]
+
+
+def test_explanations_of_a_request_are_one_batch(recommender: Recommender) -> None:
+    server = recommender.server
+    batches = metric(server, "cinerec_llm_batches_total", kind="generate")
+    size = metric(server, "cinerec_llm_batch_size_sum", kind="generate")
+    result = server.gql(EXPLAIN, {"u": 1, "n": 3}, token=recommender.user_token)
+    assert "errors" not in result, result
+    recs = result["data"]["recommendations"]
+    assert metric(server, "cinerec_llm_batches_total", kind="generate") == batches + 1
+    assert metric(server, "cinerec_llm_batch_size_sum", kind="generate") == size + 3
+    assert result["extensions"]["explanations"]["source"] == "llm"
+    assert result["extensions"]["explanations"]["backend"] == "transformers"
+    rated = {
+        e["node"]["movieId"]: e["node"]["rating"]
+        for e in server.gql(
+            "{ me { ratings(first: 100) { edges { node { movieId rating } } } } }",
+            token=recommender.user_token,
+        )["data"]["me"]["ratings"]["edges"]
+    }
+    for rec in recs:
+        assert rec["explanation"].startswith("You will enjoy ")
+        assert rec["evidence"], "the engine found no evidence for a user with 272 ratings"
+        for fact in rec["evidence"]:
+            movie = fact["movie"]["movieId"]
+            assert movie in rated or len(rated) == 100  # the page shows only 100 of the ratings
+            assert fact["movie"]["title"] in fact["reason"]
+
+
+async def test_explanation_streams_over_websocket(recommender: Recommender) -> None:
+    server = recommender.server
+    movie = first_recommendation(recommender)
+    tokens_at_first: list[float] = []
+
+    async def on_chunk(chunk: dict[str, Any]) -> None:
+        if not tokens_at_first:
+            async with httpx.AsyncClient() as client:
+                text = (await client.get(f"{server.url}/metrics")).text
+            tokens_at_first.append(
+                next(
+                    s.value
+                    for f in text_string_to_metric_families(text)
+                    for s in f.samples
+                    if s.name == "cinerec_llm_generated_tokens_total"
+                )
+            )
+
+    chunks, errors = await subscribe(server, recommender.user_token, {"u": 1, "m": movie}, on_chunk=on_chunk)
+    assert not errors
+    assert len(chunks) > 3 and chunks[-1]["done"] and not any(c["done"] for c in chunks[:-1])
+    assert chunks[0]["evidence"] and chunks[-1]["evidence"] == chunks[0]["evidence"]
+    assert all(c["evidence"] is None for c in chunks[1:-1]) and all(c["source"] == "llm" for c in chunks)
+    # the first chunk left the server before the last token was generated
+    assert tokens_at_first[0] < metric(server, "cinerec_llm_generated_tokens_total")
+    streamed = "".join(c["text"] for c in chunks)
+    # the same explanation, asked for over HTTP, is the concatenation of the chunks
+    whole = server.gql(
+        "query($u: Int!) { recommendations(userId: $u, first: 1) { movie { movieId } explanation } }",
+        {"u": 1},
+        token=recommender.user_token,
+    )["data"]["recommendations"][0]
+    assert whole["movie"]["movieId"] == movie and whole["explanation"] == streamed.strip()
+
+
+async def test_disconnecting_stops_the_generation(recommender: Recommender) -> None:
+    server = recommender.server
+    chunks, _ = await subscribe(
+        server, recommender.user_token, {"u": 1, "m": first_recommendation(recommender)}, stop_after=1
+    )
+    assert len(chunks) == 1
+    for _ in range(50):
+        if metric(server, "cinerec_llm_active_streams") == 0:
+            break
+        await asyncio.sleep(0.1)
+    assert metric(server, "cinerec_llm_active_streams") == 0
+    await asyncio.sleep(0.5)
+    settled = metric(server, "cinerec_llm_generated_tokens_total")
+    await asyncio.sleep(1.0)
+    assert metric(server, "cinerec_llm_generated_tokens_total") == settled
+
+
+async def test_websocket_auth_refusals(recommender: Recommender) -> None:
+    server = recommender.server
+    assert await close_code(server, {}) == 4401
+    assert await close_code(server, {"authorization": "Bearer not-a-token"}) == 4401
+    # a user may not stream another user's explanation: FORBIDDEN, then 4403
+    forbidden = {"authorization": f"Bearer {recommender.user_token}"}
+    assert await close_code(server, forbidden, {"u": 2, "m": 1}) == 4403
+    chunks, errors = await subscribe(server, recommender.admin_token, {"u": 2, "m": 1})
+    assert not errors and chunks[-1]["done"]
+    _, errors = await subscribe(server, recommender.admin_token, {"u": 2, "m": 99999999})
+    assert errors[0]["extensions"]["code"] == "NOT_FOUND"
+
+
+@pytest.fixture(scope="module")
+def busy_server(recommender: Recommender, live_server_factory: Callable[..., LiveServer]) -> LiveServer:
+    """One stream at a time and one waiting, and the LLM rerank forced on."""
+    settings = recommender.settings.model_copy(
+        update={"llm_max_batch": 1, "llm_max_pending": 1, "llm_rerank_weight": 1.0, "llm_max_new_tokens": 24}
+    )
+    return live_server_factory(settings)
+
+
+async def test_a_full_stream_queue_answers_rate_limited(
+    recommender: Recommender, busy_server: LiveServer
+) -> None:
+    movie = first_recommendation(recommender)
+    results = await asyncio.gather(
+        *(subscribe(busy_server, recommender.admin_token, {"u": u, "m": movie}) for u in (1, 2, 3, 4, 5))
+    )
+    codes = [errors[0]["extensions"]["code"] for _, errors in results if errors]
+    assert "RATE_LIMITED" in codes and set(codes) == {"RATE_LIMITED"}
+    assert any(chunks and chunks[-1]["done"] for chunks, _ in results)
+
+
+def test_rerank_scores_every_pair_of_a_request_in_one_batch(
+    recommender: Recommender, busy_server: LiveServer
+) -> None:
+    batches = metric(busy_server, "cinerec_llm_batches_total", kind="score")
+    pairs = metric(busy_server, "cinerec_llm_batch_size_sum", kind="score")
+    query = "{ a: recommendations(userId: 1, first: 5) { rank movie { movieId } } b: recommendations(userId: 2, first: 5) { rank } }"
+    result = busy_server.gql(query, token=recommender.admin_token)
+    assert "errors" not in result and len(result["data"]["a"]) == 5
+    assert metric(busy_server, "cinerec_llm_batches_total", kind="score") == batches + 1
+    assert metric(busy_server, "cinerec_llm_batch_size_sum", kind="score") == pairs + 40  # 2 users x top 20
+    rerank = result["extensions"]["recommender"]["rerank"]
+    assert rerank["weight"] == 1.0 and "error" not in rerank
+    plain = recommender.server.gql(query, token=recommender.admin_token)["data"]["a"]
+    pool = recommender.server.gql(
+        "{ recommendations(userId: 1, first: 20) { movie { movieId } } }", token=recommender.admin_token
+    )
+    top20 = {r["movie"]["movieId"] for r in pool["data"]["recommendations"]}
+    assert {r["movie"]["movieId"] for r in result["data"]["a"]} <= top20  # reranked within the top 20
+    assert [r["rank"] for r in plain] == [1, 2, 3, 4, 5]
+
+
+async def test_llm_failure_falls_back_to_the_template(recommender: Recommender, live_server_factory) -> None:
+    settings = recommender.settings.model_copy(
+        update={
+            "llm_backend": "ollama",
+            "llm_ollama_url": "http://127.0.0.1:9",  # nothing listens there
+            "llm_timeout_seconds": 2.0,
+            "llm_rerank_weight": 1.0,
+        }
+    )
+    server = live_server_factory(settings)
+    result = server.gql(EXPLAIN + "", {"u": 1, "n": 2}, token=recommender.user_token)
+    assert "errors" not in result
+    recs = result["data"]["recommendations"]
+    assert len(recs) == 2 and all(r["explanation"].startswith("We picked") for r in recs)
+    assert result["extensions"]["explanations"]["source"] == "template"
+    assert "unreachable" in result["extensions"]["explanations"]["error"]
+    assert "unreachable" in result["extensions"]["recommender"]["rerank"]["error"]
+    chunks, errors = await subscribe(
+        server, recommender.user_token, {"u": 1, "m": recs[0]["movie"]["movieId"]}
+    )
+    assert not errors and chunks[0]["source"] == "template" and "unreachable" in chunks[0]["error"]
+    assert "".join(c["text"] for c in chunks) == recs[0]["explanation"]
+
+
+def test_finetune_registers_an_adapter_that_promotion_serves(
+    recommender: Recommender, live_server_factory, base_llm
+) -> None:
+    done = cli(
+        recommender.env | {"CINEREC_LLM_CACHE_DIR": str(recommender.settings.llm_cache_dir)},
+        "llm",
+        "finetune",
+        "--max-steps",
+        "2",
+        "--eval-users",
+        "3",
+        "--candidates-per-user",
+        "2",
+        "--batch-users",
+        "1",
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert f"{LLM} version 1: serving (champion)" in done.stdout
+    versions = recommender.server.gql(
+        "{ modelVersions(model: LLM) { version aliases metrics { name value } } }",
+        token=recommender.admin_token,
+    )["data"]["modelVersions"]
+    assert versions[0]["version"] == "1" and CHAMPION in versions[0]["aliases"]
+    names = {m["name"] for m in versions[0]["metrics"]}
+    assert {"auc_base", "auc_tuned", "train_tokens_per_s"} <= names
+    promoted = recommender.server.gql(
+        'mutation { promoteModel(model: LLM, version: "1") { name version aliases } }',
+        token=recommender.admin_token,
+    )
+    assert promoted["data"]["promoteModel"] == {"name": LLM, "version": "1", "aliases": [CHAMPION]}
+    result = recommender.server.gql(EXPLAIN, {"u": 1, "n": 1}, token=recommender.user_token)
+    assert result["extensions"]["explanations"]["version"] == "1"
+    assert result["data"]["recommendations"][0]["explanation"].startswith("You will enjoy")
+    denied = recommender.server.gql(
+        'mutation { promoteModel(model: LLM, version: "1") { version } }', token=recommender.user_token
+    )
+    assert denied["errors"][0]["extensions"]["code"] == "FORBIDDEN"
+
+    # The Ollama backend: at start-up it creates cinerec-explainer:1 from the base tag + adapter.
+    model, tokenizer = base_llm
+    with OllamaTestServer(model, tokenizer) as ollama:
+        settings = recommender.settings.model_copy(
+            update={
+                "llm_backend": "ollama",
+                "llm_ollama_url": ollama.url,
+                "llm_ollama_base_tag": ollama.state.base_tag,
+            }
+        )
+        server = live_server_factory(settings)
+        assert "cinerec-explainer:1" in ollama.state.models
+        assert set(ollama.state.models["cinerec-explainer:1"]["adapters"]) == {
+            "adapter_model.safetensors",
+            "adapter_config.json",
+        }
+        result = server.gql(EXPLAIN, {"u": 1, "n": 1}, token=recommender.user_token)
+        assert result["extensions"]["explanations"] == {
+            "backend": "ollama",
+            "model": LLM,
+            "version": "1",
+            "source": "llm",
+        }
+        chunks, errors = asyncio.run(
+            subscribe(
+                server,
+                recommender.user_token,
+                {"u": 1, "m": result["data"]["recommendations"][0]["movie"]["movieId"]},
+            )
+        )
+        assert (
+            not errors
+            and "".join(c["text"] for c in chunks).strip()
+            == result["data"]["recommendations"][0]["explanation"]
+        )
+        assert any(
+            r["model"] == "cinerec-explainer:1" and r["path"] == "/api/chat" for r in ollama.state.requests
+        )
+        server.__exit__()

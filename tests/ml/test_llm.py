@@ -1,0 +1,253 @@
+"""The LLM layer on the real SmolLM2-135M: prompts, shared-prefix scoring, AUC, fine-tuning,
+the in-process backend's streaming and batching, and the rerank blend."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from ml.dataset import Catalog
+from ml.llm.backends import ExplainRequest, Overloaded, ScoreRequest
+from ml.llm.data import build_examples, split_users
+from ml.llm.evidence import gather_evidence
+from ml.llm.finetune import FinetuneConfig, finetune, preference_auc
+from ml.llm.local import TransformersBackend
+from ml.llm.prompts import Profile, PromptBuilder, candidate_text, profile_from_ratings
+from ml.llm.rerank import blend, choose_weight, reranked
+from ml.llm.scoring import full_sequence_batch, yes_probabilities
+from ml.metrics import roc_auc
+
+
+def slow_auc(scores: np.ndarray, labels: np.ndarray) -> float:
+    pos = scores[labels == 1]
+    neg = scores[labels == 0]
+    wins = sum((p > n) + 0.5 * (p == n) for p, n in itertools.product(pos, neg))
+    return wins / (len(pos) * len(neg))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_roc_auc_matches_pairwise_reference(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 2, 200)
+    scores = np.round(rng.normal(size=200) + labels * 0.5, 1)  # rounded: many ties
+    assert roc_auc(scores, labels) == pytest.approx(slow_auc(scores, labels), abs=1e-12)
+    assert roc_auc(labels.astype(float), labels) == 1.0
+    assert np.isnan(roc_auc(scores, np.ones(200)))
+
+
+def small_catalog() -> tuple[pd.DataFrame, Catalog]:
+    rng = np.random.default_rng(0)
+    movies = pd.DataFrame(
+        {
+            "movie_id": range(1, 41),
+            "title": [f"Film {i}" for i in range(1, 41)],
+            "year": [1990 + i % 10 for i in range(40)],
+        }
+    )
+    genres = pd.DataFrame(
+        {"movie_id": range(1, 41), "name": ["Drama" if i % 2 else "Comedy" for i in range(40)]}
+    )
+    rows = [
+        (u, m, float(rng.integers(1, 6)))
+        for u in range(1, 31)
+        for m in rng.choice(range(1, 41), 15, replace=False)
+    ]
+    return pd.DataFrame(rows, columns=["user_id", "movie_id", "rating"]), Catalog.from_frames(movies, genres)
+
+
+def test_examples_hold_out_users_and_candidates() -> None:
+    ratings, catalog = small_catalog()
+    train, held = split_users(ratings["user_id"].to_numpy(), 0.2, seed=3)
+    assert not set(train) & set(held) and len(held) == 6
+    examples = build_examples(ratings, catalog, train, candidates_per_user=4, seed=3)
+    assert {e.user_id for e in examples} == set(train)
+    for ex in examples[:5]:
+        asked = ratings[(ratings.user_id == ex.user_id) & ratings.movie_id.isin(ex.movie_ids)]
+        truth = dict(zip(asked.movie_id, asked.rating > 3, strict=True))
+        assert ex.labels == [int(truth[m]) for m in ex.movie_ids]
+        # a question is never answered by the profile
+        for m in ex.movie_ids:
+            assert not any(t.startswith(f"Film {m} (") for t in [*ex.profile.liked, *ex.profile.disliked])
+
+
+def test_profile_orders_likes_and_dislikes() -> None:
+    profile = profile_from_ratings([("A", 5.0), ("B", 1.0), ("C", 4.0), ("D", 3.0), ("E", 2.0)])
+    assert profile.liked == ["A", "C"]
+    assert profile.disliked == ["B", "E", "D"]
+
+
+def test_shared_prefix_scores_equal_whole_prompt_scores(base_llm) -> None:
+    model, tokenizer = base_llm
+    builder = PromptBuilder(tokenizer)
+    prompts = [
+        builder.preference(
+            Profile(["Toy Story (1995)", "Babe (1995)"], ["Heat (1995)"]),
+            [
+                candidate_text("Aladdin (1992)", ["Animation"]),
+                candidate_text("Casino (1995)", ["Crime", "Drama"]),
+            ],
+        ),
+        builder.preference(Profile(["Alien (1979)"], []), [candidate_text("Aliens (1986)", ["Sci-Fi"])]),
+    ]
+    shared = np.concatenate(
+        yes_probabilities(
+            model, prompts, yes_id=builder.yes_id, no_id=builder.no_id, pad_id=tokenizer.pad_token_id
+        )
+    )
+    whole = []
+    with torch.inference_mode():
+        for p in prompts:
+            for c in p.candidate_ids:
+                logits = model(
+                    **full_sequence_batch([(p.user_ids, c)], tokenizer.pad_token_id, "cpu")
+                ).logits[0, -1]
+                whole.append(float(torch.softmax(logits[[builder.yes_id, builder.no_id]], 0)[0]))
+    assert shared == pytest.approx(whole, abs=1e-4)
+
+
+def test_finetune_changes_the_adapter_and_resumes(llm_cache: Path, tmp_path: Path) -> None:
+    from peft import PeftModel
+
+    from ml.llm.base import DEFAULT_BASE, load_base
+
+    # fine-tuning wraps the model in place: each run gets its own copy, not the shared one
+    model, tokenizer = load_base(DEFAULT_BASE, llm_cache)
+    ratings, catalog = small_catalog()
+    train_users, held = split_users(ratings["user_id"].to_numpy(), 0.2, seed=1)
+    train_ex = build_examples(ratings, catalog, train_users, candidates_per_user=2, seed=1)
+    eval_ex = build_examples(ratings, catalog, held[:3], candidates_per_user=2, seed=2)
+    config = FinetuneConfig(max_steps=2, batch_users=1, checkpoint_every=1, progress=False)
+    first = finetune(model, PromptBuilder(tokenizer), train_ex, eval_ex, config, tmp_path)
+    assert first.steps == 2 and first.train_tokens > 0 and not np.isnan(first.losses).any()
+    tuned = PeftModel.from_pretrained(load_base(DEFAULT_BASE, llm_cache)[0], first.adapter)
+    lora_b = [p for n, p in tuned.named_parameters() if "lora_B" in n]
+    assert lora_b and any(float(p.abs().sum()) > 0 for p in lora_b)  # B starts at zero
+    # the AUC it reports is the AUC of the adapter it saved
+    assert preference_auc(tuned, PromptBuilder(tokenizer), eval_ex)[0] == pytest.approx(first.auc_tuned)
+    meta = json.loads((first.adapter / "meta.json").read_text())
+    assert meta["steps"] == 2
+    # a longer run in the same folder starts from the checkpoint
+    config.max_steps = 3
+    model = load_base(DEFAULT_BASE, llm_cache)[0]
+    resumed = finetune(model, PromptBuilder(tokenizer), train_ex, eval_ex, config, tmp_path)
+    assert resumed.resumed_from == 2 and resumed.steps == 3 and len(resumed.losses) == 3
+    assert resumed.auc_base == first.auc_base
+
+
+def test_blend_and_weight_choice() -> None:
+    candidates = np.array([10, 11, 12])
+    scores = np.array([3.0, 2.0, 1.0])
+    p_yes = np.array([0.1, 0.5, 0.99])
+    assert list(reranked(candidates, scores, p_yes, 0.0)) == [10, 11, 12]
+    assert list(reranked(candidates, scores, p_yes, 10.0)) == [12, 11, 10]
+    assert blend(scores, p_yes, 0.0) == pytest.approx((scores - 2) / np.std(scores))
+    # the LLM knows the answer here: a positive weight must win on these users
+    lists = [(candidates, scores, p_yes)] * 4
+    weight, results = choose_weight(lists, [np.array([12])] * 4, k=1)
+    assert weight > 0 and results[weight] == 1.0 and results[0.0] == 0.0
+    # and an LLM with no signal leaves the weight at 0
+    weight, _ = choose_weight([(candidates, scores, np.full(3, 0.5))] * 4, [np.array([10])] * 4, k=1)
+    assert weight == 0.0
+
+
+def test_evidence_is_the_most_similar_liked_movies() -> None:
+    vectors = {
+        1: np.array([1.0, 0.0]),
+        2: np.array([0.0, 1.0]),
+        3: np.array([0.8, 0.6]),
+        9: np.array([1.0, 0.0]),
+    }
+    evidence = gather_evidence(
+        candidate=9,
+        rated=[(1, 5.0), (2, 5.0), (3, 4.0), (4, 5.0)],  # 4 has no embedding
+        embedding_of=vectors,
+        titles={1: "One", 2: "Two", 3: "Three"},
+        genres={1: ["Drama", "War"], 9: ["War"], 3: ["Comedy"]},
+        k=2,
+    )
+    assert [e.movie_id for e in evidence] == [1, 3]
+    assert evidence[0].reason == "you rated One 5/5 and it shares War"
+    assert gather_evidence(candidate=9, rated=[(1, 2.0)], embedding_of=vectors, titles={}, genres={}) == []
+
+
+class CountingObserver:
+    def __init__(self) -> None:
+        self.batches: list[tuple[str, int]] = []
+        self.generated = 0
+
+    def batch(self, kind: str, size: int) -> None:
+        self.batches.append((kind, size))
+
+    def tokens(self, count: int) -> None:
+        self.generated += count
+
+
+REQUEST = ExplainRequest(
+    "Aladdin (1992)", ["you rated Beauty and the Beast (1991) 5/5 and it shares Animation"]
+)
+
+
+async def test_streams_arriving_together_decode_as_one_batch(base_llm) -> None:
+    model, tokenizer = base_llm
+    observer = CountingObserver()
+    backend = TransformersBackend(
+        model, tokenizer, max_new_tokens=12, max_batch=8, window_s=0.2, observer=observer
+    )
+    try:
+
+        async def collect() -> str:
+            return "".join([piece async for piece in backend.stream(REQUEST)])
+
+        texts = await asyncio.gather(*(collect() for _ in range(4)))
+        assert [b for b in observer.batches if b[0] == "generate"] == [("generate", 4)]
+        assert len(set(texts)) == 1 and texts[0].startswith("You will enjoy Aladdin (1992) because")
+        # the whole-text path gives the same words as the stream
+        [whole] = await backend.explain_many([REQUEST])
+        assert whole == texts[0].strip()
+        scores = await backend.score([ScoreRequest(Profile(["Toy Story (1995)"], []), ["a", "b", "c"])])
+        assert scores[0].shape == (3,) and ((scores[0] > 0) & (scores[0] < 1)).all()
+        assert observer.batches[-1] == ("score", 3)
+    finally:
+        await backend.aclose()
+
+
+async def test_closing_a_stream_stops_its_generation(base_llm) -> None:
+    model, tokenizer = base_llm
+    observer = CountingObserver()
+    backend = TransformersBackend(
+        model, tokenizer, max_new_tokens=300, observer=observer, generate_kwargs={"min_new_tokens": 300}
+    )
+    try:
+        pieces = backend.stream(REQUEST)
+        first = await anext(pieces)
+        assert first.startswith("You will enjoy")
+        await pieces.aclose()
+        await asyncio.sleep(1.0)
+        stopped_at = observer.generated
+        await asyncio.sleep(0.5)
+        assert observer.generated == stopped_at < 300
+        # the worker is free again at once
+        assert await asyncio.wait_for(backend.explain_many([REQUEST]), 60)
+    finally:
+        await backend.aclose()
+
+
+async def test_a_full_queue_refuses_with_overloaded(base_llm) -> None:
+    model, tokenizer = base_llm
+    backend = TransformersBackend(model, tokenizer, max_new_tokens=40, max_batch=1, max_pending=1)
+    try:
+        streams = [backend.stream(REQUEST) for _ in range(4)]
+        results = await asyncio.gather(*(anext(s) for s in streams), return_exceptions=True)
+        assert any(isinstance(r, Overloaded) for r in results)
+        assert any(isinstance(r, str) for r in results)
+        for s in streams:
+            await s.aclose()
+    finally:
+        await backend.aclose()
