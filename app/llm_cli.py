@@ -46,7 +46,7 @@ def finetune(
     from app.cli import _fail, _load_data, _log_wandb, ensure_schema
     from app.serving import announce_sync, registry_for
     from ml.llm.base import load_base
-    from ml.llm.data import build_examples, split_users
+    from ml.llm.data import build_examples, item_stats, split_users
     from ml.llm.finetune import FinetuneConfig
     from ml.llm.finetune import finetune as run_finetune
     from ml.llm.prompts import PromptBuilder
@@ -76,8 +76,14 @@ def finetune(
         bf16=device.startswith("cuda"),
     )
     train_users, held_out = split_users(data.ratings["user_id"].to_numpy(), config.eval_fraction, seed)
+    stats = item_stats(data.ratings, train_users)  # from training users only: no answer leaks
     train_examples = build_examples(
-        data.ratings, data.catalog, train_users, candidates_per_user=candidates_per_user, seed=seed
+        data.ratings,
+        data.catalog,
+        train_users,
+        candidates_per_user=candidates_per_user,
+        seed=seed,
+        item_stats=stats,
     )
     eval_examples = build_examples(
         data.ratings,
@@ -85,6 +91,7 @@ def finetune(
         held_out[:eval_users],
         candidates_per_user=config.eval_candidates,
         seed=seed + 1,
+        item_stats=stats,
     )
     if not train_examples or not eval_examples:
         raise _fail("too few ratings per user to build preference questions", code=2)

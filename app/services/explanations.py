@@ -50,13 +50,18 @@ def label(row: Any) -> str:
 class _CatalogFacts:
     titles: dict[int, str]
     genres: dict[int, list[str]]
+    stats: dict[int, tuple[float | None, int | None]]  # mean rating and count
 
 
 async def _facts(session: AsyncSession, movie_ids: Sequence[int]) -> _CatalogFacts:
     ids = list(dict.fromkeys(movie_ids))
     rows = await catalog.movies_by_ids(session=session, movie_ids=ids)
     genres = await catalog.genres_by_movie_ids(session=session, movie_ids=ids)
-    return _CatalogFacts({m: label(r) for m, r in rows.items()}, dict(genres))
+    stats = {
+        m: (r.rating_sum / r.ratings_count, r.ratings_count) if r.ratings_count else (None, None)
+        for m, r in rows.items()
+    }
+    return _CatalogFacts({m: label(r) for m, r in rows.items()}, dict(genres), stats)
 
 
 def _embeddings(model: HybridRecommender | None, movie_ids: Sequence[int]) -> dict[int, np.ndarray]:
@@ -146,7 +151,9 @@ async def rerank(
         profile = profile_from_ratings(titled)
         texts = [
             candidate_text(
-                facts.titles.get(r.movie_id, f"movie {r.movie_id}"), facts.genres.get(r.movie_id, [])
+                facts.titles.get(r.movie_id, f"movie {r.movie_id}"),
+                facts.genres.get(r.movie_id, []),
+                *facts.stats.get(r.movie_id, (None, None)),
             )
             for r in answers[i]
         ]

@@ -7,7 +7,7 @@ A user's candidates are held out of their own profile.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,6 +24,13 @@ class PreferenceExample:
     candidates: list[str]  # candidate texts
     movie_ids: list[int]
     labels: list[int]  # 1: liked (rating above 3)
+
+
+def item_stats(ratings: pd.DataFrame, users: Sequence[int] | np.ndarray) -> dict[int, tuple[float, int]]:
+    """(mean rating, count) per movie over the ratings of ``users``."""
+    frame = ratings[ratings["user_id"].isin(set(int(u) for u in users))]
+    grouped = frame.groupby("movie_id")["rating"].agg(["mean", "count"])
+    return {int(m): (float(r["mean"]), int(r["count"])) for m, r in grouped.iterrows()}
 
 
 def split_users(user_ids: np.ndarray, eval_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -50,9 +57,12 @@ def build_examples(
     n_liked: int = 10,
     n_disliked: int = 5,
     min_profile: int = 5,
+    item_stats: Mapping[int, tuple[float, int]] | None = None,
 ) -> list[PreferenceExample]:
     """One example per user: ``candidates_per_user`` rated movies held out as questions, the
-    rest of the user's ratings as the profile."""
+    rest of the user's ratings as the profile. ``item_stats`` (movie id -> mean rating,
+    count) should come from training users only, so no answer leaks into a question."""
+    stats = item_stats or {}
     rng = np.random.default_rng(seed)
     wanted = set(int(u) for u in users)
     frame = ratings[ratings["user_id"].isin(wanted)]
@@ -77,7 +87,11 @@ def build_examples(
                 user_id=int(user_id),
                 profile=profile,
                 candidates=[
-                    candidate_text(movie_label(catalog, int(index[j])), catalog.genres[int(index[j])])
+                    candidate_text(
+                        movie_label(catalog, int(index[j])),
+                        catalog.genres[int(index[j])],
+                        *stats.get(int(catalog.item_ids[index[j]]), (None, None)),
+                    )
                     for j in asked
                 ],
                 movie_ids=[int(catalog.item_ids[index[j]]) for j in asked],

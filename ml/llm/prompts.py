@@ -22,15 +22,23 @@ LIKED_THRESHOLD = 3.0  # TALLRec: a rating above 3 is a like
 
 @dataclass(frozen=True)
 class Profile:
-    """What the prompt says about a user: titles, best liked and most disliked first."""
+    """What the prompt says about a user: titles, best liked and most disliked first, and how
+    many of their ratings are likes (how easily pleased they are)."""
 
     liked: Sequence[str]
     disliked: Sequence[str]
+    liked_count: int | None = None
+    rated_count: int | None = None
 
     def text(self) -> str:
         liked = "; ".join(self.liked) or "nothing yet"
         disliked = "; ".join(self.disliked) or "nothing yet"
-        return f"The user liked: {liked}.\nThe user disliked: {disliked}.\n"
+        counts = (
+            f"The user liked {self.liked_count} of the {self.rated_count} movies they rated.\n"
+            if self.rated_count
+            else ""
+        )
+        return f"{counts}The user liked: {liked}.\nThe user disliked: {disliked}.\n"
 
 
 def profile_from_ratings(
@@ -38,14 +46,20 @@ def profile_from_ratings(
 ) -> Profile:
     """A profile from (title, rating) pairs: the highest-rated likes and the lowest-rated dislikes."""
     ordered = sorted(rated, key=lambda tr: -tr[1])
-    liked = [t for t, r in ordered if r > LIKED_THRESHOLD][:n_liked]
-    disliked = [t for t, r in reversed(ordered) if r <= LIKED_THRESHOLD][:n_disliked]
-    return Profile(liked, disliked)
+    liked = [t for t, r in ordered if r > LIKED_THRESHOLD]
+    disliked = [t for t, r in reversed(ordered) if r <= LIKED_THRESHOLD]
+    return Profile(liked[:n_liked], disliked[:n_disliked], len(liked), len(ordered))
 
 
-def candidate_text(title: str, genres: Sequence[str]) -> str:
-    about = f" ({', '.join(genres)})" if genres else ""
-    return f"Will the user enjoy {title}{about}? Answer Yes or No."
+def candidate_text(
+    title: str, genres: Sequence[str], average: float | None = None, count: int | None = None
+) -> str:
+    """The question about one movie: its genres and, when known, how others rated it."""
+    about = [", ".join(genres)] if genres else []
+    if count:
+        about.append(f"rated {average:.1f}/5 on average by {count} viewers")
+    details = f" ({'; '.join(about)})" if about else ""
+    return f"Will the user enjoy {title}{details}? Answer Yes or No."
 
 
 @dataclass

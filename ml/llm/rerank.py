@@ -98,6 +98,8 @@ def evaluate_rerank(
     lists: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
     relevant: list[np.ndarray] = []
     chunks = [rows[i : i + batch] for i in range(0, len(rows), batch)]
+    counts = np.diff(train.matrix.tocsc().indptr)
+    means = np.asarray(train.matrix.sum(axis=0)).ravel() / np.maximum(counts, 1)
     for chunk in tqdm(chunks, desc="rerank evaluation", disable=not progress or None):
         history = train.matrix[chunk]
         scores = model.score(history, chunk)
@@ -110,7 +112,10 @@ def evaluate_rerank(
             rated = [
                 (movie_label(catalog, int(j)), float(v)) for j, v in zip(seen.indices, seen.data, strict=True)
             ]
-            texts = [candidate_text(movie_label(catalog, int(j)), catalog.genres[int(j)]) for j in top[i]]
+            texts = [
+                candidate_text(movie_label(catalog, int(j)), catalog.genres[int(j)], means[j], int(counts[j]))
+                for j in top[i]
+            ]
             requests.append(ScoreRequest(profile_from_ratings(rated), texts))
         for i, p_yes in enumerate(score(requests)):
             lists.append((top[i], values[i], p_yes))
