@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from app.metrics import LLM_BATCH_SIZE, LLM_BATCHES, LLM_TOKENS
 from app.serving import follow_announcements, registry_for
-from ml.llm.backends import LLMBackend
+from ml.llm.backends import LLMBackend, LLMError
 from ml.llm.template import TemplateBackend
 from ml.registry import CHAMPION, LLM, RERANK_WEIGHT_TAG, ModelVersionInfo
 
@@ -61,6 +61,10 @@ class LLMHolder:
         self.redis = redis
         self.current: ServedLLM = ServedLLM(TemplateBackend(), None, 0.0, "not loaded yet")
         self._lock = asyncio.Lock()
+        if settings.llm_backend == "transformers":
+            from ml.llm.base import init_torch
+
+            init_torch(settings.llm_threads)  # the lifespan runs on the main thread under uvicorn
 
     def _weight(self, version: str | None) -> float:
         """The configured weight, else the one `cinerec evaluate --rerank-users` validated for
@@ -94,20 +98,22 @@ class LLMHolder:
                 max_new_tokens=settings.llm_max_new_tokens,
                 observer=observer,
             )
-            await ollama.ensure_model(settings.llm_ollama_base_tag, adapter, version)
+            try:
+                await ollama.ensure_model(settings.llm_ollama_base_tag, adapter, version)
+            except LLMError as exc:
+                # Keep the Ollama backend: requests fall back to the template (with this error)
+                # until Ollama answers, and the next promotion or restart creates the model.
+                log.warning("Ollama not ready: %s", exc)
+                return ServedLLM(ollama, version, weight, f"ollama not ready at start-up: {exc}")
             return ServedLLM(ollama, version, weight)
         backend = await asyncio.to_thread(self._load_transformers, adapter, observer)
         return ServedLLM(backend, version, weight)
 
     def _load_transformers(self, adapter: Path | None, observer: PrometheusObserver) -> LLMBackend:
-        import torch
-
         from ml.llm.base import load_base, with_adapter
         from ml.llm.local import TransformersBackend
 
         settings = self.settings
-        if settings.llm_threads:
-            torch.set_num_threads(settings.llm_threads)
         model, tokenizer = load_base(settings.llm_base, settings.llm_cache_dir or settings.home / "llm")
         if adapter is not None:
             model = with_adapter(model, adapter, merge=True)

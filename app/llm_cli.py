@@ -45,7 +45,7 @@ def finetune(
 
     from app.cli import _fail, _load_data, _log_wandb, ensure_schema
     from app.serving import announce_sync, registry_for
-    from ml.llm.base import load_base
+    from ml.llm.base import init_torch, load_base
     from ml.llm.data import build_examples, item_stats, split_users
     from ml.llm.finetune import FinetuneConfig
     from ml.llm.finetune import finetune as run_finetune
@@ -59,8 +59,7 @@ def finetune(
         return
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise _fail("--device cuda: no CUDA device here", code=2)
-    if settings.llm_threads:
-        torch.set_num_threads(settings.llm_threads)
+    init_torch(settings.llm_threads)
     ensure_schema(settings, migrate=True)
     data = _load_data(settings)
     config = FinetuneConfig(
@@ -140,10 +139,9 @@ def evaluate_rerank_cli(
     """nDCG@10 with and without the LLM rerank on the LLM champion's held-out users; the
     validated weight becomes the champion's served weight (a tag on its registry version)."""
     import numpy as np
-    import torch
 
     from app.serving import registry_for
-    from ml.llm.base import load_base, with_adapter
+    from ml.llm.base import init_torch, load_base, with_adapter
     from ml.llm.data import split_users
     from ml.llm.prompts import PromptBuilder
     from ml.llm.rerank import evaluate_rerank
@@ -154,8 +152,7 @@ def evaluate_rerank_cli(
     model, train_part, test_part = result.evaluation
     registry = registry_for(settings)
     version = registry.alias_version(LLM, CHAMPION)
-    if settings.llm_threads:
-        torch.set_num_threads(settings.llm_threads)
+    init_torch(settings.llm_threads)
     llm, tokenizer = load_base(settings.llm_base, settings.llm_cache_dir or settings.home / "llm")
     fraction, split_seed = 0.2, seed
     if version is not None:

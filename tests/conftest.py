@@ -24,11 +24,15 @@ from app.main import create_app
 from app.migrate import upgrade
 from app.services.ingest import IngestReport, ingest
 from app.settings import Settings
+from ml.llm.base import init_torch
 from tests.movielens_fixture import write_movielens
 
 # Nothing may reach a model hub: every model comes from a PyPI wheel on this disk.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+# Servers here run in threads; torch's thread team must start on the main thread (see init_torch).
+init_torch()
 
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 BACKENDS = ["postgresql", "sqlite"]
@@ -150,7 +154,7 @@ class LiveServer:
             f"{self.url}/graphql",
             json={"query": query, "variables": variables or {}},
             headers=headers,
-            timeout=30,
+            timeout=120,  # explanations run a real LLM on 2 shared cores
         )
         assert response.status_code == 200, response.text
         return response.json()

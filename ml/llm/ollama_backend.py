@@ -42,6 +42,15 @@ def p_yes(top_logprobs: Sequence[Any]) -> float:
     return math.exp(yes - top) / (math.exp(yes - top) + math.exp(no - top))
 
 
+def _llm_error(exc: Exception) -> LLMError:
+    """The server's own error, or 'unreachable' for transport failures and timeouts."""
+    from ollama import RequestError, ResponseError
+
+    if isinstance(exc, (ResponseError, RequestError)):
+        return LLMError(f"ollama: {exc}")
+    return LLMError(f"ollama unreachable: {type(exc).__name__}: {exc}")
+
+
 class OllamaBackend:
     name = "ollama"
     can_score = True
@@ -68,14 +77,10 @@ class OllamaBackend:
         return {"num_predict": num_predict, "temperature": 0, "repeat_penalty": 1.15}
 
     async def _call(self, coro: Any) -> Any:
-        from ollama import RequestError, ResponseError
-
         try:
             return await coro
-        except (ResponseError, RequestError) as exc:
-            raise LLMError(f"ollama: {exc}") from exc
-        except Exception as exc:  # httpx transport errors and timeouts
-            raise LLMError(f"ollama unreachable: {type(exc).__name__}: {exc}") from exc
+        except Exception as exc:
+            raise _llm_error(exc) from exc
 
     async def score(self, requests: Sequence[ScoreRequest]) -> list[np.ndarray]:
         """One chat call per pair, all in flight together (Ollama batches them server-side)."""
@@ -135,7 +140,7 @@ class OllamaBackend:
         except LLMError:
             raise
         except Exception as exc:
-            raise LLMError(f"ollama stream broke: {exc}") from exc
+            raise _llm_error(exc) from exc
         finally:
             await parts.aclose()  # closes the HTTP response: Ollama stops generating
 
@@ -157,6 +162,16 @@ class OllamaBackend:
     async def ensure_model(self, base_tag: str, adapter: Path | None, version: str | None) -> str:
         """The Ollama model to serve: ``cinerec-explainer:<version>`` created from ``base_tag``
         plus the adapter (uploaded as blobs), or the base tag itself when there is no adapter."""
+        from ollama import ResponseError
+
+        try:
+            await self.client.show(base_tag)
+        except ResponseError as exc:
+            if exc.status_code == 404:
+                raise LLMError(f"ollama has no {base_tag}: run `ollama pull {base_tag}` there first") from exc
+            raise _llm_error(exc) from exc
+        except Exception as exc:
+            raise _llm_error(exc) from exc
         if adapter is None or version is None:
             self.model = base_tag
             return base_tag

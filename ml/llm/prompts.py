@@ -33,8 +33,10 @@ class Profile:
     def text(self) -> str:
         liked = "; ".join(self.liked) or "nothing yet"
         disliked = "; ".join(self.disliked) or "nothing yet"
+        # a percentage, not "n of m": a small model reads it without dividing
         counts = (
-            f"The user liked {self.liked_count} of the {self.rated_count} movies they rated.\n"
+            f"The user liked {round(100 * (self.liked_count or 0) / self.rated_count)}% of the "
+            f"{self.rated_count} movies they rated.\n"
             if self.rated_count
             else ""
         )

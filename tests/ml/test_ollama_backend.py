@@ -108,6 +108,8 @@ async def test_server_errors_and_timeouts_raise_llm_error(ollama: OllamaTestServ
         with pytest.raises(LLMError):
             [p async for p in client.stream(REQUEST)]
         ollama.state.delay = 0.0
+        with pytest.raises(LLMError, match="ollama pull no-such-base"):
+            await client.ensure_model("no-such-base:1", None, None)
         missing = OllamaBackend(ollama.url, "no-such-model:1")
         with pytest.raises(LLMError, match="not found"):
             await missing.explain_many([REQUEST])
