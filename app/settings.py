@@ -55,7 +55,7 @@ class Settings(BaseSettings):
     llm_max_new_tokens: int = Field(default=64, gt=0, le=512)
     llm_max_batch: int = Field(default=8, gt=0)
     llm_max_pending: int = Field(default=32, gt=0)
-    llm_batch_window_ms: float = Field(default=20.0, ge=0)
+    llm_batch_window_ms: float = Field(default=100.0, ge=0)
     llm_threads: int = 0  # torch threads for the in-process model; 0 keeps torch's default
     llm_rerank_candidates: int = Field(default=20, ge=0)
     llm_rerank_weight: float | None = None  # None: the weight validated with the served adapter

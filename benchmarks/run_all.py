@@ -1,4 +1,4 @@
-"""Every benchmark in order (about 40 minutes on 2 cores): ingest, HTTP load, train, scoring.
+"""Every benchmark in order (about 50 minutes on 2 cores): ingest, HTTP load, train, scoring, LLM streams.
 
     make bench        # or: python -m benchmarks.run_all
 Results land in bench-results/*.json; docs/benchmarks.md quotes them.
@@ -14,6 +14,7 @@ STEPS = [
     ["benchmarks.http_load"],
     ["benchmarks.train"],
     ["benchmarks.scoring"],
+    ["benchmarks.llm"],
 ]
 
 

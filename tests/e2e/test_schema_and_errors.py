@@ -31,7 +31,7 @@ def test_committed_sdl_matches_the_served_schema(catalog: Catalog) -> None:
 def test_database_failure_is_masked_as_internal(
     databases: Databases, live_server_factory: Callable[..., LiveServer]
 ) -> None:
-    settings = databases.settings("postgresql")
+    settings = databases.settings("postgresql", llm_backend="none")
     settings.database_url = settings.database_url.rsplit("/", 1)[0] + "/cinerec_no_such_database"
     server = live_server_factory(settings)
     result = server.gql("{ movie(movieId: 1) { title } }")
