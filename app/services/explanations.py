@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -21,7 +21,7 @@ from app.services import catalog
 from app.services.recommendations import Recommended, rated_by
 from ml.llm.backends import ExplainRequest, LLMError, ScoreRequest
 from ml.llm.evidence import Evidence, gather_evidence
-from ml.llm.prompts import candidate_text, profile_from_ratings
+from ml.llm.prompts import LIKED_THRESHOLD, candidate_text, profile_from_ratings
 from ml.llm.rerank import blend
 from ml.llm.template import template_explanation
 
@@ -85,7 +85,7 @@ async def explanation_inputs(
     """For each (user, movie): the request for the LLM and the evidence it carries."""
     users = list(dict.fromkeys(u for u, _ in pairs))
     rated = await rated_by(session=session, user_ids=users)
-    liked = {u: [(m, r) for m, r in rated[u] if r > 3] for u in users}
+    liked = {u: [(m, r) for m, r in rated[u] if r > LIKED_THRESHOLD] for u in users}
     movies = [m for _, m in pairs] + [m for u in users for m, _ in liked[u]]
     facts = await _facts(session, movies)
     embedding_of = _embeddings(model, list(dict.fromkeys(movies)))
@@ -147,8 +147,14 @@ async def rerank(
     facts = await _facts(session, movies)
     requests = []
     for i in todo:
-        titled = [(facts.titles[m], r) for m, r in rated[users[i]] if m in facts.titles]
-        profile = profile_from_ratings(titled)
+        everything = rated[users[i]]
+        titled = [(facts.titles[m], r) for m, r in everything if m in facts.titles]
+        # titles only for the movies the prompt names; the like rate over all the user's ratings
+        profile = replace(
+            profile_from_ratings(titled),
+            liked_count=sum(r > LIKED_THRESHOLD for _, r in everything),
+            rated_count=len(everything),
+        )
         texts = [
             candidate_text(
                 facts.titles.get(r.movie_id, f"movie {r.movie_id}"),

@@ -103,10 +103,6 @@ class PromptBuilder:
             [self._encode(c + self._tail) for c in candidates],
         )
 
-    def preference_text(self, profile: Profile, candidate: str) -> str:
-        """The same prompt as one string (for backends that take text, such as Ollama's raw mode)."""
-        return self._head + profile.text() + candidate + self._tail
-
 
 def explanation_messages(title: str, evidence: Sequence[str]) -> list[dict[str, str]]:
     """A chat asking for a short explanation grounded in the engine's evidence."""

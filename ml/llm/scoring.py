@@ -3,8 +3,9 @@ shared by all of that user's candidates.
 
 A batch is two forward passes whatever its size: every user part together (left-padded),
 then every candidate part together on top of its user's cache. Positions count real tokens
-only, so a score equals the one from the whole prompt in a single left-padded pass — the
-form training uses (``full_sequence_batch``).
+only, so a score equals the one from the whole prompt in a single left-padded pass
+(``full_sequence_batch``, the reference the tests compare with). Training runs the same
+two passes, with gradients.
 """
 
 from __future__ import annotations
