@@ -354,7 +354,7 @@ def train(
     """Train the hybrid on the database's ratings, evaluate it, register a new version in MLflow."""
     import tempfile
 
-    from app.serving import announce_sync, registry_for
+    from app.serving import register_version, registry_for
     from ml.registry import CHAMPION, RECOMMENDER
     from ml.training import train as fit
 
@@ -374,13 +374,9 @@ def train(
             experiment=RECOMMENDER, params=params, metrics=_flat(result.metrics), artifacts=Path(tmp)
         )
     assert source is not None
-    before = registry.alias_version(RECOMMENDER, CHAMPION)
-    version = registry.register(RECOMMENDER, source=source, run_id=run_id)
-    if promote:
-        registry.set_alias(RECOMMENDER, CHAMPION, version)
-    champion = registry.alias_version(RECOMMENDER, CHAMPION)
-    if champion != before and champion is not None:  # running servers load the new champion
-        announce_sync(settings, RECOMMENDER, champion)
+    version, champion = register_version(
+        settings, registry, RECOMMENDER, source=source, run_id=run_id, promote=promote
+    )
     _log_wandb(settings, f"train-v{version}", params, _flat(result.metrics))
     state = (
         "serving (champion)" if champion == version else f"registered; champion is still version {champion}"

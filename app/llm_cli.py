@@ -44,7 +44,7 @@ def finetune(
     import torch
 
     from app.cli import _fail, _load_data, _log_wandb, ensure_schema
-    from app.serving import announce_sync, registry_for
+    from app.serving import register_version, registry_for
     from ml.llm.base import init_torch, load_base
     from ml.llm.data import build_examples, item_stats, split_users
     from ml.llm.finetune import FinetuneConfig
@@ -116,13 +116,9 @@ def finetune(
         experiment=LLM, params=params, metrics=metrics, artifacts=result.adapter
     )
     assert source is not None
-    before = registry.alias_version(LLM, CHAMPION)
-    version = registry.register(LLM, source=source, run_id=run_id)
-    if promote:
-        registry.set_alias(LLM, CHAMPION, version)
-    champion = registry.alias_version(LLM, CHAMPION)
-    if champion != before and champion is not None:
-        announce_sync(settings, LLM, champion)
+    version, champion = register_version(
+        settings, registry, LLM, source=source, run_id=run_id, promote=promote
+    )
     _log_wandb(settings, f"llm-finetune-v{version}", params, metrics)
     shutil.rmtree(workdir / "checkpoint", ignore_errors=True)  # registered: nothing left to resume
     state = "serving (champion)" if champion == version else f"registered; champion is version {champion}"

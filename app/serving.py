@@ -46,6 +46,21 @@ def announce_sync(settings: Settings, model: str, version: str) -> None:
         client.publish(CHANNEL, json.dumps({"model": model, "alias": CHAMPION, "version": version}))
 
 
+def register_version(
+    settings: Settings, registry: Registry, name: str, *, source: str, run_id: str, promote: bool
+) -> tuple[str, str | None]:
+    """A new version of ``name``: the champion when ``promote`` or when none is yet. Running
+    servers hear of a champion move. Returns (new version, champion now)."""
+    before = registry.alias_version(name, CHAMPION)
+    version = registry.register(name, source=source, run_id=run_id)
+    if promote:
+        registry.set_alias(name, CHAMPION, version)
+    champion = registry.alias_version(name, CHAMPION)
+    if champion != before and champion is not None:
+        announce_sync(settings, name, champion)
+    return version, champion
+
+
 async def follow_announcements(redis: Redis, model: str, reload: Callable[[], Awaitable[None]]) -> None:
     """Call ``reload`` whenever a champion move of ``model`` is announced on the channel."""
     pubsub = redis.pubsub()

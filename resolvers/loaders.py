@@ -10,7 +10,7 @@ from strawberry.dataloader import DataLoader
 
 from app.services import catalog, ratings
 from app.services.explanations import Explained, explain_many, explanation_inputs, rerank
-from app.services.recommendations import Recommended, RecRequest, recommend_many
+from app.services.recommendations import Recommended, RecRequest, rated_by, recommend_many
 
 if TYPE_CHECKING:
     from sqlalchemy import Row
@@ -90,8 +90,10 @@ def _recommendations_loader(
         use_llm = bool(served and served_llm and served_llm.rerank_weight > 0 and pool)
         wide = [RecRequest(k.user_id, max(k.first, pool), k.exclude_rated) for k in keys] if use_llm else keys
         async with sessions() as session:
+            # The users' ratings, read once for the recommender and the rerank prompts.
+            rated = await rated_by(session=session, user_ids=list(dict.fromkeys(k.user_id for k in keys)))
             answers = await recommend_many(
-                session=session, model=served.model if served else None, requests=wide
+                session=session, model=served.model if served else None, requests=wide, rated=rated
             )
             if use_llm:
                 assert served_llm is not None and settings is not None
@@ -101,6 +103,7 @@ def _recommendations_loader(
                     served=served_llm,
                     users=[k.user_id for k in keys],
                     answers=[a[:pool] for a in answers],
+                    rated=rated,
                     timeout_s=settings.llm_timeout_seconds,
                 )
                 by = {**by, "rerank": {**served_llm.describe(), "weight": served_llm.rerank_weight}}

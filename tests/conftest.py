@@ -13,6 +13,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any, Self
 
 import asyncpg
 import httpx
@@ -116,25 +117,19 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-class LiveServer:
-    """The real app served by uvicorn on a free port, in a background thread."""
+class ThreadedUvicorn:
+    """An ASGI app served by uvicorn on a free port, in a background thread."""
 
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
+    def __init__(self, app: Any) -> None:
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         config = uvicorn.Config(
-            create_app(settings),
-            host="127.0.0.1",
-            port=self.port,
-            log_level="warning",
-            lifespan="on",
-            ws="websockets-sansio",
+            app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on", ws="websockets-sansio"
         )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
-    def __enter__(self) -> LiveServer:
+    def __enter__(self) -> Self:
         self.thread.start()
         # start-up loads the models (the first LLM load de-quantizes its weights: ~20 s)
         deadline = time.monotonic() + 180
@@ -147,6 +142,14 @@ class LiveServer:
     def __exit__(self, *_: object) -> None:
         self.server.should_exit = True
         self.thread.join(10)
+
+
+class LiveServer(ThreadedUvicorn):
+    """The real cinerec app, served by uvicorn on a free port in a background thread."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        super().__init__(create_app(settings))
 
     def gql(self, query: str, variables: dict | None = None, token: str | None = None, **kw: object) -> dict:
         headers = {"authorization": f"Bearer {token}"} if token else {}

@@ -22,13 +22,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 import torch
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from tests.conftest import _free_port
+from tests.conftest import ThreadedUvicorn
 
 
 def _now() -> str:
@@ -242,25 +241,9 @@ def create_app(state: OllamaState) -> Starlette:
     )
 
 
-class OllamaTestServer:
+class OllamaTestServer(ThreadedUvicorn):
     """The test server on a free port, served by uvicorn in a background thread."""
 
     def __init__(self, model: Any, tokenizer: Any, base_tag: str = "smollm2:135m") -> None:
         self.state = OllamaState(model, tokenizer, base_tag)
-        self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        config = uvicorn.Config(create_app(self.state), host="127.0.0.1", port=self.port, log_level="warning")
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    def __enter__(self) -> OllamaTestServer:
-        self.thread.start()
-        for _ in range(200):
-            if self.server.started:
-                return self
-            self.thread.join(0.05)
-        raise RuntimeError("the Ollama test server did not start")
-
-    def __exit__(self, *_: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(10)
+        super().__init__(create_app(self.state))

@@ -133,17 +133,18 @@ async def rerank(
     served: ServedLLM,
     users: Sequence[int],
     answers: Sequence[list[Recommended]],
+    rated: dict[int, list[tuple[int, float]]],
     timeout_s: float,
 ) -> tuple[list[list[Recommended]], str | None]:
     """Each answer's candidates reordered by the blend of the recommender's score and the
-    LLM's P(Yes), all pairs scored in one batch. On failure the order stands; the error
-    is returned for the response's extensions."""
+    LLM's P(Yes), all pairs scored in one batch. ``rated`` holds the users' ratings, as read
+    for the recommendations. On failure the order stands; the error is returned for the
+    response's extensions."""
     todo = [i for i, a in enumerate(answers) if len(a) > 1]
     if not todo or not served.backend.can_score or served.rerank_weight <= 0:
         return list(answers), None
-    rated = await rated_by(session=session, user_ids=list(dict.fromkeys(users[i] for i in todo)))
     movies = [r.movie_id for i in todo for r in answers[i]]
-    movies += [m for u in rated for m in _profile_movies(rated[u])]
+    movies += [m for u in {users[i] for i in todo} for m in _profile_movies(rated[u])]
     facts = await _facts(session, movies)
     requests = []
     for i in todo:

@@ -76,11 +76,18 @@ def _score_batch(model: HybridRecommender, history: sp.csr_matrix, users: np.nda
 
 
 async def recommend_many(
-    *, session: AsyncSession, model: HybridRecommender | None, requests: Sequence[RecRequest]
+    *,
+    session: AsyncSession,
+    model: HybridRecommender | None,
+    requests: Sequence[RecRequest],
+    rated: dict[int, list[tuple[int, float]]] | None = None,
 ) -> list[list[Recommended]]:
-    """Answers for all ``requests`` with ONE scoring call (a matrix product per component)."""
+    """Answers for all ``requests`` with ONE scoring call (a matrix product per component).
+
+    ``rated`` is the users' ratings if the caller has read them already (``rated_by``)."""
     users = list(dict.fromkeys(r.user_id for r in requests))
-    rated = await rated_by(session=session, user_ids=users)
+    if rated is None:
+        rated = await rated_by(session=session, user_ids=users)
     if model is None:
         return await _popular(session=session, requests=requests, rated=rated)
     history = history_matrix(model, users, rated)
