@@ -8,16 +8,15 @@ the template and nothing is reranked.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from app.metrics import LLM_BATCH_SIZE, LLM_BATCHES, LLM_TOKENS
-from app.serving import follow_announcements, registry_for
+from app.serving import ChampionHolder
 from ml.llm.backends import LLMBackend, LLMError
 from ml.llm.template import TemplateBackend
-from ml.registry import CHAMPION, LLM, RERANK_WEIGHT_TAG, ModelVersionInfo
+from ml.registry import CHAMPION, LLM, RERANK_WEIGHT_TAG
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -54,13 +53,13 @@ class ServedLLM:
         return out
 
 
-class LLMHolder:
+class LLMHolder(ChampionHolder[ServedLLM]):
+    name = LLM
+
     def __init__(self, settings: Settings, redis: Redis | None = None) -> None:
-        self.settings = settings
-        self.registry = registry_for(settings)
-        self.redis = redis
+        super().__init__(settings, redis)
         self.current: ServedLLM = ServedLLM(TemplateBackend(), None, 0.0, "not loaded yet")
-        self._lock = asyncio.Lock()
+        self._loaded = False
         if settings.llm_backend == "transformers":
             from ml.llm.base import init_torch
 
@@ -76,7 +75,7 @@ class LLMHolder:
         tags = self.registry.client.get_model_version(LLM, version).tags
         return float(tags.get(RERANK_WEIGHT_TAG, 0.0))
 
-    async def _build(self, version: str | None) -> ServedLLM:
+    async def _load(self, version: str | None) -> ServedLLM:
         settings = self.settings
         if settings.llm_backend == "none":
             return ServedLLM(TemplateBackend(), None, 0.0, "CINEREC_LLM_BACKEND=none")
@@ -136,43 +135,17 @@ class LLMHolder:
     async def load_champion(self) -> None:
         """Serve the champion adapter, or the base model when none is registered."""
         version = await asyncio.to_thread(self.registry.alias_version, LLM, CHAMPION)
-        if self.current.version == version and self.current.note != "not loaded yet":
+        if self._loaded and self.current.version == version:
             return
         async with self._lock:
             try:
-                served = await self._build(version)
+                served = await self._load(version)
             except Exception as exc:  # explanations still answer, from the template
                 log.exception("could not load the LLM; explanations fall back to the template")
                 served = ServedLLM(TemplateBackend(), version, 0.0, f"LLM unavailable: {exc}")
             await self._swap(served)
+            self._loaded = True
         log.info("LLM: %s", served.describe())
-
-    async def promote(self, version: str, alias: str = CHAMPION) -> ModelVersionInfo:
-        async with self._lock:
-            served = await self._build(version) if alias == CHAMPION else None
-            await asyncio.to_thread(self.registry.set_alias, LLM, alias, version)
-            if served is not None:
-                await self._swap(served)
-        await self._announce(alias, version)
-        return await asyncio.to_thread(self.registry.version, LLM, version)
-
-    async def rollback(self, alias: str = CHAMPION) -> ModelVersionInfo:
-        async with self._lock:
-            version = await asyncio.to_thread(self.registry.rollback, LLM, alias)
-            if alias == CHAMPION:
-                await self._swap(await self._build(version))
-        await self._announce(alias, version)
-        return await asyncio.to_thread(self.registry.version, LLM, version)
-
-    async def _announce(self, alias: str, version: str) -> None:
-        if self.redis is not None and alias == CHAMPION:
-            from app.serving import CHANNEL
-
-            await self.redis.publish(CHANNEL, json.dumps({"model": LLM, "alias": alias, "version": version}))
-
-    async def follow(self) -> None:
-        if self.redis is not None:
-            await follow_announcements(self.redis, LLM, self.load_champion)
 
     async def aclose(self) -> None:
         await self.current.backend.aclose()

@@ -12,7 +12,7 @@ import json
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Generic, TypeVar
 
 from ml.hybrid import HybridRecommender
 from ml.registry import CHAMPION, RECOMMENDER, ModelVersionInfo, Registry
@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 CHANNEL = "cinerec:model-promotions"
+S = TypeVar("S")
 
 
 @dataclass(frozen=True)
@@ -78,13 +79,63 @@ async def follow_announcements(redis: Redis, model: str, reload: Callable[[], Aw
         await pubsub.aclose()
 
 
-class ModelHolder:
+class ChampionHolder(Generic[S]):
+    """What serves one registered model: its ``champion``, swapped atomically on promotion and
+    rollback, and reloaded when another replica or a CLI run announces a move."""
+
+    name: str
+
     def __init__(self, settings: Settings, redis: Redis | None = None) -> None:
         self.settings = settings
         self.registry = registry_for(settings)
         self.redis = redis
-        self.current: Served | None = None
         self._lock = asyncio.Lock()
+
+    async def _load(self, version: str) -> S:
+        raise NotImplementedError
+
+    async def _swap(self, served: S) -> None:
+        raise NotImplementedError
+
+    async def load_champion(self) -> None:
+        raise NotImplementedError
+
+    async def promote(self, version: str, alias: str = CHAMPION) -> ModelVersionInfo:
+        """Point ``alias`` at ``version``; for ``champion``, load it first and then swap it in."""
+        async with self._lock:
+            served = await self._load(version) if alias == CHAMPION else None
+            await asyncio.to_thread(self.registry.set_alias, self.name, alias, version)
+            if served is not None:
+                await self._swap(served)
+        await self._announce(alias, version)
+        return await asyncio.to_thread(self.registry.version, self.name, version)
+
+    async def rollback(self, alias: str = CHAMPION) -> ModelVersionInfo:
+        async with self._lock:
+            version = await asyncio.to_thread(self.registry.rollback, self.name, alias)
+            if alias == CHAMPION:
+                await self._swap(await self._load(version))
+        await self._announce(alias, version)
+        return await asyncio.to_thread(self.registry.version, self.name, version)
+
+    async def _announce(self, alias: str, version: str) -> None:
+        if self.redis is not None and alias == CHAMPION:
+            await self.redis.publish(
+                CHANNEL, json.dumps({"model": self.name, "alias": alias, "version": version})
+            )
+
+    async def follow(self) -> None:
+        """Load the champion whenever another replica (or a CLI run) announces a move."""
+        if self.redis is not None:
+            await follow_announcements(self.redis, self.name, self.load_champion)
+
+
+class ModelHolder(ChampionHolder[Served]):
+    name = RECOMMENDER
+
+    def __init__(self, settings: Settings, redis: Redis | None = None) -> None:
+        super().__init__(settings, redis)
+        self.current: Served | None = None
 
     async def _load(self, version: str) -> Served:
         path = await asyncio.to_thread(
@@ -93,40 +144,14 @@ class ModelHolder:
         model = await asyncio.to_thread(HybridRecommender.load, path)
         return Served(model, version)
 
+    async def _swap(self, served: Served) -> None:
+        self.current = served  # one reference assignment: atomic for every reader
+
     async def load_champion(self) -> None:
         """Serve whatever ``champion`` points at now (nothing yet: popularity fallback)."""
         version = await asyncio.to_thread(self.registry.alias_version, RECOMMENDER, CHAMPION)
         if version is None or (self.current and self.current.version == version):
             return
         async with self._lock:
-            self.current = await self._load(version)
+            await self._swap(await self._load(version))
         log.info("serving %s version %s", RECOMMENDER, version)
-
-    async def promote(self, version: str, alias: str = CHAMPION) -> ModelVersionInfo:
-        """Point ``alias`` at ``version``; for ``champion``, load it first and then swap it in."""
-        async with self._lock:
-            served = await self._load(version) if alias == CHAMPION else None
-            await asyncio.to_thread(self.registry.set_alias, RECOMMENDER, alias, version)
-            if served is not None:
-                self.current = served  # one reference assignment: atomic for every reader
-        await self._announce(alias, version)
-        return await asyncio.to_thread(self.registry.version, RECOMMENDER, version)
-
-    async def rollback(self, alias: str = CHAMPION) -> ModelVersionInfo:
-        async with self._lock:
-            version = await asyncio.to_thread(self.registry.rollback, RECOMMENDER, alias)
-            if alias == CHAMPION:
-                self.current = await self._load(version)
-        await self._announce(alias, version)
-        return await asyncio.to_thread(self.registry.version, RECOMMENDER, version)
-
-    async def _announce(self, alias: str, version: str) -> None:
-        if self.redis is not None and alias == CHAMPION:
-            await self.redis.publish(
-                CHANNEL, json.dumps({"model": RECOMMENDER, "alias": alias, "version": version})
-            )
-
-    async def follow(self) -> None:
-        """Load the champion whenever another replica (or `cinerec train`) announces a move."""
-        if self.redis is not None:
-            await follow_announcements(self.redis, RECOMMENDER, self.load_champion)
