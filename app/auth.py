@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import secrets
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -10,7 +13,8 @@ from typing import TYPE_CHECKING
 import jwt
 from pwdlib import PasswordHash
 
-from app.errors import Unauthenticated
+from app.errors import RateLimited, Unauthenticated
+from app.metrics import PASSWORD_CHECKS
 
 if TYPE_CHECKING:
     from app.settings import Settings
@@ -46,6 +50,53 @@ def hash_password(password: str) -> str:
 
 def verify_password(password: str, password_hash: str) -> bool:
     return _hasher.verify(password, password_hash)
+
+
+class PasswordHasher:
+    """argon2 (about 150 ms of CPU each) off the event loop, on ``threads`` worker threads.
+
+    argon2 releases the GIL, so with one thread a burst of logins takes one core and the
+    event loop keeps the other. At most ``max_waiting`` hashes queue; beyond that a login
+    is refused (RATE_LIMITED) rather than queued for seconds. An unknown email is checked
+    against a dummy hash, so it takes as long as a wrong password (no account enumeration).
+    """
+
+    def __init__(self, *, threads: int = 1, max_waiting: int = 32) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="argon2")
+        self._max_waiting = max_waiting
+        self._waiting = 0
+        self._dummy: str | None = None
+
+    async def _run(self, fn: object, *args: str) -> object:
+        if self._waiting >= self._max_waiting:
+            raise RateLimited(
+                "too many logins in progress: try again in 1 s", retryAfterSeconds=1, retryAfter=1
+            )
+        self._waiting += 1
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)  # type: ignore[arg-type]
+        finally:
+            self._waiting -= 1
+
+    async def warm(self) -> None:
+        """Make the dummy hash now, so that the first unknown email costs what the others do."""
+        if self._dummy is None:
+            self._dummy = await self.hash(secrets.token_urlsafe(16))
+
+    async def hash(self, password: str) -> str:
+        return str(await self._run(hash_password, password))
+
+    async def verify(self, password: str, password_hash: str | None) -> bool:
+        """True when ``password`` matches; with no hash (unknown account), False after the same work."""
+        PASSWORD_CHECKS.inc()
+        if password_hash is None:
+            await self.warm()
+            await self._run(verify_password, password, self._dummy)  # type: ignore[arg-type]
+            return False
+        return bool(await self._run(verify_password, password, password_hash))
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
 
 
 def issue_token(principal: Principal, settings: Settings, *, now: datetime | None = None) -> str:

@@ -90,6 +90,8 @@ def serve(
         workers=workers,
         log_level="info",
         access_log=access_log,
+        # SIGTERM: stop accepting, let in-flight requests finish, but never wait forever
+        timeout_graceful_shutdown=int(settings.shutdown_timeout_seconds),
     )
 
 
@@ -173,7 +175,7 @@ def data_ingest(
 
 
 def _create_account(email: str, password: str, *, admin: bool, user_id: int | None) -> None:
-    from app.auth import Role
+    from app.auth import PasswordHasher, Role
     from app.db import create_engine, session_factory
     from app.errors import CinerecError
     from app.services.accounts import create_account
@@ -183,10 +185,12 @@ def _create_account(email: str, password: str, *, admin: bool, user_id: int | No
 
     async def run() -> int:
         engine = create_engine(settings)
+        hasher = PasswordHasher()
         try:
             async with session_factory(engine)() as session:
                 principal = await create_account(
                     session=session,
+                    hasher=hasher,
                     email=email,
                     password=password,
                     role=Role.ADMIN if admin else Role.USER,
@@ -194,6 +198,7 @@ def _create_account(email: str, password: str, *, admin: bool, user_id: int | No
                 )
                 return principal.user_id
         finally:
+            hasher.close()
             await engine.dispose()
 
     try:
@@ -222,6 +227,52 @@ def users_create(
 ) -> None:
     """Create a user login, for a new user or an existing MovieLens user."""
     _create_account(email, password, admin=False, user_id=user_id)
+
+
+def _change_account(email: str, change: str) -> None:
+    """Change or delete a login, then tell running servers so its tokens follow at once."""
+    from app.announcements import ACCOUNTS, publish_sync
+    from app.auth import Role
+    from app.db import create_engine, session_factory
+    from app.errors import CinerecError
+    from app.services.accounts import delete_account, set_role
+
+    settings = get_settings()
+    ensure_schema(settings, migrate=True)
+
+    async def run() -> int:
+        engine = create_engine(settings)
+        try:
+            async with session_factory(engine)() as session:
+                if change == "delete":
+                    return await delete_account(session=session, email=email)
+                return await set_role(session=session, email=email, role=Role(change))
+        finally:
+            await engine.dispose()
+
+    try:
+        account_id = asyncio.run(run())
+    except CinerecError as exc:
+        raise _fail(exc.message, code=2) from exc
+    publish_sync(settings, ACCOUNTS, {"accountId": account_id})
+    typer.echo(f"{'deleted' if change == 'delete' else f'role {change} for'} login {email}")
+
+
+@users_app.command("set-role")
+def users_set_role(
+    email: Annotated[str, typer.Option()],
+    role: Annotated[str, typer.Option(help="user or admin")],
+) -> None:
+    """Change a login's role; its tokens carry the new role on their next request."""
+    if role not in ("user", "admin"):
+        raise _fail("--role must be user or admin", code=2)
+    _change_account(email, role)
+
+
+@users_app.command("delete")
+def users_delete(email: Annotated[str, typer.Option()]) -> None:
+    """Delete a login (the MovieLens user and ratings stay); its tokens stop working."""
+    _change_account(email, "delete")
 
 
 def _train_config(epochs: int, components: int, seed: int, tune: bool, eval_users: int | None) -> TrainConfig:

@@ -37,3 +37,30 @@ class BadUserInput(CinerecError):
 
 class RateLimited(CinerecError):
     code = "RATE_LIMITED"
+
+
+class QueryTooComplex(CinerecError):
+    code = "QUERY_TOO_COMPLEX"
+
+
+class Unavailable(CinerecError):
+    """A dependency (the database) cannot be reached; the request may be retried."""
+
+    code = "UNAVAILABLE"
+
+
+def is_outage(error: BaseException) -> bool:
+    """True for errors that mean the database connection is gone, not that a statement failed."""
+    from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+
+    if isinstance(error, (ConnectionError, TimeoutError, OSError)):
+        return True
+    if isinstance(error, DBAPIError) and error.connection_invalidated:
+        return True
+    if isinstance(error, (InterfaceError, OperationalError)):
+        text = str(error).lower()
+        return any(
+            s in text
+            for s in ("connection", "closed", "terminat", "shutdown", "could not connect", "refused")
+        )
+    return False

@@ -21,8 +21,7 @@ from ml.registry import CHAMPION, LLM, RERANK_WEIGHT_TAG
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from redis.asyncio import Redis
-
+    from app.announcements import Announcements
     from app.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -56,8 +55,8 @@ class ServedLLM:
 class LLMHolder(ChampionHolder[ServedLLM]):
     name = LLM
 
-    def __init__(self, settings: Settings, redis: Redis | None = None) -> None:
-        super().__init__(settings, redis)
+    def __init__(self, settings: Settings, announcements: Announcements | None = None) -> None:
+        super().__init__(settings, announcements)
         self.current: ServedLLM = ServedLLM(TemplateBackend(), None, 0.0, "not loaded yet")
         self._loaded = False
         if settings.llm_backend == "transformers":

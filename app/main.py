@@ -5,66 +5,45 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import hmac
 import logging
-from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Any
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TYPE_CHECKING
 
 from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from sqlalchemy import text
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
-from strawberry.asgi import GraphQL
 
+from app.announcements import ACCOUNTS, Announcements
+from app.auth import PasswordHasher
 from app.cache import ReadThroughCache, keep_catalog_warm, warm_catalog
+from app.clients import parse_networks
 from app.db import create_engine, session_factory
+from app.graphql_app import GraphQLApp
 from app.limits import BodySizeLimit
 from app.llm import LLMHolder
-from app.metrics import render
-from app.ratelimit import LoginLimiter
+from app.metrics import REDIS_UP, render
+from app.ratelimit import Counters, LoginThrottle, RegisterThrottle
+from app.services.accounts import ActiveAccounts
 from app.serving import ModelHolder
 from app.settings import Settings, get_settings
-from app.websocket import AuthenticatedTransportWS
-from graphql_schema.context import Context, build_context
+from app.state import AppState
 from graphql_schema.schema import build_schema
+from ml import embeddings
 
 if TYPE_CHECKING:
     from starlette.requests import Request
-    from starlette.websockets import WebSocket
-    from strawberry.http import GraphQLHTTPResponse
-    from strawberry.types import ExecutionResult
 
 log = logging.getLogger(__name__)
-
-
-class GraphQLApp(GraphQL[Context, None]):
-    """Strawberry's ASGI app with cinerec's per-request context and websocket auth."""
-
-    graphql_transport_ws_handler_class = AuthenticatedTransportWS
-
-    async def process_result(self, request: Request, result: ExecutionResult) -> GraphQLHTTPResponse:
-        # Parse errors leave the operation before schema extensions see them: code them here too.
-        response = await super().process_result(request, result)
-        for error in response.get("errors") or []:
-            if isinstance(error, dict):
-                error.setdefault("extensions", {}).setdefault("code", "BAD_USER_INPUT")
-        return response
-
-    async def get_context(self, request: Request | WebSocket, response: Any = None) -> Context:
-        state = request.app.state
-        return build_context(
-            request=request,
-            response=response,
-            settings=state.settings,
-            sessions=state.sessions,
-            authorization=request.headers.get("authorization"),
-            models=state.models,
-            cache=state.cache,
-            login_limiter=state.login_limiter,
-            llm=state.llm,
-        )
 
 
 async def healthz(_: Request) -> Response:
@@ -72,70 +51,148 @@ async def healthz(_: Request) -> Response:
 
 
 async def readyz(request: Request) -> Response:
+    """Ready means "can serve": the database answers. Redis down is reported as degraded
+    (limits and caches fall back to the process) but does not take the replica out."""
+    state: AppState = request.app.state.cinerec
     checks: dict[str, str] = {}
     try:
-        async with request.app.state.engine.connect() as conn:
-            await conn.execute(text("SELECT 1"))
+        async with asyncio.timeout(5):
+            async with state.engine.connect() as conn:
+                await conn.execute(text("SELECT 1"))
         checks["database"] = "ok"
     except Exception as exc:  # readiness reports any failure, it never raises
         log.warning("readiness: database unreachable: %s", exc)
         checks["database"] = "unreachable"
-    redis: Redis | None = request.app.state.redis
-    if redis is not None:
+    if state.redis is not None:
         try:
-            await redis.ping()
+            async with asyncio.timeout(state.settings.redis_timeout_seconds * 2):
+                await state.redis.ping()
             checks["redis"] = "ok"
-        except Exception as exc:
-            log.warning("readiness: redis unreachable: %s", exc)
+            REDIS_UP.set(1)
+        except (RedisError, OSError, TimeoutError) as exc:
+            log.warning("readiness: redis unreachable (serving degraded): %s", exc)
             checks["redis"] = "unreachable"
-    ready = all(v == "ok" for v in checks.values())
-    return JSONResponse(
-        {"status": "ready" if ready else "not ready", **checks}, status_code=200 if ready else 503
-    )
+            REDIS_UP.set(0)
+    if checks["database"] != "ok":
+        status, code = "not ready", 503
+    elif checks.get("redis", "ok") != "ok":
+        status, code = "degraded", 200
+    else:
+        status, code = "ready", 200
+    return JSONResponse({"status": status, **checks}, status_code=code)
 
 
-async def metrics(_: Request) -> Response:
-    body, media_type = render()
-    return Response(body, media_type=media_type)
+def metrics_endpoint(settings: Settings) -> Callable[[Request], Awaitable[Response]]:
+    """``/metrics``; behind ``Authorization: Bearer <metrics_token>`` when a token is set, and
+    closed in production until one is."""
+    token = settings.metrics_token
+
+    async def metrics(request: Request) -> Response:
+        if token is not None:
+            given = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
+            if not hmac.compare_digest(given.encode(), token.encode()):
+                return JSONResponse({"error": "metrics need Authorization: Bearer <token>"}, status_code=401)
+        elif settings.production:
+            return JSONResponse(
+                {"error": "metrics are closed in production until CINEREC_METRICS_TOKEN is set"},
+                status_code=403,
+            )
+        body, media_type = render()
+        return Response(body, media_type=media_type)
+
+    return metrics
+
+
+async def _close(name: str, step: Awaitable[object]) -> None:
+    """One shutdown step; a failure is logged and the rest of the shutdown still runs."""
+    try:
+        await step
+    except Exception:
+        log.exception("shutdown: closing %s failed", name)
 
 
 def create_app(settings: Settings | None = None) -> Starlette:
-    """A cinerec ASGI app. Database engine and Redis are opened in the lifespan."""
+    """A cinerec ASGI app. Database engine, Redis and models are opened in the lifespan."""
     settings = settings or get_settings()
     settings.signing_secret()  # fail at start-up, not on the first login, if the secret is unusable
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        app.state.settings = settings
-        app.state.engine = create_engine(settings)
-        app.state.sessions = session_factory(app.state.engine)
-        app.state.cache = ReadThroughCache(ttl=settings.cache_ttl_seconds)
-        app.state.redis = Redis.from_url(settings.redis_url) if settings.redis_url else None
-        app.state.models = ModelHolder(settings, app.state.redis)
-        app.state.login_limiter = LoginLimiter(
-            app.state.redis, attempts=settings.login_attempts, window_seconds=settings.login_window_seconds
+        engine = create_engine(settings)
+        sessions = session_factory(engine)
+        redis = (
+            Redis.from_url(
+                settings.redis_url,
+                socket_connect_timeout=settings.redis_timeout_seconds,
+                socket_timeout=settings.redis_timeout_seconds,
+                # a pooled connection that died with a Redis restart is retried once on a fresh one,
+                # rather than read as an outage
+                retry=Retry(ExponentialBackoff(cap=0.05, base=0.01), 1),
+                retry_on_error=[RedisConnectionError, RedisTimeoutError],
+                health_check_interval=10,
+            )
+            if settings.redis_url
+            else None
         )
-        app.state.llm = LLMHolder(settings, app.state.redis)
+        announcements = Announcements(settings.redis_url, prefix=settings.redis_prefix)
+        counters = Counters(redis, prefix=settings.redis_prefix)
+        accounts = ActiveAccounts(sessions, ttl=settings.account_cache_seconds)
+
+        async def account_changed(message: dict[str, object]) -> None:
+            account_id = message.get("accountId")
+            accounts.forget(account_id if isinstance(account_id, int) else None)
+
+        async def forget_accounts() -> None:
+            accounts.forget()
+
+        announcements.on(ACCOUNTS, account_changed, resync=forget_accounts)
+        state = AppState(
+            settings=settings,
+            engine=engine,
+            sessions=sessions,
+            redis=redis,
+            announcements=announcements,
+            cache=ReadThroughCache(ttl=settings.cache_ttl_seconds),
+            models=ModelHolder(settings, announcements),
+            llm=LLMHolder(settings, announcements),
+            hasher=PasswordHasher(
+                threads=settings.password_hash_threads, max_waiting=settings.password_hash_queue
+            ),
+            login_throttle=LoginThrottle(
+                counters,
+                attempts=settings.login_attempts,
+                window_seconds=settings.login_window_seconds,
+                per_address=settings.login_attempts_per_address,
+            ),
+            register_throttle=RegisterThrottle(
+                counters,
+                per_window=settings.register_attempts,
+                window_seconds=settings.register_window_seconds,
+            ),
+            accounts=accounts,
+            trusted_proxies=parse_networks(settings.trusted_proxies),
+        )
+        app.state.cinerec = state
+        await state.hasher.warm()
+        REDIS_UP.set(1 if redis is not None else 0)
         try:
-            await app.state.models.load_champion()
+            await state.models.load_champion()
         except Exception:  # a broken registry must not keep the catalog down: popularity serves
             log.exception("could not load the champion model; serving popularity")
-        await app.state.llm.load_champion()  # never raises: the template stands in
-        tasks = [
-            asyncio.create_task(app.state.models.follow()),
-            asyncio.create_task(app.state.llm.follow()),
-        ]
+        await state.llm.load_champion()  # never raises: the template stands in
+        if state.models.current is not None:
+            # The text encoder behind searchMovies, loaded before traffic rather than by the first
+            # search (without a model there is no search; a later promotion loads it on first use).
+            await asyncio.to_thread(embeddings.load)
+        tasks = [asyncio.create_task(announcements.follow())]
         if settings.cache_warm_movies:
             # Warm before taking traffic; afterwards, refresh in the background, page by page.
             try:
-                await warm_catalog(app.state.cache, app.state.sessions, limit=settings.cache_warm_movies)
+                await warm_catalog(state.cache, sessions, limit=settings.cache_warm_movies)
             except Exception:  # database down at start: serve anyway, /readyz says not ready
                 log.exception("could not warm the catalog cache")
             warm = keep_catalog_warm(
-                app.state.cache,
-                app.state.sessions,
-                every=settings.cache_ttl_seconds / 2,
-                limit=settings.cache_warm_movies,
+                state.cache, sessions, every=settings.cache_ttl_seconds / 2, limit=settings.cache_warm_movies
             )
             tasks.append(asyncio.create_task(warm))
         # The warmed catalog and the model are long-lived: keep the collector from re-walking
@@ -146,14 +203,18 @@ def create_app(settings: Settings | None = None) -> Starlette:
         finally:
             for task in tasks:
                 task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
+                with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
-            await app.state.llm.aclose()
-            if app.state.redis is not None:
-                await app.state.redis.aclose()
-            await app.state.engine.dispose()
+            await _close("the LLM", state.llm.aclose())
+            await _close("announcements", announcements.aclose())
+            if redis is not None:
+                await _close("redis", redis.aclose())
+            await _close("the database engine", engine.dispose())
+            state.hasher.close()
 
-    graphql = GraphQLApp(build_schema(settings), graphql_ide="graphiql" if settings.graphiql else None)
+    graphql = GraphQLApp(
+        build_schema(settings), graphql_ide="graphiql" if settings.graphiql_enabled else None
+    )
     middleware = [
         Middleware(BodySizeLimit, max_bytes=settings.max_body_bytes),
         Middleware(
@@ -168,6 +229,6 @@ def create_app(settings: Settings | None = None) -> Starlette:
         WebSocketRoute("/graphql", graphql),
         Route("/healthz", healthz),
         Route("/readyz", readyz),
-        Route("/metrics", metrics),
+        Route("/metrics", metrics_endpoint(settings)),
     ]
     return Starlette(routes=routes, middleware=middleware, lifespan=lifespan)

@@ -8,22 +8,19 @@ replicas, a promotion is announced on Redis and every replica loads the new vers
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
+from app.announcements import PROMOTIONS, publish_sync
 from ml.hybrid import HybridRecommender
 from ml.registry import CHAMPION, RECOMMENDER, ModelVersionInfo, Registry
 
 if TYPE_CHECKING:
-    from redis.asyncio import Redis
-
+    from app.announcements import Announcements
     from app.settings import Settings
 
 log = logging.getLogger(__name__)
-CHANNEL = "cinerec:model-promotions"
 S = TypeVar("S")
 
 
@@ -39,12 +36,7 @@ def registry_for(settings: Settings) -> Registry:
 
 def announce_sync(settings: Settings, model: str, version: str) -> None:
     """Tell running servers (through Redis, when configured) that ``model``'s champion moved."""
-    if not settings.redis_url:
-        return
-    import redis
-
-    with redis.Redis.from_url(settings.redis_url) as client:
-        client.publish(CHANNEL, json.dumps({"model": model, "alias": CHAMPION, "version": version}))
+    publish_sync(settings, PROMOTIONS, {"model": model, "alias": CHAMPION, "version": version})
 
 
 def register_version(
@@ -62,34 +54,20 @@ def register_version(
     return version, champion
 
 
-async def follow_announcements(redis: Redis, model: str, reload: Callable[[], Awaitable[None]]) -> None:
-    """Call ``reload`` whenever a champion move of ``model`` is announced on the channel."""
-    pubsub = redis.pubsub()
-    await pubsub.subscribe(CHANNEL)
-    try:
-        async for message in pubsub.listen():
-            if message.get("type") != "message":
-                continue
-            try:
-                if json.loads(message["data"]).get("model", model) == model:
-                    await reload()
-            except Exception:  # a bad announcement must not stop the listener
-                log.exception("could not load the announced %s", model)
-    finally:
-        await pubsub.aclose()
-
-
 class ChampionHolder(Generic[S]):
     """What serves one registered model: its ``champion``, swapped atomically on promotion and
     rollback, and reloaded when another replica or a CLI run announces a move."""
 
     name: str
 
-    def __init__(self, settings: Settings, redis: Redis | None = None) -> None:
+    def __init__(self, settings: Settings, announcements: Announcements | None = None) -> None:
         self.settings = settings
         self.registry = registry_for(settings)
-        self.redis = redis
+        self.announcements = announcements
         self._lock = asyncio.Lock()
+        if announcements is not None:
+            # a move announced elsewhere, or missed during a Redis outage: re-read the alias
+            announcements.on(PROMOTIONS, self._announced, resync=self.load_champion)
 
     async def _load(self, version: str) -> S:
         raise NotImplementedError
@@ -119,22 +97,21 @@ class ChampionHolder(Generic[S]):
         return await asyncio.to_thread(self.registry.version, self.name, version)
 
     async def _announce(self, alias: str, version: str) -> None:
-        if self.redis is not None and alias == CHAMPION:
-            await self.redis.publish(
-                CHANNEL, json.dumps({"model": self.name, "alias": alias, "version": version})
+        if self.announcements is not None and alias == CHAMPION:
+            await self.announcements.publish(
+                PROMOTIONS, {"model": self.name, "alias": alias, "version": version}
             )
 
-    async def follow(self) -> None:
-        """Load the champion whenever another replica (or a CLI run) announces a move."""
-        if self.redis is not None:
-            await follow_announcements(self.redis, self.name, self.load_champion)
+    async def _announced(self, message: dict[str, Any]) -> None:
+        if message.get("model", self.name) == self.name:
+            await self.load_champion()
 
 
 class ModelHolder(ChampionHolder[Served]):
     name = RECOMMENDER
 
-    def __init__(self, settings: Settings, redis: Redis | None = None) -> None:
-        super().__init__(settings, redis)
+    def __init__(self, settings: Settings, announcements: Announcements | None = None) -> None:
+        super().__init__(settings, announcements)
         self.current: Served | None = None
 
     async def _load(self, version: str) -> Served:

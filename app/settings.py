@@ -23,6 +23,7 @@ class Settings(BaseSettings):
     home: Path = Path("var")
     database_url: str = ""
     redis_url: str | None = None
+    redis_prefix: str = "cinerec"  # every key and channel starts "<prefix>:"; replicas share one
     jwt_secret: str | None = None
     jwt_expiry_minutes: int = Field(default=60, gt=0)
     dataset: str = "ml-latest-small"
@@ -31,20 +32,38 @@ class Settings(BaseSettings):
         default_factory=lambda: ["http://localhost:3000", "http://127.0.0.1:3000"]
     )
     auto_migrate: bool = True
-    graphiql: bool = True
+    # None: on, except with CINEREC_ENV=production
+    graphiql: bool | None = None
+    introspection: bool | None = None
     max_query_depth: int = 10
     max_aliases: int = 64
     max_tokens: int = 2000
     max_body_bytes: int = 256 * 1024
     max_page_size: int = 100
+    max_query_cost: int = Field(default=5000, gt=0)
+    request_timeout_seconds: float = Field(default=45.0, gt=0)
+    shutdown_timeout_seconds: float = Field(default=20.0, gt=0)
+    # Addresses (CIDRs) whose X-Forwarded-For is believed: the load balancer, nginx.
+    trusted_proxies: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # /metrics: with a token, only `Authorization: Bearer <token>` reads it (required in production)
+    metrics_token: str | None = None
+    # Operation names labelled as themselves in metrics; any other name is counted as "other".
+    metrics_operations: Annotated[list[str], NoDecode] = Field(default_factory=list)
     db_pool_size: int = 20
     mlflow_tracking_uri: str = ""
     wandb_api_key: str | None = None
     max_recommendations: int = 100
     cache_ttl_seconds: float = 300.0
     cache_warm_movies: int = 100_000
-    login_attempts: int = 5
-    login_window_seconds: int = 300
+    login_attempts: int = Field(default=5, gt=0)  # wrong passwords per account and address
+    login_window_seconds: int = Field(default=300, gt=0)
+    login_attempts_per_address: int = Field(default=50, gt=0)  # across all accounts
+    register_attempts: int = Field(default=10, gt=0)  # new accounts per address per window
+    register_window_seconds: int = Field(default=3600, gt=0)
+    password_hash_threads: int = Field(default=1, gt=0)
+    password_hash_queue: int = Field(default=32, gt=0)
+    account_cache_seconds: float = Field(default=5.0, ge=0)
+    redis_timeout_seconds: float = Field(default=1.0, gt=0)
     # The LLM: which backend explains and reranks, and how hard it may be pushed.
     llm_backend: Literal["transformers", "ollama", "none"] = "transformers"
     llm_base: str = "smollm2-135m-instruct"  # the default base, or a local folder / hub id
@@ -61,9 +80,9 @@ class Settings(BaseSettings):
     llm_rerank_weight: float | None = None  # None: the weight validated with the served adapter
     llm_cache_dir: Path | None = None  # de-quantized base weights; default CINEREC_HOME/llm
 
-    @field_validator("cors_origins", mode="before")
+    @field_validator("cors_origins", "trusted_proxies", "metrics_operations", mode="before")
     @classmethod
-    def _split_origins(cls, value: object) -> object:
+    def _split_lists(cls, value: object) -> object:
         if isinstance(value, str):
             return [o.strip() for o in value.split(",") if o.strip()]
         return value
@@ -98,6 +117,18 @@ class Settings(BaseSettings):
             path.chmod(0o600)
         self.jwt_secret = path.read_text().strip()
         return self.jwt_secret
+
+    @property
+    def production(self) -> bool:
+        return self.env == "production"
+
+    @property
+    def graphiql_enabled(self) -> bool:
+        return self.graphiql if self.graphiql is not None else not self.production
+
+    @property
+    def introspection_enabled(self) -> bool:
+        return self.introspection if self.introspection is not None else not self.production
 
     @property
     def is_sqlite(self) -> bool:

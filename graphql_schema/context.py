@@ -1,4 +1,4 @@
-"""The per-request context: settings, sessions, dataloaders and the caller."""
+"""The per-request context: settings, sessions, dataloaders, the caller and where they call from."""
 
 from __future__ import annotations
 
@@ -6,36 +6,60 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from app.auth import Principal, bearer_token, read_token
-from app.errors import CinerecError, Unauthenticated
+from app.clients import client_address
+from app.errors import CinerecError, Unauthenticated, Unavailable, is_outage
 from resolvers.loaders import Loaders, create_loaders
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+    from starlette.datastructures import State
     from starlette.requests import Request
     from starlette.responses import Response
     from starlette.websockets import WebSocket
 
     from app.cache import ReadThroughCache
     from app.llm import LLMHolder
-    from app.ratelimit import LoginLimiter
     from app.serving import ModelHolder
     from app.settings import Settings
+    from app.state import AppState
+    from graphql_schema.analysis import Price
 
 
 @dataclass
 class Context:
     request: Request | WebSocket
     response: Response | None
-    settings: Settings
-    sessions: async_sessionmaker[AsyncSession]
+    app: AppState
     loaders: Loaders
-    models: ModelHolder | None = None
-    cache: ReadThroughCache | None = None
-    login_limiter: LoginLimiter | None = None
-    llm: LLMHolder | None = None
+    client: str  # the caller's address (see app.clients)
     principal: Principal | None = None
     auth_error: CinerecError | None = None
+    price: Price | None = None  # what the operation was priced at before it ran
     extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def settings(self) -> Settings:
+        return self.app.settings
+
+    @property
+    def sessions(self) -> async_sessionmaker[AsyncSession]:
+        return self.app.sessions
+
+    @property
+    def models(self) -> ModelHolder:
+        return self.app.models
+
+    @property
+    def llm(self) -> LLMHolder:
+        return self.app.llm
+
+    @property
+    def cache(self) -> ReadThroughCache:
+        return self.app.cache
+
+    @property
+    def is_websocket(self) -> bool:
+        return self.request.scope["type"] == "websocket"
 
     def require_principal(self) -> Principal:
         if self.auth_error is not None:
@@ -44,35 +68,33 @@ class Context:
             raise Unauthenticated("authentication required: send 'Authorization: Bearer <token>'")
         return self.principal
 
+    async def authenticate(self, authorization: str | None) -> None:
+        """Take the caller from an ``Authorization`` value; a bad token is kept and raised
+        only where authentication is needed. The token's account must still exist, and its
+        current role counts, not the one the token was issued with."""
+        self.principal, self.auth_error = None, None
+        try:
+            token = bearer_token(authorization)
+            if token is not None:
+                self.principal = await self.app.accounts.verify(read_token(token, self.settings))
+        except CinerecError as exc:
+            self.auth_error = exc
+        except Exception as exc:
+            if not is_outage(exc):
+                raise
+            self.auth_error = Unavailable("the database is unreachable: try again shortly")
 
-def build_context(
-    *,
-    request: Request | WebSocket,
-    response: Response | None,
-    settings: Settings,
-    sessions: async_sessionmaker[AsyncSession],
-    authorization: str | None,
-    models: ModelHolder | None = None,
-    cache: ReadThroughCache | None = None,
-    login_limiter: LoginLimiter | None = None,
-    llm: LLMHolder | None = None,
-) -> Context:
-    """A context for one request; a bad token is kept and raised only where auth is needed."""
+
+async def build_context(*, request: Request | WebSocket, response: Response | None, state: State) -> Context:
+    """A context for one request (or one websocket connection)."""
+    app: AppState = state.cinerec
+    peer = request.client.host if request.client else None
     ctx = Context(
-        request,
-        response,
-        settings,
-        sessions,
-        create_loaders(sessions, models, cache, llm, settings),
-        models=models,
-        cache=cache,
-        login_limiter=login_limiter,
-        llm=llm,
+        request=request,
+        response=response,
+        app=app,
+        loaders=create_loaders(app.sessions, app.models, app.cache, app.llm, app.settings),
+        client=client_address(peer, request.headers, app.trusted_proxies),
     )
-    try:
-        token = bearer_token(authorization)
-        if token is not None:
-            ctx.principal = read_token(token, settings)
-    except CinerecError as exc:
-        ctx.auth_error = exc
+    await ctx.authenticate(request.headers.get("authorization"))
     return ctx

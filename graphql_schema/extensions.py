@@ -1,26 +1,37 @@
-"""Schema extensions: error codes and masking, Prometheus metrics, and the query limits."""
+"""Schema extensions: error codes and masking, Prometheus metrics, and the checks every
+operation passes before any resolver runs (one operation chosen, clean strings, a price
+within the limits)."""
 
 from __future__ import annotations
 
 import logging
 import time
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from graphql import ExecutionResult as GraphQLExecutionResult
+from graphql import (
+    FragmentDefinitionNode,
+    OperationDefinitionNode,
+    OperationType,
+    StringValueNode,
+    visit,
+)
 from graphql.error import GraphQLError
+from graphql.language import Visitor
+from graphql.validation import ASTValidationRule, NoSchemaIntrospectionCustomRule
 from strawberry.extensions import (
     AddValidationRules,
     MaskErrors,
-    MaxAliasesLimiter,
     MaxTokensLimiter,
     ParserCache,
-    QueryDepthLimiter,
     SchemaExtension,
     ValidationCache,
 )
 
-from app.errors import CinerecError
-from app.metrics import GRAPHQL_LATENCY, GRAPHQL_REQUESTS
+from app.errors import CinerecError, is_outage
+from app.metrics import GRAPHQL_LATENCY, GRAPHQL_REQUESTS, REFUSALS
+from graphql_schema.analysis import TooComplex, price_operation
 
 if TYPE_CHECKING:
     from app.settings import Settings
@@ -35,7 +46,8 @@ def _is_internal(error: GraphQLError) -> bool:
 
 
 class ErrorCodes(MaskErrors):
-    """Every error gets ``extensions.code``; unexpected ones are masked as INTERNAL.
+    """Every error gets ``extensions.code``; unexpected ones are masked as INTERNAL, a lost
+    database connection as UNAVAILABLE.
 
     No stack trace, SQL or exception text reaches the client: they go to the log.
     Errors without an original exception are the client's (syntax, validation,
@@ -46,8 +58,13 @@ class ErrorCodes(MaskErrors):
         super().__init__(should_mask_error=_is_internal, error_message="internal error")
 
     def anonymise_error(self, error: GraphQLError) -> GraphQLError:
-        log.error("internal error in %s", error.path, exc_info=error.original_error)
         masked = super().anonymise_error(error)
+        if error.original_error is not None and is_outage(error.original_error):
+            log.warning("database unreachable in %s: %s", error.path, error.original_error)
+            masked.message = "the database is unreachable: try again shortly"
+            masked.extensions = {"code": "UNAVAILABLE"}
+            return masked
+        log.error("internal error in %s", error.path, exc_info=error.original_error)
         masked.extensions = {"code": "INTERNAL"}
         return masked
 
@@ -59,18 +76,49 @@ class ErrorCodes(MaskErrors):
         return processed
 
 
+def _operation(document: Any, name: str | None) -> OperationDefinitionNode | None:
+    operations = [d for d in document.definitions if isinstance(d, OperationDefinitionNode)]
+    if name is None:
+        return operations[0] if len(operations) == 1 else None
+    return next((o for o in operations if o.name and o.name.value == name), None)
+
+
 class Metrics(SchemaExtension):
-    """Counts operations by name and status and times them (``cinerec_graphql_*``)."""
+    """Counts operations and times them (``cinerec_graphql_*``).
+
+    Labels stay bounded whatever clients send: the operation name only when it is one of
+    ``known`` (settings ``metrics_operations``), otherwise ``other``; the first root field,
+    which the schema bounds.
+    """
+
+    def __init__(self, *, known: frozenset[str]) -> None:
+        self.known = known
 
     def on_operation(self) -> Iterator[None]:
         started = time.perf_counter()
-        yield
-        ctx = self.execution_context
-        name = ctx.operation_name or "anonymous"
-        result = ctx.result
-        failed = bool(getattr(result, "errors", None)) or bool(ctx.pre_execution_errors)
-        GRAPHQL_REQUESTS.labels(operation=name, status="error" if failed else "ok").inc()
-        GRAPHQL_LATENCY.labels(operation=name).observe(time.perf_counter() - started)
+        try:
+            yield
+        finally:
+            ctx = self.execution_context
+            name = ctx.operation_name if ctx.operation_name in self.known else "other"
+            root = "none"
+            document = ctx.graphql_document
+            if document is not None and (op := _operation(document, ctx.operation_name)) is not None:
+                fields = [s for s in op.selection_set.selections if hasattr(s, "name")]
+                if fields:
+                    root = fields[0].name.value  # type: ignore[attr-defined]
+                    schema_root = {
+                        OperationType.QUERY: ctx.schema._schema.query_type,
+                        OperationType.MUTATION: ctx.schema._schema.mutation_type,
+                        OperationType.SUBSCRIPTION: ctx.schema._schema.subscription_type,
+                    }[op.operation]
+                    if schema_root is None or root not in schema_root.fields:
+                        root = "other"
+            result = ctx.result
+            failed = result is None or bool(getattr(result, "errors", None)) or bool(ctx.pre_execution_errors)
+            status = "error" if failed else "ok"
+            GRAPHQL_REQUESTS.labels(operation=name, root=root, status=status).inc()
+            GRAPHQL_LATENCY.labels(operation=name, root=root).observe(time.perf_counter() - started)
 
 
 class ServedBy(SchemaExtension):
@@ -82,22 +130,149 @@ class ServedBy(SchemaExtension):
         return {key: extra[key] for key in ("recommender", "explanations") if extra.get(key)}
 
 
+def _bad_string(value: str) -> bool:
+    if "\x00" in value:
+        return True
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate, from a JSON "\\ud800" escape
+        return True
+    return False
+
+
+def _find_bad_string(value: Any, depth: int = 0) -> bool:
+    if isinstance(value, str):
+        return _bad_string(value)
+    if depth > 32:
+        return False  # variable values are shaped by the schema's input types; nothing is this deep
+    if isinstance(value, dict):
+        return any(_find_bad_string(k, depth + 1) or _find_bad_string(v, depth + 1) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_find_bad_string(v, depth + 1) for v in value)
+    return False
+
+
+class _StringLiterals(Visitor):
+    def __init__(self) -> None:
+        super().__init__()
+        self.bad = False
+
+    def enter_string_value(self, node: StringValueNode, *_: Any) -> None:
+        if _bad_string(node.value):
+            self.bad = True
+
+
+def _refusal(message: str, code: str, **extra: Any) -> GraphQLError:
+    REFUSALS.labels(reason=code.lower()).inc()
+    return GraphQLError(message, extensions={"code": code, **extra})
+
+
+class OperationGuard(SchemaExtension):
+    """Before any resolver runs: exactly one operation is chosen, it is not a subscription
+    over HTTP, every string is clean Unicode without NUL, and its depth, aliases and cost
+    (priced as it will execute, see :mod:`graphql_schema.analysis`) are within the limits.
+    A refused operation answers BAD_USER_INPUT or QUERY_TOO_COMPLEX with nothing run."""
+
+    def __init__(self, *, max_depth: int, max_aliases: int, max_cost: int) -> None:
+        self.max_depth = max_depth
+        self.max_aliases = max_aliases
+        self.max_cost = max_cost
+
+    def _check(self) -> GraphQLError | None:
+        ctx = self.execution_context
+        document = ctx.graphql_document
+        assert document is not None
+        # What the client sent: Strawberry's `operation_name` falls back to the first operation's
+        # name, which would run the first of several operations instead of refusing.
+        asked: str | None = getattr(ctx, "_provided_operation_name", ctx.operation_name)
+        operation = _operation(document, asked)
+        if operation is None:
+            count = sum(isinstance(d, OperationDefinitionNode) for d in document.definitions)
+            if asked is None:
+                return _refusal(
+                    f"the document holds {count} operations: say which to run in operationName",
+                    "BAD_USER_INPUT",
+                )
+            return _refusal(f"no operation named {asked!r} in the document", "BAD_USER_INPUT")
+        context = ctx.context
+        if operation.operation is OperationType.SUBSCRIPTION and not getattr(context, "is_websocket", True):
+            return _refusal(
+                "subscriptions are served over websockets (graphql-transport-ws at /graphql), not HTTP",
+                "BAD_USER_INPUT",
+            )
+        literals = _StringLiterals()
+        visit(document, literals)
+        if literals.bad or _find_bad_string(ctx.variables or {}):
+            return _refusal(
+                "strings must be valid Unicode without NUL characters or unpaired surrogates",
+                "BAD_USER_INPUT",
+            )
+        fragments = {d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)}
+        try:
+            price = price_operation(ctx.schema._schema, operation, fragments, ctx.variables)
+        except TooComplex:
+            return _refusal("the query is too large to price", "QUERY_TOO_COMPLEX")
+        if context is not None and hasattr(context, "price"):
+            context.price = price
+        depth = max(price.depth - 1, 0)  # nesting levels above the leaves, as graphql depth limits count
+        if depth > self.max_depth:
+            return _refusal(
+                f"query depth {depth} exceeds the maximum of {self.max_depth}",
+                "QUERY_TOO_COMPLEX",
+                depth=depth,
+                maxDepth=self.max_depth,
+            )
+        if price.aliases > self.max_aliases:
+            return _refusal(
+                f"{price.aliases} aliases exceed the maximum of {self.max_aliases}",
+                "QUERY_TOO_COMPLEX",
+                aliases=price.aliases,
+                maxAliases=self.max_aliases,
+            )
+        if price.cost > self.max_cost:
+            return _refusal(
+                f"query cost {price.cost} exceeds the maximum of {self.max_cost}",
+                "QUERY_TOO_COMPLEX",
+                cost=price.cost,
+                limit=self.max_cost,
+            )
+        return None
+
+    def on_execute(self) -> Iterator[None]:
+        error = self._check()
+        if error is not None:
+            if self.execution_context.operation_type is OperationType.SUBSCRIPTION:
+                raise error  # subscribe() has no result slot to fill: the error ends the stream
+            self.execution_context.result = GraphQLExecutionResult(data=None, errors=[error])
+        yield
+
+
 def schema_extensions(settings: Settings) -> list[Callable[[], SchemaExtension] | type[SchemaExtension]]:
     """Extension factories: a fresh extension per request, the caches and rule classes shared.
 
-    The limit rules are built once so that ValidationCache, which is keyed by the rule
-    classes, hits across requests.
+    The validation rules are built once so that ValidationCache, which is keyed by the rule
+    classes, hits across requests. Depth and alias limits are not validation rules: graphql
+    validation rules expand fragments without memoising, and a chain of fragments each
+    spreading the last twice froze the server. ``OperationGuard`` prices the document as it
+    will execute, in linear time.
     """
-    rules = [
-        *QueryDepthLimiter(max_depth=settings.max_query_depth).validation_rules,
-        *MaxAliasesLimiter(max_alias_count=settings.max_aliases).validation_rules,
-    ]
-    return [
+    rules: list[type[ASTValidationRule]] = (
+        [] if settings.introspection_enabled else [NoSchemaIntrospectionCustomRule]
+    )
+    known = frozenset(settings.metrics_operations)
+    extensions: list[Callable[[], SchemaExtension] | type[SchemaExtension]] = [
         ErrorCodes,
-        Metrics,
+        lambda: Metrics(known=known),
         ServedBy,
         lambda: MaxTokensLimiter(max_token_count=settings.max_tokens),
-        lambda: AddValidationRules(rules),
         lambda: ParserCache(maxsize=1024),
         lambda: ValidationCache(maxsize=1024),
+        lambda: OperationGuard(
+            max_depth=settings.max_query_depth,
+            max_aliases=settings.max_aliases,
+            max_cost=settings.max_query_cost,
+        ),
     ]
+    if rules:
+        extensions.insert(4, lambda: AddValidationRules(rules))
+    return extensions

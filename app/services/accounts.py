@@ -1,19 +1,26 @@
-"""Accounts: registration, login, and linking logins to MovieLens users."""
+"""Accounts: registration, login, linking logins to MovieLens users, and whether a token's
+account still exists with the role it claims."""
 
 from __future__ import annotations
 
 import re
+import unicodedata
+from functools import lru_cache
+from importlib import resources
 from typing import TYPE_CHECKING
 
-from sqlalchemy import func, select
+from cachetools import TTLCache
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 
-from app.auth import Principal, Role, hash_password, verify_password
+from app.auth import Principal, Role
 from app.errors import BadUserInput, NotFound, Unauthenticated
 from app.models import Account, User
 
 if TYPE_CHECKING:
-    from sqlalchemy.ext.asyncio import AsyncSession
+    from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+    from app.auth import PasswordHasher
 
 MIN_PASSWORD = 8
 MAX_PASSWORD = 256
@@ -22,13 +29,31 @@ accounts = Account.__table__  # type: ignore[attr-defined]
 users = User.__table__  # type: ignore[attr-defined]
 
 
-def _check_credentials(email: str, password: str) -> str:
+@lru_cache(maxsize=1)
+def common_passwords() -> frozenset[str]:
+    """The 10,000 most common passwords of 8+ characters (app/data/common_passwords.txt)."""
+    text = resources.files("app").joinpath("data/common_passwords.txt").read_text()
+    return frozenset(line for line in text.splitlines() if line and not line.startswith("#"))
+
+
+def normalise_email(email: str) -> str | None:
+    """The address in canonical form, or None if it is not a plausible address."""
     email = email.strip().lower()
-    if len(email) > 320 or not _EMAIL.match(email):
-        raise BadUserInput("email is not a valid address", field="email")
+    if len(email) > 320 or not _EMAIL.match(email) or any(unicodedata.category(c)[0] == "C" for c in email):
+        return None
+    return email
+
+
+def check_password(password: str) -> None:
+    """Length, no control characters, not only whitespace, not a common password."""
     if not MIN_PASSWORD <= len(password) <= MAX_PASSWORD:
         raise BadUserInput(f"password must be {MIN_PASSWORD} to {MAX_PASSWORD} characters", field="password")
-    return email
+    if any(unicodedata.category(c)[0] == "C" for c in password):
+        raise BadUserInput("password must not contain control characters", field="password")
+    if not password.strip():
+        raise BadUserInput("password must not be only whitespace", field="password")
+    if password.lower() in common_passwords():
+        raise BadUserInput("password is one of the most common passwords: choose another", field="password")
 
 
 def _principal(account: Account) -> Principal:
@@ -37,11 +62,21 @@ def _principal(account: Account) -> Principal:
 
 
 async def create_account(
-    *, session: AsyncSession, email: str, password: str, role: Role = Role.USER, user_id: int | None = None
+    *,
+    session: AsyncSession,
+    hasher: PasswordHasher,
+    email: str,
+    password: str,
+    role: Role = Role.USER,
+    user_id: int | None = None,
 ) -> Principal:
     """A login for an existing MovieLens user (``user_id``) or for a new user numbered above all others."""
-    email = _check_credentials(email, password)
-    if (await session.execute(select(accounts.c.account_id).where(accounts.c.email == email))).first():
+    canonical = normalise_email(email)
+    if canonical is None:
+        raise BadUserInput("email is not a valid address", field="email")
+    check_password(password)
+    password_hash = await hasher.hash(password)  # before any lookup: every outcome costs the same
+    if (await session.execute(select(accounts.c.account_id).where(accounts.c.email == canonical))).first():
         raise BadUserInput("an account with this email already exists", field="email")
     if user_id is None:
         user_id = (
@@ -56,7 +91,7 @@ async def create_account(
             await session.execute(select(accounts.c.account_id).where(accounts.c.user_id == user_id))
         ).first():
             raise BadUserInput(f"user {user_id} already has a login", field="userId")
-    account = Account(email=email, password_hash=hash_password(password), role=role.value, user_id=user_id)
+    account = Account(email=canonical, password_hash=password_hash, role=role.value, user_id=user_id)
     session.add(account)
     try:
         await session.commit()
@@ -66,10 +101,81 @@ async def create_account(
     return _principal(account)
 
 
-async def authenticate(*, session: AsyncSession, email: str, password: str) -> Principal:
-    account = (
-        await session.execute(select(Account).where(Account.email == email.strip().lower()))  # type: ignore[arg-type]
-    ).scalar_one_or_none()
-    if account is None or not verify_password(password, account.password_hash):
+async def authenticate(
+    *, session: AsyncSession, hasher: PasswordHasher, email: str, password: str
+) -> Principal:
+    """The account's principal; UNAUTHENTICATED otherwise, after the same work whether or not
+    the email exists."""
+    canonical = normalise_email(email)
+    account = None
+    if canonical is not None:
+        account = (
+            await session.execute(select(Account).where(Account.email == canonical))  # type: ignore[arg-type]
+        ).scalar_one_or_none()
+    ok = await hasher.verify(password, account.password_hash if account is not None else None)
+    if account is None or not ok:
         raise Unauthenticated("invalid email or password")
     return _principal(account)
+
+
+async def set_role(*, session: AsyncSession, email: str, role: Role) -> int:
+    """Change an account's role; returns its account id."""
+    found = (
+        await session.execute(
+            update(accounts)
+            .where(accounts.c.email == email.strip().lower())
+            .values(role=role.value)
+            .returning(accounts.c.account_id)
+        )
+    ).scalar_one_or_none()
+    if found is None:
+        raise NotFound(f"no account with email {email}")
+    await session.commit()
+    return int(found)
+
+
+async def delete_account(*, session: AsyncSession, email: str) -> int:
+    """Delete a login (its MovieLens user and ratings stay); returns its account id."""
+    found = (
+        await session.execute(
+            delete(accounts).where(accounts.c.email == email.strip().lower()).returning(accounts.c.account_id)
+        )
+    ).scalar_one_or_none()
+    if found is None:
+        raise NotFound(f"no account with email {email}")
+    await session.commit()
+    return int(found)
+
+
+class ActiveAccounts:
+    """Checks each token against its account: it must still exist, and its role and user are
+    read from the database, not trusted from the token. Read through a short cache (``ttl``
+    seconds), dropped at once when an account change is announced."""
+
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], *, ttl: float) -> None:
+        self.sessions = sessions
+        self._cache: TTLCache[int, Principal | None] = TTLCache(maxsize=100_000, ttl=ttl)
+
+    async def verify(self, claimed: Principal) -> Principal:
+        if claimed.account_id in self._cache:
+            found = self._cache[claimed.account_id]
+        else:
+            async with self.sessions() as session:
+                row = (
+                    await session.execute(
+                        select(accounts.c.user_id, accounts.c.role).where(
+                            accounts.c.account_id == claimed.account_id
+                        )
+                    )
+                ).first()
+            found = Principal(claimed.account_id, row.user_id, Role(row.role)) if row else None
+            self._cache[claimed.account_id] = found
+        if found is None:
+            raise Unauthenticated("this token's account no longer exists")
+        return found
+
+    def forget(self, account_id: int | None = None) -> None:
+        if account_id is None:
+            self._cache.clear()
+        else:
+            self._cache.pop(account_id, None)

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 
 from app.errors import BadUserInput, NotFound
 from app.models import RATING_MAX, RATING_MIN, Movie, Rating, User
@@ -70,23 +71,38 @@ async def ratings_page(
     return RatingPage(rows[:limit], len(rows) > limit)
 
 
-async def rate_movie(*, session: AsyncSession, user_id: int, movie_id: int, rating: float) -> Row[Any]:
-    """Insert or replace the user's rating and keep the movie's statistics in step, in one transaction."""
+@dataclass(frozen=True)
+class RatingRow:
+    """A rating as stored (the same fields as a row of ``ratings``)."""
+
+    user_id: int
+    movie_id: int
+    rating: float
+    timestamp: int
+
+
+async def rate_movie(*, session: AsyncSession, user_id: int, movie_id: int, rating: float) -> RatingRow:
+    """Insert or replace the user's rating and keep the movie's statistics in step, in one
+    transaction. Concurrent ratings of one movie by one user serialise on the rating's key:
+    the insert that loses waits for the winner, then updates its row."""
     value = check_rating(rating)
     now = int(time.time())
     exists = (await session.execute(select(movies.c.movie_id).where(movies.c.movie_id == movie_id))).first()
     if exists is None:
         raise NotFound(f"movie {movie_id} does not exist")
-    lock = select(ratings.c.rating).where(ratings.c.user_id == user_id, ratings.c.movie_id == movie_id)
-    if session.bind is not None and session.bind.dialect.name == "postgresql":
-        lock = lock.with_for_update()
-    old = (await session.execute(lock)).scalar_one_or_none()
-    if old is None:
-        await session.execute(
-            ratings.insert().values(user_id=user_id, movie_id=movie_id, rating=value, timestamp=now)
-        )
+    dialect = postgresql if session.bind is not None and session.bind.dialect.name == "postgresql" else sqlite
+    inserted = await session.execute(
+        dialect.insert(ratings)
+        .values(user_id=user_id, movie_id=movie_id, rating=value, timestamp=now)
+        .on_conflict_do_nothing(index_elements=["user_id", "movie_id"])
+    )
+    if inserted.rowcount == 1:  # type: ignore[attr-defined]
         d_count, d_sum = 1, value
-    else:
+    else:  # a rating exists (perhaps committed a moment ago by a concurrent request): replace it
+        lock = select(ratings.c.rating).where(ratings.c.user_id == user_id, ratings.c.movie_id == movie_id)
+        if dialect is postgresql:
+            lock = lock.with_for_update()
+        old = (await session.execute(lock)).scalar_one()
         await session.execute(
             ratings.update()
             .where(ratings.c.user_id == user_id, ratings.c.movie_id == movie_id)
@@ -104,9 +120,5 @@ async def rate_movie(*, session: AsyncSession, user_id: int, movie_id: int, rati
         )
     )
     await session.commit()
-    row = (
-        await session.execute(
-            select(ratings).where(ratings.c.user_id == user_id, ratings.c.movie_id == movie_id)
-        )
-    ).one()
-    return row
+    # What was written, not a re-read: once the commit succeeded the answer is known.
+    return RatingRow(user_id, movie_id, value, now)

@@ -35,18 +35,3 @@ def test_environment_variables(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) 
     settings = Settings()
     assert settings.cors_origins == ["https://a.example", "https://b.example"]
     assert settings.home == tmp_path and settings.redis_url == "redis://127.0.0.1:6379/1"
-
-
-async def test_login_limiter_without_redis_counts_in_process() -> None:
-    from app.errors import RateLimited
-    from app.ratelimit import LoginLimiter
-
-    limiter = LoginLimiter(None, attempts=2, window_seconds=60)
-    await limiter.check("a@b.io")
-    await limiter.failed("a@b.io")
-    await limiter.failed("A@b.io ")  # the same account, however it is typed
-    with pytest.raises(RateLimited):
-        await limiter.check("a@b.io")
-    await limiter.check("other@b.io")
-    await limiter.succeeded("a@b.io")
-    await limiter.check("a@b.io")

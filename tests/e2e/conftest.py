@@ -5,13 +5,18 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Callable
+import time
+import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+import httpx
 import pytest
 
+from app.settings import Settings
 from tests.conftest import BACKENDS, Databases, LiveServer, ingest_into
 from tests.movielens_fixture import write_movielens
+from tests.redis_server import RedisServer
 
 ADMIN = ("admin@example.com", "admin-password")
 USER = ("user@example.com", "user-password")
@@ -53,6 +58,7 @@ def catalog(
         max_query_depth=DEPTH,
         cache_warm_movies=0,
         llm_backend="none",  # the catalog tests need no model; the LLM has its own tests
+        metrics_operations=["Named"],
     )
     directory = tmp_path_factory.mktemp("ml") / "ml"
     write_movielens(directory)
@@ -109,3 +115,99 @@ def recommender(
     admin = server.gql(login, {"e": ADMIN[0], "p": ADMIN[1]})["data"]["login"]["token"]
     user = server.gql(login, {"e": USER[0], "p": USER[1]})["data"]["login"]["token"]
     return Recommender(server, admin, user, env, settings)
+
+
+@dataclass
+class Guarded:
+    server: LiveServer
+    redis: RedisServer
+    settings: Settings
+    env: dict[str, str]
+
+    def post(
+        self,
+        query: str,
+        variables: dict | None = None,
+        *,
+        token: str | None = None,
+        client: str = "10.1.0.1",
+        operation: str | None = None,
+    ) -> httpx.Response:
+        headers = {"x-forwarded-for": client}
+        if token:
+            headers["authorization"] = f"Bearer {token}"
+        body: dict = {"query": query, "variables": variables or {}}
+        if operation:
+            body["operationName"] = operation
+        return httpx.post(f"{self.server.url}/graphql", json=body, headers=headers, timeout=60)
+
+    def gql(self, query: str, variables: dict | None = None, **kw: object) -> dict:
+        response = self.post(query, variables, **kw)  # type: ignore[arg-type]
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    def login(self, email: str, password: str, client: str = "10.1.0.1") -> dict:
+        return self.gql(LOGIN, {"e": email, "p": password}, client=client)
+
+    def token(self, email: str, password: str) -> str:
+        return self.login(email, password, client=f"10.9.{uuid.uuid4().int % 250}.1")["data"]["login"][
+            "token"
+        ]
+
+    def metric(self, series: str) -> float:
+        text = httpx.get(f"{self.server.url}/metrics").text
+        return sum(float(x.split()[-1]) for x in text.splitlines() if x.startswith(series))
+
+
+LOGIN = "mutation($e: String!, $p: String!) { login(email: $e, password: $p) { token } }"
+REGISTER = (
+    "mutation($e: String!, $p: String!) { register(email: $e, password: $p) { token user { userId } } }"
+)
+
+
+def code(result: dict) -> str:
+    return result["errors"][0]["extensions"]["code"]
+
+
+def wait_until(condition: Callable[[], bool], what: str, seconds: float = 20) -> None:
+    """Wait for a condition the server reaches by itself (a message handled, a reconnect)."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting: {what}"
+        time.sleep(0.05)
+
+
+@pytest.fixture(scope="session")
+def guarded(
+    databases: Databases,
+    live_server_factory: Callable[..., LiveServer],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Guarded]:
+    redis = RedisServer(tmp_path_factory.mktemp("redis")).start()
+    settings = databases.settings(
+        "postgresql",
+        redis_url=redis.url,
+        llm_backend="none",
+        cache_warm_movies=0,
+        trusted_proxies=["127.0.0.1/32"],  # tests speak from their own addresses (X-Forwarded-For)
+        account_cache_seconds=3600,  # only an announcement can refresh a cached account here
+        register_attempts=3,
+        password_hash_queue=64,
+    )
+    directory = tmp_path_factory.mktemp("ml") / "ml"
+    write_movielens(directory)
+    ingest_into(settings, directory)
+    env = {
+        "CINEREC_DATABASE_URL": settings.database_url,
+        "CINEREC_HOME": str(settings.home),
+        "CINEREC_ENV": "test",
+        "CINEREC_REDIS_URL": redis.url,
+        "CINEREC_REDIS_PREFIX": settings.redis_prefix,
+    }
+    trained = cli(env, "train", "--epochs", "2", "--no-tune", "--no-refit")
+    assert trained.returncode == 0, trained.stderr[-2000:]
+    assert cli(env, "users", "create-admin", "--email", ADMIN[0], "--password", ADMIN[1]).returncode == 0
+    made = cli(env, "users", "create", "--email", USER[0], "--password", USER[1], "--user-id", str(USER_ID))
+    assert made.returncode == 0, made.stderr
+    yield Guarded(live_server_factory(settings), redis, settings, env)
+    redis.stop()

@@ -9,7 +9,7 @@ import jwt
 import pytest
 
 from app.auth import Principal, Role, issue_token
-from tests.e2e.conftest import USER_ID, Catalog
+from tests.e2e.conftest import DEPTH, USER_ID, Catalog
 from tests.movielens_fixture import N_MOVIES
 
 MOVIE = "query($id: Int!) { movie(movieId: $id) { movieId title year genres ratingsCount averageRating tags imdbId tmdbId } }"
@@ -213,7 +213,8 @@ def test_alias_and_token_limits(catalog: Catalog) -> None:
         "{ " + " ".join(f"m{i}: movie(movieId: 1) {{ title }}" for i in range(limits.max_aliases + 1)) + " }"
     )
     result = catalog.server.gql(aliases)
-    assert code(result) == "BAD_USER_INPUT" and "aliases" in result["errors"][0]["message"].lower()
+    assert code(result) == "QUERY_TOO_COMPLEX" and "aliases" in result["errors"][0]["message"].lower()
+    assert result["errors"][0]["extensions"]["maxAliases"] == limits.max_aliases
     tokens = "{ movie(movieId: 1) { " + "title " * limits.max_tokens + "} }"
     result = catalog.server.gql(tokens)
     assert code(result) == "BAD_USER_INPUT" and "token" in result["errors"][0]["message"].lower()
@@ -225,7 +226,8 @@ def test_depth_limit(catalog: Catalog) -> None:
     assert "errors" not in catalog.server.gql(within)
     deep = "{ user(userId: 1) { ratings { edges { node { movie { title } } } } } }"
     result = catalog.server.gql(deep, token=catalog.admin_token)
-    assert code(result) == "BAD_USER_INPUT" and "depth" in result["errors"][0]["message"].lower()
+    assert code(result) == "QUERY_TOO_COMPLEX" and "depth" in result["errors"][0]["message"].lower()
+    assert result["errors"][0]["extensions"] == {"code": "QUERY_TOO_COMPLEX", "depth": 5, "maxDepth": DEPTH}
 
 
 def test_oversized_body_and_syntax_errors(catalog: Catalog) -> None:
@@ -244,8 +246,11 @@ def test_health_readiness_metrics_cors(catalog: Catalog) -> None:
     assert httpx.get(f"{url}/readyz").json() == {"status": "ready", "database": "ok", "redis": "ok"}
     catalog.server.gql("query Named { movie(movieId: 1) { title } }")
     metrics = httpx.get(f"{url}/metrics").text
-    assert 'cinerec_graphql_requests_total{operation="Named",status="ok"}' in metrics
-    assert 'cinerec_graphql_request_duration_seconds_bucket{le="0.005",operation="Named"}' in metrics
+    assert 'cinerec_graphql_requests_total{operation="Named",root="movie",status="ok"}' in metrics
+    assert (
+        'cinerec_graphql_request_duration_seconds_bucket{le="0.005",operation="Named",root="movie"}'
+        in metrics
+    )
     pre = httpx.options(
         f"{url}/graphql",
         headers={"origin": "http://localhost:3000", "access-control-request-method": "POST"},

@@ -1,0 +1,37 @@
+"""What the lifespan opens and every request shares, typed: one object on ``app.state``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+    from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+    from app.announcements import Announcements
+    from app.auth import PasswordHasher
+    from app.cache import ReadThroughCache
+    from app.clients import Network
+    from app.llm import LLMHolder
+    from app.ratelimit import LoginThrottle, RegisterThrottle
+    from app.services.accounts import ActiveAccounts
+    from app.serving import ModelHolder
+    from app.settings import Settings
+
+
+@dataclass
+class AppState:
+    settings: Settings
+    engine: AsyncEngine
+    sessions: async_sessionmaker[AsyncSession]
+    redis: Redis | None
+    announcements: Announcements
+    cache: ReadThroughCache
+    models: ModelHolder
+    llm: LLMHolder
+    hasher: PasswordHasher
+    login_throttle: LoginThrottle
+    register_throttle: RegisterThrottle
+    accounts: ActiveAccounts
+    trusted_proxies: list[Network]

@@ -1,0 +1,222 @@
+"""What an operation will cost, read from the document and its variables before anything runs.
+
+One walk over the operation as graphql-core will execute it: fields are grouped by response
+key and fragments are followed once per selection set (``collect_fields``' rule), so a
+fragment spread twice in one place is counted once, as it runs once. Each merged selection
+is analysed once (memoised on the field nodes it merges), so a chain of fragments that each
+spread the previous one twice costs linear time to price, however large the price. A hard
+cap on the walk's steps bounds the time whatever the document's shape.
+
+The price follows Shopify's calculated query cost: an object field costs 1, a scalar 0, a
+list or connection multiplies its selection by its size (``first``, or the bound the table
+below gives), and the expensive fields carry the cost measured for them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from graphql import (
+    FieldNode,
+    FragmentDefinitionNode,
+    FragmentSpreadNode,
+    GraphQLField,
+    GraphQLNamedType,
+    GraphQLObjectType,
+    GraphQLSchema,
+    InlineFragmentNode,
+    OperationDefinitionNode,
+    OperationType,
+    SelectionSetNode,
+    VariableNode,
+    get_named_type,
+    is_list_type,
+    is_non_null_type,
+    value_from_ast,
+)
+
+# Own cost of a field, beyond the default (1 for an object, 0 for a scalar). Keyed "Type.field".
+FIELD_COSTS: dict[str, int] = {
+    "Query.recommendations": 10,  # one scoring call; each item costs 1 more
+    "User.recommendations": 10,
+    "Query.similarMovies": 2,
+    "Query.searchMovies": 20,
+    "Recommendation.explanation": 50,
+    "Recommendation.evidence": 2,
+    "MovieConnection.totalCount": 1,
+    "RatingConnection.totalCount": 1,
+    "Subscription.explanation": 50,
+    "Mutation.login": 20,
+    "Mutation.register": 20,
+    "Mutation.rateMovie": 5,
+    "Mutation.promoteModel": 50,
+    "Mutation.rollbackModel": 50,
+    "Query.modelVersions": 5,
+}
+# How many items a list without a ``first`` argument holds at most.
+LIST_BOUNDS: dict[str, int] = {
+    "Recommendation.evidence": 3,
+    "ExplanationChunk.evidence": 3,
+    "Query.modelVersions": 50,
+    "ModelVersion.metrics": 50,
+}
+# Connections: their ``first`` multiplies what is selected under ``edges``.
+CONNECTIONS = {"MovieConnection", "RatingConnection"}
+DEFAULT_LIST_BOUND = 100
+MAX_STEPS = 50_000  # merged selections walked; beyond this the document is refused as too complex
+
+
+class TooComplex(Exception):
+    """The document could not be priced within the step budget."""
+
+
+@dataclass(frozen=True)
+class Price:
+    """Totals over the merged selection tree, as it will execute."""
+
+    cost: int
+    depth: int
+    aliases: int
+
+
+_ZERO = Price(0, 0, 0)
+
+
+class _Pricer:
+    def __init__(
+        self,
+        schema: GraphQLSchema,
+        fragments: Mapping[str, FragmentDefinitionNode],
+        variables: Mapping[str, Any],
+    ) -> None:
+        self.schema = schema
+        self.fragments = fragments
+        self.variables = variables
+        self.memo: dict[tuple[str, tuple[int, ...], int], Price] = {}
+        self.steps = 0
+
+    def _included(self, node: FieldNode | FragmentSpreadNode | InlineFragmentNode) -> bool:
+        for directive in node.directives or ():
+            name = directive.name.value
+            if name not in ("skip", "include"):
+                continue
+            value: Any = True
+            for arg in directive.arguments or ():
+                if arg.name.value == "if":
+                    value = self._literal(arg.value)
+            if (name == "skip" and value is True) or (name == "include" and value is False):
+                return False
+        return True
+
+    def _literal(self, node: Any) -> Any:
+        if isinstance(node, VariableNode):
+            return self.variables.get(node.name.value)
+        return getattr(node, "value", None)  # @skip/@include take Boolean literals: already bool
+
+    def _collect(
+        self, selection_sets: tuple[SelectionSetNode, ...], into: dict[str, list[FieldNode]]
+    ) -> None:
+        """Fields grouped by response key; each fragment followed once (graphql-core's rule)."""
+        visited: set[str] = set()
+        stack = list(reversed(selection_sets))
+        while stack:
+            self.steps += 1
+            if self.steps > MAX_STEPS:
+                raise TooComplex
+            selection_set = stack.pop()
+            pending: list[SelectionSetNode] = []
+            for selection in selection_set.selections:
+                if not self._included(selection):  # type: ignore[arg-type]
+                    continue
+                if isinstance(selection, FieldNode):
+                    key = selection.alias.value if selection.alias else selection.name.value
+                    into.setdefault(key, []).append(selection)
+                elif isinstance(selection, InlineFragmentNode):
+                    pending.append(selection.selection_set)
+                elif isinstance(selection, FragmentSpreadNode):
+                    name = selection.name.value
+                    if name in visited or name not in self.fragments:
+                        continue
+                    visited.add(name)
+                    pending.append(self.fragments[name].selection_set)
+            stack.extend(reversed(pending))
+
+    def _size(self, owner: str, definition: GraphQLField, node: FieldNode) -> int:
+        """How many items a list or connection field returns at most: its ``first`` (a literal,
+        a variable or the argument's default), else the bound in ``LIST_BOUNDS``."""
+        argument = definition.args.get("first")
+        if argument is None:
+            return LIST_BOUNDS.get(owner, DEFAULT_LIST_BOUND)
+        value: Any = argument.default_value
+        for arg in node.arguments or ():
+            if arg.name.value == "first":
+                value = value_from_ast(arg.value, argument.type, self.variables)
+        if isinstance(value, int) and not isinstance(value, bool):
+            return max(value, 0)
+        return DEFAULT_LIST_BOUND  # missing or invalid: execution refuses it; price it high meanwhile
+
+    def price(self, parent: GraphQLNamedType, nodes: tuple[SelectionSetNode, ...], size: int = 1) -> Price:
+        """The price of ``nodes`` merged, selected on ``parent``; ``size`` is the page size when
+        ``parent`` is a connection (it multiplies what ``edges`` selects)."""
+        key = (parent.name, tuple(id(n) for n in nodes), size)
+        if (found := self.memo.get(key)) is not None:
+            return found
+        if not isinstance(parent, GraphQLObjectType):
+            return _ZERO  # this schema has no interfaces or unions; scalars end the walk
+        grouped: dict[str, list[FieldNode]] = {}
+        self._collect(nodes, grouped)
+        cost = depth = aliases = 0
+        for fields in grouped.values():
+            first = fields[0]
+            name = first.name.value
+            aliases += any(f.alias and f.alias.value != name for f in fields)
+            definition = parent.fields.get(name)
+            if definition is None:  # __typename and introspection: free and shallow
+                depth = max(depth, 1)
+                continue
+            owner = f"{parent.name}.{name}"
+            named = get_named_type(definition.type)
+            nullable = definition.type.of_type if is_non_null_type(definition.type) else definition.type
+            is_object = isinstance(named, GraphQLObjectType)
+            children = tuple(f.selection_set for f in fields if f.selection_set)
+            if named.name in CONNECTIONS:
+                child = (
+                    self.price(named, children, self._size(owner, definition, first)) if children else _ZERO
+                )
+                cost += FIELD_COSTS.get(owner, 1) + child.cost
+            elif is_list_type(nullable):
+                items = size if parent.name in CONNECTIONS else self._size(owner, definition, first)
+                child = self.price(named, children) if children else _ZERO
+                per_item = (1 if is_object else 0) + child.cost
+                cost += FIELD_COSTS.get(owner, 0) + items * per_item
+            else:
+                child = self.price(named, children) if children else _ZERO
+                cost += FIELD_COSTS.get(owner, 1 if is_object else 0) + child.cost
+            depth = max(depth, 1 + child.depth)
+            aliases += child.aliases
+        found = Price(cost, depth, aliases)
+        self.memo[key] = found
+        return found
+
+
+def price_operation(
+    schema: GraphQLSchema,
+    operation: OperationDefinitionNode,
+    fragments: Mapping[str, FragmentDefinitionNode],
+    variables: Mapping[str, Any] | None,
+) -> Price:
+    """Cost, depth and alias count of ``operation`` as it will execute with ``variables``.
+
+    Raises :class:`TooComplex` when the document is too large to price in bounded time.
+    """
+    root = {
+        OperationType.QUERY: schema.query_type,
+        OperationType.MUTATION: schema.mutation_type,
+        OperationType.SUBSCRIPTION: schema.subscription_type,
+    }[operation.operation]
+    if root is None:
+        return _ZERO
+    pricer = _Pricer(schema, fragments, variables or {})
+    return pricer.price(root, (operation.selection_set,))

@@ -1,0 +1,77 @@
+"""Pricing a document as it will execute: sizes from literals, variables and defaults;
+fragments counted once where execution runs them once; depth and aliases from one walk."""
+
+from __future__ import annotations
+
+import pytest
+from graphql import FragmentDefinitionNode, GraphQLSchema, OperationDefinitionNode, parse
+
+from app.settings import Settings
+from graphql_schema import analysis
+from graphql_schema.analysis import Price, TooComplex, price_operation
+from graphql_schema.schema import build_schema
+
+
+@pytest.fixture(scope="module")
+def schema() -> GraphQLSchema:
+    return build_schema(Settings(env="test"))._schema
+
+
+def price(schema: GraphQLSchema, query: str, variables: dict | None = None) -> Price:
+    document = parse(query)
+    [operation] = [d for d in document.definitions if isinstance(d, OperationDefinitionNode)]
+    fragments = {d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)}
+    return price_operation(schema, operation, fragments, variables)
+
+
+def test_list_sizes_come_from_literals_variables_and_defaults(schema: GraphQLSchema) -> None:
+    # 10 for the scoring call, then each item: the Recommendation (1) and its movie (1)
+    assert price(schema, "{ recommendations(userId: 1, first: 5) { movie { title } } }").cost == 10 + 5 * 2
+    by_variable = "query($n: Int!) { recommendations(userId: 1, first: $n) { movie { title } } }"
+    assert price(schema, by_variable, {"n": 7}).cost == 10 + 7 * 2
+    assert price(schema, "{ recommendations(userId: 1) { rank } }").cost == 10 + 10 * 1  # default first: 10
+
+
+def test_expensive_fields_carry_their_cost(schema: GraphQLSchema) -> None:
+    query = "{ recommendations(userId: 1, first: 100) { explanation } }"
+    assert price(schema, query).cost == 10 + 100 * (1 + analysis.FIELD_COSTS["Recommendation.explanation"])
+
+
+def test_connections_multiply_their_edges(schema: GraphQLSchema) -> None:
+    query = "{ movies(first: 30) { totalCount edges { node { title genres } } pageInfo { endCursor } } }"
+    # movies 1, totalCount 1, 30 edges of (edge 1 + node 1), pageInfo 1
+    assert price(schema, query).cost == 1 + 1 + 30 * 2 + 1
+
+
+def test_a_fragment_spread_many_times_is_priced_once_as_it_runs_once(schema: GraphQLSchema) -> None:
+    frags = ["fragment F0 on Movie { title }"]
+    frags += [f"fragment F{i} on Movie {{ ...F{i - 1} ...F{i - 1} }}" for i in range(1, 40)]
+    chain = price(schema, "query { movie(movieId: 1) { ...F39 } }\n" + "\n".join(frags))
+    assert chain == Price(cost=1, depth=2, aliases=0)
+
+
+def test_merged_fields_from_several_fragments_are_one_field(schema: GraphQLSchema) -> None:
+    query = """{ recommendations(userId: 1, first: 4) { ...A ...B } }
+      fragment A on Recommendation { movie { title } }
+      fragment B on Recommendation { movie { year } rank }"""
+    assert price(schema, query).cost == 10 + 4 * (1 + 1)
+
+
+def test_aliases_and_skipped_fields(schema: GraphQLSchema) -> None:
+    query = "{ a: movie(movieId: 1) { title } b: movie(movieId: 2) { title } c: genres }"
+    assert price(schema, query) == Price(cost=2, depth=2, aliases=3)
+    skipped = "query($s: Boolean!) { a: movie(movieId: 1) { title } b: movie(movieId: 2) @skip(if: $s) { title } }"
+    assert price(schema, skipped, {"s": True}).aliases == 1
+    assert price(schema, skipped, {"s": False}).aliases == 2
+
+
+def test_depth_counts_levels_as_graphql_depth_limits_do(schema: GraphQLSchema) -> None:
+    deep = "{ user(userId: 1) { ratings { edges { node { movie { title } } } } } }"
+    assert price(schema, deep).depth - 1 == 5  # Strawberry's QueryDepthLimiter also says 5
+
+
+def test_pricing_is_bounded_in_steps(schema: GraphQLSchema, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(analysis, "MAX_STEPS", 10)
+    many = "{ " + " ".join(f"m{i}: movie(movieId: {i}) {{ title }}" for i in range(20)) + " }"
+    with pytest.raises(TooComplex):
+        price(schema, many)
