@@ -18,9 +18,9 @@ from typing import TYPE_CHECKING, Any
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from app.metrics import REDIS_UP
-
 if TYPE_CHECKING:
+    from prometheus_client import Gauge
+
     from app.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -54,8 +54,16 @@ def publish_sync(settings: Settings, topic: str, message: dict[str, Any]) -> Non
 
 
 class Announcements:
-    def __init__(self, redis_url: str | None, *, prefix: str, retry_max_seconds: float = 5.0) -> None:
+    def __init__(
+        self,
+        redis_url: str | None,
+        *,
+        prefix: str,
+        redis_up: Gauge | None = None,
+        retry_max_seconds: float = 5.0,
+    ) -> None:
         self.redis_url = redis_url
+        self.redis_up = redis_up
         self.prefix = prefix
         self.retry_max = retry_max_seconds
         self._subscriptions: dict[str, _Subscription] = {}
@@ -63,6 +71,10 @@ class Announcements:
             Redis.from_url(redis_url, socket_connect_timeout=2, socket_timeout=2) if redis_url else None
         )
         self.connected = asyncio.Event()
+
+    def _up(self, value: int) -> None:
+        if self.redis_up is not None:
+            self.redis_up.set(value)
 
     def channel(self, topic: str) -> str:
         return f"{self.prefix}:{topic}"
@@ -82,7 +94,7 @@ class Announcements:
             await self._publisher.publish(channel, json.dumps(message))
             return True
         except (RedisError, OSError) as exc:
-            REDIS_UP.set(0)
+            self._up(0)
             log.warning("could not announce on %s (replicas resync when Redis is back): %s", channel, exc)
             return False
 
@@ -118,7 +130,7 @@ class Announcements:
             pubsub = client.pubsub(ignore_subscribe_messages=True)
             try:
                 await pubsub.subscribe(*self._subscriptions)
-                REDIS_UP.set(1)
+                self._up(1)
                 self.connected.set()
                 if outage:
                     log.info("redis is back: following announcements again")
@@ -133,7 +145,7 @@ class Announcements:
                         )
             except (RedisError, OSError) as exc:
                 self.connected.clear()
-                REDIS_UP.set(0)
+                self._up(0)
                 if not outage:
                     log.warning("redis unreachable, announcements paused (retrying): %s", exc)
                 outage = True

@@ -14,9 +14,9 @@ import jwt
 from pwdlib import PasswordHash
 
 from app.errors import RateLimited, Unauthenticated
-from app.metrics import PASSWORD_CHECKS
 
 if TYPE_CHECKING:
+    from app.metrics import Metrics
     from app.settings import Settings
 
 ALGORITHM = "HS256"
@@ -61,7 +61,8 @@ class PasswordHasher:
     against a dummy hash, so it takes as long as a wrong password (no account enumeration).
     """
 
-    def __init__(self, *, threads: int = 1, max_waiting: int = 32) -> None:
+    def __init__(self, *, threads: int = 1, max_waiting: int = 32, metrics: Metrics | None = None) -> None:
+        self._checks = metrics.password_checks if metrics is not None else None
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="argon2")
         self._max_waiting = max_waiting
         self._waiting = 0
@@ -88,7 +89,8 @@ class PasswordHasher:
 
     async def verify(self, password: str, password_hash: str | None) -> bool:
         """True when ``password`` matches; with no hash (unknown account), False after the same work."""
-        PASSWORD_CHECKS.inc()
+        if self._checks is not None:
+            self._checks.inc()
         if password_hash is None:
             await self.warm()
             await self._run(verify_password, password, self._dummy)  # type: ignore[arg-type]

@@ -14,10 +14,10 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from cachetools import TTLCache
 
-from app.metrics import CACHE_LOOKUPS
-
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+    from app.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +27,8 @@ WARM_PAGE = 2000
 
 
 class ReadThroughCache:
-    def __init__(self, *, maxsize: int = 200_000, ttl: float = 60.0) -> None:
+    def __init__(self, metrics: Metrics, *, maxsize: int = 200_000, ttl: float = 60.0) -> None:
+        self.lookups = metrics.cache_lookups
         self._entries: TTLCache[tuple[str, Hashable], Any] = TTLCache(maxsize=maxsize, ttl=ttl)
 
     async def get_many(
@@ -46,9 +47,9 @@ class ReadThroughCache:
                 missing.append(key)
             else:
                 found[key] = value
-        CACHE_LOOKUPS.labels(namespace=namespace, result="hit").inc(len(found))
+        self.lookups.labels(namespace=namespace, result="hit").inc(len(found))
         if missing:
-            CACHE_LOOKUPS.labels(namespace=namespace, result="miss").inc(len(missing))
+            self.lookups.labels(namespace=namespace, result="miss").inc(len(missing))
             fetched = await fetch(missing)
             for key in missing:
                 found[key] = self._entries[(namespace, key)] = fetched.get(key, default)

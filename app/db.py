@@ -7,14 +7,9 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
-from app.metrics import SQL_QUERIES
-
 if TYPE_CHECKING:
+    from app.metrics import Metrics
     from app.settings import Settings
-
-
-def _count_statement(*_: Any) -> None:
-    SQL_QUERIES.inc()
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -25,15 +20,18 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-def create_engine(settings: Settings) -> AsyncEngine:
-    """An async engine for ``settings.database_url`` (asyncpg or aiosqlite)."""
+def create_engine(settings: Settings, metrics: Metrics | None = None) -> AsyncEngine:
+    """An async engine for ``settings.database_url`` (asyncpg or aiosqlite); with ``metrics``,
+    every statement is counted."""
     kwargs: dict[str, Any] = {}
     if settings.is_sqlite:
         settings.home.mkdir(parents=True, exist_ok=True)
     else:
         kwargs.update(pool_size=settings.db_pool_size, max_overflow=settings.db_pool_size, pool_pre_ping=True)
     engine = create_async_engine(settings.database_url, **kwargs)
-    event.listen(engine.sync_engine, "before_cursor_execute", _count_statement)
+    if metrics is not None:
+        counter = metrics.sql_queries
+        event.listen(engine.sync_engine, "before_cursor_execute", lambda *_: counter.inc())
     if settings.is_sqlite:
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
     return engine

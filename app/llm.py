@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, TypeVar
 
-from app.metrics import LLM_BATCH_SIZE, LLM_BATCHES, LLM_TOKENS
 from app.serving import ChampionHolder
-from ml.llm.backends import LLMBackend, LLMError
+from ml.llm.backends import LLMBackend, LLMError, Overloaded
 from ml.llm.template import TemplateBackend
 from ml.registry import CHAMPION, LLM, RERANK_WEIGHT_TAG
 
@@ -22,18 +22,58 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from app.announcements import Announcements
+    from app.metrics import Metrics
     from app.settings import Settings
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class PrometheusObserver:
+    """The LLM backends' batch and token hooks, counted on the app's metrics."""
+
+    def __init__(self, metrics: Metrics | None) -> None:
+        self.metrics = metrics
+
     def batch(self, kind: str, size: int) -> None:
-        LLM_BATCHES.labels(kind=kind).inc()
-        LLM_BATCH_SIZE.labels(kind=kind).observe(size)
+        if self.metrics is not None:
+            self.metrics.llm_batches.labels(kind=kind).inc()
+            self.metrics.llm_batch_size.labels(kind=kind).observe(size)
 
     def tokens(self, count: int) -> None:
-        LLM_TOKENS.inc(count)
+        if self.metrics is not None:
+            self.metrics.llm_tokens.inc(count)
+
+
+class Fallback:
+    """The one policy for every LLM call: it answers within ``timeout_s``, or the caller's
+    alternative stands (the template explanation, the recommender's order) and the reason
+    is counted (``cinerec_llm_fallbacks_total{reason}``), logged and returned for the
+    response to report."""
+
+    def __init__(self, metrics: Metrics | None, timeout_s: float) -> None:
+        self.metrics = metrics
+        self.timeout_s = timeout_s
+
+    def reason(self, kind: str, error: BaseException) -> str:
+        if self.metrics is not None:
+            self.metrics.llm_fallbacks.labels(reason=kind).inc()
+        log.warning("LLM %s failed, answering without it: %s", kind, error)
+        return f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+
+    async def call(
+        self, kind: str, work: Awaitable[T], *, raise_overloaded: bool = False
+    ) -> tuple[T | None, str | None]:
+        """(result, None), or (None, why) when the LLM failed or ran out of time. With
+        ``raise_overloaded`` a full queue is the caller's to report (RATE_LIMITED)."""
+        try:
+            return await asyncio.wait_for(work, self.timeout_s), None
+        except Overloaded:
+            if raise_overloaded:
+                raise
+            return None, self.reason(kind, Overloaded("the LLM queue is full"))
+        except (LLMError, TimeoutError) as exc:
+            return None, self.reason(kind, exc)
 
 
 @dataclass(frozen=True)
@@ -55,12 +95,15 @@ class ServedLLM:
 class LLMHolder(ChampionHolder[ServedLLM]):
     name = LLM
 
-    def __init__(self, settings: Settings, announcements: Announcements | None = None) -> None:
+    def __init__(
+        self, settings: Settings, announcements: Announcements | None = None, metrics: Metrics | None = None
+    ) -> None:
         super().__init__(settings, announcements)
+        self.metrics = metrics
         self.current: ServedLLM = ServedLLM(TemplateBackend(), None, 0.0, "not loaded yet")
         self._loaded = False
         if settings.llm_backend == "transformers":
-            from ml.llm.base import init_torch
+            from ml.llm.base_model import init_torch
 
             init_torch(settings.llm_threads)  # the lifespan runs on the main thread under uvicorn
 
@@ -71,8 +114,7 @@ class LLMHolder(ChampionHolder[ServedLLM]):
             return self.settings.llm_rerank_weight
         if version is None:
             return 0.0
-        tags = self.registry.client.get_model_version(LLM, version).tags
-        return float(tags.get(RERANK_WEIGHT_TAG, 0.0))
+        return float(self.registry.version_tags(LLM, version).get(RERANK_WEIGHT_TAG, 0.0))
 
     async def _load(self, version: str | None) -> ServedLLM:
         settings = self.settings
@@ -84,7 +126,7 @@ class LLMHolder(ChampionHolder[ServedLLM]):
             else None
         )
         weight = await asyncio.to_thread(self._weight, version)
-        observer = PrometheusObserver()
+        observer = PrometheusObserver(self.metrics)
         if settings.llm_backend == "ollama":
             from ml.llm.ollama_backend import OllamaBackend
 
@@ -108,7 +150,7 @@ class LLMHolder(ChampionHolder[ServedLLM]):
         return ServedLLM(backend, version, weight)
 
     def _load_transformers(self, adapter: Path | None, observer: PrometheusObserver) -> LLMBackend:
-        from ml.llm.base import load_base, with_adapter
+        from ml.llm.base_model import load_base, with_adapter
         from ml.llm.local import TransformersBackend
 
         settings = self.settings
@@ -135,6 +177,11 @@ class LLMHolder(ChampionHolder[ServedLLM]):
         """Serve the champion adapter, or the base model when none is registered."""
         version = await asyncio.to_thread(self.registry.alias_version, LLM, CHAMPION)
         if self._loaded and self.current.version == version:
+            # the same version, perhaps with a newly validated rerank weight: take it
+            weight = await asyncio.to_thread(self._weight, version)
+            if weight != self.current.rerank_weight and self.settings.llm_backend != "none":
+                self.current = replace(self.current, rerank_weight=weight)
+                log.info("LLM version %s now reranks with weight %s", version, weight)
             return
         async with self._lock:
             try:

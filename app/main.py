@@ -30,11 +30,13 @@ from app.clients import parse_networks
 from app.db import create_engine, session_factory
 from app.graphql_app import GraphQLApp
 from app.limits import BodySizeLimit
-from app.llm import LLMHolder
-from app.metrics import REDIS_UP, render
+from app.llm import Fallback, LLMHolder
+from app.metrics import Metrics
 from app.ratelimit import Counters, LoginThrottle, RegisterThrottle
 from app.services.accounts import ActiveAccounts
-from app.serving import ModelHolder
+from app.services.explanations import ExplanationService
+from app.services.recommendations import RecommendationService
+from app.serving import RecommenderHolder, ServingParts
 from app.settings import Settings, get_settings
 from app.state import AppState
 from graphql_schema.schema import build_schema
@@ -68,11 +70,11 @@ async def readyz(request: Request) -> Response:
             async with asyncio.timeout(state.settings.redis_timeout_seconds * 2):
                 await state.redis.ping()
             checks["redis"] = "ok"
-            REDIS_UP.set(1)
+            state.metrics.redis_up.set(1)
         except (RedisError, OSError, TimeoutError) as exc:
             log.warning("readiness: redis unreachable (serving degraded): %s", exc)
             checks["redis"] = "unreachable"
-            REDIS_UP.set(0)
+            state.metrics.redis_up.set(0)
     if checks["database"] != "ok":
         status, code = "not ready", 503
     elif checks.get("redis", "ok") != "ok":
@@ -82,12 +84,12 @@ async def readyz(request: Request) -> Response:
     return JSONResponse({"status": status, **checks}, status_code=code)
 
 
-def metrics_endpoint(settings: Settings) -> Callable[[Request], Awaitable[Response]]:
+def metrics_endpoint(settings: Settings, metrics: Metrics) -> Callable[[Request], Awaitable[Response]]:
     """``/metrics``; behind ``Authorization: Bearer <metrics_token>`` when a token is set, and
     closed in production until one is."""
     token = settings.metrics_token
 
-    async def metrics(request: Request) -> Response:
+    async def expose(request: Request) -> Response:
         if token is not None:
             given = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
             if not hmac.compare_digest(given.encode(), token.encode()):
@@ -97,10 +99,10 @@ def metrics_endpoint(settings: Settings) -> Callable[[Request], Awaitable[Respon
                 {"error": "metrics are closed in production until CINEREC_METRICS_TOKEN is set"},
                 status_code=403,
             )
-        body, media_type = render()
+        body, media_type = metrics.render()
         return Response(body, media_type=media_type)
 
-    return metrics
+    return expose
 
 
 async def _close(name: str, step: Awaitable[object]) -> None:
@@ -115,10 +117,11 @@ def create_app(settings: Settings | None = None) -> Starlette:
     """A cinerec ASGI app. Database engine, Redis and models are opened in the lifespan."""
     settings = settings or get_settings()
     settings.signing_secret()  # fail at start-up, not on the first login, if the secret is unusable
+    metrics = Metrics()  # this app's own registry
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        engine = create_engine(settings)
+        engine = create_engine(settings, metrics)
         sessions = session_factory(engine)
         redis = (
             Redis.from_url(
@@ -134,8 +137,10 @@ def create_app(settings: Settings | None = None) -> Starlette:
             if settings.redis_url
             else None
         )
-        announcements = Announcements(settings.redis_url, prefix=settings.redis_prefix)
-        counters = Counters(redis, prefix=settings.redis_prefix)
+        announcements = Announcements(
+            settings.redis_url, prefix=settings.redis_prefix, redis_up=metrics.redis_up
+        )
+        counters = Counters(redis, prefix=settings.redis_prefix, metrics=metrics)
         accounts = ActiveAccounts(sessions, ttl=settings.account_cache_seconds)
 
         async def account_changed(message: dict[str, object]) -> None:
@@ -146,17 +151,25 @@ def create_app(settings: Settings | None = None) -> Starlette:
             accounts.forget()
 
         announcements.on(ACCOUNTS, account_changed, resync=forget_accounts)
+        models = RecommenderHolder(settings, announcements)
+        llm = LLMHolder(settings, announcements, metrics)
+        parts = ServingParts(sessions, models, llm, Fallback(metrics, settings.llm_timeout_seconds), metrics)
         state = AppState(
             settings=settings,
+            metrics=metrics,
             engine=engine,
             sessions=sessions,
             redis=redis,
             announcements=announcements,
-            cache=ReadThroughCache(ttl=settings.cache_ttl_seconds),
-            models=ModelHolder(settings, announcements),
-            llm=LLMHolder(settings, announcements),
+            cache=ReadThroughCache(metrics, ttl=settings.cache_ttl_seconds),
+            models=models,
+            llm=llm,
+            recommendations=RecommendationService(parts, rerank_candidates=settings.llm_rerank_candidates),
+            explanations=ExplanationService(parts),
             hasher=PasswordHasher(
-                threads=settings.password_hash_threads, max_waiting=settings.password_hash_queue
+                threads=settings.password_hash_threads,
+                max_waiting=settings.password_hash_queue,
+                metrics=metrics,
             ),
             login_throttle=LoginThrottle(
                 counters,
@@ -174,7 +187,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         )
         app.state.cinerec = state
         await state.hasher.warm()
-        REDIS_UP.set(1 if redis is not None else 0)
+        metrics.redis_up.set(1 if redis is not None else 0)
         try:
             await state.models.load_champion()
         except Exception:  # a broken registry must not keep the catalog down: popularity serves
@@ -229,6 +242,6 @@ def create_app(settings: Settings | None = None) -> Starlette:
         WebSocketRoute("/graphql", graphql),
         Route("/healthz", healthz),
         Route("/readyz", readyz),
-        Route("/metrics", metrics_endpoint(settings)),
+        Route("/metrics", metrics_endpoint(settings, metrics)),
     ]
     return Starlette(routes=routes, middleware=middleware, lifespan=lifespan)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -11,12 +13,20 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
 import migrations
+from app.errors import CinerecError
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection
     from sqlalchemy.ext.asyncio import AsyncEngine
 
     from app.settings import Settings
+
+
+log = logging.getLogger(__name__)
+
+
+class SchemaBehind(CinerecError):
+    """The database's schema is older than this cinerec, and migrating was not allowed."""
 
 
 def alembic_config(settings: Settings) -> Config:
@@ -41,3 +51,28 @@ async def current_revision(engine: AsyncEngine) -> str | None:
 
     async with engine.connect() as connection:
         return await connection.run_sync(_current)
+
+
+async def revision_gap(settings: Settings) -> tuple[str | None, str | None]:
+    """(the database's revision, the newest this cinerec knows)."""
+    from app.db import create_engine
+
+    engine = create_engine(settings)
+    try:
+        return await current_revision(engine), head_revision(settings)
+    finally:
+        await engine.dispose()
+
+
+def ensure_schema(settings: Settings, *, migrate: bool) -> None:
+    """Run pending migrations, or refuse with ``SchemaBehind`` when ``migrate`` is off."""
+    current, head = asyncio.run(revision_gap(settings))
+    if current == head:
+        return
+    if not migrate:
+        raise SchemaBehind(
+            f"database schema is at revision {current or 'none'} but this cinerec needs {head}: "
+            "run `cinerec db upgrade` (or start with CINEREC_AUTO_MIGRATE=true)"
+        )
+    log.info("migrating database from %s to %s", current or "empty", head)
+    upgrade(settings)

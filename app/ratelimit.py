@@ -17,10 +17,11 @@ from typing import TYPE_CHECKING
 from redis.exceptions import RedisError
 
 from app.errors import RateLimited
-from app.metrics import REDIS_UP
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
+
+    from app.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -70,15 +71,17 @@ class _LocalCounters:
 class Counters:
     """Windowed counters, in Redis when it answers, in the process otherwise."""
 
-    def __init__(self, redis: Redis | None, *, prefix: str) -> None:
+    def __init__(self, redis: Redis | None, *, prefix: str, metrics: Metrics | None = None) -> None:
         self.redis = redis
+        self.redis_up = metrics.redis_up if metrics is not None else None
         self.prefix = prefix
         self.local = _LocalCounters()
         self._hit = redis.register_script(_HIT) if redis is not None else None
         self._extend = redis.register_script(_EXTEND) if redis is not None else None
 
     def _redis_failed(self, exc: Exception) -> None:
-        REDIS_UP.set(0)
+        if self.redis_up is not None:
+            self.redis_up.set(0)
         log.warning("redis unreachable, counting in this process: %s", exc)
 
     async def hit(self, key: str, window: float) -> tuple[int, float]:

@@ -17,11 +17,27 @@ from ml.hybrid import HybridRecommender
 from ml.registry import CHAMPION, RECOMMENDER, ModelVersionInfo, Registry
 
 if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
     from app.announcements import Announcements
+    from app.llm import Fallback, LLMHolder
+    from app.metrics import Metrics
     from app.settings import Settings
 
 log = logging.getLogger(__name__)
 S = TypeVar("S")
+
+
+@dataclass(frozen=True)
+class ServingParts:
+    """What the model-backed services share: sessions, the champions, the LLM fallback policy,
+    the app's metrics."""
+
+    sessions: async_sessionmaker[AsyncSession]
+    models: RecommenderHolder
+    llm: LLMHolder
+    fallback: Fallback
+    metrics: Metrics
 
 
 @dataclass(frozen=True)
@@ -107,7 +123,7 @@ class ChampionHolder(Generic[S]):
             await self.load_champion()
 
 
-class ModelHolder(ChampionHolder[Served]):
+class RecommenderHolder(ChampionHolder[Served]):
     name = RECOMMENDER
 
     def __init__(self, settings: Settings, announcements: Announcements | None = None) -> None:

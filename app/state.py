@@ -14,22 +14,28 @@ if TYPE_CHECKING:
     from app.cache import ReadThroughCache
     from app.clients import Network
     from app.llm import LLMHolder
+    from app.metrics import Metrics
     from app.ratelimit import LoginThrottle, RegisterThrottle
     from app.services.accounts import ActiveAccounts
-    from app.serving import ModelHolder
+    from app.services.explanations import ExplanationService
+    from app.services.recommendations import RecommendationService
+    from app.serving import RecommenderHolder
     from app.settings import Settings
 
 
 @dataclass
 class AppState:
     settings: Settings
+    metrics: Metrics
     engine: AsyncEngine
     sessions: async_sessionmaker[AsyncSession]
     redis: Redis | None
     announcements: Announcements
     cache: ReadThroughCache
-    models: ModelHolder
+    models: RecommenderHolder
     llm: LLMHolder
+    recommendations: RecommendationService
+    explanations: ExplanationService
     hasher: PasswordHasher
     login_throttle: LoginThrottle
     register_throttle: RegisterThrottle

@@ -152,7 +152,7 @@ class _Pricer:
         value: Any = argument.default_value
         for arg in node.arguments or ():
             if arg.name.value == "first":
-                value = value_from_ast(arg.value, argument.type, self.variables)
+                value = value_from_ast(arg.value, argument.type, dict(self.variables))
         if isinstance(value, int) and not isinstance(value, bool):
             return max(value, 0)
         return DEFAULT_LIST_BOUND  # missing or invalid: execution refuses it; price it high meanwhile

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from app.auth import Principal, bearer_token, read_token
 from app.clients import client_address
@@ -19,10 +19,20 @@ if TYPE_CHECKING:
 
     from app.cache import ReadThroughCache
     from app.llm import LLMHolder
-    from app.serving import ModelHolder
+    from app.services.explanations import ExplanationsServed
+    from app.services.recommendations import ServedBy
+    from app.serving import RecommenderHolder
     from app.settings import Settings
     from app.state import AppState
     from graphql_schema.analysis import Price
+
+
+@dataclass
+class Served:
+    """What answered this request's model fields, for the response's ``extensions``."""
+
+    recommender: ServedBy | None = None
+    explanations: ExplanationsServed | None = None
 
 
 @dataclass
@@ -35,7 +45,7 @@ class Context:
     principal: Principal | None = None
     auth_error: CinerecError | None = None
     price: Price | None = None  # what the operation was priced at before it ran
-    extra: dict[str, Any] = field(default_factory=dict)
+    served: Served = field(default_factory=Served)
 
     @property
     def settings(self) -> Settings:
@@ -46,7 +56,7 @@ class Context:
         return self.app.sessions
 
     @property
-    def models(self) -> ModelHolder:
+    def models(self) -> RecommenderHolder:
         return self.app.models
 
     @property
@@ -93,7 +103,7 @@ async def build_context(*, request: Request | WebSocket, response: Response | No
         request=request,
         response=response,
         app=app,
-        loaders=create_loaders(app.sessions, app.models, app.cache, app.llm, app.settings),
+        loaders=create_loaders(app),
         client=client_address(peer, request.headers, app.trusted_proxies),
     )
     await ctx.authenticate(request.headers.get("authorization"))

@@ -30,10 +30,10 @@ from strawberry.extensions import (
 )
 
 from app.errors import CinerecError, is_outage
-from app.metrics import GRAPHQL_LATENCY, GRAPHQL_REQUESTS, REFUSALS
 from graphql_schema.analysis import TooComplex, price_operation
 
 if TYPE_CHECKING:
+    from app.metrics import Metrics
     from app.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -83,7 +83,7 @@ def _operation(document: Any, name: str | None) -> OperationDefinitionNode | Non
     return next((o for o in operations if o.name and o.name.value == name), None)
 
 
-class Metrics(SchemaExtension):
+class OperationMetrics(SchemaExtension):
     """Counts operations and times them (``cinerec_graphql_*``).
 
     Labels stay bounded whatever clients send: the operation name only when it is one of
@@ -117,8 +117,12 @@ class Metrics(SchemaExtension):
             result = ctx.result
             failed = result is None or bool(getattr(result, "errors", None)) or bool(ctx.pre_execution_errors)
             status = "error" if failed else "ok"
-            GRAPHQL_REQUESTS.labels(operation=name, root=root, status=status).inc()
-            GRAPHQL_LATENCY.labels(operation=name, root=root).observe(time.perf_counter() - started)
+            metrics = _metrics(ctx.context)
+            if metrics is not None:
+                metrics.graphql_requests.labels(operation=name, root=root, status=status).inc()
+                metrics.graphql_latency.labels(operation=name, root=root).observe(
+                    time.perf_counter() - started
+                )
 
 
 class ServedBy(SchemaExtension):
@@ -126,8 +130,13 @@ class ServedBy(SchemaExtension):
     popularity fallback did), whether the LLM reranked, and what wrote the explanations."""
 
     def get_results(self) -> dict[str, object]:
-        extra = getattr(self.execution_context.context, "extra", {})
-        return {key: extra[key] for key in ("recommender", "explanations") if extra.get(key)}
+        served = getattr(self.execution_context.context, "served", None)
+        out: dict[str, object] = {}
+        if served is not None and served.recommender is not None:
+            out["recommender"] = served.recommender.extension()
+        if served is not None and served.explanations is not None:
+            out["explanations"] = served.explanations.extension()
+        return out
 
 
 def _bad_string(value: str) -> bool:
@@ -162,8 +171,14 @@ class _StringLiterals(Visitor):
             self.bad = True
 
 
-def _refusal(message: str, code: str, **extra: Any) -> GraphQLError:
-    REFUSALS.labels(reason=code.lower()).inc()
+def _metrics(context: Any) -> Metrics | None:
+    app = getattr(context, "app", None)
+    return getattr(app, "metrics", None)
+
+
+def _refusal(context: Any, message: str, code: str, **extra: Any) -> GraphQLError:
+    if (metrics := _metrics(context)) is not None:
+        metrics.refusals.labels(reason=code.lower()).inc()
     return GraphQLError(message, extensions={"code": code, **extra})
 
 
@@ -180,6 +195,7 @@ class OperationGuard(SchemaExtension):
 
     def _check(self) -> GraphQLError | None:
         ctx = self.execution_context
+        context = ctx.context
         document = ctx.graphql_document
         assert document is not None
         # What the client sent: Strawberry's `operation_name` falls back to the first operation's
@@ -190,13 +206,14 @@ class OperationGuard(SchemaExtension):
             count = sum(isinstance(d, OperationDefinitionNode) for d in document.definitions)
             if asked is None:
                 return _refusal(
+                    context,
                     f"the document holds {count} operations: say which to run in operationName",
                     "BAD_USER_INPUT",
                 )
-            return _refusal(f"no operation named {asked!r} in the document", "BAD_USER_INPUT")
-        context = ctx.context
+            return _refusal(context, f"no operation named {asked!r} in the document", "BAD_USER_INPUT")
         if operation.operation is OperationType.SUBSCRIPTION and not getattr(context, "is_websocket", True):
             return _refusal(
+                context,
                 "subscriptions are served over websockets (graphql-transport-ws at /graphql), not HTTP",
                 "BAD_USER_INPUT",
             )
@@ -204,6 +221,7 @@ class OperationGuard(SchemaExtension):
         visit(document, literals)
         if literals.bad or _find_bad_string(ctx.variables or {}):
             return _refusal(
+                context,
                 "strings must be valid Unicode without NUL characters or unpaired surrogates",
                 "BAD_USER_INPUT",
             )
@@ -211,12 +229,13 @@ class OperationGuard(SchemaExtension):
         try:
             price = price_operation(ctx.schema._schema, operation, fragments, ctx.variables)
         except TooComplex:
-            return _refusal("the query is too large to price", "QUERY_TOO_COMPLEX")
+            return _refusal(context, "the query is too large to price", "QUERY_TOO_COMPLEX")
         if context is not None and hasattr(context, "price"):
             context.price = price
         depth = max(price.depth - 1, 0)  # nesting levels above the leaves, as graphql depth limits count
         if depth > self.max_depth:
             return _refusal(
+                context,
                 f"query depth {depth} exceeds the maximum of {self.max_depth}",
                 "QUERY_TOO_COMPLEX",
                 depth=depth,
@@ -224,6 +243,7 @@ class OperationGuard(SchemaExtension):
             )
         if price.aliases > self.max_aliases:
             return _refusal(
+                context,
                 f"{price.aliases} aliases exceed the maximum of {self.max_aliases}",
                 "QUERY_TOO_COMPLEX",
                 aliases=price.aliases,
@@ -231,6 +251,7 @@ class OperationGuard(SchemaExtension):
             )
         if price.cost > self.max_cost:
             return _refusal(
+                context,
                 f"query cost {price.cost} exceeds the maximum of {self.max_cost}",
                 "QUERY_TOO_COMPLEX",
                 cost=price.cost,
@@ -262,7 +283,7 @@ def schema_extensions(settings: Settings) -> list[Callable[[], SchemaExtension] 
     known = frozenset(settings.metrics_operations)
     extensions: list[Callable[[], SchemaExtension] | type[SchemaExtension]] = [
         ErrorCodes,
-        lambda: Metrics(known=known),
+        lambda: OperationMetrics(known=known),
         ServedBy,
         lambda: MaxTokensLimiter(max_token_count=settings.max_tokens),
         lambda: ParserCache(maxsize=1024),

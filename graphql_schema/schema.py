@@ -9,17 +9,16 @@ from typing import TYPE_CHECKING
 import strawberry
 from strawberry.types import Info
 
-from app.services.catalog import MovieQuery, MovieSort
 from graphql_schema.extensions import schema_extensions
 from graphql_schema.permissions import IsAdmin, IsAuthenticated, OwnerOrAdmin
 from graphql_schema.types import (
     AuthPayload,
+    Connection,
     ExplanationChunk,
     ExplanationEvidence,
     ModelKind,
     ModelVersion,
     Movie,
-    MovieConnection,
     MovieFilter,
     MovieOrder,
     MovieSearchHit,
@@ -58,23 +57,21 @@ class Query:
         filter: MovieFilter | None = None,
         order_by: MovieOrder = MovieOrder.POPULARITY,
         direction: SortDirection | None = None,
-    ) -> MovieConnection:
+    ) -> Connection[Movie]:
         f = filter or MovieFilter()
         page = await movie_resolvers.movies(
             info.context,
             first=first,
             after=after,
-            query=MovieQuery(
-                genre=f.genre,
-                year_from=f.year_from,
-                year_to=f.year_to,
-                title_contains=f.title_contains,
-                min_ratings=f.min_ratings,
-            ),
-            sort=MovieSort(order_by.value),
+            genre=f.genre,
+            year_from=f.year_from,
+            year_to=f.year_to,
+            title_contains=f.title_contains,
+            min_ratings=f.min_ratings,
+            order=order_by.value,
             descending=None if direction is None else direction is SortDirection.DESC,
         )
-        return MovieConnection.from_page(page)
+        return Connection.from_page(page, Movie.from_row)
 
     @strawberry.field(description="All genre names.")
     async def genres(self, info: Info) -> list[str]:
@@ -174,8 +171,9 @@ class Mutation:
 @strawberry.type
 class Subscription:
     @strawberry.subscription(
+        permission_classes=[OwnerOrAdmin],
         description="A recommendation's explanation, streamed as the LLM writes it (graphql-transport-ws; "
-        "send {authorization: 'Bearer <token>'} in connection_init). Yourself, or anyone for an admin."
+        "send {authorization: 'Bearer <token>'} in connection_init). Yourself, or anyone for an admin.",
     )
     async def explanation(
         self, info: Info, user_id: int, movie_id: int

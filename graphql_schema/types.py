@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from enum import Enum
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import strawberry
 from strawberry.types import Info
 
-from app.services.catalog import MovieSort
 from graphql_schema.permissions import OwnerOrAdmin
-from ml.registry import LLM, RECOMMENDER
 from resolvers import explanations as explain_resolvers
 from resolvers import movies as movie_resolvers
 from resolvers import recommendations as rec_resolvers
@@ -21,16 +20,16 @@ from resolvers.movies import Page
 
 @strawberry.enum(description="How to order a movie list. Each has a natural direction; `direction` flips it.")
 class MovieOrder(Enum):
-    POPULARITY = MovieSort.POPULARITY.value
-    AVERAGE_RATING = MovieSort.AVERAGE_RATING.value
-    YEAR = MovieSort.YEAR.value
-    TITLE = MovieSort.TITLE.value
+    POPULARITY = "popularity"
+    AVERAGE_RATING = "average_rating"
+    YEAR = "year"
+    TITLE = "title"
 
 
 @strawberry.enum(description="Which registered model: the recommender or the LLM (reranker and explainer).")
 class ModelKind(Enum):
-    RECOMMENDER = RECOMMENDER
-    LLM = LLM
+    RECOMMENDER = "recommender"
+    LLM = "llm"
 
 
 @strawberry.enum
@@ -64,6 +63,31 @@ class PageInfo:
             start_cursor=cursors[0] if cursors else None,
             end_cursor=cursors[-1] if cursors else None,
         )
+
+
+T = TypeVar("T")
+
+
+@strawberry.type
+class Edge(Generic[T]):
+    cursor: str
+    node: T
+
+
+@strawberry.type(description="A page of a list, Relay-style: edges, where the page is, and the total.")
+class Connection(Generic[T]):
+    edges: list[Edge[T]]
+    page_info: PageInfo
+    _page: strawberry.Private[Page]
+
+    @classmethod
+    def from_page(cls, page: Page, node: Callable[[Any], T]) -> Connection[T]:
+        edges = [Edge(cursor=c, node=node(r)) for c, r in page.edges]
+        return cls(edges=edges, page_info=PageInfo.from_page(page), _page=page)
+
+    @strawberry.field(description="Items over all pages (for movies: those matching the filter).")
+    async def total_count(self) -> int:
+        return await self._page.total()
 
 
 @strawberry.type
@@ -104,28 +128,6 @@ class Movie:
 
 
 @strawberry.type
-class MovieEdge:
-    cursor: str
-    node: Movie
-
-
-@strawberry.type
-class MovieConnection:
-    edges: list[MovieEdge]
-    page_info: PageInfo
-    _page: strawberry.Private[Page]
-
-    @classmethod
-    def from_page(cls, page: Page) -> MovieConnection:
-        edges = [MovieEdge(cursor=c, node=Movie.from_row(r)) for c, r in page.edges]
-        return cls(edges=edges, page_info=PageInfo.from_page(page), _page=page)
-
-    @strawberry.field(description="Movies matching the filter, over all pages.")
-    async def total_count(self) -> int:
-        return await self._page.total()
-
-
-@strawberry.type
 class Rating:
     user_id: int
     movie_id: int
@@ -144,28 +146,6 @@ class Rating:
     async def movie(self, info: Info) -> Movie:
         row = await movie_resolvers.movie(info.context, movie_id=self.movie_id)
         return Movie.from_row(row)
-
-
-@strawberry.type
-class RatingEdge:
-    cursor: str
-    node: Rating
-
-
-@strawberry.type
-class RatingConnection:
-    edges: list[RatingEdge]
-    page_info: PageInfo
-    _page: strawberry.Private[Page]
-
-    @classmethod
-    def from_page(cls, page: Page) -> RatingConnection:
-        edges = [RatingEdge(cursor=c, node=Rating.from_row(r)) for c, r in page.edges]
-        return cls(edges=edges, page_info=PageInfo.from_page(page), _page=page)
-
-    @strawberry.field
-    async def total_count(self) -> int:
-        return await self._page.total()
 
 
 @strawberry.type
@@ -191,9 +171,9 @@ class User:
         return [Recommendation.from_result(r, self.user_id) for r in found]
 
     @strawberry.field(permission_classes=[OwnerOrAdmin], description="Newest first.")
-    async def ratings(self, info: Info, first: int = 20, after: str | None = None) -> RatingConnection:
+    async def ratings(self, info: Info, first: int = 20, after: str | None = None) -> Connection[Rating]:
         page = await user_resolvers.user_ratings(info.context, user_id=self.user_id, first=first, after=after)
-        return RatingConnection.from_page(page)
+        return Connection.from_page(page, Rating.from_row)
 
 
 @strawberry.type

@@ -9,7 +9,7 @@ import pandas as pd
 import scipy.sparse as sp
 from sklearn.preprocessing import normalize
 
-from ml.dataset import Catalog
+from ml.interactions import Catalog
 
 MAX_TAGS = 5
 MAX_GENOME = 10

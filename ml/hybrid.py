@@ -89,14 +89,23 @@ class HybridRecommender:
         return total
 
     def recommend(
-        self, history: sp.csr_matrix, users: np.ndarray, k: int, *, exclude_rated: bool = True
+        self,
+        history: sp.csr_matrix,
+        users: np.ndarray,
+        k: int,
+        *,
+        exclude_rated: bool | np.ndarray = True,
+        rows: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Top-k item indices and scores per row, best first: (batch, k) each."""
+        """Top-k item indices and scores per row, best first: (batch, k) each. What serving,
+        evaluation, rerank evaluation and the benchmarks all call (see ``rank_unrated``).
+
+        With ``rows``, each user is scored once and ranked once per entry of ``rows`` (a user
+        asked for twice in one batch, with and without rated movies, say)."""
         scores = self.score(history, users)
-        if exclude_rated:
-            rows, cols = history.nonzero()
-            scores[rows, cols] = -np.inf
-        return top_k(scores, k)
+        if rows is not None:
+            scores, history = scores[rows], history[rows]
+        return rank_unrated(scores, history, k, exclude_rated=exclude_rated)
 
     def similar(self, item: int, k: int) -> tuple[np.ndarray, np.ndarray]:
         similarity = self.item_embeddings @ self.item_embeddings[item]
@@ -139,6 +148,25 @@ class HybridRecommender:
             item_embeddings=arrays["item_embeddings"],
             meta=meta,
         )
+
+
+def rank_unrated(
+    scores: np.ndarray, history: sp.csr_matrix, k: int, *, exclude_rated: bool | np.ndarray = True
+) -> tuple[np.ndarray, np.ndarray]:
+    """The one ranking path: mask each row's rated items (``history``'s nonzeros) out of
+    ``scores`` (overwritten in place) and take the top ``k``, best first.
+
+    ``exclude_rated`` is one flag for every row or a boolean per row. A masked item scores
+    -inf; when a row has fewer than ``k`` unrated items its tail is -inf, which callers drop.
+    """
+    rows, cols = history.nonzero()
+    if isinstance(exclude_rated, np.ndarray):
+        keep = exclude_rated[rows]
+        rows, cols = rows[keep], cols[keep]
+    elif not exclude_rated:
+        rows = cols = np.zeros(0, dtype=np.int64)
+    scores[rows, cols] = -np.inf
+    return top_k(scores, k)
 
 
 def top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

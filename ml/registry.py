@@ -147,6 +147,13 @@ class Registry:
         self.client.set_registered_model_alias(name, alias, version)
         return version
 
+    def version_tags(self, name: str, version: str) -> dict[str, str]:
+        """The tags recorded on one version (e.g. the LLM's validated rerank weight)."""
+        return dict(self.client.get_model_version(name, version).tags)
+
+    def set_version_tag(self, name: str, version: str, key: str, value: str) -> None:
+        self.client.set_model_version_tag(name, version, key, value)
+
     def versions(self, name: str) -> list[ModelVersionInfo]:
         from mlflow.exceptions import MlflowException
 

@@ -22,9 +22,9 @@ from tqdm import tqdm
 
 from ml import embeddings
 from ml import metrics as m
-from ml.dataset import Catalog, Interactions, stratified_split
 from ml.features import embedding_clusters, item_features, user_features
-from ml.hybrid import Component, HybridRecommender, standardise, top_k
+from ml.hybrid import Component, HybridRecommender, rank_unrated, standardise
+from ml.interactions import Catalog, Interactions, stratified_split
 from ml.models import EASE, LightFMModel, Popularity
 
 log = logging.getLogger(__name__)
@@ -119,10 +119,7 @@ def evaluate_scorer(
     lists = []
     for rows in _batches(users, batch, progress, desc):
         history = train.matrix[rows]
-        scores = score(history, rows)
-        r, c = history.nonzero()
-        scores[r, c] = -np.inf
-        lists.append(top_k(scores, k)[0])
+        lists.append(rank_unrated(score(history, rows), history, k)[0])
     recommended = np.concatenate(lists)
     relevant = _relevant(test, users)
     popularity = np.asarray((train.matrix > 0).sum(axis=0)).ravel()
@@ -153,26 +150,21 @@ def tune_weights(
     users: np.ndarray,
     config: TrainConfig,
 ) -> tuple[dict[str, float], float]:
-    """The blend with the best validation nDCG@k, from one pass over the validation users."""
+    """The blend with the best validation nDCG@k, from one pass over the validation users
+    (every one of whom has validation ratings)."""
     names = sorted(components)
     grid = _weight_grid(names)
-    gains = 1.0 / np.log2(np.arange(2, config.k + 2))
     total = np.zeros(len(grid))
     counted = 0
     for rows in _batches(users, config.batch_users, config.progress, "tune weights"):
         history = train.matrix[rows]
         parts = {n: standardise(components[n].score(history, rows)) for n in names}
-        r, c = history.nonzero()
         relevant = _relevant(valid, rows)
-        sizes = np.array([len(x) for x in relevant])
-        ideal = np.cumsum(gains)[np.minimum(sizes, config.k) - 1]
         counted += len(rows)
         for g, weights in enumerate(grid):
             scores = np.sum([w * parts[n] for n, w in weights.items() if w], axis=0)
-            scores[r, c] = -np.inf
-            top = top_k(scores, config.k)[0]
-            hits = np.array([np.isin(t, rel) for t, rel in zip(top, relevant, strict=True)])
-            total[g] += ((hits * gains).sum(axis=1) / ideal).sum()
+            top = rank_unrated(scores, history, config.k)[0]
+            total[g] += m.ndcg_at_k(top, relevant, config.k) * len(rows)  # a mean over this batch
     best = int(np.argmax(total))
     return grid[best], float(total[best] / max(counted, 1))
 

@@ -9,21 +9,15 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from strawberry.dataloader import DataLoader
 
 from app.services import catalog, ratings
-from app.services.explanations import Explained, explain_many, explanation_inputs, rerank
-from app.services.recommendations import Recommended, RecRequest, rated_by, recommend_many
+from app.services.explanations import Explained, ExplanationService, ExplanationsServed
+from app.services.recommendations import RecommendationService, Recommended, RecRequest, ServedBy
 
 if TYPE_CHECKING:
     from sqlalchemy import Row
     from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
     from app.cache import ReadThroughCache
-    from app.llm import LLMHolder
-    from app.serving import ModelHolder
-    from app.settings import Settings
-
-# What answered a recommendation: {"version": "3"} or the popularity fallback and why, and
-# whether the LLM reranked (or why not).
-ServedBy = dict[str, Any]
+    from app.state import AppState
 
 K = TypeVar("K")
 V = TypeVar("V")
@@ -73,61 +67,17 @@ def _tags_loader(
 
 
 def _recommendations_loader(
-    sessions: async_sessionmaker[AsyncSession],
-    models: ModelHolder | None,
-    llm: LLMHolder | None,
-    settings: Settings | None,
+    service: RecommendationService,
 ) -> DataLoader[RecRequest, tuple[list[Recommended], ServedBy]]:
-    async def batch(keys: Sequence[RecRequest]) -> list[tuple[list[Recommended], ServedBy]]:
-        served = models.current if models is not None else None  # one model for the whole batch
-        served_llm = llm.current if llm is not None else None
-        by: ServedBy = (
-            {"model": "cinerec-recommender", "version": served.version}
-            if served
-            else {"model": "popularity", "reason": "no trained model yet: run `cinerec train`"}
-        )
-        pool = settings.llm_rerank_candidates if settings is not None else 0
-        use_llm = bool(served and served_llm and served_llm.rerank_weight > 0 and pool)
-        wide = [RecRequest(k.user_id, max(k.first, pool), k.exclude_rated) for k in keys] if use_llm else keys
-        async with sessions() as session:
-            # The users' ratings, read once for the recommender and the rerank prompts.
-            rated = await rated_by(session=session, user_ids=list(dict.fromkeys(k.user_id for k in keys)))
-            answers = await recommend_many(
-                session=session, model=served.model if served else None, requests=wide, rated=rated
-            )
-            if use_llm:
-                assert served_llm is not None and settings is not None
-                # Rerank the top `pool` candidates, then keep what each request asked for.
-                answers, error = await rerank(
-                    session=session,
-                    served=served_llm,
-                    users=[k.user_id for k in keys],
-                    answers=[a[:pool] for a in answers],
-                    rated=rated,
-                    timeout_s=settings.llm_timeout_seconds,
-                )
-                by = {**by, "rerank": {**served_llm.describe(), "weight": served_llm.rerank_weight}}
-                if error:
-                    by["rerank"]["error"] = error
-        return [(a[: k.first], by) for a, k in zip(answers, keys, strict=True)]
-
-    return DataLoader(load_fn=batch)
+    return DataLoader(load_fn=service.answer)
 
 
 def _explanations_loader(
-    sessions: async_sessionmaker[AsyncSession],
-    models: ModelHolder | None,
-    llm: LLMHolder | None,
-    settings: Settings | None,
-) -> DataLoader[tuple[int, int], Explained]:
-    async def batch(keys: Sequence[tuple[int, int]]) -> list[Explained]:
-        assert llm is not None and settings is not None
-        served = models.current if models is not None else None
-        async with sessions() as session:
-            inputs = await explanation_inputs(
-                session=session, model=served.model if served else None, pairs=keys
-            )
-        return await explain_many(served=llm.current, inputs=inputs, timeout_s=settings.llm_timeout_seconds)
+    service: ExplanationService,
+) -> DataLoader[tuple[int, int], tuple[Explained, ExplanationsServed]]:
+    async def batch(keys: Sequence[tuple[int, int]]) -> list[tuple[Explained, ExplanationsServed]]:
+        found, served = await service.explain(keys)
+        return [(f, served) for f in found]
 
     return DataLoader(load_fn=batch)
 
@@ -141,18 +91,13 @@ class Loaders:
     user: DataLoader[int, Row[Any] | None]
     ratings_count: DataLoader[int, int | None]
     recommendations: DataLoader[RecRequest, tuple[list[Recommended], ServedBy]]
-    explanations: DataLoader[tuple[int, int], Explained]
+    explanations: DataLoader[tuple[int, int], tuple[Explained, ExplanationsServed]]
 
 
-def create_loaders(
-    sessions: async_sessionmaker[AsyncSession],
-    models: ModelHolder | None = None,
-    cache: ReadThroughCache | None = None,
-    llm: LLMHolder | None = None,
-    settings: Settings | None = None,
-) -> Loaders:
+def create_loaders(app: AppState) -> Loaders:
     """Fresh loaders for one request (never shared: their own memo is per request). Catalog
-    loaders read through the app's ``cache``; user data is never cached across requests."""
+    loaders read through the app's cache; user data is never cached across requests."""
+    sessions, cache = app.sessions, app.cache
     return Loaders(
         movie=_loader(
             sessions,
@@ -184,6 +129,6 @@ def create_loaders(
             lambda session, keys: ratings.ratings_count_by_user_ids(session=session, user_ids=keys),
             int,
         ),
-        recommendations=_recommendations_loader(sessions, models, llm, settings),
-        explanations=_explanations_loader(sessions, models, llm, settings),
+        recommendations=_recommendations_loader(app.recommendations),
+        explanations=_explanations_loader(app.explanations),
     )

@@ -47,11 +47,24 @@ async def movies(
     *,
     first: int,
     after: str | None,
-    query: catalog.MovieQuery,
-    sort: catalog.MovieSort,
+    order: str,
     descending: bool | None,
+    genre: str | None = None,
+    year_from: int | None = None,
+    year_to: int | None = None,
+    title_contains: str | None = None,
+    min_ratings: int | None = None,
 ) -> Page:
+    """A page of movies; ``order`` is a ``catalog.MovieSort`` value (the GraphQL enum's value)."""
     check_first(first, ctx.settings.max_page_size)
+    query = catalog.MovieQuery(
+        genre=genre,
+        year_from=year_from,
+        year_to=year_to,
+        title_contains=title_contains,
+        min_ratings=min_ratings,
+    )
+    sort = catalog.MovieSort(order)
     # The sort travels in the cursor, so a cursor cannot be replayed under another order.
     position = None
     if after is not None:

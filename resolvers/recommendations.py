@@ -15,7 +15,7 @@ from resolvers.pagination import check_first
 
 if TYPE_CHECKING:
     from app.llm import LLMHolder
-    from app.serving import ModelHolder, Served
+    from app.serving import RecommenderHolder, Served
     from graphql_schema.context import Context
 
 
@@ -26,7 +26,7 @@ async def recommendations(
     if await ctx.loaders.user.load(user_id) is None:
         raise NotFound(f"user {user_id} does not exist")
     answer, served_by = await ctx.loaders.recommendations.load(RecRequest(user_id, first, exclude_rated))
-    ctx.extra["recommender"] = served_by
+    ctx.served.recommender = served_by
     return answer
 
 
@@ -57,24 +57,26 @@ async def search_movies(ctx: Context, *, query: str, first: int) -> list[tuple[i
     return [(int(model.item_ids[i]), float(s)) for i, s in zip(top, scores, strict=True)]
 
 
-def _holder(ctx: Context, model: str) -> ModelHolder | LLMHolder:
-    holder = ctx.llm if model == LLM else ctx.models
-    assert holder is not None
-    return holder
+# The GraphQL ModelKind values, and the registered model each names.
+_KINDS = {"recommender": RECOMMENDER, "llm": LLM}
 
 
-async def model_versions(ctx: Context, *, model: str = RECOMMENDER) -> list[ModelVersionInfo]:
-    return await asyncio.to_thread(_holder(ctx, model).registry.versions, model)
+def _holder(ctx: Context, kind: str) -> RecommenderHolder | LLMHolder:
+    return ctx.llm if _KINDS[kind] == LLM else ctx.models
 
 
-async def promote(ctx: Context, *, version: str, alias: str, model: str = RECOMMENDER) -> ModelVersionInfo:
+async def model_versions(ctx: Context, *, model: str = "recommender") -> list[ModelVersionInfo]:
+    return await asyncio.to_thread(_holder(ctx, model).registry.versions, _KINDS[model])
+
+
+async def promote(ctx: Context, *, version: str, alias: str, model: str = "recommender") -> ModelVersionInfo:
     try:
         return await _holder(ctx, model).promote(version, alias)
     except RegistryError as exc:
         raise NotFound(str(exc)) from exc
 
 
-async def rollback(ctx: Context, *, alias: str, model: str = RECOMMENDER) -> ModelVersionInfo:
+async def rollback(ctx: Context, *, alias: str, model: str = "recommender") -> ModelVersionInfo:
     try:
         return await _holder(ctx, model).rollback(alias)
     except RegistryError as exc:

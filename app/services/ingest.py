@@ -39,7 +39,7 @@ from app.models import (
     Tag,
     User,
 )
-from ml.data import movielens as ml
+from ml.data import movielens
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -75,7 +75,7 @@ class IngestReport:
 class IngestError(Exception):
     """Bad rows in a strict run: nothing was written."""
 
-    problems: list[ml.Problem]
+    problems: list[movielens.Problem]
     total: int
 
     def __str__(self) -> str:
@@ -147,7 +147,7 @@ class _RatingsSink:
             )
         )
 
-    async def write(self, chunk: ml.RatingsChunk) -> None:
+    async def write(self, chunk: movielens.RatingsChunk) -> None:
         if chunk.frame.empty:
             return
         if self.pg:
@@ -307,7 +307,7 @@ async def _write_genome(conn: AsyncConnection, tags: pd.DataFrame, scores: pd.Da
     return len(scores)
 
 
-def write_rejects(path: Path, problems: Iterable[ml.Problem]) -> None:
+def write_rejects(path: Path, problems: Iterable[movielens.Problem]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
@@ -326,27 +326,27 @@ async def ingest(
 ) -> IngestReport:
     """Load ``directory`` (ml-25m layout) into the database in one transaction.
 
-    Raises :class:`ml.DatasetError` for a missing file or wrong header and
+    Raises :class:`movielens.DatasetError` for a missing file or wrong header and
     :class:`IngestError` for bad rows in a strict run; either way nothing is written.
     """
     started = time.perf_counter()
-    present = ml.check_layout(directory)
+    present = movielens.check_layout(directory)
     report = IngestReport()
-    problems: list[ml.Problem] = []
+    problems: list[movielens.Problem] = []
 
-    movies = ml.read_movies(directory / "movies.csv")
+    movies = movielens.read_movies(directory / "movies.csv")
     problems += movies.problems
     async with engine.begin() as conn:
         known = np.union1d(movies.frame["movie_id"].to_numpy(), await _existing_movie_ids(conn))
-        extra: dict[str, ml.Table] = {}
+        extra: dict[str, movielens.Table] = {}
         if "links.csv" in present:
-            extra["links"] = ml.read_links(directory / "links.csv", known)
+            extra["links"] = movielens.read_links(directory / "links.csv", known)
         if "tags.csv" in present:
-            extra["tags"] = ml.read_tags(directory / "tags.csv", known)
+            extra["tags"] = movielens.read_tags(directory / "tags.csv", known)
         if "users.csv" in present:
-            extra["users"] = ml.read_users(directory / "users.csv")
+            extra["users"] = movielens.read_users(directory / "users.csv")
         if "genome-scores.csv" in present:
-            extra["genome_tags"], extra["genome_scores"] = ml.read_genome(directory, known)
+            extra["genome_tags"], extra["genome_scores"] = movielens.read_genome(directory, known)
         for table in extra.values():
             problems += table.problems
 
@@ -354,13 +354,13 @@ async def ingest(
         empty = (await conn.execute(text("SELECT NOT EXISTS (SELECT 1 FROM ratings)"))).scalar_one()
         sink = _RatingsSink(conn, direct=pg and bool(empty))
         await sink.open()
-        duplicates = ml.DuplicateTracker()
+        duplicates = movielens.DuplicateTracker()
         path = directory / "ratings.csv"
         with (
             tqdm(
                 total=path.stat().st_size, unit="B", unit_scale=True, desc="ratings.csv", disable=None
             ) as bar,
-            contextlib.closing(ml.iter_ratings(path, known, chunk_rows)) as chunks,
+            contextlib.closing(movielens.iter_ratings(path, known, chunk_rows)) as chunks,
         ):
             for chunk in chunks:
                 problems += chunk.problems

@@ -1,7 +1,8 @@
-"""Recommendations for a batch of users: one SQL read of their ratings, one scoring call.
+"""Recommendations for a batch of requests: one read of the users' ratings, one scoring call,
+and, where the LLM's rerank was shown to help, one batched rerank of the top candidates.
 
-Scoring reads each user's ratings from the database at request time, so a rating made a
-moment ago already counts (fold-in), with or without retraining.
+Scoring reads each user's ratings at request time, so a rating made a moment ago already
+counts (fold-in), with or without retraining.
 """
 
 from __future__ import annotations
@@ -9,22 +10,24 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import scipy.sparse as sp
 from sqlalchemy import select
 
-from app.metrics import SCORE_BATCH_SIZE, SCORE_BATCHES
-from app.models import Movie, Rating
-from ml.hybrid import top_k
+from app.models import Movie
+from app.services.llm_inputs import Ratings, preference_requests, rated_by
+from ml.llm.rerank import blend
+from ml.registry import RECOMMENDER
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession
 
+    from app.llm import ServedLLM
+    from app.serving import ServingParts
     from ml.hybrid import HybridRecommender
 
-ratings = Rating.__table__  # type: ignore[attr-defined]
 movies = Movie.__table__  # type: ignore[attr-defined]
 
 
@@ -42,20 +45,31 @@ class Recommended:
     rank: int
 
 
-async def rated_by(*, session: AsyncSession, user_ids: Sequence[int]) -> dict[int, list[tuple[int, float]]]:
-    """Each user's (movie_id, rating) pairs, in one statement."""
-    stmt = select(ratings.c.user_id, ratings.c.movie_id, ratings.c.rating).where(
-        ratings.c.user_id.in_(user_ids)
-    )
-    out: dict[int, list[tuple[int, float]]] = {u: [] for u in user_ids}
-    for user_id, movie_id, rating in (await session.execute(stmt)).all():
-        out[user_id].append((movie_id, rating))
-    return out
+@dataclass(frozen=True)
+class ServedBy:
+    """What answered a batch: a model version or the popularity fallback (and why), and the
+    LLM's rerank when it took part (with its error, if it failed and the order stood)."""
+
+    version: str | None
+    reason: str | None = None
+    rerank: dict[str, Any] | None = None
+
+    def extension(self) -> dict[str, Any]:
+        """The response's ``extensions.recommender``."""
+        out: dict[str, Any] = (
+            {"model": RECOMMENDER, "version": self.version}
+            if self.version is not None
+            else {"model": "popularity", "reason": self.reason}
+        )
+        if self.rerank is not None:
+            out["rerank"] = self.rerank
+        return out
 
 
-def history_matrix(
-    model: HybridRecommender, users: Sequence[int], rated: dict[int, list[tuple[int, float]]]
-) -> sp.csr_matrix:
+NO_MODEL = ServedBy(None, "no trained model yet: run `cinerec train`")
+
+
+def history_matrix(model: HybridRecommender, users: Sequence[int], rated: Ratings) -> sp.csr_matrix:
     """(len(users), n_items) ratings over the model's columns; movies it does not know are left out."""
     rows, cols, values = [], [], []
     for row, user in enumerate(users):
@@ -69,61 +83,129 @@ def history_matrix(
     return sp.csr_matrix((np.asarray(values, np.float32), (rows, cols)), shape=(len(users), model.n_items))
 
 
-def _score_batch(model: HybridRecommender, history: sp.csr_matrix, users: np.ndarray) -> np.ndarray:
-    SCORE_BATCHES.inc()
-    SCORE_BATCH_SIZE.observe(history.shape[0])
-    return model.score(history, users)
+class RecommendationService:
+    def __init__(self, parts: ServingParts, *, rerank_candidates: int) -> None:
+        self.sessions = parts.sessions
+        self.models = parts.models
+        self.llm = parts.llm
+        self.fallback = parts.fallback
+        self.metrics = parts.metrics
+        self.pool = rerank_candidates
 
-
-async def recommend_many(
-    *,
-    session: AsyncSession,
-    model: HybridRecommender | None,
-    requests: Sequence[RecRequest],
-    rated: dict[int, list[tuple[int, float]]] | None = None,
-) -> list[list[Recommended]]:
-    """Answers for all ``requests`` with ONE scoring call (a matrix product per component).
-
-    ``rated`` is the users' ratings if the caller has read them already (``rated_by``)."""
-    users = list(dict.fromkeys(r.user_id for r in requests))
-    if rated is None:
-        rated = await rated_by(session=session, user_ids=users)
-    if model is None:
-        return await _popular(session=session, requests=requests, rated=rated)
-    history = history_matrix(model, users, rated)
-    # Off the event loop: numpy releases the GIL, other requests keep being served.
-    scores = await asyncio.to_thread(_score_batch, model, history, model.user_index(users))
-    row_of = {u: i for i, u in enumerate(users)}
-    answers = []
-    for request in requests:
-        row = scores[row_of[request.user_id]].copy()
-        if request.exclude_rated:
-            row[history[row_of[request.user_id]].indices] = -np.inf
-        [top], [values] = top_k(row[None, :], request.first)
-        keep = np.isfinite(values)
-        answers.append(
-            [
-                Recommended(int(model.item_ids[i]), float(v), rank)
-                for rank, (i, v) in enumerate(zip(top[keep], values[keep], strict=True), start=1)
-            ]
+    async def answer(self, requests: Sequence[RecRequest]) -> list[tuple[list[Recommended], ServedBy]]:
+        """Answers for every request, in order, from ONE model (taken once for the batch)."""
+        served, served_llm = self.models.current, self.llm.current
+        use_llm = bool(
+            served is not None and served_llm.rerank_weight > 0 and served_llm.backend.can_score and self.pool
         )
-    return answers
+        # with a rerank, the top `pool` are scored and reordered; each request then keeps its `first`
+        wide = (
+            [RecRequest(r.user_id, max(r.first, self.pool), r.exclude_rated) for r in requests]
+            if use_llm
+            else requests
+        )
+        by = NO_MODEL if served is None else ServedBy(served.version)
+        async with self.sessions() as session:
+            # The users' ratings, read once for the recommender and the rerank prompts.
+            rated = await rated_by(session=session, user_ids=list(dict.fromkeys(r.user_id for r in requests)))
+            if served is None:
+                answers = await self._popular(session, wide, rated)
+            else:
+                answers = await self._recommend(served.model, wide, rated)
+            if use_llm:
+                answers, error = await self._rerank(session, served_llm, requests, answers, rated)
+                rerank = {**served_llm.describe(), "weight": served_llm.rerank_weight}
+                if error:
+                    rerank["error"] = error
+                by = ServedBy(by.version, rerank=rerank)
+        return [(a[: r.first], by) for a, r in zip(answers, requests, strict=True)]
 
+    async def _recommend(
+        self, model: HybridRecommender, requests: Sequence[RecRequest], rated: Ratings
+    ) -> list[list[Recommended]]:
+        users = list(dict.fromkeys(r.user_id for r in requests))
+        row_of = {u: i for i, u in enumerate(users)}
+        rows = np.array([row_of[r.user_id] for r in requests])  # each user scored once, ranked per request
+        history = history_matrix(model, users, rated)
+        exclude = np.array([r.exclude_rated for r in requests])
+        k = max(r.first for r in requests)
+        # Off the event loop: numpy releases the GIL, other requests keep being served.
+        top, values = await asyncio.to_thread(
+            self._score_batch, model, history, model.user_index(users), k, exclude, rows
+        )
+        answers = []
+        for request, items, scores in zip(requests, top, values, strict=True):
+            keep = np.isfinite(scores[: request.first])
+            answers.append(
+                [
+                    Recommended(int(model.item_ids[i]), float(v), rank)
+                    for rank, (i, v) in enumerate(
+                        zip(items[: request.first][keep], scores[: request.first][keep], strict=True), start=1
+                    )
+                ]
+            )
+        return answers
 
-async def _popular(
-    *, session: AsyncSession, requests: Sequence[RecRequest], rated: dict[int, list[tuple[int, float]]]
-) -> list[list[Recommended]]:
-    """Most-rated movies: the answer before any model is trained."""
-    need = max(r.first for r in requests) + max((len(v) for v in rated.values()), default=0)
-    stmt = (
-        select(movies.c.movie_id, movies.c.ratings_count)
-        .order_by(movies.c.ratings_count.desc(), movies.c.movie_id)
-        .limit(need)
-    )
-    popular = (await session.execute(stmt)).all()
-    answers = []
-    for request in requests:
-        seen = {m for m, _ in rated[request.user_id]} if request.exclude_rated else set()
-        picks = [(m, float(np.log1p(c))) for m, c in popular if m not in seen][: request.first]
-        answers.append([Recommended(m, s, rank) for rank, (m, s) in enumerate(picks, start=1)])
-    return answers
+    def _score_batch(
+        self,
+        model: HybridRecommender,
+        history: sp.csr_matrix,
+        users: np.ndarray,
+        k: int,
+        exclude: np.ndarray,
+        rows: np.ndarray,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        self.metrics.score_batches.inc()
+        self.metrics.score_batch_size.observe(history.shape[0])
+        return model.recommend(history, users, k, exclude_rated=exclude, rows=rows)
+
+    async def _popular(
+        self, session: AsyncSession, requests: Sequence[RecRequest], rated: Ratings
+    ) -> list[list[Recommended]]:
+        """Most-rated movies: the answer before any model is trained."""
+        need = max(r.first for r in requests) + max((len(v) for v in rated.values()), default=0)
+        stmt = (
+            select(movies.c.movie_id, movies.c.ratings_count)
+            .order_by(movies.c.ratings_count.desc(), movies.c.movie_id)
+            .limit(need)
+        )
+        popular = (await session.execute(stmt)).all()
+        answers = []
+        for request in requests:
+            seen = {m for m, _ in rated[request.user_id]} if request.exclude_rated else set()
+            picks = [(m, float(np.log1p(c))) for m, c in popular if m not in seen][: request.first]
+            answers.append([Recommended(m, s, rank) for rank, (m, s) in enumerate(picks, start=1)])
+        return answers
+
+    async def _rerank(
+        self,
+        session: AsyncSession,
+        served: ServedLLM,
+        requests: Sequence[RecRequest],
+        answers: list[list[Recommended]],
+        rated: Ratings,
+    ) -> tuple[list[list[Recommended]], str | None]:
+        """Each answer's top ``pool`` reordered by the blend of the recommender's score and the
+        LLM's P(Yes), all pairs in one batch. On failure the order stands."""
+        answers = [a[: self.pool] for a in answers]
+        todo = [i for i, a in enumerate(answers) if len(a) > 1]
+        if not todo:
+            return answers, None
+        score_requests = await preference_requests(
+            session=session,
+            users=[requests[i].user_id for i in todo],
+            candidates=[[r.movie_id for r in answers[i]] for i in todo],
+            rated=rated,
+        )
+        probabilities, error = await self.fallback.call("rerank", served.backend.score(score_requests))
+        if probabilities is None:
+            return answers, error
+        out = list(answers)
+        for i, p_yes in zip(todo, probabilities, strict=True):
+            blended = blend(np.array([r.score for r in answers[i]]), p_yes, served.rerank_weight)
+            order = np.argsort(-blended, kind="stable")
+            out[i] = [
+                Recommended(answers[i][j].movie_id, float(blended[j]), rank)
+                for rank, j in enumerate(order, start=1)
+            ]
+        return out, None

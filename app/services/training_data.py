@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import pandas as pd
 from sqlalchemy import text
 
-from ml.dataset import Catalog
+from ml.interactions import Catalog
 from ml.training import TrainData
 
 if TYPE_CHECKING:

@@ -5,12 +5,21 @@ explanations. ``CINEREC_LLM_BACKEND`` picks transformers (in-process), ollama or
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
 
-from ml.llm.prompts import Profile
+from ml.llm.prompts import ExplainRequest, ScoreRequest
+
+__all__ = [
+    "ExplainRequest",
+    "LLMBackend",
+    "LLMError",
+    "NullObserver",
+    "Observer",
+    "Overloaded",
+    "ScoreRequest",
+]
 
 
 class LLMError(RuntimeError):
@@ -19,22 +28,6 @@ class LLMError(RuntimeError):
 
 class Overloaded(LLMError):
     """Too many explanation streams are waiting; the caller should retry later."""
-
-
-@dataclass(frozen=True)
-class ScoreRequest:
-    """One user's preference questions: their profile and the candidate texts."""
-
-    profile: Profile
-    candidates: Sequence[str]
-
-
-@dataclass(frozen=True)
-class ExplainRequest:
-    """A recommended title and the evidence lines the explanation may use."""
-
-    title: str
-    evidence: Sequence[str]
 
 
 class Observer(Protocol):
@@ -55,7 +48,8 @@ class NullObserver:
 
 
 class LLMBackend(Protocol):
-    name: str
+    name: str  # what to report: transformers, ollama, none
+    source: str  # who writes its explanations: "llm", or "template" for the template backend
     can_score: bool
 
     async def score(self, requests: Sequence[ScoreRequest]) -> list[np.ndarray]:

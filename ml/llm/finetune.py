@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from ml.llm.data import PreferenceExample
+from ml.llm.examples import PreferenceExample
 from ml.llm.prompts import PromptBuilder
 from ml.llm.scoring import answer_logits, yes_probabilities
 from ml.metrics import roc_auc
@@ -89,7 +89,7 @@ def preference_auc(
     pad = int(builder.tokenizer.pad_token_id)
     for start in range(0, len(examples), users_per_batch):
         chunk = examples[start : start + users_per_batch]
-        prompts = [builder.preference(ex.profile, ex.candidates) for ex in chunk]
+        prompts = [builder.preference(ex.request) for ex in chunk]
         probs = yes_probabilities(model, prompts, yes_id=builder.yes_id, no_id=builder.no_id, pad_id=pad)
         scores += [p for arr in probs for p in arr]
         labels += [y for ex in chunk for y in ex.labels]
@@ -139,7 +139,7 @@ def finetune(
         log.info("base model preference AUC: %.4f", state["auc_base"])
 
     peft_model = _lora(model, config, checkpoint if state.get("step") else None)
-    prompts = [builder.preference(ex.profile, ex.candidates) for ex in train_examples]
+    prompts = [builder.preference(ex.request) for ex in train_examples]
     labels = [ex.labels for ex in train_examples]
     if not prompts:
         raise ValueError("no training examples: too few ratings per user")

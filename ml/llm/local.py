@@ -108,6 +108,7 @@ class _StopCancelled:
 
 class TransformersBackend:
     name = "transformers"
+    source = "llm"
     can_score = True
 
     def __init__(
@@ -144,7 +145,7 @@ class TransformersBackend:
         return await loop.run_in_executor(self._executor, self._score_sync, list(requests))
 
     def _score_sync(self, requests: list[ScoreRequest]) -> list[np.ndarray]:
-        prompts = [self.builder.preference(r.profile, r.candidates) for r in requests]
+        prompts = [self.builder.preference(r) for r in requests]
         self.observer.batch("score", sum(len(r.candidates) for r in requests))
         return yes_probabilities(
             self.model,

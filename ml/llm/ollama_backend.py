@@ -53,6 +53,7 @@ def _llm_error(exc: Exception) -> LLMError:
 
 class OllamaBackend:
     name = "ollama"
+    source = "llm"
     can_score = True
 
     def __init__(

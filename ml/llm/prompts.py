@@ -1,13 +1,17 @@
 """Prompts: the TALLRec-style preference question and the grounded explanation request.
 
-A preference prompt is a user part (liked and disliked titles) and a candidate part. They
-are tokenized separately and concatenated, in training and in serving alike, so that the
-user part's key/value cache can be computed once and shared by every candidate.
+This module is the one place a prompt is put together. Fine-tuning data, rerank
+evaluation and serving all gather their facts (from data frames or from the database)
+and call ``preference_request``; what the model reads cannot differ between training
+and serving. A preference prompt is a user part (liked and disliked titles) and a
+candidate part. They are tokenized separately and concatenated, in training and in
+serving alike, so that the user part's key/value cache can be computed once and shared
+by every candidate.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -43,25 +47,75 @@ class Profile:
         return f"{counts}The user liked: {liked}.\nThe user disliked: {disliked}.\n"
 
 
-def profile_from_ratings(
-    rated: Sequence[tuple[str, float]], *, n_liked: int = 10, n_disliked: int = 5
-) -> Profile:
-    """A profile from (title, rating) pairs: the highest-rated likes and the lowest-rated dislikes."""
-    ordered = sorted(rated, key=lambda tr: -tr[1])
-    liked = [t for t, r in ordered if r > LIKED_THRESHOLD]
-    disliked = [t for t, r in reversed(ordered) if r <= LIKED_THRESHOLD]
-    return Profile(liked[:n_liked], disliked[:n_disliked], len(liked), len(ordered))
+def movie_label(title: str, year: int | None) -> str:
+    """How a prompt names a movie: its title and year, e.g. "Heat (1995)"."""
+    return title if not year or f"({year})" in title else f"{title} ({year})"
 
 
-def candidate_text(
-    title: str, genres: Sequence[str], average: float | None = None, count: int | None = None
-) -> str:
+@dataclass(frozen=True)
+class MovieFacts:
+    """What a prompt may say about a candidate: its label, genres and how others rated it."""
+
+    label: str
+    genres: Sequence[str]
+    mean: float | None = None
+    count: int | None = None
+
+
+@dataclass(frozen=True)
+class ScoreRequest:
+    """One user's preference questions: their profile and the candidate texts."""
+
+    profile: Profile
+    candidates: Sequence[str]
+
+
+@dataclass(frozen=True)
+class ExplainRequest:
+    """A recommended title and the evidence lines the explanation may use."""
+
+    title: str
+    evidence: Sequence[str]
+
+
+def profile_movies(
+    ratings: Sequence[tuple[int, float]], *, n_liked: int = 10, n_disliked: int = 5
+) -> tuple[list[int], list[int]]:
+    """(liked, disliked) movie ids a profile names: best liked and worst disliked first, ties
+    by movie id, so that the same ratings give the same profile in any order."""
+    liked = sorted((r for r in ratings if r[1] > LIKED_THRESHOLD), key=lambda mr: (-mr[1], mr[0]))
+    disliked = sorted((r for r in ratings if r[1] <= LIKED_THRESHOLD), key=lambda mr: (mr[1], mr[0]))
+    return [m for m, _ in liked[:n_liked]], [m for m, _ in disliked[:n_disliked]]
+
+
+def candidate_text(facts: MovieFacts) -> str:
     """The question about one movie: its genres and, when known, how others rated it."""
-    about = [", ".join(genres)] if genres else []
-    if count:
-        about.append(f"rated {average:.1f}/5 on average by {count} viewers")
+    about = [", ".join(facts.genres)] if facts.genres else []
+    if facts.count:
+        about.append(f"rated {facts.mean:.1f}/5 on average by {facts.count} viewers")
     details = f" ({'; '.join(about)})" if about else ""
-    return f"Will the user enjoy {title}{details}? Answer Yes or No."
+    return f"Will the user enjoy {facts.label}{details}? Answer Yes or No."
+
+
+def preference_request(
+    ratings: Sequence[tuple[int, float]],
+    candidates: Sequence[MovieFacts],
+    label_of: Mapping[int, str] | Callable[[int], str],
+    *,
+    n_liked: int = 10,
+    n_disliked: int = 5,
+) -> ScoreRequest:
+    """The preference questions for one user: ``ratings`` are all the (movie id, rating) pairs
+    the profile may use; ``label_of`` names the movies ``profile_movies`` picks from them."""
+    name = label_of.__getitem__ if isinstance(label_of, Mapping) else label_of
+    liked, disliked = profile_movies(ratings, n_liked=n_liked, n_disliked=n_disliked)
+    profile = Profile(
+        [name(m) for m in liked],
+        [name(m) for m in disliked],
+        liked_count=sum(r > LIKED_THRESHOLD for _, r in ratings),
+        rated_count=len(ratings),
+    )
+    return ScoreRequest(profile, [candidate_text(c) for c in candidates])
 
 
 @dataclass
@@ -96,11 +150,11 @@ class PromptBuilder:
     def _encode(self, text: str) -> list[int]:
         return list(self.tokenizer.encode(text, add_special_tokens=False))
 
-    def preference(self, profile: Profile, candidates: Sequence[str]) -> PreferencePrompt:
+    def preference(self, request: ScoreRequest) -> PreferencePrompt:
         """The user part once, one candidate part per candidate text."""
         return PreferencePrompt(
-            self._encode(self._head + profile.text()),
-            [self._encode(c + self._tail) for c in candidates],
+            self._encode(self._head + request.profile.text()),
+            [self._encode(c + self._tail) for c in request.candidates],
         )
 
 

@@ -14,11 +14,10 @@ import numpy as np
 from tqdm import tqdm
 
 from ml import metrics as m
-from ml.dataset import Catalog, Interactions
-from ml.hybrid import HybridRecommender, top_k
-from ml.llm.backends import ScoreRequest
-from ml.llm.data import movie_label
-from ml.llm.prompts import candidate_text, profile_from_ratings
+from ml.hybrid import HybridRecommender
+from ml.interactions import Catalog, Interactions
+from ml.llm.examples import catalog_facts, catalog_label
+from ml.llm.prompts import ScoreRequest, preference_request
 
 WEIGHTS = (0.0, 0.1, 0.25, 0.5, 1.0, 2.0)
 
@@ -100,23 +99,23 @@ def evaluate_rerank(
     chunks = [rows[i : i + batch] for i in range(0, len(rows), batch)]
     counts = np.diff(train.matrix.tocsc().indptr)
     means = np.asarray(train.matrix.sum(axis=0)).ravel() / np.maximum(counts, 1)
+    stats = {int(catalog.item_ids[j]): (float(means[j]), int(counts[j])) for j in np.flatnonzero(counts)}
     for chunk in tqdm(chunks, desc="rerank evaluation", disable=not progress or None):
         history = train.matrix[chunk]
-        scores = model.score(history, chunk)
-        r, c = history.nonzero()
-        scores[r, c] = -np.inf
-        top, values = top_k(scores, pool)
+        top, values = model.recommend(history, chunk, pool)
         requests = []
         for i in range(len(chunk)):
             seen = history[i]
-            rated = [
-                (movie_label(catalog, int(j)), float(v)) for j, v in zip(seen.indices, seen.data, strict=True)
-            ]
-            texts = [
-                candidate_text(movie_label(catalog, int(j)), catalog.genres[int(j)], means[j], int(counts[j]))
-                for j in top[i]
-            ]
-            requests.append(ScoreRequest(profile_from_ratings(rated), texts))
+            requests.append(
+                preference_request(
+                    [
+                        (int(catalog.item_ids[j]), float(v))
+                        for j, v in zip(seen.indices, seen.data, strict=True)
+                    ],
+                    [catalog_facts(catalog, int(j), stats) for j in top[i]],
+                    lambda movie: catalog_label(catalog, int(catalog.index([movie])[0])),
+                )
+            )
         for i, p_yes in enumerate(score(requests)):
             lists.append((top[i], values[i], p_yes))
         test_rows = test.matrix[chunk]

@@ -21,7 +21,11 @@ def template_explanation(request: ExplainRequest) -> str:
 
 
 class TemplateBackend:
+    """A backend like the others, whose explanations are the template's: callers never need to
+    ask which backend they hold."""
+
     name = "none"
+    source = "template"
     can_score = False
 
     async def score(self, requests: Sequence[ScoreRequest]) -> list[np.ndarray]:

@@ -214,13 +214,9 @@ def test_cli_strict_failure_exits_nonzero_naming_file_and_line(
     )
 
 
-@pytest.mark.ml100k
-def test_real_ml100k(databases: Databases, tmp_path: Path) -> None:
-    script = Path(__file__).resolve().parents[3] / "shared" / "data" / "ml100k.py"
-    if not script.exists():
-        pytest.skip(f"{script} not found (it lies beside the checkout as ../shared)")
+def test_real_ml100k(databases: Databases, ml100k_dir: Path, tmp_path: Path) -> None:
     data = tmp_path / "ml-100k"
-    subprocess.run([sys.executable, str(script), str(data)], check=True, timeout=300)
+    shutil.copytree(ml100k_dir, data)
     settings = databases.settings("postgresql")
     _ingest(settings, data)
     movies, ratings, _, _, users, _ = _counts(settings)

@@ -60,7 +60,9 @@ def test_merged_fields_from_several_fragments_are_one_field(schema: GraphQLSchem
 def test_aliases_and_skipped_fields(schema: GraphQLSchema) -> None:
     query = "{ a: movie(movieId: 1) { title } b: movie(movieId: 2) { title } c: genres }"
     assert price(schema, query) == Price(cost=2, depth=2, aliases=3)
-    skipped = "query($s: Boolean!) { a: movie(movieId: 1) { title } b: movie(movieId: 2) @skip(if: $s) { title } }"
+    skipped = (
+        "query($s: Boolean!) { a: movie(movieId: 1) { title } b: movie(movieId: 2) @skip(if: $s) { title } }"
+    )
     assert price(schema, skipped, {"s": True}).aliases == 1
     assert price(schema, skipped, {"s": False}).aliases == 2
 

@@ -13,13 +13,13 @@ import pandas as pd
 import pytest
 import torch
 
-from ml.dataset import Catalog
+from ml.interactions import Catalog
 from ml.llm.backends import ExplainRequest, Overloaded, ScoreRequest
-from ml.llm.data import build_examples, split_users
 from ml.llm.evidence import gather_evidence
+from ml.llm.examples import build_examples, split_users
 from ml.llm.finetune import FinetuneConfig, finetune, preference_auc
 from ml.llm.local import TransformersBackend
-from ml.llm.prompts import Profile, PromptBuilder, candidate_text, profile_from_ratings
+from ml.llm.prompts import MovieFacts, Profile, PromptBuilder, candidate_text, preference_request
 from ml.llm.rerank import blend, choose_weight, reranked
 from ml.llm.scoring import full_sequence_batch, yes_probabilities
 from ml.metrics import roc_auc
@@ -73,14 +73,22 @@ def test_examples_hold_out_users_and_candidates() -> None:
         truth = dict(zip(asked.movie_id, asked.rating > 3, strict=True))
         assert ex.labels == [int(truth[m]) for m in ex.movie_ids]
         # a question is never answered by the profile
+        profile = ex.request.profile
         for m in ex.movie_ids:
-            assert not any(t.startswith(f"Film {m} (") for t in [*ex.profile.liked, *ex.profile.disliked])
+            assert not any(t.startswith(f"Film {m} (") for t in [*profile.liked, *profile.disliked])
 
 
-def test_profile_orders_likes_and_dislikes() -> None:
-    profile = profile_from_ratings([("A", 5.0), ("B", 1.0), ("C", 4.0), ("D", 3.0), ("E", 2.0)])
-    assert profile.liked == ["A", "C"]
-    assert profile.disliked == ["B", "E", "D"]
+def test_profile_orders_likes_and_dislikes_the_same_in_any_order() -> None:
+    ratings = [(1, 5.0), (2, 1.0), (3, 4.0), (4, 3.0), (5, 2.0), (6, 4.0)]
+    names = {m: f"M{m}" for m, _ in ratings}
+    request = preference_request(ratings, [MovieFacts("X (1999)", ["Drama"], 3.5, 10)], names)
+    assert request.profile.liked == ["M1", "M3", "M6"]  # best first; ties by movie id
+    assert request.profile.disliked == ["M2", "M5", "M4"]  # worst first
+    assert (request.profile.liked_count, request.profile.rated_count) == (3, 6)
+    assert preference_request(ratings[::-1], [MovieFacts("X (1999)", ["Drama"], 3.5, 10)], names) == request
+    assert request.candidates == [
+        "Will the user enjoy X (1999) (Drama; rated 3.5/5 on average by 10 viewers)? Answer Yes or No."
+    ]
 
 
 def test_shared_prefix_scores_equal_whole_prompt_scores(base_llm) -> None:
@@ -88,13 +96,19 @@ def test_shared_prefix_scores_equal_whole_prompt_scores(base_llm) -> None:
     builder = PromptBuilder(tokenizer)
     prompts = [
         builder.preference(
-            Profile(["Toy Story (1995)", "Babe (1995)"], ["Heat (1995)"]),
-            [
-                candidate_text("Aladdin (1992)", ["Animation"]),
-                candidate_text("Casino (1995)", ["Crime", "Drama"]),
-            ],
+            ScoreRequest(
+                Profile(["Toy Story (1995)", "Babe (1995)"], ["Heat (1995)"]),
+                [
+                    candidate_text(MovieFacts("Aladdin (1992)", ["Animation"])),
+                    candidate_text(MovieFacts("Casino (1995)", ["Crime", "Drama"])),
+                ],
+            )
         ),
-        builder.preference(Profile(["Alien (1979)"], []), [candidate_text("Aliens (1986)", ["Sci-Fi"])]),
+        builder.preference(
+            ScoreRequest(
+                Profile(["Alien (1979)"], []), [candidate_text(MovieFacts("Aliens (1986)", ["Sci-Fi"]))]
+            )
+        ),
     ]
     shared = np.concatenate(
         yes_probabilities(
@@ -115,7 +129,7 @@ def test_shared_prefix_scores_equal_whole_prompt_scores(base_llm) -> None:
 def test_finetune_changes_the_adapter_and_resumes(llm_cache: Path, tmp_path: Path) -> None:
     from peft import PeftModel
 
-    from ml.llm.base import DEFAULT_BASE, load_base
+    from ml.llm.base_model import DEFAULT_BASE, load_base
 
     # fine-tuning wraps the model in place: each run gets its own copy, not the shared one
     model, tokenizer = load_base(DEFAULT_BASE, llm_cache)

@@ -81,8 +81,8 @@ def test_hybrid_blends_saves_and_loads(tmp_path: Path) -> None:
 def test_unrated_items_get_a_representation_from_their_features() -> None:
     """Two movies nobody rated, with the same genres, end up close in LightFM's space; a third
     unrated movie of other genres does not: cold items are recommended from their features."""
-    from ml.dataset import Catalog
     from ml.features import item_features
+    from ml.interactions import Catalog
 
     rng = np.random.default_rng(3)
     n_items, n_users = 40, 120

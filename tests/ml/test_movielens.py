@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ml.data import movielens as ml
+from ml.data import movielens
 
 
 @pytest.mark.parametrize(
@@ -28,7 +28,7 @@ from ml.data import movielens as ml
     ],
 )
 def test_split_title_year(raw: str, title: str, year: int | None) -> None:
-    assert ml.split_title_year(raw) == (title, year)
+    assert movielens.split_title_year(raw) == (title, year)
 
 
 def test_movies_duplicates_and_bad_ids(tmp_path: Path) -> None:
@@ -36,7 +36,7 @@ def test_movies_duplicates_and_bad_ids(tmp_path: Path) -> None:
     path.write_text(
         "movieId,title,genres\n1,A (2000),Drama\n1,A (2000),Drama\n2,B (2001),Comedy\n2,C (2001),Comedy\nx,D,Drama\n3,,Drama\n"
     )
-    table = ml.read_movies(path)
+    table = movielens.read_movies(path)
     assert table.frame["movie_id"].tolist() == [1]
     assert [(p.line, p.reason) for p in table.problems] == [
         (4, "duplicate movieId with a different title or genres"),
@@ -52,7 +52,7 @@ def test_ratings_chunks_report_exact_lines(tmp_path: Path) -> None:
     rows[50] = "5,9,3.0,1000"  # unknown movie, line 52
     rows[100] = "5,1,3.25,1000"  # line 102
     path.write_text("userId,movieId,rating,timestamp\n" + "\n".join(rows) + "\n")
-    chunks = list(ml.iter_ratings(path, np.array([1, 2, 3]), chunk_rows=17))
+    chunks = list(movielens.iter_ratings(path, np.array([1, 2, 3]), chunk_rows=17))
     problems = [p for c in chunks for p in c.problems]
     assert [(p.line, p.reason) for p in problems] == [
         (52, "unknown movieId"),
@@ -67,7 +67,7 @@ def test_ratings_chunks_report_exact_lines(tmp_path: Path) -> None:
 
 
 def test_duplicate_tracker_tells_identical_from_conflicting() -> None:
-    tracker = ml.DuplicateTracker()
+    tracker = movielens.DuplicateTracker()
     frame = pd.DataFrame({"user_id": [1, 1, 2, 1], "movie_id": [5, 6, 5, 5], "rating": [4.0, 3.0, 2.0, 4.0]})
     tracker.add(frame, np.array([2, 3, 4, 5]))
     tracker.add(pd.DataFrame({"user_id": [2], "movie_id": [5], "rating": [2.5]}), np.array([9]))

@@ -71,7 +71,7 @@ async def test_scores_come_from_logprobs(ollama: OllamaTestServer, base_llm) -> 
     builder = PromptBuilder(tokenizer)
     [local] = yes_probabilities(
         model,
-        [builder.preference(profile, candidates)],
+        [builder.preference(ScoreRequest(profile, candidates))],
         yes_id=builder.yes_id,
         no_id=builder.no_id,
         pad_id=tokenizer.pad_token_id,

@@ -5,16 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import pandas as pd
-import pytest
 
 from ml.data.movielens import read_movies, read_users
-from ml.dataset import Catalog
+from ml.interactions import Catalog
 from ml.training import TrainConfig, TrainData, train
 
 NDCG_FLOOR = 0.48  # Microsoft Recommenders' best published ML-100K nDCG@10 is 0.475 (BiVAE)
 
 
-@pytest.mark.ml100k
 def test_hybrid_ndcg_floor_on_ml100k(ml100k_dir: Path) -> None:
     movies = read_movies(ml100k_dir / "movies.csv").frame
     genres = movies[["movie_id", "genres"]].explode("genres").dropna().rename(columns={"genres": "name"})

@@ -13,15 +13,14 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from ml.dataset import Catalog
-from ml.llm.prompts import LIKED_THRESHOLD, Profile, candidate_text, profile_from_ratings
+from ml.interactions import Catalog
+from ml.llm.prompts import LIKED_THRESHOLD, MovieFacts, ScoreRequest, movie_label, preference_request
 
 
 @dataclass(frozen=True)
 class PreferenceExample:
     user_id: int
-    profile: Profile
-    candidates: list[str]  # candidate texts
+    request: ScoreRequest  # the profile and one question per candidate, as serving puts them
     movie_ids: list[int]
     labels: list[int]  # 1: liked (rating above 3)
 
@@ -41,10 +40,16 @@ def split_users(user_ids: np.ndarray, eval_fraction: float, seed: int) -> tuple[
     return np.sort(users[order[n_eval:]]), np.sort(users[order[:n_eval]])
 
 
-def movie_label(catalog: Catalog, index: int) -> str:
-    year = int(catalog.years[index])
-    title = catalog.titles[index]
-    return title if not year or f"({year})" in title else f"{title} ({year})"
+def catalog_label(catalog: Catalog, index: int) -> str:
+    return movie_label(catalog.titles[index], int(catalog.years[index]))
+
+
+def catalog_facts(
+    catalog: Catalog, index: int, stats: Mapping[int, tuple[float, int]] | None = None
+) -> MovieFacts:
+    """What a prompt may say about the movie at ``index``; ``stats``: movie id -> (mean, count)."""
+    mean, count = (stats or {}).get(int(catalog.item_ids[index]), (None, None))
+    return MovieFacts(catalog_label(catalog, index), catalog.genres[index], mean, count)
 
 
 def build_examples(
@@ -77,23 +82,17 @@ def build_examples(
         order = rng.permutation(len(index))
         n_candidates = min(candidates_per_user, len(index) - min_profile)
         asked, known = order[:n_candidates], order[n_candidates:]
-        profile = profile_from_ratings(
-            [(movie_label(catalog, int(index[j])), float(values[j])) for j in known],
+        request = preference_request(
+            [(int(catalog.item_ids[index[j]]), float(values[j])) for j in known],
+            [catalog_facts(catalog, int(index[j]), stats) for j in asked],
+            lambda movie: catalog_label(catalog, int(catalog.index([movie])[0])),
             n_liked=n_liked,
             n_disliked=n_disliked,
         )
         examples.append(
             PreferenceExample(
                 user_id=int(user_id),
-                profile=profile,
-                candidates=[
-                    candidate_text(
-                        movie_label(catalog, int(index[j])),
-                        catalog.genres[int(index[j])],
-                        *stats.get(int(catalog.item_ids[index[j]]), (None, None)),
-                    )
-                    for j in asked
-                ],
+                request=request,
                 movie_ids=[int(catalog.item_ids[index[j]]) for j in asked],
                 labels=[int(values[j] > LIKED_THRESHOLD) for j in asked],
             )

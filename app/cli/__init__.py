@@ -1,0 +1,70 @@
+"""The ``cinerec`` command line: thin commands over the services.
+
+Each command parses its options and calls a service; domain errors are turned into a
+message and an exit code here, in one place (``EXIT_CODES``).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import click
+import typer
+
+from app.cli import data, db, llm, models, schema, serve, users
+from app.errors import CinerecError
+from app.migrate import SchemaBehind
+from ml.data.download import DownloadError
+from ml.data.movielens import DatasetError
+from ml.registry import RegistryError
+
+app = typer.Typer(help="cinerec: movie recommendations over GraphQL.", no_args_is_help=True)
+app.command()(serve.serve)
+app.command()(models.train)
+app.command()(models.evaluate)
+app.add_typer(db.app, name="db")
+app.add_typer(data.app, name="data")
+app.add_typer(users.app, name="users")
+app.add_typer(schema.app, name="schema")
+app.add_typer(llm.app, name="llm")
+
+# Most specific first: the first match decides the exit code.
+EXIT_CODES: list[tuple[type[BaseException], int]] = [
+    (SchemaBehind, 3),
+    (DatasetError, 2),
+    (RegistryError, 2),
+    (CinerecError, 2),  # bad input, missing data, nothing to train on
+    (DownloadError, 1),
+    (OSError, 1),
+]
+
+
+def _exit_code(error: BaseException) -> int | None:
+    from app.services.ingest import IngestError
+
+    if isinstance(error, IngestError):
+        return 2
+    return next((code for kind, code in EXIT_CODES if isinstance(error, kind)), None)
+
+
+def main() -> None:
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
+    try:
+        app(standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        typer.echo("Aborted.", err=True)
+        sys.exit(1)
+    except Exception as exc:
+        code = _exit_code(exc)
+        if code is None:
+            raise
+        typer.secho(getattr(exc, "message", None) or str(exc), fg=typer.colors.RED, err=True)
+        sys.exit(code)

@@ -1,0 +1,120 @@
+"""``cinerec train`` and ``cinerec evaluate``: the recommender."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from app.migrate import ensure_schema
+from app.settings import get_settings
+
+if TYPE_CHECKING:
+    from app.services.training import RerankOutcome
+    from ml.training import TrainConfig
+
+EpochsOption = Annotated[int, typer.Option(help="LightFM epochs.")]
+ComponentsOption = Annotated[int, typer.Option(help="LightFM latent dimensions.")]
+SeedOption = Annotated[int, typer.Option(help="Seed of the split and the models.")]
+TuneOption = Annotated[bool, typer.Option(help="Choose blending weights on a validation split.")]
+EvalUsersOption = Annotated[int | None, typer.Option(help="Evaluate on a sample of this many users.")]
+
+
+def _config(epochs: int, components: int, seed: int, tune: bool, eval_users: int | None) -> TrainConfig:
+    from ml.training import TrainConfig
+
+    return TrainConfig(epochs=epochs, components=components, seed=seed, tune=tune, eval_users=eval_users)
+
+
+def print_table(metrics: dict[str, dict[str, float]]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    columns = [c for c in next(iter(metrics.values())) if c != "validation_ndcg"]
+    table = Table(title="held-out evaluation (per-user 75/25 split)")
+    table.add_column("model")
+    for c in columns:
+        table.add_column(c, justify="right")
+    for name, row in metrics.items():
+        table.add_row(name, *(f"{row[c]:.4f}" for c in columns))
+    Console(width=200).print(table)
+
+
+def print_rerank(outcome: RerankOutcome) -> None:
+    report = outcome.report
+    which = (
+        f"cinerec-llm version {outcome.version}"
+        if outcome.version
+        else "the base LLM (no adapter registered)"
+    )
+    typer.echo(
+        f"rerank with {which} on {report.users_test} users "
+        f"(weight chosen on {report.users_validation} others): "
+        f"nDCG@10 {report.ndcg_without:.4f} without -> {report.ndcg_with:.4f} with (weight {report.weight}); "
+        f"by weight { ({w: round(v, 4) for w, v in report.test_by_weight.items()}) }; {report.seconds:.0f} s"
+    )
+    if outcome.recorded:
+        typer.echo(
+            f"cinerec-llm version {outcome.version} now reranks with weight {report.weight} (0: no rerank)"
+        )
+
+
+def evaluate(
+    epochs: EpochsOption = 30,
+    components: ComponentsOption = 64,
+    seed: SeedOption = 42,
+    tune: TuneOption = True,
+    eval_users: EvalUsersOption = None,
+    rerank_users: Annotated[
+        int,
+        typer.Option(
+            help="Also measure the LLM rerank of the top 20 on this many of the LLM's held-out users "
+            "(0: skip). Sets the served rerank weight of the LLM champion to the validated one."
+        ),
+    ] = 0,
+) -> None:
+    """Evaluate popularity, EASE, LightFM and the hybrid on one held-out split; log to MLflow."""
+    from app.services.training import TrainingService
+
+    settings = get_settings()
+    ensure_schema(settings, migrate=True)
+    outcome = TrainingService(settings).evaluate(
+        _config(epochs, components, seed, tune, eval_users), rerank_users=rerank_users
+    )
+    print_table(outcome.metrics)
+    if outcome.rerank is not None:
+        print_rerank(outcome.rerank)
+    typer.echo(f"blend weights {outcome.weights}; MLflow run {outcome.run_id}; timings {outcome.timings}")
+
+
+def train(
+    promote: Annotated[bool, typer.Option(help="Make the new version the champion at once.")] = False,
+    refit: Annotated[bool, typer.Option(help="Refit on every rating after the held-out evaluation.")] = True,
+    epochs: EpochsOption = 30,
+    components: ComponentsOption = 64,
+    seed: SeedOption = 42,
+    tune: TuneOption = True,
+    eval_users: EvalUsersOption = None,
+    if_missing: Annotated[
+        bool, typer.Option("--if-missing", help="Do nothing when a champion exists.")
+    ] = False,
+) -> None:
+    """Train the hybrid on the database's ratings, evaluate it, register a new version in MLflow."""
+    from app.services.training import TrainingService
+    from ml.registry import RECOMMENDER
+
+    settings = get_settings()
+    ensure_schema(settings, migrate=True)
+    service = TrainingService(settings)
+    if if_missing and (existing := service.champion(RECOMMENDER)):
+        typer.echo(f"{RECOMMENDER} version {existing} is the champion already: not training")
+        return
+    outcome = service.train(_config(epochs, components, seed, tune, eval_users), refit=refit, promote=promote)
+    print_table(outcome.metrics)
+    state = (
+        "serving (champion)"
+        if outcome.champion == outcome.version
+        else f"registered; champion is still version {outcome.champion}"
+    )
+    typer.echo(f"{RECOMMENDER} version {outcome.version}: {state}; MLflow run {outcome.run_id}")
+    typer.echo(f"timings {outcome.timings}")

@@ -1,0 +1,117 @@
+"""What the LLM is told at serving time, read from the database: the facts about movies,
+the evidence from a user's ratings, and the prompts built from them.
+
+The prompts themselves are put together by ``ml.llm.prompts`` (the same functions that
+build the fine-tuning data); this module only gathers the facts they take.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+from sqlalchemy import select
+
+from app.models import Rating
+from app.services import catalog
+from ml.llm.evidence import Evidence, gather_evidence
+from ml.llm.prompts import (
+    LIKED_THRESHOLD,
+    ExplainRequest,
+    MovieFacts,
+    ScoreRequest,
+    movie_label,
+    preference_request,
+    profile_movies,
+)
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncSession
+
+    from ml.hybrid import HybridRecommender
+
+ratings_table = Rating.__table__  # type: ignore[attr-defined]
+Ratings = dict[int, list[tuple[int, float]]]  # user id -> (movie id, rating) pairs
+
+
+async def rated_by(*, session: AsyncSession, user_ids: Sequence[int]) -> Ratings:
+    """Each user's (movie_id, rating) pairs, in one statement."""
+    stmt = select(ratings_table.c.user_id, ratings_table.c.movie_id, ratings_table.c.rating).where(
+        ratings_table.c.user_id.in_(user_ids)
+    )
+    out: Ratings = {u: [] for u in user_ids}
+    for user_id, movie_id, rating in (await session.execute(stmt)).all():
+        out[user_id].append((movie_id, rating))
+    return out
+
+
+@dataclass
+class CatalogFacts:
+    """Labels, genres and rating statistics of a set of movies, as the database has them."""
+
+    labels: dict[int, str]
+    genres: dict[int, list[str]]
+    stats: dict[int, tuple[float | None, int | None]]  # mean rating and count
+
+    def label(self, movie_id: int) -> str:
+        return self.labels.get(movie_id, f"movie {movie_id}")
+
+    def movie(self, movie_id: int) -> MovieFacts:
+        mean, count = self.stats.get(movie_id, (None, None))
+        return MovieFacts(self.label(movie_id), self.genres.get(movie_id, []), mean, count)
+
+
+async def catalog_facts(session: AsyncSession, movie_ids: Sequence[int]) -> CatalogFacts:
+    ids = list(dict.fromkeys(movie_ids))
+    rows = await catalog.movies_by_ids(session=session, movie_ids=ids)
+    genres = await catalog.genres_by_movie_ids(session=session, movie_ids=ids)
+    stats = {
+        m: (r.rating_sum / r.ratings_count, r.ratings_count) if r.ratings_count else (None, None)
+        for m, r in rows.items()
+    }
+    return CatalogFacts({m: movie_label(r.title, r.year) for m, r in rows.items()}, dict(genres), stats)
+
+
+def _embeddings(model: HybridRecommender | None, movie_ids: Sequence[int]) -> dict[int, np.ndarray]:
+    if model is None or not len(movie_ids):
+        return {}
+    index = model.item_index(list(movie_ids))
+    return {m: model.item_embeddings[i] for m, i in zip(movie_ids, index, strict=True) if i >= 0}
+
+
+async def explanation_inputs(
+    *, session: AsyncSession, model: HybridRecommender | None, pairs: Sequence[tuple[int, int]]
+) -> list[tuple[ExplainRequest, list[Evidence]]]:
+    """For each (user, movie): the request for the LLM and the evidence it carries."""
+    users = list(dict.fromkeys(u for u, _ in pairs))
+    rated = await rated_by(session=session, user_ids=users)
+    liked = {u: [(m, r) for m, r in rated[u] if r > LIKED_THRESHOLD] for u in users}
+    movies = [m for _, m in pairs] + [m for u in users for m, _ in liked[u]]
+    facts = await catalog_facts(session, movies)
+    embedding_of = _embeddings(model, list(dict.fromkeys(movies)))
+    out = []
+    for user, movie in pairs:
+        evidence = gather_evidence(
+            candidate=movie,
+            rated=liked[user],
+            embedding_of=embedding_of,
+            titles=facts.labels,
+            genres=facts.genres,
+        )
+        out.append((ExplainRequest(facts.label(movie), [e.reason for e in evidence]), evidence))
+    return out
+
+
+async def preference_requests(
+    *, session: AsyncSession, users: Sequence[int], candidates: Sequence[Sequence[int]], rated: Ratings
+) -> list[ScoreRequest]:
+    """One preference request per user over their candidate movie ids. ``rated`` holds the
+    users' ratings; only the movies a profile names and the candidates are looked up."""
+    named = [m for u in users for group in profile_movies(rated[u]) for m in group]
+    facts = await catalog_facts(session, [m for c in candidates for m in c] + named)
+    return [
+        preference_request(rated[user], [facts.movie(m) for m in movies], facts.label)
+        for user, movies in zip(users, candidates, strict=True)
+    ]

@@ -1,0 +1,308 @@
+"""Training, evaluation and fine-tuning, end to end: read the ratings, fit, measure, log to
+MLflow (and W&B), register a version, tell running servers.
+
+What ``cinerec train``, ``cinerec evaluate`` and ``cinerec llm finetune`` call; a test can
+call the same methods without a shell. The models themselves live in ``ml``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from app.announcements import PROMOTIONS, publish_sync
+from app.errors import BadUserInput
+from app.serving import register_version, registry_for
+from ml.registry import CHAMPION, LLM, RECOMMENDER, RERANK_WEIGHT_TAG
+
+if TYPE_CHECKING:
+    from app.settings import Settings
+    from ml.llm.finetune import FinetuneConfig
+    from ml.llm.rerank import RerankReport
+    from ml.training import TrainConfig, TrainData, TrainResult
+
+log = logging.getLogger(__name__)
+
+
+class NoRatings(BadUserInput):
+    pass
+
+
+class NoDevice(BadUserInput):
+    pass
+
+
+@dataclass
+class TrainOutcome:
+    version: str
+    champion: str | None
+    run_id: str
+    metrics: dict[str, dict[str, float]]  # model -> metric -> value, on the held-out split
+    weights: dict[str, float]
+    timings: dict[str, float]
+
+
+@dataclass
+class EvaluateOutcome:
+    run_id: str
+    metrics: dict[str, dict[str, float]]
+    weights: dict[str, float]
+    timings: dict[str, float]
+    rerank: RerankOutcome | None = None
+
+
+@dataclass
+class RerankOutcome:
+    report: RerankReport
+    version: str | None  # the LLM version measured (None: the base model)
+    recorded: bool  # the validated weight was recorded on that version and announced
+
+
+@dataclass
+class FinetuneOutcome:
+    version: str
+    champion: str | None
+    run_id: str
+    auc_base: float
+    auc_tuned: float
+    eval_pairs: int
+    steps: int
+    tokens_per_second: float
+    device: str
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+def flat_metrics(metrics: dict[str, dict[str, float]]) -> dict[str, float]:
+    """Hybrid metrics under their own names, the baselines' prefixed by model."""
+    out = dict(metrics["hybrid"])
+    for name, row in metrics.items():
+        if name != "hybrid":
+            out.update({f"{name}.{k}": v for k, v in row.items()})
+    return out
+
+
+class TrainingService:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.registry = registry_for(settings)
+
+    def champion(self, name: str) -> str | None:
+        return self.registry.alias_version(name, CHAMPION)
+
+    def load_data(self) -> TrainData:
+        """The database's ratings and catalog as frames; ``NoRatings`` when there are none."""
+        from app.db import create_engine
+        from app.services.training_data import load_train_data
+
+        async def run() -> TrainData:
+            engine = create_engine(self.settings)
+            try:
+                return await load_train_data(engine=engine)
+            finally:
+                await engine.dispose()
+
+        data = asyncio.run(run())
+        if data.ratings.empty:
+            raise NoRatings("no ratings in the database: run `cinerec data ingest DIR` first")
+        return data
+
+    def _log_wandb(self, name: str, params: dict[str, Any], metrics: dict[str, float]) -> None:
+        from ml.tracking import log_wandb
+
+        try:
+            where = log_wandb(
+                project="cinerec",
+                name=name,
+                config=params,
+                metrics=metrics,
+                directory=self.settings.home / "wandb",
+                api_key=self.settings.wandb_api_key,
+            )
+            log.info("W&B run: %s", where)
+        except Exception as exc:  # tracking is a side channel: a W&B failure must not lose the model
+            log.warning("W&B logging failed: %s", exc)
+
+    # -- the recommender --------------------------------------------------------------------
+
+    def train(self, config: TrainConfig, *, refit: bool = True, promote: bool = False) -> TrainOutcome:
+        """Tune, evaluate, refit on every rating, register a version of the recommender."""
+        from ml.training import train as fit
+
+        result = fit(self.load_data(), config, refit=refit)
+        assert result.model is not None
+        params = {**result.params, "weights": result.weights, "refit": refit}
+        with tempfile.TemporaryDirectory() as tmp:
+            result.model.save(Path(tmp))
+            run_id, source = self.registry.log_run(
+                experiment=RECOMMENDER,
+                params=params,
+                metrics=flat_metrics(result.metrics),
+                artifacts=Path(tmp),
+            )
+        assert source is not None
+        version, champion = register_version(
+            self.settings, self.registry, RECOMMENDER, source=source, run_id=run_id, promote=promote
+        )
+        self._log_wandb(f"train-v{version}", params, flat_metrics(result.metrics))
+        return TrainOutcome(version, champion, run_id, result.metrics, result.weights, result.timings)
+
+    def evaluate(self, config: TrainConfig, *, rerank_users: int = 0) -> EvaluateOutcome:
+        """Popularity, EASE, LightFM and the hybrid on one held-out split; with ``rerank_users``,
+        the LLM rerank too (its validated weight is recorded on the LLM champion)."""
+        from ml.training import train as fit
+
+        data = self.load_data()
+        result = fit(data, config, evaluate_only=True, keep_evaluation=rerank_users > 0)
+        metrics = flat_metrics(result.metrics)
+        rerank = None
+        if rerank_users > 0:
+            rerank = self.evaluate_rerank(data, result, rerank_users, config.seed)
+            report = rerank.report
+            metrics.update(
+                {
+                    "rerank.ndcg_at_10_without": report.ndcg_without,
+                    "rerank.ndcg_at_10_with": report.ndcg_with,
+                    "rerank.weight": report.weight,
+                    "rerank.users_test": report.users_test,
+                }
+            )
+        run_id, _ = self.registry.log_run(
+            experiment="cinerec-evaluation",
+            params={**result.params, "weights": result.weights, "rerank_users": rerank_users},
+            metrics=metrics,
+        )
+        self._log_wandb(f"evaluate-{run_id[:8]}", result.params, metrics)
+        return EvaluateOutcome(run_id, result.metrics, result.weights, result.timings, rerank)
+
+    # -- the LLM ----------------------------------------------------------------------------
+
+    def _base_llm(self, device: str = "cpu") -> tuple[Any, Any]:
+        from ml.llm.base_model import init_torch, load_base
+
+        init_torch(self.settings.llm_threads)
+        return load_base(
+            self.settings.llm_base, self.settings.llm_cache_dir or self.settings.home / "llm", device=device
+        )
+
+    def finetune(
+        self, config: FinetuneConfig, *, promote: bool = False, fresh: bool = False
+    ) -> FinetuneOutcome:
+        """A LoRA adapter on preference questions, AUC base vs tuned on held-out users,
+        registered as a version of the LLM."""
+        import torch
+
+        from ml.llm.examples import build_examples, item_stats, split_users
+        from ml.llm.finetune import finetune as run_finetune
+        from ml.llm.prompts import PromptBuilder
+
+        if config.device.startswith("cuda") and not torch.cuda.is_available():
+            raise NoDevice("--device cuda: no CUDA device here")
+        data = self.load_data()
+        train_users, held_out = split_users(
+            data.ratings["user_id"].to_numpy(), config.eval_fraction, config.seed
+        )
+        stats = item_stats(data.ratings, train_users)  # from training users only: no answer leaks
+        train_examples = build_examples(
+            data.ratings,
+            data.catalog,
+            train_users,
+            candidates_per_user=config.candidates_per_user,
+            seed=config.seed,
+            item_stats=stats,
+        )
+        eval_examples = build_examples(
+            data.ratings,
+            data.catalog,
+            held_out[: config.eval_users],
+            candidates_per_user=config.eval_candidates,
+            seed=config.seed + 1,
+            item_stats=stats,
+        )
+        if not train_examples or not eval_examples:
+            raise NoRatings("too few ratings per user to build preference questions")
+        model, tokenizer = self._base_llm(config.device)
+        workdir = self.settings.home / "llm" / "finetune"
+        if fresh and workdir.exists():
+            shutil.rmtree(workdir)
+        result = run_finetune(model, PromptBuilder(tokenizer), train_examples, eval_examples, config, workdir)
+        meta = json.loads((result.adapter / "meta.json").read_text())
+        meta.update(
+            {"base": self.settings.llm_base, "eval_fraction": config.eval_fraction, "split_seed": config.seed}
+        )
+        (result.adapter / "meta.json").write_text(json.dumps(meta, indent=2, default=str))
+        params = {
+            **{k: v for k, v in meta["config"].items() if k != "progress"},
+            "base": self.settings.llm_base,
+            "train_pairs": result.train_pairs,
+            "eval_pairs": result.eval_pairs,
+            "resumed_from_step": result.resumed_from,
+        }
+        metrics = result.metrics()
+        run_id, source = self.registry.log_run(
+            experiment=LLM, params=params, metrics=metrics, artifacts=result.adapter
+        )
+        assert source is not None
+        version, champion = register_version(
+            self.settings, self.registry, LLM, source=source, run_id=run_id, promote=promote
+        )
+        self._log_wandb(f"llm-finetune-v{version}", params, metrics)
+        shutil.rmtree(workdir / "checkpoint", ignore_errors=True)  # registered: nothing left to resume
+        return FinetuneOutcome(
+            version,
+            champion,
+            run_id,
+            result.auc_base,
+            result.auc_tuned,
+            result.eval_pairs,
+            result.steps,
+            result.tokens_per_second,
+            config.device,
+            metrics,
+        )
+
+    def evaluate_rerank(self, data: TrainData, result: TrainResult, users: int, seed: int) -> RerankOutcome:
+        """nDCG@10 with and without the LLM rerank on the LLM champion's held-out users; the
+        validated weight becomes the champion's served weight (a tag on its version), and
+        running servers are told to reload it."""
+        import numpy as np
+
+        from ml.llm.base_model import with_adapter
+        from ml.llm.examples import split_users
+        from ml.llm.prompts import PromptBuilder
+        from ml.llm.rerank import evaluate_rerank
+        from ml.llm.scoring import yes_probabilities
+
+        assert result.evaluation is not None
+        model, train_part, test_part = result.evaluation
+        version = self.champion(LLM)
+        llm, tokenizer = self._base_llm()
+        fraction, split_seed = 0.2, seed
+        if version is not None:
+            adapter = self.registry.download(LLM, version, self.settings.home / "models")
+            meta = json.loads((adapter / "meta.json").read_text())
+            fraction, split_seed = float(meta.get("eval_fraction", 0.2)), int(meta.get("split_seed", seed))
+            llm = with_adapter(llm, adapter, merge=True)
+            llm.eval()
+        builder = PromptBuilder(tokenizer)
+        pad = int(tokenizer.pad_token_id)
+
+        def score(requests: list[Any]) -> list[Any]:
+            prompts = [builder.preference(r) for r in requests]
+            return yes_probabilities(llm, prompts, yes_id=builder.yes_id, no_id=builder.no_id, pad_id=pad)
+
+        # Only users the LLM never trained on, and who have held-out ratings to find.
+        _, held_out = split_users(data.ratings["user_id"].to_numpy(), fraction, split_seed)
+        rows = np.flatnonzero(np.isin(train_part.user_ids, held_out) & (np.diff(test_part.matrix.indptr) > 0))
+        rows = np.random.default_rng(seed).permutation(rows)[:users]
+        report = evaluate_rerank(model, train_part, test_part, data.catalog, score, rows)
+        if version is not None:
+            self.registry.set_version_tag(LLM, version, RERANK_WEIGHT_TAG, str(report.weight))
+            # a new weight on the serving version: servers reload it (they cache it with the model)
+            publish_sync(self.settings, PROMOTIONS, {"model": LLM, "alias": CHAMPION, "version": version})
+        return RerankOutcome(report, version, version is not None)
