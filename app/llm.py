@@ -44,6 +44,10 @@ class PrometheusObserver:
         if self.metrics is not None:
             self.metrics.llm_tokens.inc(count)
 
+    def running(self, count: int) -> None:
+        if self.metrics is not None:
+            self.metrics.llm_running.set(count)
+
 
 class Fallback:
     """The one policy for every LLM call: it answers within ``timeout_s``, or the caller's

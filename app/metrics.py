@@ -86,6 +86,12 @@ class Metrics:
             ["reason"],
             registry=r,
         )
+        self.llm_running = Gauge(
+            "cinerec_llm_running_calls",
+            "Model calls (generation or scoring batches) running now in this process.",
+            multiprocess_mode="livesum",
+            registry=r,
+        )
         self.llm_streams = Gauge(
             "cinerec_llm_active_streams",
             "Explanation streams open now.",

@@ -32,11 +32,13 @@ class Overloaded(LLMError):
 
 class Observer(Protocol):
     """Hooks for metrics: ``batch`` once per model batch ("score" or "generate"), ``tokens``
-    for every generated token count."""
+    for every generated token count, ``running`` with the number of model calls in flight."""
 
     def batch(self, kind: str, size: int) -> None: ...
 
     def tokens(self, count: int) -> None: ...
+
+    def running(self, count: int) -> None: ...
 
 
 class NullObserver:
@@ -44,6 +46,9 @@ class NullObserver:
         pass
 
     def tokens(self, count: int) -> None:
+        pass
+
+    def running(self, count: int) -> None:
         pass
 
 

@@ -134,6 +134,9 @@ class TransformersBackend:
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="cinerec-llm")
         self._pending: asyncio.Queue[_Job] = asyncio.Queue(maxsize=max_pending)
         self._dispatcher: asyncio.Task[None] | None = None
+        self._running = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
         eos = tokenizer.eos_token_id
         self._eos_ids = {int(e) for e in (eos if isinstance(eos, list) else [eos])}
 
@@ -141,8 +144,24 @@ class TransformersBackend:
     async def score(self, requests: Sequence[ScoreRequest]) -> list[np.ndarray]:
         if not requests:
             return []
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self._score_sync, list(requests))
+        return await self._run(self._score_sync, list(requests))
+
+    async def _run(self, work: Any, *args: Any) -> Any:
+        """``work`` on the model's one worker thread, counted while it runs."""
+        self._running += 1
+        self._idle.clear()
+        self.observer.running(self._running)
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._executor, work, *args)
+        finally:
+            self._running -= 1
+            self.observer.running(self._running)
+            if not self._running:
+                self._idle.set()
+
+    async def wait_idle(self) -> None:
+        """Return once no model call is running (a stopped stream's batch has ended)."""
+        await self._idle.wait()
 
     def _score_sync(self, requests: list[ScoreRequest]) -> list[np.ndarray]:
         prompts = [self.builder.preference(r) for r in requests]
@@ -185,9 +204,8 @@ class TransformersBackend:
         if not requests:
             return []
         jobs = [self._job(r) for r in requests]
-        loop = asyncio.get_running_loop()
         try:
-            await loop.run_in_executor(self._executor, self._generate_sync, jobs)
+            await self._run(self._generate_sync, jobs)
         finally:
             for job in jobs:
                 job.cancelled.set()
@@ -210,7 +228,7 @@ class TransformersBackend:
                     break
             batch = [job for job in batch if not job.cancelled.is_set()]
             if batch:
-                await loop.run_in_executor(self._executor, self._generate_sync, batch)
+                await self._run(self._generate_sync, batch)
 
     def _generate_sync(self, jobs: list[_Job]) -> None:
         import torch

@@ -202,6 +202,9 @@ class CountingObserver:
     def tokens(self, count: int) -> None:
         self.generated += count
 
+    def running(self, count: int) -> None:
+        pass
+
 
 REQUEST = ExplainRequest(
     "Aladdin (1992)", ["you rated Beauty and the Beast (1991) 5/5 and it shares Animation"]
@@ -243,10 +246,8 @@ async def test_closing_a_stream_stops_its_generation(base_llm) -> None:
         first = await anext(pieces)
         assert first.startswith("You will enjoy")
         await pieces.aclose()
-        await asyncio.sleep(1.0)
-        stopped_at = observer.generated
-        await asyncio.sleep(0.5)
-        assert observer.generated == stopped_at < 300
+        await backend.wait_idle()  # the batch has ended: nothing more can be generated
+        assert observer.generated < 300  # it ended early, at the stream's close
         # the worker is free again at once (scoring queues behind any generation still running)
         scored = await asyncio.wait_for(backend.score([ScoreRequest(Profile(["Heat (1995)"], []), ["q"])]), 5)
         assert scored[0].shape == (1,)
