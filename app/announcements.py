@@ -136,14 +136,20 @@ class Announcements:
                     log.info("redis is back: following announcements again")
                     await self._resync()
                 outage, delay = False, 0.1
+                loop = asyncio.get_running_loop()
+                pinged = loop.time()
                 while True:
-                    message = await pubsub.get_message(timeout=5.0)
+                    message = await asyncio.wait_for(pubsub.get_message(timeout=1.0), 5)
                     if message is not None and message.get("type") == "message":
                         channel = message["channel"]
                         await self._dispatch(
                             channel.decode() if isinstance(channel, bytes) else channel, message["data"]
                         )
-            except (RedisError, OSError) as exc:
+                    elif loop.time() - pinged > 2:
+                        # a quiet channel says nothing about Redis: ask, so that an outage is seen
+                        await asyncio.wait_for(pubsub.ping(), 2)
+                        pinged = loop.time()
+            except (RedisError, OSError, TimeoutError) as exc:
                 self.connected.clear()
                 self._up(0)
                 if not outage:

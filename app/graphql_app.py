@@ -1,9 +1,12 @@
-"""The GraphQL endpoint: Strawberry's ASGI view with cinerec's context, request checks and
-per-request time budget.
+"""The GraphQL endpoint: Strawberry's ASGI view with cinerec's context, request checks,
+persisted queries, the response cache and a per-request time budget.
 
 Every refusal a client can cause before execution is a JSON GraphQL error with a code,
 never a plain-text 400 or a 500: a body that is not a JSON object, JSON nested too deep to
 parse, an unsupported method or content type, a subscription sent over HTTP.
+
+An anonymous catalog query sent as a persisted GET is answered from the response cache
+before Strawberry sees it (``_cached``): that path costs about what a bare route does.
 """
 
 from __future__ import annotations
@@ -12,14 +15,17 @@ import asyncio
 import json
 import logging
 from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qs
 
 from cross_web import HTTPException
 from graphql import GraphQLError
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from strawberry.asgi import GraphQL
 from strawberry.types import ExecutionResult
 
+from app.errors import CinerecError
+from app.persisted import ResponseCache, etag
 from app.websocket import AuthenticatedTransportWS
 from graphql_schema.context import Context, build_context
 
@@ -29,11 +35,20 @@ if TYPE_CHECKING:
     from starlette.websockets import WebSocket
     from strawberry.http import GraphQLHTTPResponse, GraphQLRequestData
 
+    from app.state import AppState
+
 log = logging.getLogger(__name__)
 
 
 def error_body(message: str, code: str, **extra: Any) -> dict[str, Any]:
     return {"data": None, "errors": [{"message": message, "extensions": {"code": code, **extra}}]}
+
+
+def _response_depends(state: AppState) -> str:
+    """What a cached catalog response depends on besides its query: the catalog's generation
+    (an ingest moves it) and the serving model (similar movies, search)."""
+    served = state.models.current
+    return f"{state.generations.peek('catalog', 0)}:{served.version if served else '-'}"
 
 
 class GraphQLApp(GraphQL[Context, None]):
@@ -45,12 +60,55 @@ class GraphQLApp(GraphQL[Context, None]):
         if scope["type"] != "http":
             await super().__call__(scope, receive, send)
             return
-        try:
-            response = await self.run(Request(scope=scope, receive=receive))
-        except HTTPException as exc:
-            code = "BAD_USER_INPUT" if exc.status_code < 500 else "INTERNAL"
-            response = JSONResponse(error_body(exc.reason, code), status_code=exc.status_code)
+        request = Request(scope=scope, receive=receive)
+        response = await self._cached(request)
+        if response is None:
+            try:
+                response = await self.run(request)
+            except HTTPException as exc:
+                code = "BAD_USER_INPUT" if exc.status_code < 500 else "INTERNAL"
+                response = JSONResponse(error_body(exc.reason, code), status_code=exc.status_code)
         await response(scope, receive, send)
+
+    async def _cached(self, request: Request) -> Response | None:
+        """A stored answer to an anonymous persisted GET, or None to go the normal way."""
+        if request.method != "GET" or "authorization" in request.headers:
+            return None
+        state: AppState = request.app.state.cinerec
+        if not state.settings.response_cache_seconds:
+            return None
+        params = parse_qs(request.scope.get("query_string", b"").decode("latin-1"))
+        try:
+            extensions = json.loads(params["extensions"][0])
+            digest = extensions["persistedQuery"]["sha256Hash"]
+            variables = json.loads(params["variables"][0]) if "variables" in params else None
+        except (KeyError, IndexError, ValueError, TypeError):
+            return None
+        if not isinstance(digest, str):
+            return None
+        operation = params.get("operationName", [None])[0]
+        key = ResponseCache.key(digest, variables, operation, _response_depends(state))
+        body = await state.responses.get(key)
+        if body is None:
+            return None
+        return self._cacheable_response(request, body, state.settings.response_cache_seconds)
+
+    @staticmethod
+    def _cacheable_response(request: Request, body: bytes, max_age: float) -> Response:
+        tag = etag(body)
+        headers = {"Cache-Control": f"public, max-age={int(max_age)}", "ETag": tag, "Vary": "Authorization"}
+        if request.headers.get("if-none-match") == tag:
+            return Response(status_code=304, headers=headers)
+        return Response(body, media_type="application/json", headers=headers)
+
+    def should_render_graphql_ide(self, request: Any) -> bool:
+        # A persisted GET carries no `query` either: only a browser asking for a page gets GraphiQL.
+        return bool(
+            request.method == "GET"
+            and request.query_params.get("query") is None
+            and request.query_params.get("extensions") is None
+            and "text/html" in request.headers.get("accept", "")
+        )
 
     def decode_json(self, data: str | bytes) -> object:
         try:
@@ -76,10 +134,17 @@ class GraphQLApp(GraphQL[Context, None]):
         root_value: None,
         request_data: GraphQLRequestData,
     ) -> ExecutionResult:
+        state = context.app
+        try:
+            request_data.query, digest = await state.persisted.resolve(
+                request_data.query, request_data.extensions
+            )
+        except CinerecError as exc:
+            return ExecutionResult(data=None, errors=[GraphQLError(exc.message, extensions=exc.extensions)])
         budget = context.settings.request_timeout_seconds
         try:
             async with asyncio.timeout(budget):
-                return await super().execute_single(
+                result = await super().execute_single(
                     request, request_adapter, sub_response, context, root_value, request_data
                 )
         except TimeoutError:
@@ -89,6 +154,33 @@ class GraphQLApp(GraphQL[Context, None]):
                 extensions={"code": "TIMEOUT", "budgetSeconds": budget},
             )
             return ExecutionResult(data=None, errors=[error])
+        if (
+            context.public
+            and digest is not None
+            and not result.errors
+            and state.settings.response_cache_seconds
+        ):
+            # an anonymous catalog answer: create_response stores it and marks it cacheable
+            sub_response.cinerec_cache_key = ResponseCache.key(
+                digest, request_data.variables, request_data.operation_name, _response_depends(state)
+            )
+            sub_response.cinerec_request = request
+        return result
+
+    def create_response(self, response_data: Any, sub_response: Response) -> Response:
+        key = getattr(sub_response, "cinerec_cache_key", None)
+        if key is None:
+            response = super().create_response(response_data, sub_response)
+            response.headers.setdefault("Cache-Control", "no-store")
+            return response
+        body = self.encode_json(response_data)
+        body = body.encode() if isinstance(body, str) else body
+        request: Request = sub_response.cinerec_request  # type: ignore[attr-defined]
+        state: AppState = request.app.state.cinerec
+        state.responses.put_soon(key, body)
+        response = self._cacheable_response(request, body, state.settings.response_cache_seconds)
+        response.headers.raw.extend(sub_response.headers.raw)
+        return response
 
     async def process_result(self, request: Request, result: ExecutionResult) -> GraphQLHTTPResponse:
         # Parse errors leave the operation before schema extensions see them: code them here too.

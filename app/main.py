@@ -25,16 +25,19 @@ from starlette.routing import Route, WebSocketRoute
 
 from app.announcements import ACCOUNTS, Announcements
 from app.auth import PasswordHasher
-from app.cache import ReadThroughCache, keep_catalog_warm, warm_catalog
+from app.cache import INVALIDATIONS, Generations, RedisHealth, TwoLevelCache, keep_catalog_warm, warm_catalog
 from app.clients import parse_networks
 from app.db import create_engine, session_factory
 from app.graphql_app import GraphQLApp
 from app.limits import BodySizeLimit
 from app.llm import Fallback, LLMHolder
 from app.metrics import Metrics
-from app.ratelimit import Counters, LoginThrottle, RegisterThrottle
+from app.persisted import PersistedQueries, ResponseCache, read_manifest
+from app.ratelimit import Counters, LoginThrottle, RegisterThrottle, TokenBuckets
 from app.services.accounts import ActiveAccounts
+from app.services.catalog import CatalogReader
 from app.services.explanations import ExplanationService
+from app.services.llm_inputs import Histories
 from app.services.recommendations import RecommendationService
 from app.serving import RecommenderHolder, ServingParts
 from app.settings import Settings, get_settings
@@ -140,7 +143,12 @@ def create_app(settings: Settings | None = None) -> Starlette:
         announcements = Announcements(
             settings.redis_url, prefix=settings.redis_prefix, redis_up=metrics.redis_up
         )
-        counters = Counters(redis, prefix=settings.redis_prefix, metrics=metrics)
+        health = RedisHealth(redis, metrics)
+        counters = Counters(health, prefix=settings.redis_prefix)
+        generations = Generations(health, settings.redis_prefix)
+        generations.announcements = announcements
+        announcements.on(INVALIDATIONS, generations.heard, resync=generations.forget)
+        cache = TwoLevelCache(health, metrics, prefix=settings.redis_prefix)
         accounts = ActiveAccounts(sessions, ttl=settings.account_cache_seconds)
 
         async def account_changed(message: dict[str, object]) -> None:
@@ -153,7 +161,16 @@ def create_app(settings: Settings | None = None) -> Starlette:
         announcements.on(ACCOUNTS, account_changed, resync=forget_accounts)
         models = RecommenderHolder(settings, announcements)
         llm = LLMHolder(settings, announcements, metrics)
-        parts = ServingParts(sessions, models, llm, Fallback(metrics, settings.llm_timeout_seconds), metrics)
+        parts = ServingParts(
+            sessions,
+            models,
+            llm,
+            Fallback(metrics, settings.llm_timeout_seconds),
+            metrics,
+            Histories(sessions, cache, generations),
+            cache,
+            generations,
+        )
         state = AppState(
             settings=settings,
             metrics=metrics,
@@ -161,7 +178,21 @@ def create_app(settings: Settings | None = None) -> Starlette:
             sessions=sessions,
             redis=redis,
             announcements=announcements,
-            cache=ReadThroughCache(metrics, ttl=settings.cache_ttl_seconds),
+            health=health,
+            generations=generations,
+            cache=cache,
+            catalog=CatalogReader(sessions, cache, generations),
+            persisted=PersistedQueries(
+                health,
+                prefix=settings.redis_prefix,
+                allowlist=read_manifest(settings.persisted_queries_manifest)
+                if settings.persisted_queries == "allowlist" and settings.persisted_queries_manifest
+                else None,
+                enabled=settings.persisted_queries != "off",
+            ),
+            responses=ResponseCache(
+                health, prefix=settings.redis_prefix, ttl=settings.response_cache_seconds
+            ),
             models=models,
             llm=llm,
             recommendations=RecommendationService(parts, rerank_candidates=settings.llm_rerank_candidates),
@@ -171,6 +202,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 max_waiting=settings.password_hash_queue,
                 metrics=metrics,
             ),
+            buckets=TokenBuckets(counters),
             login_throttle=LoginThrottle(
                 counters,
                 attempts=settings.login_attempts,
@@ -187,6 +219,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         )
         app.state.cinerec = state
         await state.hasher.warm()
+        await generations.get("catalog", [0])  # the catalog's generation, for cached responses
         metrics.redis_up.set(1 if redis is not None else 0)
         try:
             await state.models.load_champion()
@@ -224,6 +257,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 await _close("redis", redis.aclose())
             await _close("the database engine", engine.dispose())
             state.hasher.close()
+            metrics.process_exiting()
 
     graphql = GraphQLApp(
         build_schema(settings), graphql_ide="graphiql" if settings.graphiql_enabled else None

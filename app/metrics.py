@@ -49,10 +49,11 @@ class Metrics:
         self.sql_queries = Counter(
             "cinerec_sql_queries_total", "SQL statements sent to the database.", registry=r
         )
-        self.cache_lookups = Counter(
-            "cinerec_cache_lookups_total",
-            "Read-through cache lookups by namespace and result.",
-            ["namespace", "result"],
+        self.cache_requests = Counter(
+            "cinerec_cache_requests_total",
+            "Cache lookups by kind (movie, history, recommendations, ...), level (l1 in process, l2 Redis) "
+            "and result (hit, miss).",
+            ["kind", "level", "result"],
             registry=r,
         )
         self.score_batches = Counter(
@@ -121,3 +122,9 @@ class Metrics:
             multiprocess.MultiProcessCollector(merged)
             return generate_latest(merged), CONTENT_TYPE_LATEST
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+    @staticmethod
+    def process_exiting() -> None:
+        """A worker going away: its live gauges leave the merged view."""
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            multiprocess.mark_process_dead(os.getpid())

@@ -27,6 +27,7 @@ RATING_MAX = 5.0
 # Named so that a bulk load can drop and rebuild them (app.services.ingest).
 RATINGS_PK = "pk_ratings"
 RATINGS_MOVIE_INDEX = "ix_ratings_movie_id"
+RATINGS_USER_TIME_INDEX = "ix_ratings_user_time"
 RATINGS_USER_FK = "fk_ratings_user_id"
 RATINGS_MOVIE_FK = "fk_ratings_movie_id"
 
@@ -135,6 +136,7 @@ class Rating(SQLModel, table=True):
         ),
         PrimaryKeyConstraint("user_id", "movie_id", name=RATINGS_PK),
         Index(RATINGS_MOVIE_INDEX, "movie_id"),
+        Index(RATINGS_USER_TIME_INDEX, "user_id", "timestamp"),
     )
 
     user_id: int = Field(

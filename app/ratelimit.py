@@ -1,4 +1,5 @@
-"""Throttles: failed logins per account and client address, registrations per address.
+"""Throttles: cost-based token buckets per caller, failed logins per account and client
+address, registrations per address.
 
 Counts live in Redis when it is configured (shared by every replica, each step one atomic
 Lua script) and fall back to the process when Redis is unset or unreachable, so an outage
@@ -12,6 +13,7 @@ import hashlib
 import logging
 import time
 from collections import OrderedDict
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from redis.exceptions import RedisError
@@ -19,9 +21,7 @@ from redis.exceptions import RedisError
 from app.errors import RateLimited
 
 if TYPE_CHECKING:
-    from redis.asyncio import Redis
-
-    from app.metrics import Metrics
+    from app.cache import RedisHealth
 
 log = logging.getLogger(__name__)
 
@@ -71,23 +71,26 @@ class _LocalCounters:
 class Counters:
     """Windowed counters, in Redis when it answers, in the process otherwise."""
 
-    def __init__(self, redis: Redis | None, *, prefix: str, metrics: Metrics | None = None) -> None:
+    def __init__(self, health: RedisHealth | None, *, prefix: str) -> None:
+        self.health = health
+        redis = health.redis if health is not None else None
         self.redis = redis
-        self.redis_up = metrics.redis_up if metrics is not None else None
         self.prefix = prefix
         self.local = _LocalCounters()
         self._hit = redis.register_script(_HIT) if redis is not None else None
         self._extend = redis.register_script(_EXTEND) if redis is not None else None
 
+    def usable(self) -> bool:
+        return self.health is not None and self.health.usable() is not None
+
     def _redis_failed(self, exc: Exception) -> None:
-        if self.redis_up is not None:
-            self.redis_up.set(0)
-        log.warning("redis unreachable, counting in this process: %s", exc)
+        if self.health is not None:
+            self.health.failed(exc)
 
     async def hit(self, key: str, window: float) -> tuple[int, float]:
         """Count one event under ``key``: (events in the current window, seconds it has left)."""
         key = f"{self.prefix}:{key}"
-        if self._hit is not None:
+        if self._hit is not None and self.usable():
             try:
                 count, ttl_ms = await self._hit(keys=[key], args=[int(window * 1000)])
                 return int(count), int(ttl_ms) / 1000
@@ -97,7 +100,7 @@ class Counters:
 
     async def extend(self, key: str, seconds: float) -> None:
         key = f"{self.prefix}:{key}"
-        if self._extend is not None:
+        if self._extend is not None and self.usable():
             try:
                 await self._extend(keys=[key], args=[int(seconds * 1000)])
                 return
@@ -108,7 +111,7 @@ class Counters:
     async def clear(self, key: str) -> None:
         key = f"{self.prefix}:{key}"
         self.local.clear(key)
-        if self.redis is not None:
+        if self.redis is not None and self.usable():
             try:
                 await self.redis.delete(key)
             except (RedisError, OSError) as exc:
@@ -185,3 +188,78 @@ class RegisterThrottle:
         count, left = await self.counters.hit("register:" + _digest(address), self.window)
         if count > self.per_window:
             raise _refuse("too many registrations from your address", left)
+
+
+# A token bucket in one atomic step, on Redis's own clock (replicas' clocks never disagree).
+# KEYS[1] bucket; ARGV capacity, refill per second, cost. Returns {allowed, tokens left
+# (x1000), wait in ms}.
+_BUCKET = """
+local capacity, rate, cost = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local state = redis.call('HMGET', KEYS[1], 'tokens', 'ts')
+local tokens = tonumber(state[1]) or capacity
+local ts = tonumber(state[2]) or now
+tokens = math.min(capacity, tokens + math.max(0, now - ts) * rate / 1000)
+local allowed = 0
+local wait = 0
+if cost <= tokens then
+  tokens = tokens - cost
+  allowed = 1
+else
+  wait = math.ceil((cost - tokens) * 1000 / rate)
+end
+redis.call('HSET', KEYS[1], 'tokens', tokens, 'ts', now)
+redis.call('PEXPIRE', KEYS[1], math.ceil(capacity * 1000 / rate) + 1000)
+return {allowed, math.floor(tokens * 1000), wait}
+"""
+
+
+@dataclass(frozen=True)
+class Budget:
+    """One bucket's answer: whether the cost was taken, what is left, when it is full again."""
+
+    allowed: bool
+    capacity: float
+    remaining: float
+    restore_per_second: float
+    retry_after: float  # seconds until the cost would fit (0 when allowed)
+
+    @property
+    def full_in(self) -> float:
+        return (self.capacity - self.remaining) / self.restore_per_second
+
+
+class TokenBuckets:
+    """Cost-based rate limits: a bucket per caller that refills at a steady rate, shared by
+    every replica through Redis (atomic Lua), in the process while Redis is unset or down."""
+
+    def __init__(self, counters: Counters) -> None:
+        self.counters = counters
+        redis = counters.redis
+        self._script = redis.register_script(_BUCKET) if redis is not None else None
+        self._local: OrderedDict[str, tuple[float, float]] = OrderedDict()  # key -> (tokens, monotonic ts)
+
+    def _take_local(self, key: str, capacity: float, rate: float, cost: float) -> Budget:
+        now = time.monotonic()
+        tokens, ts = self._local.get(key, (capacity, now))
+        tokens = min(capacity, tokens + (now - ts) * rate)
+        allowed = cost <= tokens
+        if allowed:
+            tokens -= cost
+        self._local[key] = (tokens, now)
+        self._local.move_to_end(key)
+        while len(self._local) > self.counters.local.maxsize:
+            self._local.popitem(last=False)
+        wait = 0.0 if allowed else (cost - tokens) / rate
+        return Budget(allowed, capacity, tokens, rate, wait)
+
+    async def take(self, key: str, cost: float, *, capacity: float, per_second: float) -> Budget:
+        key = f"{self.counters.prefix}:bucket:{key}"
+        if self._script is not None and self.counters.usable():
+            try:
+                allowed, left, wait_ms = await self._script(keys=[key], args=[capacity, per_second, cost])
+                return Budget(bool(allowed), capacity, int(left) / 1000, per_second, int(wait_ms) / 1000)
+            except (RedisError, OSError) as exc:
+                self.counters._redis_failed(exc)
+        return self._take_local(key, capacity, per_second, cost)

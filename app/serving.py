@@ -20,8 +20,10 @@ if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
     from app.announcements import Announcements
+    from app.cache import Generations, TwoLevelCache
     from app.llm import Fallback, LLMHolder
     from app.metrics import Metrics
+    from app.services.llm_inputs import Histories
     from app.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -38,6 +40,9 @@ class ServingParts:
     llm: LLMHolder
     fallback: Fallback
     metrics: Metrics
+    histories: Histories
+    cache: TwoLevelCache
+    generations: Generations
 
 
 @dataclass(frozen=True)

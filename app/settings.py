@@ -41,7 +41,22 @@ class Settings(BaseSettings):
     max_body_bytes: int = 256 * 1024
     max_page_size: int = 100
     max_query_cost: int = Field(default=5000, gt=0)
+    # Cost-based rate limits: a bucket per caller (user, or client address when anonymous) of
+    # `capacity` points refilled at `per_second`; every operation takes its cost (at least 1).
+    rate_limits: bool = True
+    rate_anonymous_capacity: int = Field(default=10_000, gt=0)
+    rate_anonymous_per_second: float = Field(default=100.0, gt=0)
+    rate_user_capacity: int = Field(default=20_000, gt=0)
+    rate_user_per_second: float = Field(default=200.0, gt=0)
+    rate_admin_capacity: int = Field(default=100_000, gt=0)
+    rate_admin_per_second: float = Field(default=2_000.0, gt=0)
     request_timeout_seconds: float = Field(default=45.0, gt=0)
+    # Persisted queries: "auto" (Apollo APQ: clients register hashes), "allowlist" (only the
+    # manifest's operations run), "off".
+    persisted_queries: Literal["auto", "allowlist", "off"] = "auto"
+    persisted_queries_manifest: Path | None = None
+    # Anonymous catalog responses: cached this long, and advertised so (Cache-Control max-age).
+    response_cache_seconds: float = Field(default=10.0, ge=0)
     shutdown_timeout_seconds: float = Field(default=20.0, gt=0)
     # Addresses (CIDRs) whose X-Forwarded-For is believed: the load balancer, nginx.
     trusted_proxies: Annotated[list[str], NoDecode] = Field(default_factory=list)
@@ -97,6 +112,14 @@ class Settings(BaseSettings):
         if not self.mlflow_tracking_uri:
             # MLflow 3 refuses its old plain-file store: a SQLite store under home instead.
             self.mlflow_tracking_uri = f"sqlite:///{self.home / 'mlflow.db'}"
+        smallest = min(self.rate_anonymous_capacity, self.rate_user_capacity, self.rate_admin_capacity)
+        if self.rate_limits and smallest < self.max_query_cost:
+            raise ValueError(
+                f"every rate-limit capacity must hold the largest allowed query: {smallest} < "
+                f"CINEREC_MAX_QUERY_COST={self.max_query_cost}"
+            )
+        if self.persisted_queries == "allowlist" and self.persisted_queries_manifest is None:
+            raise ValueError("CINEREC_PERSISTED_QUERIES=allowlist needs CINEREC_PERSISTED_QUERIES_MANIFEST")
         if self.env == "production":
             secret = self.jwt_secret or ""
             if len(secret) < MIN_SECRET_LENGTH or secret.lower() in _PLACEHOLDER_SECRETS:
@@ -121,6 +144,14 @@ class Settings(BaseSettings):
     @property
     def production(self) -> bool:
         return self.env == "production"
+
+    def rate_limit(self, role: str | None) -> tuple[int, float]:
+        """(bucket capacity, refill per second) for a role (None: anonymous)."""
+        if role == "admin":
+            return self.rate_admin_capacity, self.rate_admin_per_second
+        if role == "user":
+            return self.rate_user_capacity, self.rate_user_per_second
+        return self.rate_anonymous_capacity, self.rate_anonymous_per_second
 
     @property
     def graphiql_enabled(self) -> bool:

@@ -11,12 +11,14 @@ if TYPE_CHECKING:
 
     from app.announcements import Announcements
     from app.auth import PasswordHasher
-    from app.cache import ReadThroughCache
+    from app.cache import Generations, RedisHealth, TwoLevelCache
     from app.clients import Network
     from app.llm import LLMHolder
     from app.metrics import Metrics
-    from app.ratelimit import LoginThrottle, RegisterThrottle
+    from app.persisted import PersistedQueries, ResponseCache
+    from app.ratelimit import LoginThrottle, RegisterThrottle, TokenBuckets
     from app.services.accounts import ActiveAccounts
+    from app.services.catalog import CatalogReader
     from app.services.explanations import ExplanationService
     from app.services.recommendations import RecommendationService
     from app.serving import RecommenderHolder
@@ -31,12 +33,18 @@ class AppState:
     sessions: async_sessionmaker[AsyncSession]
     redis: Redis | None
     announcements: Announcements
-    cache: ReadThroughCache
+    health: RedisHealth
+    generations: Generations
+    cache: TwoLevelCache
+    catalog: CatalogReader
+    persisted: PersistedQueries
+    responses: ResponseCache
     models: RecommenderHolder
     llm: LLMHolder
     recommendations: RecommendationService
     explanations: ExplanationService
     hasher: PasswordHasher
+    buckets: TokenBuckets
     login_throttle: LoginThrottle
     register_throttle: RegisterThrottle
     accounts: ActiveAccounts

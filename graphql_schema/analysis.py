@@ -54,6 +54,7 @@ FIELD_COSTS: dict[str, int] = {
     "Mutation.promoteModel": 50,
     "Mutation.rollbackModel": 50,
     "Query.modelVersions": 5,
+    "Query.rateLimit": 0,
 }
 # How many items a list without a ``first`` argument holds at most.
 LIST_BOUNDS: dict[str, int] = {

@@ -17,8 +17,9 @@ if TYPE_CHECKING:
     from starlette.responses import Response
     from starlette.websockets import WebSocket
 
-    from app.cache import ReadThroughCache
+    from app.cache import TwoLevelCache
     from app.llm import LLMHolder
+    from app.ratelimit import Budget
     from app.services.explanations import ExplanationsServed
     from app.services.recommendations import ServedBy
     from app.serving import RecommenderHolder
@@ -45,6 +46,8 @@ class Context:
     principal: Principal | None = None
     auth_error: CinerecError | None = None
     price: Price | None = None  # what the operation was priced at before it ran
+    budget: Budget | None = None  # the caller's rate-limit bucket after this operation's cost
+    public: bool = False  # an anonymous read of the catalog only: its response may be shared
     served: Served = field(default_factory=Served)
 
     @property
@@ -64,7 +67,7 @@ class Context:
         return self.app.llm
 
     @property
-    def cache(self) -> ReadThroughCache:
+    def cache(self) -> TwoLevelCache:
         return self.app.cache
 
     @property

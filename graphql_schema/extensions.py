@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from graphql import ExecutionResult as GraphQLExecutionResult
 from graphql import (
+    FieldNode,
     FragmentDefinitionNode,
     OperationDefinitionNode,
     OperationType,
@@ -139,6 +140,21 @@ class ServedBy(SchemaExtension):
         return out
 
 
+# Root fields anyone may read and whose answers are the same for everyone.
+PUBLIC_ROOTS = frozenset({"movie", "movies", "genres", "similarMovies", "searchMovies"})
+
+
+def _public(operation: OperationDefinitionNode, context: Any) -> bool:
+    """An anonymous query of catalog fields only: its response can be cached and shared."""
+    if operation.operation is not OperationType.QUERY or context.principal is not None or context.auth_error:
+        return False
+    request = getattr(context, "request", None)
+    if request is None or request.headers.get("authorization"):
+        return False
+    selections = operation.selection_set.selections
+    return all(isinstance(s, FieldNode) and s.name.value in PUBLIC_ROOTS for s in selections)
+
+
 def _bad_string(value: str) -> bool:
     if "\x00" in value:
         return True
@@ -232,6 +248,7 @@ class OperationGuard(SchemaExtension):
             return _refusal(context, "the query is too large to price", "QUERY_TOO_COMPLEX")
         if context is not None and hasattr(context, "price"):
             context.price = price
+            context.public = _public(operation, context)
         depth = max(price.depth - 1, 0)  # nesting levels above the leaves, as graphql depth limits count
         if depth > self.max_depth:
             return _refusal(
@@ -259,13 +276,68 @@ class OperationGuard(SchemaExtension):
             )
         return None
 
-    def on_execute(self) -> Iterator[None]:
+    async def _charge(self) -> GraphQLError | None:
+        """Take the operation's cost from the caller's bucket (per user, or per client address
+        when anonymous); RATE_LIMITED with Retry-After when it does not fit."""
+        context = self.execution_context.context
+        app = getattr(context, "app", None)
+        price = getattr(context, "price", None)
+        if app is None or price is None or not app.settings.rate_limits:
+            return None
+        principal = context.principal
+        key = f"user:{principal.user_id}" if principal is not None else f"addr:{context.client}"
+        capacity, per_second = app.settings.rate_limit(principal.role.value if principal else None)
+        budget = await app.buckets.take(key, max(price.cost, 1), capacity=capacity, per_second=per_second)
+        context.budget = budget
+        # HTTP only: a websocket's "response" is the socket itself
+        response = None if getattr(context, "is_websocket", True) else getattr(context, "response", None)
+        if response is not None:
+            response.headers["RateLimit-Limit"] = str(int(budget.capacity))
+            response.headers["RateLimit-Remaining"] = str(int(budget.remaining))
+            response.headers["RateLimit-Reset"] = str(max(int(budget.full_in + 0.999), 0))
+        if budget.allowed:
+            return None
+        wait = max(int(budget.retry_after + 0.999), 1)
+        if response is not None:
+            response.headers["Retry-After"] = str(wait)
+            response.status_code = 429
+        return _refusal(
+            context,
+            f"rate limit: this operation costs {max(price.cost, 1)} and {int(budget.remaining)} of "
+            f"{int(budget.capacity)} points are left; try again in {wait} s",
+            "RATE_LIMITED",
+            cost=max(price.cost, 1),
+            remaining=int(budget.remaining),
+            retryAfter=wait,
+            retryAfterSeconds=wait,
+        )
+
+    async def on_execute(self) -> AsyncIterator[None]:  # type: ignore[override]
         error = self._check()
+        if error is None:
+            error = await self._charge()
         if error is not None:
             if self.execution_context.operation_type is OperationType.SUBSCRIPTION:
                 raise error  # subscribe() has no result slot to fill: the error ends the stream
             self.execution_context.result = GraphQLExecutionResult(data=None, errors=[error])
         yield
+
+    def get_results(self) -> dict[str, Any]:
+        """``extensions.cost``: what the operation was priced at, the most one may cost, and
+        what is left in the caller's bucket."""
+        context = self.execution_context.context
+        price = getattr(context, "price", None)
+        if price is None:
+            return {}
+        cost: dict[str, Any] = {"requested": max(price.cost, 1), "limit": self.max_cost}
+        budget = getattr(context, "budget", None)
+        if budget is not None:
+            cost.update(
+                remaining=int(budget.remaining),
+                bucket=int(budget.capacity),
+                restorePerSecond=budget.restore_per_second,
+            )
+        return {"cost": cost}
 
 
 def schema_extensions(settings: Settings) -> list[Callable[[], SchemaExtension] | type[SchemaExtension]]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncGenerator
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 import strawberry
@@ -22,6 +23,7 @@ from graphql_schema.types import (
     MovieFilter,
     MovieOrder,
     MovieSearchHit,
+    RateLimit,
     Rating,
     Recommendation,
     SortDirection,
@@ -114,6 +116,20 @@ class Query:
     ) -> list[ModelVersion]:
         found = await rec_resolvers.model_versions(info.context, model=model.value)
         return [ModelVersion.from_info(v) for v in found]
+
+    @strawberry.field(description="Your rate-limit bucket: this operation's cost and what is left.")
+    def rate_limit(self, info: Info) -> RateLimit | None:
+        ctx = info.context
+        if ctx.budget is None or ctx.price is None:
+            return None  # rate limits are off
+        budget = ctx.budget
+        return RateLimit(
+            cost=max(ctx.price.cost, 1),
+            limit=int(budget.capacity),
+            remaining=int(budget.remaining),
+            reset_at=datetime.now(UTC) + timedelta(seconds=budget.full_in),
+            restore_per_second=budget.restore_per_second,
+        )
 
     @strawberry.field(permission_classes=[IsAuthenticated], description="The caller.")
     async def me(self, info: Info) -> User:

@@ -262,6 +262,15 @@ class MovieSearchHit:
         return await _movie(info, self.movie_id)
 
 
+@strawberry.type(description="The caller's rate-limit bucket, as GitHub's `rateLimit` reports it.")
+class RateLimit:
+    cost: int = strawberry.field(description="What this operation took from the bucket.")
+    limit: int = strawberry.field(description="The bucket's size in points.")
+    remaining: int = strawberry.field(description="Points left after this operation.")
+    reset_at: datetime = strawberry.field(description="When the bucket is full again.")
+    restore_per_second: float
+
+
 @strawberry.type
 class ModelMetric:
     name: str

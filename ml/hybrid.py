@@ -2,7 +2,11 @@
 
 ``score`` takes a batch of users' rating rows and returns (batch, n_items) in one matrix
 product per component, so a request for 50 users is one call. Similarity and search
-run over the content embeddings. A model saves to one ``.npz`` plus ``meta.json``.
+run over the content embeddings. A model may carry the rating matrix it was trained on
+(``history``), so that serving reads from the database only the ratings made since.
+
+A model saves to one ``.npy`` file per array plus ``meta.json``, and loads them
+memory-mapped: several worker processes serving one version share those pages.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ import scipy.sparse as sp
 
 from ml.models import EASE, LightFMModel, Popularity
 
-ARRAYS = "model.npz"
+ARRAYS = "model.npz"  # the format before arrays were saved one .npy each (still read)
 META = "meta.json"
 
 
@@ -56,6 +60,32 @@ class HybridRecommender:
     weights: dict[str, float]
     item_embeddings: np.ndarray  # (n_items, d), L2-normalised
     meta: dict[str, Any] = field(default_factory=dict)
+    # the ratings the model was trained on: (n_history_users, n_items) over history_user_ids
+    history: sp.csr_matrix | None = None
+    history_user_ids: np.ndarray | None = None
+
+    @property
+    def data_cutoff(self) -> float | None:
+        """Seconds since the epoch when the training ratings were read: ratings made since then
+        are not in ``history``."""
+        cutoff = self.meta.get("data_cutoff")
+        return float(cutoff) if cutoff is not None else None
+
+    def trained_ratings(self, user_ids: list[int]) -> dict[int, list[tuple[int, float]]]:
+        """Each user's (movie id, rating) pairs as trained on (empty for users it never saw)."""
+        out: dict[int, list[tuple[int, float]]] = {u: [] for u in user_ids}
+        if self.history is None or self.history_user_ids is None or not len(self.history_user_ids):
+            return out
+        ids = np.asarray(user_ids, dtype=np.int64)
+        pos = np.searchsorted(self.history_user_ids, ids).clip(0, len(self.history_user_ids) - 1)
+        indptr, indices, data = self.history.indptr, self.history.indices, self.history.data
+        for user, row, found in zip(user_ids, pos, self.history_user_ids[pos] == ids, strict=True):
+            if found:
+                start, end = indptr[row], indptr[row + 1]
+                out[user] = list(
+                    zip(self.item_ids[indices[start:end]].tolist(), data[start:end].tolist(), strict=True)
+                )
+        return out
 
     @property
     def n_items(self) -> int:
@@ -126,15 +156,45 @@ class HybridRecommender:
         }
         for name, component in self.components.items():
             arrays.update({f"{name}.{key}": value for key, value in component.arrays().items()})
-        np.savez(directory / ARRAYS, **arrays)  # type: ignore[arg-type]
-        meta = {**self.meta, "weights": self.weights, "components": sorted(self.components)}
+        if self.history is not None and self.history_user_ids is not None:
+            history = self.history.tocsr()
+            arrays.update(
+                {
+                    "history.data": history.data.astype(np.float32),
+                    # int32 where it fits, so that scipy takes the mapped arrays without a copy
+                    "history.indices": history.indices.astype(np.int32),
+                    "history.indptr": history.indptr.astype(np.int32 if history.nnz < 2**31 else np.int64),
+                    "history.user_ids": self.history_user_ids.astype(np.int64),
+                }
+            )
+        for key, value in arrays.items():
+            value = np.asarray(value)
+            np.save(directory / f"{key}.npy", value if value.ndim == 0 else np.ascontiguousarray(value))
+        meta = {
+            **self.meta,
+            "weights": self.weights,
+            "components": sorted(self.components),
+            "arrays": sorted(arrays),
+        }
         (directory / META).write_text(json.dumps(meta, indent=2, default=float))
 
     @classmethod
-    def load(cls, directory: Path) -> HybridRecommender:
+    def load(cls, directory: Path, *, mmap: bool = True) -> HybridRecommender:
+        """A saved model; with ``mmap`` its arrays are memory-mapped read-only (pages shared by
+        every process that maps the same files)."""
         meta = json.loads((directory / META).read_text())
-        with np.load(directory / ARRAYS) as data:
-            arrays = {key: data[key] for key in data.files}
+        if (directory / ARRAYS).exists():
+            with np.load(directory / ARRAYS) as data:
+                arrays = {key: data[key] for key in data.files}
+        else:
+            arrays = {key: _load_array(directory / f"{key}.npy", mmap) for key in meta["arrays"]}
+        history = history_users = None
+        if "history.indptr" in arrays:
+            history_users = arrays["history.user_ids"]
+            history = sp.csr_matrix(
+                (arrays["history.data"], arrays["history.indices"], arrays["history.indptr"]),
+                shape=(len(history_users), len(arrays["item_ids"])),
+            )
         components: dict[str, Component] = {}
         for name in meta["components"]:
             prefix = f"{name}."
@@ -147,7 +207,18 @@ class HybridRecommender:
             weights={k: float(v) for k, v in meta["weights"].items()},
             item_embeddings=arrays["item_embeddings"],
             meta=meta,
+            history=history,
+            history_user_ids=history_users,
         )
+
+
+MMAP_MIN_BYTES = 1 << 20  # smaller arrays are read into memory: a mapping costs more than it shares
+
+
+def _load_array(path: Path, mmap: bool) -> np.ndarray:
+    if mmap and path.stat().st_size >= MMAP_MIN_BYTES:
+        return np.load(path, mmap_mode="r")
+    return np.load(path)
 
 
 def rank_unrated(

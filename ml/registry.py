@@ -58,6 +58,11 @@ class Registry:
             self._client = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
         return self._client
 
+    def ensure_store(self) -> None:
+        """Create the store's tables now (a SQLite store makes them on first use: two workers
+        starting together would race to)."""
+        self.client.search_experiments(max_results=1)
+
     def experiment_id(self, name: str) -> str:
         experiment = self.client.get_experiment_by_name(name)
         if experiment is not None:

@@ -53,6 +53,7 @@ class TrainData:
     ratings: pd.DataFrame  # user_id, movie_id, rating
     catalog: Catalog
     users: pd.DataFrame | None = None  # user_id, age, gender, occupation
+    read_at: float | None = None  # seconds since the epoch when the ratings were read
 
 
 @dataclass
@@ -251,15 +252,31 @@ def train(
     params["n_ratings"] = len(data.ratings)
     final: HybridRecommender | None = None
     if not evaluate_only:
+        everything = Interactions.from_frame(data.ratings, catalog)
         if refit:
-            everything = Interactions.from_frame(data.ratings, catalog)
             with _timed(timings, "fit (all ratings)"):
                 components = fit_components(everything, data, config, item_feats)
             user_ids = everything.user_ids
         else:
             user_ids = train_part.user_ids
-        meta = {"params": params, "metrics": results, "refit": refit, "trained_at": time.time()}
-        final = HybridRecommender(catalog.item_ids, user_ids, components, weights, item_embeddings, meta)
+        meta = {
+            "params": params,
+            "metrics": results,
+            "refit": refit,
+            "trained_at": time.time(),
+            # serving reads from the database only the ratings made after this
+            "data_cutoff": data.read_at,
+        }
+        final = HybridRecommender(
+            catalog.item_ids,
+            user_ids,
+            components,
+            weights,
+            item_embeddings,
+            meta,
+            history=everything.matrix if data.read_at is not None else None,
+            history_user_ids=everything.user_ids if data.read_at is not None else None,
+        )
     return TrainResult(final, results, weights, params, timings, evaluation)
 
 

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from strawberry.dataloader import DataLoader
 
-from app.services import catalog, ratings
+from app.services import ratings
 from app.services.explanations import Explained, ExplanationService, ExplanationsServed
 from app.services.recommendations import RecommendationService, Recommended, RecRequest, ServedBy
 
@@ -16,7 +16,6 @@ if TYPE_CHECKING:
     from sqlalchemy import Row
     from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-    from app.cache import ReadThroughCache
     from app.state import AppState
 
 K = TypeVar("K")
@@ -27,41 +26,13 @@ def _loader(
     sessions: async_sessionmaker[AsyncSession],
     fetch: Callable[..., Awaitable[dict[K, V]]],
     default: Callable[[], V | None],
-    cache: ReadThroughCache | None = None,
-    namespace: str = "",
 ) -> DataLoader[K, V | None]:
-    async def query(keys: list[K]) -> dict[K, V]:
-        async with sessions() as session:
-            return await fetch(session=session, keys=keys)
+    """Uncached reads (user data), one statement per batch."""
 
     async def batch(keys: Sequence[K]) -> list[V | None]:
-        if cache is not None:
-            return await cache.get_many(namespace, keys, query, default())
-        found = await query(list(dict.fromkeys(keys)))
-        return [found.get(k, default()) for k in keys]
-
-    return DataLoader(load_fn=batch)
-
-
-def _tags_loader(
-    sessions: async_sessionmaker[AsyncSession], cache: ReadThroughCache | None
-) -> DataLoader[tuple[int, int], list[str]]:
-    async def query(keys: list[tuple[int, int]]) -> dict[tuple[int, int], list[str]]:
-        by_first: dict[int, list[int]] = {}
-        for movie_id, first in keys:
-            by_first.setdefault(first, []).append(movie_id)
-        found: dict[tuple[int, int], list[str]] = {}
         async with sessions() as session:
-            for first, movie_ids in by_first.items():
-                tags = await catalog.tags_by_movie_ids(session=session, movie_ids=movie_ids, first=first)
-                found.update({(m, first): tags.get(m, []) for m in movie_ids})
-        return found
-
-    async def batch(keys: Sequence[tuple[int, int]]) -> list[list[str]]:
-        if cache is not None:
-            return await cache.get_many("tags", keys, query, [])
-        found = await query(list(dict.fromkeys(keys)))
-        return [found[k] for k in keys]
+            found = await fetch(session=session, keys=list(dict.fromkeys(keys)))
+        return [found.get(k, default()) for k in keys]
 
     return DataLoader(load_fn=batch)
 
@@ -97,30 +68,12 @@ class Loaders:
 def create_loaders(app: AppState) -> Loaders:
     """Fresh loaders for one request (never shared: their own memo is per request). Catalog
     loaders read through the app's cache; user data is never cached across requests."""
-    sessions, cache = app.sessions, app.cache
+    sessions, reader = app.sessions, app.catalog
     return Loaders(
-        movie=_loader(
-            sessions,
-            lambda session, keys: catalog.movies_by_ids(session=session, movie_ids=keys),
-            lambda: None,
-            cache,
-            "movie",
-        ),
-        genres=_loader(
-            sessions,
-            lambda session, keys: catalog.genres_by_movie_ids(session=session, movie_ids=keys),
-            list,
-            cache,
-            "genres",
-        ),
-        tags=_tags_loader(sessions, cache),
-        link=_loader(
-            sessions,
-            lambda session, keys: catalog.links_by_movie_ids(session=session, movie_ids=keys),
-            lambda: None,
-            cache,
-            "link",
-        ),
+        movie=DataLoader(load_fn=reader.movies),
+        genres=DataLoader(load_fn=reader.genres),
+        tags=DataLoader(load_fn=reader.tags),
+        link=DataLoader(load_fn=reader.links),
         user=_loader(
             sessions, lambda session, keys: ratings.users_by_ids(session=session, user_ids=keys), lambda: None
         ),

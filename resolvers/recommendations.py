@@ -5,17 +5,14 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING
 
-import numpy as np
-
 from app.errors import BadUserInput, NotFound
 from app.services.recommendations import Recommended, RecRequest
-from ml import embeddings
 from ml.registry import LLM, RECOMMENDER, ModelVersionInfo, RegistryError
 from resolvers.pagination import check_first
 
 if TYPE_CHECKING:
     from app.llm import LLMHolder
-    from app.serving import RecommenderHolder, Served
+    from app.serving import RecommenderHolder
     from graphql_schema.context import Context
 
 
@@ -30,31 +27,16 @@ async def recommendations(
     return answer
 
 
-def _served(ctx: Context) -> Served:
-    served = ctx.models.current if ctx.models is not None else None
-    if served is None:
-        raise NotFound("no trained model yet: run `cinerec train`")
-    return served
-
-
 async def similar_movies(ctx: Context, *, movie_id: int, first: int) -> list[tuple[int, float]]:
     check_first(first, ctx.settings.max_recommendations)
-    model = _served(ctx).model
-    [index] = model.item_index([movie_id])
-    if index < 0:
-        raise NotFound(f"movie {movie_id} is not in the model's catalog")
-    top, scores = model.similar(int(index), first)
-    return [(int(model.item_ids[i]), float(s)) for i, s in zip(top, scores, strict=True)]
+    return await ctx.app.recommendations.similar(movie_id, first)
 
 
 async def search_movies(ctx: Context, *, query: str, first: int) -> list[tuple[int, float]]:
     check_first(first, ctx.settings.max_recommendations)
     if not query.strip() or len(query) > 500:
         raise BadUserInput("query must be 1 to 500 characters", field="query")
-    model = _served(ctx).model
-    vector = (await asyncio.to_thread(embeddings.encode, [query]))[0]
-    top, scores = model.search(np.asarray(vector), first)
-    return [(int(model.item_ids[i]), float(s)) for i, s in zip(top, scores, strict=True)]
+    return await ctx.app.recommendations.search(query, first)
 
 
 # The GraphQL ModelKind values, and the registered model each names.

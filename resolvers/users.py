@@ -67,8 +67,10 @@ async def rate_movie(
         row = await ratings.rate_movie(
             session=session, user_id=principal.user_id, movie_id=movie_id, rating=rating
         )
-    if ctx.cache is not None:  # the movie's rating statistics just changed
-        ctx.cache.drop("movie", movie_id)
+    # Everything cached about this user (history, recommendations, explanations) and this
+    # movie (its rating statistics) is stale now, on every replica.
+    await ctx.app.generations.bump("user", principal.user_id)
+    await ctx.app.generations.bump("movie", movie_id)
     with contextlib.suppress(KeyError):  # the request's own memo, when it holds the movie
         ctx.loaders.movie.clear(movie_id)
     return row

@@ -127,7 +127,13 @@ class ThreadedUvicorn:
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         config = uvicorn.Config(
-            app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on", ws="websockets-sansio"
+            app,
+            host="127.0.0.1",
+            port=self.port,
+            log_level="warning",
+            lifespan="on",
+            ws="app.websocket_protocol:GoingAwayProtocol",
+            proxy_headers=False,  # as `cinerec serve` runs it: only CINEREC_TRUSTED_PROXIES counts
         )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)

@@ -72,3 +72,6 @@ def data_ingest(
             typer.echo(f"rejected {report.rejected} rows: see {report.reject_file}")
 
     asyncio.run(run())
+    from app.cache import bump_generation_sync
+
+    bump_generation_sync(settings, "catalog", 0)  # cached catalog responses are stale now

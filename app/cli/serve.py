@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from app.migrate import ensure_schema
-from app.settings import get_settings
+from app.settings import Settings, get_settings
 
 
 def serve(
@@ -24,6 +27,11 @@ def serve(
 
     settings = get_settings()
     ensure_schema(settings, migrate=settings.auto_migrate if migrate is None else migrate)
+    if workers > 1:
+        _share_metrics(settings)
+        from app.serving import registry_for
+
+        registry_for(settings).ensure_store()  # once, before the workers race to create it
     typer.echo(
         f"cinerec serving GraphQL at http://{host}:{port}/graphql ({settings.database_url.split(':')[0]})"
     )
@@ -35,6 +43,24 @@ def serve(
         workers=workers,
         log_level="info",
         access_log=access_log,
-        # SIGTERM: stop accepting, let in-flight requests finish, but never wait forever
+        # SIGTERM: stop accepting, let in-flight requests finish, but never wait forever;
+        # open websockets are told 1001 (going away) so that clients reconnect elsewhere
         timeout_graceful_shutdown=int(settings.shutdown_timeout_seconds),
+        ws="app.websocket_protocol:GoingAwayProtocol",
+        # X-Forwarded-For is believed by cinerec only from CINEREC_TRUSTED_PROXIES (app.clients);
+        # uvicorn's own rewrite would trust it from 127.0.0.1 whatever the settings say
+        proxy_headers=False,
     )
+
+
+def _share_metrics(settings: Settings) -> None:
+    """With several workers, each writes its metrics to files in one folder and /metrics
+    merges them (prometheus-client's multiprocess mode, switched on by this variable)."""
+    folder = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if folder is None:
+        folder = str(settings.home / "prometheus-multiproc")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = folder
+    path = Path(folder)
+    if path.exists():
+        shutil.rmtree(path)  # counts of an earlier run's workers must not be summed in
+    path.mkdir(parents=True)

@@ -14,11 +14,14 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import and_, func, literal_column, or_, select
 
+from app.cache import GENRES, LINK, MOVIE, TAGS
 from app.models import Genre, Link, Movie, MovieGenre, Tag
 
 if TYPE_CHECKING:
     from sqlalchemy import ColumnElement, Row
-    from sqlalchemy.ext.asyncio import AsyncSession
+    from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+    from app.cache import Generations, TwoLevelCache
 
 movies = Movie.__table__  # type: ignore[attr-defined]
 genres = Genre.__table__  # type: ignore[attr-defined]
@@ -187,3 +190,55 @@ async def count_movies(*, session: AsyncSession, query: MovieQuery) -> int:
 
 async def genre_names(*, session: AsyncSession) -> list[str]:
     return list((await session.execute(select(genres.c.name).order_by(genres.c.name))).scalars())
+
+
+class CatalogReader:
+    """Catalog reads by key, in bulk, through the two cache levels (one statement per kind
+    for whatever is not cached). A movie's row is keyed by its generation: ``rateMovie``
+    bumps it, so its rating statistics are fresh on every replica at once."""
+
+    def __init__(
+        self, sessions: async_sessionmaker[AsyncSession], cache: TwoLevelCache, generations: Generations
+    ) -> None:
+        self.sessions = sessions
+        self.cache = cache
+        self.generations = generations
+
+    async def movies(self, movie_ids: Sequence[int]) -> list[Row[Any] | None]:
+        gens = await self.generations.get("movie", movie_ids)
+
+        async def fetch(ids: list[int]) -> dict[int, Row[Any]]:
+            async with self.sessions() as session:
+                return await movies_by_ids(session=session, movie_ids=ids)
+
+        return await self.cache.get_many(MOVIE, movie_ids, lambda m: f"{m}:{gens[m]}", fetch)
+
+    async def genres(self, movie_ids: Sequence[int]) -> list[list[str]]:
+        async def fetch(ids: list[int]) -> dict[int, list[str]]:
+            async with self.sessions() as session:
+                return await genres_by_movie_ids(session=session, movie_ids=ids)
+
+        return await self.cache.get_many(GENRES, movie_ids, str, fetch, default=[])
+
+    async def links(self, movie_ids: Sequence[int]) -> list[Row[Any] | None]:
+        async def fetch(ids: list[int]) -> dict[int, Row[Any]]:
+            async with self.sessions() as session:
+                return await links_by_movie_ids(session=session, movie_ids=ids)
+
+        return await self.cache.get_many(LINK, movie_ids, str, fetch)
+
+    async def tags(self, keys: Sequence[tuple[int, int]]) -> list[list[str]]:
+        """Tags per (movie, first): up to ``first`` of them, most used first."""
+
+        async def fetch(wanted: list[tuple[int, int]]) -> dict[tuple[int, int], list[str]]:
+            by_first: dict[int, list[int]] = {}
+            for movie_id, first in wanted:
+                by_first.setdefault(first, []).append(movie_id)
+            found: dict[tuple[int, int], list[str]] = {}
+            async with self.sessions() as session:
+                for first, movie_ids in by_first.items():
+                    tags = await tags_by_movie_ids(session=session, movie_ids=movie_ids, first=first)
+                    found.update({(m, first): tags.get(m, []) for m in movie_ids})
+            return found
+
+        return await self.cache.get_many(TAGS, keys, lambda k: f"{k[0]}:{k[1]}", fetch, default=[])

@@ -11,16 +11,17 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from app.cache import Kind
 from app.errors import NotFound, RateLimited
 from app.services import catalog, ratings
 from app.services.llm_inputs import explanation_inputs
 from ml.llm.backends import Overloaded
+from ml.llm.evidence import Evidence
 from ml.llm.template import template_explanation
 
 if TYPE_CHECKING:
     from app.llm import ServedLLM
     from app.serving import ServingParts
-    from ml.llm.evidence import Evidence
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +32,24 @@ class Explained:
     evidence: list[Evidence]
     source: str  # "llm" or "template"
     error: str | None = None
+
+
+def _encode(value: Explained) -> Any:
+    return [
+        value.text,
+        [[e.movie_id, e.reason, e.similarity] for e in value.evidence],
+        value.source,
+        value.error,
+    ]
+
+
+def _decode(value: Any) -> Explained:
+    text, evidence, source, error = value
+    return Explained(text, [Evidence(int(m), r, float(s)) for m, r, s in evidence], source, error)
+
+
+# What the LLM wrote is cached; a template that stood in is not (the next request tries again).
+EXPLANATIONS = Kind("explanations", 3600, True, _encode, _decode, keep=lambda v: v.source == "llm")
 
 
 @dataclass(frozen=True)
@@ -64,26 +83,48 @@ class ExplanationService:
         self.llm = parts.llm
         self.fallback = parts.fallback
         self.metrics = parts.metrics
+        self.histories = parts.histories
+        self.cache = parts.cache
+        self.generations = parts.generations
 
     async def _inputs(self, pairs: Sequence[tuple[int, int]]) -> list[tuple[Any, list[Evidence]]]:
         served = self.models.current
+        model = served.model if served else None
+        rated = await self.histories.of(model, [u for u, _ in pairs])
         async with self.sessions() as session:
-            return await explanation_inputs(
-                session=session, model=served.model if served else None, pairs=pairs
-            )
+            return await explanation_inputs(session=session, model=model, pairs=pairs, rated=rated)
 
     async def explain(self, pairs: Sequence[tuple[int, int]]) -> tuple[list[Explained], ExplanationsServed]:
         """All explanations of a request as one batch; the template for every one if the LLM
-        fails or runs out of time."""
+        fails or runs out of time. What the LLM wrote is cached per (user, movie), the user's
+        generation and the adapter version; a template answer is not cached."""
         served = self.llm.current
-        inputs = await self._inputs(pairs)
-        backend = served.backend
-        texts, error = await self.fallback.call("explain", backend.explain_many([r for r, _ in inputs]))
-        if texts is None:
-            out = [Explained(template_explanation(r), e, "template", error) for r, e in inputs]
-            return out, ExplanationsServed(served.describe(), "template", error)
-        out = [Explained(t, e, backend.source) for t, (_, e) in zip(texts, inputs, strict=True)]
-        return out, ExplanationsServed(served.describe(), backend.source)
+        gens = await self.generations.get("user", [u for u, _ in pairs])
+        model = self.models.current
+        version = f"{model.version if model else '-'}:{served.backend.name}:{served.version or 'base'}"
+        failures: list[str] = []
+
+        async def compute(missing: list[tuple[int, int]]) -> dict[tuple[int, int], Explained]:
+            inputs = await self._inputs(missing)
+            backend = served.backend
+            texts, error = await self.fallback.call("explain", backend.explain_many([r for r, _ in inputs]))
+            if texts is None:
+                failures.append(error or "the LLM failed")
+                return {
+                    p: Explained(template_explanation(r), e, "template", error)
+                    for p, (r, e) in zip(missing, inputs, strict=True)
+                }
+            return {
+                p: Explained(t, e, backend.source)
+                for p, t, (_, e) in zip(missing, texts, inputs, strict=True)
+            }
+
+        found = await self.cache.get_many(
+            EXPLANATIONS, pairs, lambda p: f"{p[0]}:{p[1]}:{gens[p[0]]}:{version}", compute
+        )
+        if failures:
+            return found, ExplanationsServed(served.describe(), "template", failures[0])
+        return found, ExplanationsServed(served.describe(), served.backend.source)
 
     async def stream(self, *, user_id: int, movie_id: int) -> AsyncIterator[Chunk]:
         """Chunks as the LLM writes; the template if it fails before its first piece."""

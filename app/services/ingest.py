@@ -31,6 +31,7 @@ from app.models import (
     RATINGS_MOVIE_INDEX,
     RATINGS_PK,
     RATINGS_USER_FK,
+    RATINGS_USER_TIME_INDEX,
     GenomeTag,
     Genre,
     Link,
@@ -137,6 +138,7 @@ class _RatingsSink:
             await self.conn.execute(text(f"ALTER TABLE ratings DROP CONSTRAINT {RATINGS_MOVIE_FK}"))
             await self.conn.execute(text(f"ALTER TABLE ratings DROP CONSTRAINT {RATINGS_PK}"))
             await self.conn.execute(text(f"DROP INDEX {RATINGS_MOVIE_INDEX}"))
+            await self.conn.execute(text(f"DROP INDEX {RATINGS_USER_TIME_INDEX}"))
             return
         if not self.pg:  # SQLite temp tables live as long as the connection, which the pool reuses
             await self.conn.execute(text("DROP TABLE IF EXISTS temp.stage_ratings"))
@@ -197,6 +199,9 @@ class _RatingsSink:
                 text(f"ALTER TABLE ratings ADD CONSTRAINT {RATINGS_PK} PRIMARY KEY (user_id, movie_id)")
             )
             await conn.execute(text(f"CREATE INDEX {RATINGS_MOVIE_INDEX} ON ratings (movie_id)"))
+            await conn.execute(
+                text(f"CREATE INDEX {RATINGS_USER_TIME_INDEX} ON ratings (user_id, timestamp)")
+            )
             await conn.execute(
                 text(
                     f"ALTER TABLE ratings ADD CONSTRAINT {RATINGS_USER_FK} FOREIGN KEY (user_id) "

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from sqlalchemy import select
 
+from app.cache import Kind
 from app.models import Rating
 from app.services import catalog
 from ml.llm.evidence import Evidence, gather_evidence
@@ -28,8 +29,9 @@ from ml.llm.prompts import (
 )
 
 if TYPE_CHECKING:
-    from sqlalchemy.ext.asyncio import AsyncSession
+    from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+    from app.cache import Generations, TwoLevelCache
     from ml.hybrid import HybridRecommender
 
 ratings_table = Rating.__table__  # type: ignore[attr-defined]
@@ -82,11 +84,15 @@ def _embeddings(model: HybridRecommender | None, movie_ids: Sequence[int]) -> di
 
 
 async def explanation_inputs(
-    *, session: AsyncSession, model: HybridRecommender | None, pairs: Sequence[tuple[int, int]]
+    *,
+    session: AsyncSession,
+    model: HybridRecommender | None,
+    pairs: Sequence[tuple[int, int]],
+    rated: Ratings,
 ) -> list[tuple[ExplainRequest, list[Evidence]]]:
-    """For each (user, movie): the request for the LLM and the evidence it carries."""
+    """For each (user, movie): the request for the LLM and the evidence it carries; ``rated``
+    holds the users' ratings."""
     users = list(dict.fromkeys(u for u, _ in pairs))
-    rated = await rated_by(session=session, user_ids=users)
     liked = {u: [(m, r) for m, r in rated[u] if r > LIKED_THRESHOLD] for u in users}
     movies = [m for _, m in pairs] + [m for u in users for m, _ in liked[u]]
     facts = await catalog_facts(session, movies)
@@ -115,3 +121,65 @@ async def preference_requests(
         preference_request(rated[user], [facts.movie(m) for m in movies], facts.label)
         for user, movies in zip(users, candidates, strict=True)
     ]
+
+
+async def rated_since(*, session: AsyncSession, user_ids: Sequence[int], since: float) -> Ratings:
+    """Each user's ratings made at or after ``since`` (an index range per user: usually none)."""
+    stmt = select(ratings_table.c.user_id, ratings_table.c.movie_id, ratings_table.c.rating).where(
+        ratings_table.c.user_id.in_(user_ids), ratings_table.c.timestamp >= int(since)
+    )
+    out: Ratings = {u: [] for u in user_ids}
+    for user_id, movie_id, rating in (await session.execute(stmt)).all():
+        out[user_id].append((movie_id, rating))
+    return out
+
+
+HISTORY = Kind("history", 600)
+SINCE = Kind("history-since", 600)
+
+
+def _pairs(value: Any) -> list[tuple[int, float]]:
+    return [(int(m), float(r)) for m, r in value]
+
+
+class Histories:
+    """Users' ratings as serving needs them, without reading whole histories per request:
+    what the serving model was trained on (in memory, memory-mapped) plus the ratings made
+    since (one indexed read), cached per user *generation* so that a new rating counts on the
+    next request (``rateMovie`` bumps it). Without a model, whole histories, cached the same way."""
+
+    def __init__(
+        self, sessions: async_sessionmaker[AsyncSession], cache: TwoLevelCache, generations: Generations
+    ) -> None:
+        self.sessions = sessions
+        self.cache = cache
+        self.generations = generations
+
+    async def of(self, model: HybridRecommender | None, user_ids: Sequence[int]) -> Ratings:
+        users = list(dict.fromkeys(user_ids))
+        gens = await self.generations.get("user", users)
+        cutoff = model.data_cutoff if model is not None and model.history is not None else None
+        if cutoff is None:
+
+            async def whole(keys: list[int]) -> Ratings:
+                async with self.sessions() as session:
+                    return await rated_by(session=session, user_ids=keys)
+
+            found = await self.cache.get_many(HISTORY, users, lambda u: f"{u}:{gens[u]}", whole, default=[])
+            return {u: _pairs(v) for u, v in zip(users, found, strict=True)}
+
+        async def since(keys: list[int]) -> Ratings:
+            async with self.sessions() as session:
+                return await rated_since(session=session, user_ids=keys, since=cutoff)
+
+        assert model is not None
+        recent = await self.cache.get_many(
+            SINCE, users, lambda u: f"{u}:{gens[u]}:{int(cutoff)}", since, default=[]
+        )
+        trained = model.trained_ratings(users)
+        out: Ratings = {}
+        for user, new in zip(users, recent, strict=True):
+            merged = dict(trained[user])
+            merged.update(_pairs(new))  # a rating changed since training replaces the trained one
+            out[user] = list(merged.items())
+        return out

@@ -8,6 +8,7 @@ counts (fold-in), with or without retraining.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -16,8 +17,11 @@ import numpy as np
 import scipy.sparse as sp
 from sqlalchemy import select
 
+from app.cache import Kind
+from app.errors import NotFound
 from app.models import Movie
-from app.services.llm_inputs import Ratings, preference_requests, rated_by
+from app.services.llm_inputs import Ratings, preference_requests
+from ml import embeddings
 from ml.llm.rerank import blend
 from ml.registry import RECOMMENDER
 
@@ -25,7 +29,7 @@ if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession
 
     from app.llm import ServedLLM
-    from app.serving import ServingParts
+    from app.serving import Served, ServingParts
     from ml.hybrid import HybridRecommender
 
 movies = Movie.__table__  # type: ignore[attr-defined]
@@ -69,6 +73,33 @@ class ServedBy:
 NO_MODEL = ServedBy(None, "no trained model yet: run `cinerec train`")
 
 
+def _encode_answer(value: tuple[list[Recommended], ServedBy]) -> Any:
+    answers, by = value
+    return [[[r.movie_id, r.score, r.rank] for r in answers], [by.version, by.reason, by.rerank]]
+
+
+def _decode_answer(value: Any) -> tuple[list[Recommended], ServedBy]:
+    answers, (version, reason, rerank) = value
+    return [Recommended(int(m), float(s), int(k)) for m, s, k in answers], ServedBy(version, reason, rerank)
+
+
+def _pairs(value: Any) -> list[tuple[int, float]]:
+    return [(int(m), float(s)) for m, s in value]
+
+
+# An answer after a failed rerank is given, not cached: the next request tries the LLM again.
+RECOMMENDATIONS = Kind(
+    "recommendations",
+    600,
+    True,
+    _encode_answer,
+    _decode_answer,
+    keep=lambda v: not (v[1].rerank or {}).get("error"),
+)
+SIMILAR = Kind("similar", 3600, True, decode=_pairs)
+SEARCH = Kind("search", 3600, True, decode=_pairs)
+
+
 def history_matrix(model: HybridRecommender, users: Sequence[int], rated: Ratings) -> sp.csr_matrix:
     """(len(users), n_items) ratings over the model's columns; movies it does not know are left out."""
     rows, cols, values = [], [], []
@@ -90,14 +121,35 @@ class RecommendationService:
         self.llm = parts.llm
         self.fallback = parts.fallback
         self.metrics = parts.metrics
+        self.histories = parts.histories
+        self.cache = parts.cache
+        self.generations = parts.generations
         self.pool = rerank_candidates
 
     async def answer(self, requests: Sequence[RecRequest]) -> list[tuple[list[Recommended], ServedBy]]:
-        """Answers for every request, in order, from ONE model (taken once for the batch)."""
+        """Answers for every request, in order, from ONE model (taken once for the batch).
+
+        Each answer is cached under what it depends on: the user's generation (a new rating
+        moves it), the model version, and the LLM version and weight when it reranked."""
         served, served_llm = self.models.current, self.llm.current
         use_llm = bool(
             served is not None and served_llm.rerank_weight > 0 and served_llm.backend.can_score and self.pool
         )
+        gens = await self.generations.get("user", [r.user_id for r in requests])
+        model_key = served.version if served is not None else "popularity"
+        llm_key = f"{served_llm.version or 'base'}x{served_llm.rerank_weight}" if use_llm else "-"
+
+        def key(r: RecRequest) -> str:
+            return f"{r.user_id}:{gens[r.user_id]}:{model_key}:{llm_key}:{r.first}:{int(r.exclude_rated)}"
+
+        async def compute(missing: list[RecRequest]) -> dict[RecRequest, tuple[list[Recommended], ServedBy]]:
+            return dict(zip(missing, await self._compute(missing, served, served_llm, use_llm), strict=True))
+
+        return await self.cache.get_many(RECOMMENDATIONS, requests, key, compute)
+
+    async def _compute(
+        self, requests: Sequence[RecRequest], served: Served | None, served_llm: ServedLLM, use_llm: bool
+    ) -> list[tuple[list[Recommended], ServedBy]]:
         # with a rerank, the top `pool` are scored and reordered; each request then keeps its `first`
         wide = (
             [RecRequest(r.user_id, max(r.first, self.pool), r.exclude_rated) for r in requests]
@@ -105,9 +157,9 @@ class RecommendationService:
             else requests
         )
         by = NO_MODEL if served is None else ServedBy(served.version)
+        # The users' ratings, read once for the recommender and the rerank prompts.
+        rated = await self.histories.of(served.model if served else None, [r.user_id for r in requests])
         async with self.sessions() as session:
-            # The users' ratings, read once for the recommender and the rerank prompts.
-            rated = await rated_by(session=session, user_ids=list(dict.fromkeys(r.user_id for r in requests)))
             if served is None:
                 answers = await self._popular(session, wide, rated)
             else:
@@ -119,6 +171,45 @@ class RecommendationService:
                     rerank["error"] = error
                 by = ServedBy(by.version, rerank=rerank)
         return [(a[: r.first], by) for a, r in zip(answers, requests, strict=True)]
+
+    def _model(self) -> HybridRecommender:
+        served = self.models.current
+        if served is None:
+            raise NotFound("no trained model yet: run `cinerec train`")
+        return served.model
+
+    async def similar(self, movie_id: int, first: int) -> list[tuple[int, float]]:
+        """Movies most alike in content, cached per model version."""
+        served = self.models.current
+        model = self._model()
+        [index] = model.item_index([movie_id])
+        if index < 0:
+            raise NotFound(f"movie {movie_id} is not in the model's catalog")
+
+        async def compute(keys: list[tuple[int, int]]) -> dict[tuple[int, int], list[tuple[int, float]]]:
+            top, scores = model.similar(int(index), first)
+            return {keys[0]: [(int(model.item_ids[i]), float(s)) for i, s in zip(top, scores, strict=True)]}
+
+        version = served.version if served else "-"
+        [found] = await self.cache.get_many(
+            SIMILAR, [(movie_id, first)], lambda k: f"{k[0]}:{k[1]}:{version}", compute
+        )
+        return found
+
+    async def search(self, query: str, first: int) -> list[tuple[int, float]]:
+        """Semantic search over the content embeddings, cached per (query, model version)."""
+        served = self.models.current
+        model = self._model()
+
+        async def compute(keys: list[str]) -> dict[str, list[tuple[int, float]]]:
+            vector = (await asyncio.to_thread(embeddings.encode, [query]))[0]
+            top, scores = model.search(np.asarray(vector), first)
+            return {keys[0]: [(int(model.item_ids[i]), float(s)) for i, s in zip(top, scores, strict=True)]}
+
+        version = served.version if served else "-"
+        digest = hashlib.sha256(query.encode()).hexdigest()[:24]
+        [found] = await self.cache.get_many(SEARCH, [query], lambda _: f"{digest}:{first}:{version}", compute)
+        return found
 
     async def _recommend(
         self, model: HybridRecommender, requests: Sequence[RecRequest], rated: Ratings

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import time
 from typing import TYPE_CHECKING
 
 import pandas as pd
@@ -28,6 +29,9 @@ async def _frame(conn: AsyncConnection, sql: str, columns: list[str]) -> pd.Data
 
 
 async def load_train_data(*, engine: AsyncEngine) -> TrainData:
+    # A rating committed while we read may be in the frame or not; a second of margin puts it
+    # among the ratings serving reads as "since training", where it counts either way.
+    read_at = time.time() - 1
     async with engine.connect() as conn:
         ratings = await _frame(
             conn, "SELECT user_id, movie_id, rating FROM ratings", ["user_id", "movie_id", "rating"]
@@ -58,4 +62,9 @@ async def load_train_data(*, engine: AsyncEngine) -> TrainData:
         )
     users = users.astype({"gender": object, "occupation": object})
     users = users.where(users.notna(), None)
-    return TrainData(ratings=ratings, catalog=Catalog.from_frames(movies, genres, tags, genome), users=users)
+    return TrainData(
+        ratings=ratings,
+        catalog=Catalog.from_frames(movies, genres, tags, genome),
+        users=users,
+        read_at=read_at,
+    )

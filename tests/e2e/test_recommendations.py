@@ -202,7 +202,7 @@ def test_catalog_reads_come_from_the_warmed_cache(recommender: Recommender) -> N
     server = recommender.server
     query = "{ movie(movieId: 50) { title genres ratingsCount } }"
     deadline = time.monotonic() + 10
-    while _metric_labels(server, 'cinerec_cache_lookups_total{namespace="movie",result="hit"}') == 0:
+    while _metric_labels(server, 'cinerec_cache_requests_total{kind="movie",level="l1",result="hit"}') == 0:
         assert time.monotonic() < deadline, "the catalog cache was never warmed"
         server.gql(query)
     statements = _metric(server, "cinerec_sql_queries_total")

@@ -1,0 +1,128 @@
+"""`cinerec serve --workers 2` as it runs in a container: metrics merged across the workers,
+and SIGTERM draining in-flight requests and telling websocket clients 1001 (going away)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+import websockets
+
+from tests.conftest import _free_port
+from tests.e2e.conftest import wait_until
+from tests.movielens_fixture import write_movielens
+
+
+@dataclass
+class Served:
+    process: subprocess.Popen[bytes]
+    port: int
+    home: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/healthz", timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+@pytest.fixture
+def two_workers(tmp_path: Path) -> Iterator[Served]:
+    env = {
+        **os.environ,
+        "CINEREC_HOME": str(tmp_path),
+        "CINEREC_ENV": "test",
+        "CINEREC_LLM_BACKEND": "none",
+        "CINEREC_CACHE_WARM_MOVIES": "0",
+        "CINEREC_SHUTDOWN_TIMEOUT_SECONDS": "10",
+    }
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    write_movielens(tmp_path / "ml")
+    subprocess.run(
+        [sys.executable, "-m", "app", "data", "ingest", str(tmp_path / "ml")],
+        env=env,
+        check=True,
+        capture_output=True,
+    )
+    port = _free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "app", "serve", "--port", str(port), "--workers", "2", "--no-access-log"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    served = Served(process, port, tmp_path)
+    try:
+        wait_until(lambda: _answers(served.url), "two workers started", seconds=180)
+        yield served
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait(30)
+
+
+def test_metrics_are_merged_across_workers(two_workers: Served) -> None:
+    count = 60
+    for _ in range(count):  # a new connection each: the kernel spreads them over the workers
+        with httpx.Client() as client:
+            assert (
+                client.post(
+                    f"{two_workers.url}/graphql", json={"query": "query Named { genres }"}
+                ).status_code
+                == 200
+            )
+    folder = two_workers.home / "prometheus-multiproc"
+    writers = {p.stem.rsplit("_", 1)[-1] for p in folder.glob("counter_*.db")}
+    assert len(writers) == 2, writers  # both workers counted requests
+    totals = set()
+    for _ in range(10):  # whichever worker answers /metrics, it reports both workers' counts
+        with httpx.Client() as client:
+            text = client.get(f"{two_workers.url}/metrics").text
+        totals.add(
+            sum(
+                float(x.split()[-1])
+                for x in text.splitlines()
+                if x.startswith("cinerec_graphql_requests_total{")
+            )
+        )
+    assert totals == {float(count)}
+
+
+async def test_sigterm_drains_in_flight_requests_and_says_going_away(two_workers: Served) -> None:
+    ws_url = two_workers.url.replace("http", "ws") + "/graphql"
+    async with websockets.connect(ws_url, subprotocols=["graphql-transport-ws"]) as ws:  # type: ignore[list-item]
+        body = json.dumps({"query": "{ genres }"}).encode()
+        slow = socket.create_connection(("127.0.0.1", two_workers.port))
+        slow.sendall(
+            b"POST /graphql HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            + f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
+            + body[:5]
+        )
+        await asyncio.sleep(0)  # both are in flight before the signal
+        wait_until(lambda: _answers(two_workers.url), "the server handled the requests so far")
+        two_workers.process.send_signal(signal.SIGTERM)
+        with pytest.raises(websockets.ConnectionClosed) as closed:
+            await asyncio.wait_for(ws.recv(), 15)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1001
+        slow.sendall(body[5:])  # the request that was in flight still gets its answer
+        reply = b""
+        while chunk := slow.recv(65536):
+            reply += chunk
+        slow.close()
+    assert reply.startswith(b"HTTP/1.1 200") and b'"genres"' in reply
+    assert two_workers.process.wait(30) == 0
