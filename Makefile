@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 SHARED_ML100K ?= ../shared/data/ml100k.py
 export CINEREC_HOME ?= $(CURDIR)/var
 
-.PHONY: install demo data test lint bench clean
+.PHONY: install demo data test lint bench clean cluster cluster-down
 
 install: $(VENV)/.installed
 
@@ -40,7 +40,15 @@ test: install
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy app graphql_schema resolvers ml
+	$(BIN)/mypy app graphql_schema resolvers ml deploy
+
+# The production topology as processes: nginx, 2 API replicas, PostgreSQL, Redis, an MLflow
+# server (its own venv, installed once under CINEREC_HOME) and Prometheus. LLM=none to skip the LLM.
+cluster: data
+	$(BIN)/python -m deploy.localcluster up --dataset "$$(cat $(CINEREC_HOME)/.dataset)" --llm $${LLM:-transformers}
+
+cluster-down: install
+	$(BIN)/python -m deploy.localcluster down
 
 bench: install
 	$(BIN)/python -m benchmarks.run_all

@@ -49,18 +49,55 @@ class Unavailable(CinerecError):
     code = "UNAVAILABLE"
 
 
+_OUTAGE_PHRASES = (
+    "connection",
+    "closed",
+    "terminat",
+    "shutting down",
+    "starting up",
+    "could not connect",
+    "refused",
+    "recovery mode",
+)
+
+
 def is_outage(error: BaseException) -> bool:
-    """True for errors that mean the database connection is gone, not that a statement failed."""
+    """True for errors that mean the database cannot be reached right now (down, restarting,
+    a connection lost), not that a statement was wrong. Follows the cause chain, since
+    SQLAlchemy wraps the driver's error."""
+    from asyncpg.exceptions import (
+        CannotConnectNowError,
+        OperatorInterventionError,
+        PostgresConnectionError,
+        TooManyConnectionsError,
+    )
+    from asyncpg.exceptions import (
+        InterfaceError as PgInterfaceError,
+    )
     from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
-    if isinstance(error, (ConnectionError, TimeoutError, OSError)):
-        return True
-    if isinstance(error, DBAPIError) and error.connection_invalidated:
-        return True
-    if isinstance(error, (InterfaceError, OperationalError)):
-        text = str(error).lower()
-        return any(
-            s in text
-            for s in ("connection", "closed", "terminat", "shutdown", "could not connect", "refused")
-        )
+    seen: BaseException | None = error
+    for _ in range(6):
+        if seen is None:
+            return False
+        if isinstance(
+            seen,
+            (
+                ConnectionError,
+                TimeoutError,
+                OSError,
+                CannotConnectNowError,
+                OperatorInterventionError,  # admin shutdown, crash shutdown
+                PostgresConnectionError,
+                TooManyConnectionsError,
+            ),
+        ):
+            return True
+        if isinstance(seen, DBAPIError) and seen.connection_invalidated:
+            return True
+        if isinstance(seen, (InterfaceError, OperationalError, PgInterfaceError)):
+            text = str(seen).lower()
+            if any(phrase in text for phrase in _OUTAGE_PHRASES):
+                return True
+        seen = getattr(seen, "orig", None) or seen.__cause__ or seen.__context__
     return False

@@ -52,7 +52,10 @@ class Served:
 
 
 def registry_for(settings: Settings) -> Registry:
-    return Registry(settings.mlflow_tracking_uri, settings.home / "mlartifacts")
+    """The MLflow store of ``settings``. A local store keeps artifacts under ``home``; a
+    tracking server (http) keeps them where it was told to (a shared store, proxied)."""
+    remote = settings.mlflow_tracking_uri.startswith(("http://", "https://"))
+    return Registry(settings.mlflow_tracking_uri, None if remote else settings.home / "mlartifacts")
 
 
 def announce_sync(settings: Settings, model: str, version: str) -> None:

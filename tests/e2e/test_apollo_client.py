@@ -24,7 +24,9 @@ def apollo_client() -> Path:
     npm = shutil.which("npm")
     assert npm and shutil.which("node"), "node and npm are needed (the machine has them)"
     if not (APOLLO / "node_modules" / "@apollo" / "client").exists():
-        subprocess.run([npm, "ci", "--no-audit", "--no-fund"], cwd=APOLLO, check=True, capture_output=True, timeout=300)
+        subprocess.run(
+            [npm, "ci", "--no-audit", "--no-fund"], cwd=APOLLO, check=True, capture_output=True, timeout=300
+        )
     return APOLLO
 
 
@@ -36,7 +38,12 @@ def test_apollo_persisted_queries_link_registers_then_hits_the_cache(
     ingest_into(settings, tmp_path / "ml")
     server = live_server_factory(settings)
     done = subprocess.run(
-        ["node", "apq.mjs", server.url, "3"], cwd=apollo_client, capture_output=True, text=True, timeout=120, check=False
+        ["node", "apq.mjs", server.url, "3"],
+        cwd=apollo_client,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
     assert done.returncode == 0, done.stderr
     first, second = json.loads(done.stdout)

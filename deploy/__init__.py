@@ -1,0 +1,1 @@
+"""Deployment: the local cluster runner; Dockerfile, Kubernetes, nginx and Prometheus files."""

@@ -1,0 +1,458 @@
+"""The production topology as real processes on one machine (no container engine runs here):
+nginx in front of two API replicas, PostgreSQL, Redis, an MLflow tracking server (from its
+own venv, with a shared artifact store) and Prometheus scraping each replica.
+
+    python -m deploy.localcluster up [--dataset DIR] [--llm none|transformers] [--home DIR]
+    python -m deploy.localcluster down [--home DIR]
+
+``up`` prints the nginx URL and, for every process it started, its name, pid and URL; the
+same facts are kept in ``HOME/cluster/cluster.json`` for ``down`` and for tests, which use
+``LocalCluster`` to stop and restart parts under load. PostgreSQL and Redis are the
+cluster's own instances (free ports, their own data folders), never the machine's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import string
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+NGINX_TEMPLATE = ROOT / "deploy" / "nginx" / "cinerec.conf.template"
+ALERT_RULES = ROOT / "deploy" / "prometheus" / "alerts.yml"
+MLFLOW_VERSION = "3.17.2"  # the server's own venv; the app keeps mlflow-skinny of the same version
+REPLICAS = 2
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait(check: Any, what: str, seconds: float = 120) -> None:
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            if check():
+                return
+        except (httpx.HTTPError, OSError):
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{what} did not come up within {seconds:.0f} s")
+        time.sleep(0.2)
+
+
+def _listening(port: int) -> bool:
+    with socket.create_connection(("127.0.0.1", port), timeout=1):
+        return True
+
+
+def _answers(url: str) -> bool:
+    return httpx.get(url, timeout=2).status_code == 200
+
+
+def _as_postgres(cmd: list[str]) -> list[str]:
+    """PostgreSQL refuses to run as root: run its tools as the postgres user then."""
+    return ["runuser", "-u", "postgres", "--", *cmd] if os.geteuid() == 0 else cmd
+
+
+def _pg_bin(tool: str) -> str:
+    found = sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{tool}"))
+    if not found:
+        raise RuntimeError(f"PostgreSQL's {tool} was not found (Debian package postgresql)")
+    return str(found[-1])
+
+
+@dataclass
+class Process:
+    name: str
+    pid: int
+    url: str
+    port: int
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class LocalCluster:
+    def __init__(self, home: Path, *, mlflow_venv: Path | None = None) -> None:
+        self.home = home.resolve()
+        self.mlflow_venv = (mlflow_venv or self.home / "mlflow-venv").resolve()
+        self.base = self.home / "cluster"
+        self.state_file = self.base / "cluster.json"
+        self.processes: dict[str, Process] = {}
+        self.env: dict[str, str] = {}
+        self._children: dict[int, subprocess.Popen[bytes]] = {}  # started by this process: waited for
+        if self.state_file.exists():
+            state = json.loads(self.state_file.read_text())
+            self.processes = {n: Process(**p) for n, p in state["processes"].items()}
+            self.env = state["env"]
+
+    # -- bookkeeping --------------------------------------------------------------------
+    def _save(self) -> None:
+        state = {"processes": {n: vars(p) for n, p in self.processes.items()}, "env": self.env}
+        self.state_file.write_text(json.dumps(state, indent=2))
+
+    @property
+    def url(self) -> str:
+        return self.processes["nginx"].url
+
+    def replica_urls(self) -> list[str]:
+        return [self.processes[f"replica-{i}"].url for i in range(1, REPLICAS + 1)]
+
+    def _spawn(
+        self, name: str, cmd: list[str], *, env: dict[str, str] | None = None, log: str | None = None
+    ) -> int:
+        with open(self.base / (log or f"{name}.log"), "ab") as out:  # the child keeps its own copy
+            proc = subprocess.Popen(
+                cmd,
+                env={**os.environ, **(env or {})},
+                stdout=out,
+                stderr=out,
+                start_new_session=True,
+                cwd=self.base,
+            )
+        self._children[proc.pid] = proc
+        return proc.pid
+
+    # -- the parts ----------------------------------------------------------------------
+    @property
+    def pg_dir(self) -> Path:
+        """PostgreSQL's data: under the system temp folder, which its own user can reach (a
+        home under a private folder, like pytest's, would be out of its reach)."""
+        digest = hashlib.sha1(str(self.base).encode()).hexdigest()[:10]
+        return Path(tempfile.gettempdir()) / f"cinerec-pg-{digest}"
+
+    def _postgres(self) -> None:
+        data, port = self.pg_dir / "data", free_port()
+        if not data.exists():
+            data.mkdir(parents=True)
+            if os.geteuid() == 0:
+                for folder in (self.pg_dir, data):
+                    shutil.chown(folder, "postgres", "postgres")
+            subprocess.run(
+                _as_postgres([_pg_bin("initdb"), "-D", str(data), "--auth=trust", "-U", "postgres"]),
+                check=True,
+                capture_output=True,
+            )
+        self.processes["postgres"] = Process(
+            "postgres", 0, f"postgresql://postgres@127.0.0.1:{port}/cinerec", port
+        )
+        self.start("postgres")
+        subprocess.run(
+            _as_postgres(
+                [_pg_bin("createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "cinerec"]
+            ),
+            check=False,
+            capture_output=True,
+        )
+
+    def _redis(self) -> None:
+        port = free_port()
+        self.processes["redis"] = Process("redis", 0, f"redis://127.0.0.1:{port}/0", port)
+        self.start("redis")
+
+    def _mlflow_venv(self) -> Path:
+        venv = self.mlflow_venv  # kept across clusters: installing MLflow takes minutes
+        mlflow = venv / "bin" / "mlflow"
+        if not mlflow.exists():
+            subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+            subprocess.run(
+                [str(venv / "bin" / "pip"), "install", "-q", f"mlflow=={MLFLOW_VERSION}"], check=True
+            )
+        return mlflow
+
+    def _mlflow(self) -> None:
+        mlflow, port = self._mlflow_venv(), free_port()
+        artifacts = self.base / "mlflow-artifacts"
+        artifacts.mkdir(exist_ok=True)
+        cmd = [
+            str(mlflow),
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+            "--backend-store-uri",
+            f"sqlite:///{self.base / 'mlflow.db'}",
+            "--artifacts-destination",
+            str(artifacts),
+        ]
+        pid = self._spawn("mlflow", cmd)
+        self.processes["mlflow"] = Process("mlflow", pid, f"http://127.0.0.1:{port}", port)
+        _wait(lambda: _answers(f"http://127.0.0.1:{port}/health"), "the MLflow server", 180)
+
+    def _app_env(self, llm: str) -> dict[str, str]:
+        return {
+            "CINEREC_ENV": "test",
+            "CINEREC_DATABASE_URL": self.processes["postgres"].url.replace(
+                "postgresql://", "postgresql+asyncpg://"
+            ),
+            "CINEREC_REDIS_URL": self.processes["redis"].url,
+            "CINEREC_MLFLOW_TRACKING_URI": self.processes["mlflow"].url,
+            "CINEREC_JWT_SECRET": self.env.get("CINEREC_JWT_SECRET") or secrets.token_urlsafe(48),
+            "CINEREC_TRUSTED_PROXIES": "127.0.0.1/32",
+            "CINEREC_LLM_BACKEND": llm,
+            "CINEREC_LLM_CACHE_DIR": str(self.home / "llm"),
+            "CINEREC_HOME": str(self.base / "cli"),
+            "HF_HUB_OFFLINE": "1",
+        }
+
+    def cinerec(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        """A `cinerec` command against the cluster (ingest, train, users ...)."""
+        done = subprocess.run(
+            [sys.executable, "-m", "app", *args],
+            env={**os.environ, **self.env},
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+        )
+        if check and done.returncode != 0:
+            raise RuntimeError(f"cinerec {' '.join(args)} failed:\n{done.stderr[-3000:]}")
+        return done
+
+    def _replica(self, i: int) -> None:
+        name = f"replica-{i}"
+        port = self.processes[name].port if name in self.processes else free_port()
+        home = self.base / name
+        home.mkdir(exist_ok=True)
+        env = {**self.env, "CINEREC_HOME": str(home)}
+        cmd = [
+            sys.executable,
+            "-m",
+            "app",
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--no-access-log",
+        ]
+        pid = self._spawn(name, cmd, env={**env, "PYTHONPATH": str(ROOT)})
+        self.processes[name] = Process(name, pid, f"http://127.0.0.1:{port}", port)
+
+    def _nginx(self) -> None:
+        port = self.processes["nginx"].port if "nginx" in self.processes else free_port()
+        cache = self.base / "nginx-cache"
+        cache.mkdir(exist_ok=True)
+        servers = "\n    ".join(
+            f"server 127.0.0.1:{self.processes[f'replica-{i}'].port} max_fails=0;"
+            for i in range(1, REPLICAS + 1)
+        )
+        site = string.Template(NGINX_TEMPLATE.read_text()).safe_substitute(
+            UPSTREAM_SERVERS=servers, LISTEN_PORT=f"127.0.0.1:{port}", CACHE_DIR=str(cache)
+        )
+        (self.base / "cinerec-site.conf").write_text(site)
+        temp = self.base / "nginx-temp"
+        temp.mkdir(exist_ok=True)
+        user = "user root;\n" if os.geteuid() == 0 else ""
+        (self.base / "nginx.conf").write_text(
+            f"{user}worker_processes 1;\ndaemon off;\npid {self.base / 'nginx.pid'};\n"
+            f"error_log {self.base / 'nginx-error.log'} warn;\nevents {{ worker_connections 1024; }}\n"
+            "http {\n"
+            f"  access_log {self.base / 'nginx-access.log'};\n"
+            f"  client_body_temp_path {temp}/body; proxy_temp_path {temp}/proxy;\n"
+            f"  fastcgi_temp_path {temp}/fastcgi; uwsgi_temp_path {temp}/uwsgi; scgi_temp_path {temp}/scgi;\n"
+            f"  include {self.base / 'cinerec-site.conf'};\n"
+            "}\n"
+        )
+        nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+        pid = self._spawn("nginx", [nginx, "-c", str(self.base / "nginx.conf")])
+        self.processes["nginx"] = Process("nginx", pid, f"http://127.0.0.1:{port}", port)
+        _wait(lambda: httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200, "nginx")
+
+    def _prometheus(self) -> None:
+        port = free_port()
+        targets = ", ".join(
+            f'"127.0.0.1:{self.processes[f"replica-{i}"].port}"' for i in range(1, REPLICAS + 1)
+        )
+        rules = f'rule_files: ["{ALERT_RULES}"]\n' if ALERT_RULES.exists() else ""
+        (self.base / "prometheus.yml").write_text(
+            "global:\n  scrape_interval: 2s\n  evaluation_interval: 2s\n"
+            + rules
+            + "scrape_configs:\n  - job_name: cinerec-api\n    metrics_path: /metrics\n"
+            f"    static_configs:\n      - targets: [{targets}]\n"
+        )
+        prometheus = shutil.which("prometheus") or "/usr/bin/prometheus"
+        cmd = [
+            prometheus,
+            f"--config.file={self.base / 'prometheus.yml'}",
+            f"--storage.tsdb.path={self.base / 'prometheus-data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+        ]
+        pid = self._spawn("prometheus", cmd)
+        self.processes["prometheus"] = Process("prometheus", pid, f"http://127.0.0.1:{port}", port)
+        _wait(lambda: _answers(f"http://127.0.0.1:{port}/-/ready"), "Prometheus")
+
+    # -- the whole ----------------------------------------------------------------------
+    def up(
+        self, *, dataset: Path | None, llm: str = "transformers", train_args: tuple[str, ...] = ()
+    ) -> None:
+        if self.state_file.exists():
+            raise RuntimeError(f"a cluster is up already ({self.state_file}): `make cluster-down` first")
+        self.base.mkdir(parents=True, exist_ok=True)
+        try:
+            self._postgres()
+            self._redis()
+            self._mlflow()
+            self.env = self._app_env(llm)
+            self._save()
+            self.cinerec("db", "upgrade")
+            if dataset is not None:
+                self.cinerec("data", "ingest", str(dataset))
+                self.cinerec("train", "--if-missing", *(train_args or ("--epochs", "10", "--no-tune")))
+            for i in range(1, REPLICAS + 1):
+                self._replica(i)
+            for url in self.replica_urls():
+                _wait(lambda u=url: _answers(f"{u}/readyz"), f"replica {url}", 600)
+            self._nginx()
+            self._prometheus()
+        finally:
+            self._save()
+
+    def describe(self) -> str:
+        lines = [f"cinerec cluster: {self.url}/graphql (nginx in front of {REPLICAS} replicas)"]
+        for p in self.processes.values():
+            lines.append(f"{p.name} pid {p.pid} {p.url}")
+        return "\n".join(lines)
+
+    # -- faults and repairs ---------------------------------------------------------------
+    def stop(self, name: str, sig: int = signal.SIGTERM, wait: float = 60) -> None:
+        """Stop one part and wait until its process is gone."""
+        p = self.processes[name]
+        if name == "postgres":
+            subprocess.run(
+                _as_postgres([_pg_bin("pg_ctl"), "-D", str(self.pg_dir / "data"), "-m", "fast", "stop"]),
+                check=False,
+                capture_output=True,
+            )
+        elif p.pid:
+            try:
+                os.kill(p.pid, sig)
+            except ProcessLookupError:
+                return
+        if (child := self._children.pop(p.pid, None)) is not None:
+            try:
+                child.wait(wait)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait()
+            return
+        deadline = time.monotonic() + wait  # started by another process (`make cluster`): poll
+        while p.pid and time.monotonic() < deadline:
+            try:
+                os.kill(p.pid, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.05)
+
+    def start(self, name: str) -> None:
+        """Start one part again, on its own port and data."""
+        p = self.processes[name]
+        if name == "postgres":
+            sockets = self.pg_dir / "sockets"
+            sockets.mkdir(exist_ok=True)
+            if os.geteuid() == 0:
+                shutil.chown(sockets, "postgres", "postgres")
+            subprocess.run(
+                _as_postgres(
+                    [
+                        _pg_bin("pg_ctl"),
+                        "-D",
+                        str(self.pg_dir / "data"),
+                        "-l",
+                        str(self.pg_dir / "postgres.log"),
+                        "-o",
+                        f"-p {p.port} -k {sockets} -c listen_addresses=127.0.0.1",
+                        "-w",
+                        "start",
+                    ]
+                ),
+                check=True,
+                capture_output=True,
+            )
+            p.pid = int((self.pg_dir / "data" / "postmaster.pid").read_text().split()[0])
+        elif name == "redis":
+            p.pid = self._spawn(
+                "redis",
+                [
+                    "redis-server",
+                    "--port",
+                    str(p.port),
+                    "--bind",
+                    "127.0.0.1",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                    "--dir",
+                    str(self.base),
+                ],
+            )
+            _wait(
+                lambda: _listening(p.port),
+                "Redis",
+                30,
+            )
+        elif name.startswith("replica-"):
+            self._replica(int(name.rsplit("-", 1)[1]))
+            _wait(lambda: _answers(f"{self.processes[name].url}/readyz"), name, 600)
+        else:
+            raise ValueError(f"cannot restart {name} on its own")
+        self._save()
+
+    def down(self, *, wipe: bool = False) -> None:
+        """Stop everything this cluster started; with ``wipe`` forget its data too."""
+        for name in [
+            "nginx",
+            "prometheus",
+            *(f"replica-{i}" for i in range(REPLICAS, 0, -1)),
+            "mlflow",
+            "redis",
+            "postgres",
+        ]:
+            if name in self.processes:
+                self.stop(name)
+        if self.state_file.exists():
+            self.state_file.unlink()
+        self.processes = {}
+        if wipe:
+            shutil.rmtree(self.base, ignore_errors=True)
+            shutil.rmtree(self.pg_dir, ignore_errors=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("action", choices=["up", "down"])
+    ap.add_argument("--home", type=Path, default=Path(os.environ.get("CINEREC_HOME", "var")))
+    ap.add_argument("--dataset", type=Path, help="a MovieLens folder to ingest and train on")
+    ap.add_argument("--llm", default="transformers", choices=["transformers", "none"])
+    ap.add_argument("--wipe", action="store_true", help="with down: delete the cluster's data too")
+    a = ap.parse_args()
+    cluster = LocalCluster(a.home)
+    if a.action == "down":
+        cluster.down(wipe=a.wipe)
+        print("cinerec cluster stopped")
+        return
+    cluster.up(dataset=a.dataset, llm=a.llm)
+    print(cluster.describe())
+
+
+if __name__ == "__main__":
+    main()

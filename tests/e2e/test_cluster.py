@@ -1,0 +1,334 @@
+"""The local cluster under faults: real nginx, two replicas, PostgreSQL, Redis, an MLflow
+tracking server and Prometheus, as `make cluster` runs them (deploy/localcluster.py).
+
+Each fault runs under load through nginx; what was measured (requests failed, writes kept,
+time to recover) is printed and kept in ``bench-results/cluster_faults.json``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+import websockets
+
+from deploy.localcluster import LocalCluster
+from ml.registry import CHAMPION, RECOMMENDER
+from tests.e2e.conftest import ADMIN, wait_until
+from tests.movielens_fixture import write_movielens
+
+ROOT = Path(__file__).resolve().parents[2]
+RESULTS: dict[str, object] = {}
+LOGIN = "mutation($e: String!, $p: String!) { login(email: $e, password: $p) { token } }"
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
+    home = tmp_path_factory.mktemp("cluster")
+    write_movielens(home / "ml")
+    # the MLflow server's venv outlives the test run (installing MLflow takes minutes)
+    running = LocalCluster(home, mlflow_venv=ROOT / "var" / "mlflow-venv")
+    try:
+        running.up(dataset=home / "ml", llm="none", train_args=("--epochs", "2", "--no-tune"))
+        running.cinerec("users", "create-admin", "--email", ADMIN[0], "--password", ADMIN[1])
+        yield running
+    finally:
+        running.down()
+        out = ROOT / "bench-results"
+        out.mkdir(exist_ok=True)
+        (out / "cluster_faults.json").write_text(json.dumps(RESULTS, indent=2))
+
+
+def gql(
+    url: str, query: str, variables: dict | None = None, token: str | None = None, timeout: float = 30
+) -> httpx.Response:
+    headers = {"authorization": f"Bearer {token}"} if token else {}
+    return httpx.post(
+        f"{url}/graphql",
+        json={"query": query, "variables": variables or {}},
+        headers=headers,
+        timeout=timeout,
+    )
+
+
+def admin_token(url: str) -> str:
+    return gql(url, LOGIN, {"e": ADMIN[0], "p": ADMIN[1]}).json()["data"]["login"]["token"]
+
+
+def served_version(url: str, token: str) -> str | None:
+    found = gql(url, "{ recommendations(userId: 3, first: 1) { rank } }", token=token).json()
+    return found.get("extensions", {}).get("recommender", {}).get("version")
+
+
+@dataclass
+class Load:
+    """Clients sending requests through nginx until stopped; every answer is sorted."""
+
+    url: str
+    make: Callable[[int], tuple[str, dict]]
+    token: str | None = None
+    threads: int = 4
+    ok: int = 0
+    failed: list[str] = field(default_factory=list)
+    codes: dict[str, int] = field(default_factory=dict)
+    stop: threading.Event = field(default_factory=threading.Event)
+    _workers: list[threading.Thread] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def _run(self, worker: int) -> None:
+        i = worker
+        with httpx.Client(timeout=30) as client:
+            while not self.stop.is_set():
+                query, variables = self.make(i)
+                headers = {"authorization": f"Bearer {self.token}"} if self.token else {}
+                try:
+                    response = client.post(
+                        f"{self.url}/graphql", json={"query": query, "variables": variables}, headers=headers
+                    )
+                    body = response.json()
+                    outcome = (
+                        "ok"
+                        if response.status_code == 200 and "errors" not in body
+                        else (
+                            f"{response.status_code}:"
+                            + ",".join(
+                                e.get("extensions", {}).get("code", "?") for e in body.get("errors", [])
+                            )
+                        )
+                    )
+                except (httpx.HTTPError, ValueError) as exc:
+                    outcome = f"transport:{type(exc).__name__}"
+                with self._lock:
+                    if outcome == "ok":
+                        self.ok += 1
+                    else:
+                        self.failed.append(outcome)
+                    self.codes[outcome] = self.codes.get(outcome, 0) + 1
+                i += self.threads
+
+    def __enter__(self) -> Load:
+        self._workers = [threading.Thread(target=self._run, args=(w,)) for w in range(self.threads)]
+        for t in self._workers:
+            t.start()
+        wait_until(lambda: self.ok >= 20, "the load is flowing")
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stop.set()
+        for t in self._workers:
+            t.join()
+
+
+def movie_reads(i: int) -> tuple[str, dict]:
+    return "query($id: Int!) { movie(movieId: $id) { title ratingsCount } }", {"id": 1 + i % 30}
+
+
+def test_a_promotion_through_one_replica_is_served_by_the_other_and_prometheus_scrapes_both(
+    cluster: LocalCluster,
+) -> None:
+    from app.serving import registry_for
+    from app.settings import Settings
+
+    a, b = cluster.replica_urls()
+    token = admin_token(cluster.url)
+    registry = registry_for(
+        Settings(mlflow_tracking_uri=cluster.env["CINEREC_MLFLOW_TRACKING_URI"], home=cluster.base / "cli")
+    )
+    folder = registry.download(RECOMMENDER, "1", cluster.base / "copy")
+    run_id, source = registry.log_run(
+        experiment=RECOMMENDER, params={"copy_of": 1}, metrics={}, artifacts=folder
+    )
+    version = registry.register(RECOMMENDER, source=source, run_id=run_id)
+    promoted = gql(a, f'mutation {{ promoteModel(version: "{version}") {{ version }} }}', token=token).json()
+    assert promoted["data"]["promoteModel"]["version"] == version
+    started = time.monotonic()
+    wait_until(lambda: served_version(b, token) == version, "replica B serves the promoted version")
+    RESULTS["promotion_seen_by_other_replica_s"] = round(time.monotonic() - started, 2)
+    prometheus = cluster.processes["prometheus"].url
+
+    def scraped() -> set[str]:
+        found = httpx.get(f"{prometheus}/api/v1/query", params={"query": 'up{job="cinerec-api"} == 1'}).json()
+        return {r["metric"]["instance"] for r in found["data"]["result"]}
+
+    wait_until(
+        lambda: scraped() == {u.removeprefix("http://") for u in (a, b)}, "Prometheus scrapes both replicas"
+    )
+    # back to version 1 for the other tests
+    assert (
+        gql(b, "mutation { rollbackModel { version } }", token=token).json()["data"]["rollbackModel"][
+            "version"
+        ]
+        == "1"
+    )
+    wait_until(lambda: served_version(a, token) == "1", "replica A follows the rollback")
+
+
+async def _ws_connect(url: str, token: str) -> websockets.ClientConnection:
+    ws = await websockets.connect(
+        url.replace("http", "ws") + "/graphql", subprotocols=["graphql-transport-ws"]
+    )  # type: ignore[list-item]
+    await ws.send(json.dumps({"type": "connection_init", "payload": {"authorization": f"Bearer {token}"}}))
+    assert json.loads(await ws.recv())["type"] == "connection_ack"
+    return ws
+
+
+def test_sigterm_to_a_replica_under_load(cluster: LocalCluster) -> None:
+    token = admin_token(cluster.url)
+    replica = cluster.processes["replica-1"]
+
+    async def sockets() -> tuple[list[int | None], bool]:
+        open_ = [await _ws_connect(cluster.url, token) for _ in range(6)]  # least_conn spreads them
+        with Load(cluster.url, movie_reads) as load:
+            cluster.stop("replica-1", signal.SIGTERM)
+            closed: list[int | None] = []
+            for ws in open_:
+                try:
+                    await asyncio.wait_for(ws.recv(), 5)
+                    closed.append(None)
+                except websockets.ConnectionClosed as exc:
+                    closed.append(exc.rcvd.code if exc.rcvd else None)
+                except TimeoutError:
+                    closed.append(None)  # on the other replica: still open
+            again = await _ws_connect(cluster.url, token)  # a client reconnects, to the other replica
+            await again.close()
+            await asyncio.sleep(1)  # the load goes on a moment past the shutdown
+        for ws in open_:
+            await ws.close()
+        RESULTS["sigterm_replica"] = {"ok": load.ok, "failed": len(load.failed), "failures": load.codes}
+        assert load.failed == [], load.codes
+        return closed, True
+
+    closed, reconnected = asyncio.run(sockets())
+    assert 1001 in closed and reconnected  # the ones on the stopped replica were told "going away"
+    assert all(code in (None, 1001) for code in closed)
+    cluster.start("replica-1")
+    assert cluster.processes["replica-1"].pid != replica.pid
+
+
+def test_redis_stopped_under_load(cluster: LocalCluster) -> None:
+    from app.serving import registry_for
+    from app.settings import Settings
+
+    a, b = cluster.replica_urls()
+    token = admin_token(cluster.url)
+    registry = registry_for(
+        Settings(mlflow_tracking_uri=cluster.env["CINEREC_MLFLOW_TRACKING_URI"], home=cluster.base / "cli")
+    )
+    target = registry.versions(RECOMMENDER)[0].version  # the newest registered version
+    with Load(cluster.url, movie_reads) as load:
+        cluster.stop("redis")
+        wait_until(
+            lambda: httpx.get(f"{a}/readyz").json().get("status") == "degraded", "replica A says degraded"
+        )
+        # a promotion during the outage: replica B cannot hear of it
+        promoted = gql(
+            a, f'mutation {{ promoteModel(version: "{target}") {{ version }} }}', token=token
+        ).json()
+        assert promoted["data"]["promoteModel"]["version"] == target
+        time.sleep(1)  # load keeps flowing through the outage
+        down_for = time.monotonic()
+        cluster.start("redis")
+        wait_until(
+            lambda: served_version(b, token) == target,
+            "replica B picked up the promotion after Redis came back",
+        )
+        RESULTS["redis_outage"] = {
+            "follower_resync_after_redis_back_s": round(time.monotonic() - down_for, 2)
+        }
+    RESULTS["redis_outage"].update({"ok": load.ok, "failed": len(load.failed), "failures": load.codes})  # type: ignore[attr-defined]
+    assert load.failed == [], load.codes
+    assert registry.alias_version(RECOMMENDER, CHAMPION) == target
+    gql(a, 'mutation { promoteModel(version: "1") { version } }', token=token)
+
+
+def test_postgres_restarted_under_load(cluster: LocalCluster) -> None:
+    emails = [f"writer-{uuid.uuid4().hex[:6]}@example.com" for _ in range(2)]
+    for email in emails:
+        cluster.cinerec("users", "create", "--email", email, "--password", "a-fine-passphrase")
+    tokens = [
+        gql(cluster.url, LOGIN, {"e": e, "p": "a-fine-passphrase"}).json()["data"]["login"]["token"]
+        for e in emails
+    ]
+    acknowledged: dict[tuple[int, int], float] = {}
+    lock = threading.Lock()
+    stop = threading.Event()
+    errors: dict[str, int] = {}
+
+    def writer(w: int) -> None:
+        i = 0
+        with httpx.Client(timeout=30) as client:
+            while not stop.is_set():
+                movie, rating = 1 + i % 30, 0.5 * (1 + i % 10)
+                try:
+                    response = client.post(
+                        f"{cluster.url}/graphql",
+                        json={
+                            "query": "mutation($m: Int!, $r: Float!) { rateMovie(movieId: $m, rating: $r) { rating } }",
+                            "variables": {"m": movie, "r": rating},
+                        },
+                        headers={"authorization": f"Bearer {tokens[w]}"},
+                    )
+                    body = response.json()
+                    if "errors" not in body:
+                        with lock:
+                            acknowledged[(w, movie)] = rating
+                    else:
+                        code = body["errors"][0]["extensions"]["code"]
+                        with lock:
+                            errors[code] = errors.get(code, 0) + 1
+                except (httpx.HTTPError, ValueError) as exc:
+                    with lock:
+                        errors[type(exc).__name__] = errors.get(type(exc).__name__, 0) + 1
+                i += 1
+
+    threads = [threading.Thread(target=writer, args=(w,)) for w in range(2)]
+    for t in threads:
+        t.start()
+    wait_until(lambda: len(acknowledged) >= 10, "writes are flowing")
+    with Load(cluster.url, movie_reads) as load:
+        cluster.stop("postgres")
+        time.sleep(2)  # the outage lasts a while; requests meanwhile get UNAVAILABLE
+        cluster.start("postgres")
+        back = time.monotonic()
+        acked_at_restart = len(acknowledged)
+        wait_until(
+            lambda: len(acknowledged) > acked_at_restart + 5,
+            "writes succeed again without restarting cinerec",
+        )
+        recovered_s = time.monotonic() - back
+    stop.set()
+    for t in threads:
+        t.join()
+    outcomes = set(load.codes) | set(errors)
+    RESULTS["postgres_restart"] = {
+        "reads_ok": load.ok,
+        "reads_failed": len(load.failed),
+        "read_failures": load.codes,
+        "write_errors": errors,
+        "writes_acknowledged": len(acknowledged),
+        "recovered_after_start_s": round(recovered_s, 2),
+    }
+    # during the outage: clear errors, never INTERNAL or a bare 500
+    assert not any("INTERNAL" in o or o.startswith("500") for o in outcomes), outcomes
+    me = "{ me { ratings(first: 100) { edges { node { movieId rating } } } } }"
+    kept = 0
+    for w, token in enumerate(tokens):
+        stored = {
+            e["node"]["movieId"]: e["node"]["rating"]
+            for e in gql(cluster.url, me, token=token).json()["data"]["me"]["ratings"]["edges"]
+        }
+        for writer_id, movie in acknowledged:
+            if writer_id == w:
+                assert stored.get(movie) is not None, f"acknowledged rating of movie {movie} lost"
+                kept += 1
+    RESULTS["postgres_restart"]["acknowledged_writes_kept"] = kept  # type: ignore[index]
+    assert kept == len(acknowledged)
