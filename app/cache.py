@@ -26,6 +26,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from cachetools import TTLCache
 from redis.exceptions import RedisError
 
+from app.batching import Coalescer
+
 if TYPE_CHECKING:
     from redis.asyncio import Redis
     from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -78,6 +80,7 @@ class Generations:
         self.maxsize = maxsize
         self._mirror: OrderedDict[tuple[str, int], int] = OrderedDict()
         self.announcements: Announcements | None = None
+        self._reads: Coalescer[tuple[str, int], int] = Coalescer(self._read)  # one MGET for concurrent misses
 
     def _key(self, kind: str, id_: int) -> str:
         return f"{self.prefix}:gen:{kind}:{id_}"
@@ -92,18 +95,21 @@ class Generations:
     async def get(self, kind: str, ids: Sequence[int]) -> dict[int, int]:
         found = {i: self._mirror[(kind, i)] for i in ids if (kind, i) in self._mirror}
         missing = [i for i in dict.fromkeys(ids) if i not in found]
-        if missing and (redis := self.health.usable()) is not None:
+        if missing:
+            values = await self._reads.get_many([(kind, i) for i in missing])
+            found.update(zip(missing, values, strict=True))
+        return found
+
+    async def _read(self, keys: list[tuple[str, int]]) -> dict[tuple[str, int], int]:
+        if (redis := self.health.usable()) is not None:
             try:
-                values = await redis.mget([self._key(kind, i) for i in missing])
-                for i, v in zip(missing, values, strict=True):
+                values = await redis.mget([self._key(kind, i) for kind, i in keys])
+                for (kind, i), v in zip(keys, values, strict=True):
                     self._remember(kind, i, int(v or 0))
-                    found[i] = self._mirror[(kind, i)]
-                return found
+                return {k: self._mirror[k] for k in keys}
             except (RedisError, OSError) as exc:
                 self.health.failed(exc)
-        for i in missing:
-            found[i] = 0
-        return found
+        return {k: self._mirror.get(k, 0) for k in keys}
 
     async def bump(self, kind: str, id_: int) -> None:
         """A change to this user or movie: every cached entry keyed by it is stale now."""

@@ -135,6 +135,16 @@ class GraphQLApp(GraphQL[Context, None]):
         request_data: GraphQLRequestData,
     ) -> ExecutionResult:
         state = context.app
+        if state.settings.rate_limits and (wait := state.buckets.empty_for(context.bucket_key)) > 0:
+            # this caller's bucket was empty a moment ago: refused before its query is even read
+            seconds = max(int(wait + 0.999), 1)
+            sub_response.status_code = 429
+            sub_response.headers["Retry-After"] = str(seconds)
+            error = GraphQLError(
+                f"rate limit: your bucket is empty; try again in {seconds} s",
+                extensions={"code": "RATE_LIMITED", "retryAfter": seconds, "retryAfterSeconds": seconds},
+            )
+            return ExecutionResult(data=None, errors=[error])
         try:
             request_data.query, digest = await state.persisted.resolve(
                 request_data.query, request_data.extensions

@@ -38,6 +38,7 @@ from app.services.accounts import ActiveAccounts
 from app.services.catalog import CatalogReader
 from app.services.explanations import ExplanationService
 from app.services.llm_inputs import Histories
+from app.services.ratings import UserReader
 from app.services.recommendations import RecommendationService
 from app.serving import RecommenderHolder, ServingParts
 from app.settings import Settings, get_settings
@@ -182,6 +183,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             generations=generations,
             cache=cache,
             catalog=CatalogReader(sessions, cache, generations),
+            users=UserReader(sessions, cache),
             persisted=PersistedQueries(
                 health,
                 prefix=settings.redis_prefix,

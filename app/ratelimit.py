@@ -239,6 +239,27 @@ class TokenBuckets:
         redis = counters.redis
         self._script = redis.register_script(_BUCKET) if redis is not None else None
         self._local: OrderedDict[str, tuple[float, float]] = OrderedDict()  # key -> (tokens, monotonic ts)
+        # keys whose bucket is empty, until it holds a point again: refused before any work
+        self._empty: OrderedDict[str, float] = OrderedDict()
+
+    def empty_for(self, key: str) -> float:
+        """Seconds until ``key``'s bucket holds a point again (0: it may have one now). Known
+        from this replica's last refusal, so a flood is refused without parsing its queries."""
+        until = self._empty.get(key)
+        if until is None:
+            return 0.0
+        left = until - time.monotonic()
+        if left <= 0:
+            self._empty.pop(key, None)
+            return 0.0
+        return left
+
+    def _note(self, key: str, budget: Budget) -> None:
+        if not budget.allowed and budget.remaining < 1:
+            self._empty[key] = time.monotonic() + (1 - budget.remaining) / budget.restore_per_second
+            self._empty.move_to_end(key)
+            while len(self._empty) > self.counters.local.maxsize:
+                self._empty.popitem(last=False)
 
     def _take_local(self, key: str, capacity: float, rate: float, cost: float) -> Budget:
         now = time.monotonic()
@@ -255,7 +276,11 @@ class TokenBuckets:
         return Budget(allowed, capacity, tokens, rate, wait)
 
     async def take(self, key: str, cost: float, *, capacity: float, per_second: float) -> Budget:
-        key = f"{self.counters.prefix}:bucket:{key}"
+        budget = await self._take(f"{self.counters.prefix}:bucket:{key}", cost, capacity, per_second)
+        self._note(key, budget)
+        return budget
+
+    async def _take(self, key: str, cost: float, capacity: float, per_second: float) -> Budget:
         if self._script is not None and self.counters.usable():
             try:
                 allowed, left, wait_ms = await self._script(keys=[key], args=[capacity, per_second, cost])

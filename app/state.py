@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from app.services.accounts import ActiveAccounts
     from app.services.catalog import CatalogReader
     from app.services.explanations import ExplanationService
+    from app.services.ratings import UserReader
     from app.services.recommendations import RecommendationService
     from app.serving import RecommenderHolder
     from app.settings import Settings
@@ -37,6 +38,7 @@ class AppState:
     generations: Generations
     cache: TwoLevelCache
     catalog: CatalogReader
+    users: UserReader
     persisted: PersistedQueries
     responses: ResponseCache
     models: RecommenderHolder

@@ -71,6 +71,11 @@ class Context:
         return self.app.cache
 
     @property
+    def bucket_key(self) -> str:
+        """Whose rate-limit bucket this request draws on: the user's, else the address's."""
+        return f"user:{self.principal.user_id}" if self.principal is not None else f"addr:{self.client}"
+
+    @property
     def is_websocket(self) -> bool:
         return self.request.scope["type"] == "websocket"
 

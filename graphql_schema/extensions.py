@@ -4,11 +4,13 @@ within the limits)."""
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
+from cachetools import LRUCache
 from graphql import ExecutionResult as GraphQLExecutionResult
 from graphql import (
     FieldNode,
@@ -31,7 +33,7 @@ from strawberry.extensions import (
 )
 
 from app.errors import CinerecError, is_outage
-from graphql_schema.analysis import TooComplex, price_operation
+from graphql_schema.analysis import Price, TooComplex, price_operation
 
 if TYPE_CHECKING:
     from app.metrics import Metrics
@@ -192,6 +194,42 @@ def _metrics(context: Any) -> Metrics | None:
     return getattr(app, "metrics", None)
 
 
+# Per document text (the parser cache hands back one document per text): the same query sent
+# again is neither walked for its string literals nor priced a second time.
+_LITERALS: LRUCache[str, bool] = LRUCache(maxsize=2048)
+_PRICES: LRUCache[tuple[str, str | None, str], Price] = LRUCache(maxsize=4096)
+
+
+def _bad_literals(query: str, document: Any) -> bool:
+    found = _LITERALS.get(query)
+    if found is None:
+        literals = _StringLiterals()
+        visit(document, literals)
+        found = _LITERALS[query] = literals.bad
+    return found
+
+
+def _price(
+    schema: Any,
+    query: str,
+    asked: str | None,
+    operation: OperationDefinitionNode,
+    document: Any,
+    variables: Any,
+) -> Price:
+    try:
+        key = (query, asked, json.dumps(variables or {}, sort_keys=True))
+    except (TypeError, ValueError):
+        key = None
+    if key is not None and (found := _PRICES.get(key)) is not None:
+        return found
+    fragments = {d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)}
+    price = price_operation(schema, operation, fragments, variables)
+    if key is not None:
+        _PRICES[key] = price
+    return price
+
+
 def _refusal(context: Any, message: str, code: str, **extra: Any) -> GraphQLError:
     if (metrics := _metrics(context)) is not None:
         metrics.refusals.labels(reason=code.lower()).inc()
@@ -233,17 +271,14 @@ class OperationGuard(SchemaExtension):
                 "subscriptions are served over websockets (graphql-transport-ws at /graphql), not HTTP",
                 "BAD_USER_INPUT",
             )
-        literals = _StringLiterals()
-        visit(document, literals)
-        if literals.bad or _find_bad_string(ctx.variables or {}):
+        if _bad_literals(ctx.query or "", document) or _find_bad_string(ctx.variables or {}):
             return _refusal(
                 context,
                 "strings must be valid Unicode without NUL characters or unpaired surrogates",
                 "BAD_USER_INPUT",
             )
-        fragments = {d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)}
         try:
-            price = price_operation(ctx.schema._schema, operation, fragments, ctx.variables)
+            price = _price(ctx.schema._schema, ctx.query or "", asked, operation, document, ctx.variables)
         except TooComplex:
             return _refusal(context, "the query is too large to price", "QUERY_TOO_COMPLEX")
         if context is not None and hasattr(context, "price"):
@@ -285,7 +320,7 @@ class OperationGuard(SchemaExtension):
         if app is None or price is None or not app.settings.rate_limits:
             return None
         principal = context.principal
-        key = f"user:{principal.user_id}" if principal is not None else f"addr:{context.client}"
+        key = context.bucket_key
         capacity, per_second = app.settings.rate_limit(principal.role.value if principal else None)
         budget = await app.buckets.take(key, max(price.cost, 1), capacity=capacity, per_second=per_second)
         context.budget = budget

@@ -71,6 +71,22 @@ class HybridRecommender:
         cutoff = self.meta.get("data_cutoff")
         return float(cutoff) if cutoff is not None else None
 
+    def trained_rows(self, user_ids: list[int]) -> sp.csr_matrix:
+        """(len(user_ids), n_items): the users' ratings as trained on, straight from the stored
+        matrix (a slice, no Python objects); empty rows for users it never saw."""
+        n = len(user_ids)
+        if self.history is None or self.history_user_ids is None or not len(self.history_user_ids):
+            return sp.csr_matrix((n, self.n_items), dtype=np.float32)
+        ids = np.asarray(user_ids, dtype=np.int64)
+        pos = np.searchsorted(self.history_user_ids, ids).clip(0, len(self.history_user_ids) - 1)
+        found = self.history_user_ids[pos] == ids
+        # unknown users take an empty row: point them at row 0 and zero the result below
+        rows = self.history[np.where(found, pos, 0)]
+        if not found.all():
+            rows = sp.diags(found.astype(np.float32)) @ rows
+            rows.eliminate_zeros()
+        return sp.csr_matrix(rows, dtype=np.float32)
+
     def trained_ratings(self, user_ids: list[int]) -> dict[int, list[tuple[int, float]]]:
         """Each user's (movie id, rating) pairs as trained on (empty for users it never saw)."""
         out: dict[int, list[tuple[int, float]]] = {u: [] for u in user_ids}

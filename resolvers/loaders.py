@@ -74,9 +74,7 @@ def create_loaders(app: AppState) -> Loaders:
         genres=DataLoader(load_fn=reader.genres),
         tags=DataLoader(load_fn=reader.tags),
         link=DataLoader(load_fn=reader.links),
-        user=_loader(
-            sessions, lambda session, keys: ratings.users_by_ids(session=session, user_ids=keys), lambda: None
-        ),
+        user=DataLoader(load_fn=app.users.users),
         ratings_count=_loader(
             sessions,
             lambda session, keys: ratings.ratings_count_by_user_ids(session=session, user_ids=keys),

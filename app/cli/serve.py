@@ -29,6 +29,7 @@ def serve(
     ensure_schema(settings, migrate=settings.auto_migrate if migrate is None else migrate)
     if workers > 1:
         _share_metrics(settings)
+        _share_cores(workers)
         from app.serving import registry_for
 
         registry_for(settings).ensure_store()  # once, before the workers race to create it
@@ -51,6 +52,16 @@ def serve(
         # uvicorn's own rewrite would trust it from 127.0.0.1 whatever the settings say
         proxy_headers=False,
     )
+
+
+def _share_cores(workers: int) -> None:
+    """Each worker's numerical libraries get their share of the cores: with their default of
+    one thread per core in every worker, scoring threads fought over the cores (open-loop p99
+    at 200 recommendations/s: 961 ms with the default, 254 ms with one thread each, 2 workers
+    on 2 cores; benchmarks/serving.py). An operator's own setting wins."""
+    share = str(max(1, (os.cpu_count() or 1) // workers))
+    for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(name, share)
 
 
 def _share_metrics(settings: Settings) -> None:

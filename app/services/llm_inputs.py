@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import scipy.sparse as sp
 from sqlalchemy import select
 
 from app.cache import Kind
@@ -123,6 +124,20 @@ async def preference_requests(
     ]
 
 
+def history_matrix(model: HybridRecommender, users: Sequence[int], rated: Ratings) -> sp.csr_matrix:
+    """(len(users), n_items) ratings over the model's columns; movies it does not know are left out."""
+    rows, cols, values = [], [], []
+    for row, user in enumerate(users):
+        if rated[user]:
+            ids, vals = zip(*rated[user], strict=True)
+            index = model.item_index(np.asarray(ids))
+            keep = index >= 0
+            rows += [row] * int(keep.sum())
+            cols += index[keep].tolist()
+            values += np.asarray(vals)[keep].tolist()
+    return sp.csr_matrix((np.asarray(values, np.float32), (rows, cols)), shape=(len(users), model.n_items))
+
+
 async def rated_since(*, session: AsyncSession, user_ids: Sequence[int], since: float) -> Ratings:
     """Each user's ratings made at or after ``since`` (an index range per user: usually none)."""
     stmt = select(ratings_table.c.user_id, ratings_table.c.movie_id, ratings_table.c.rating).where(
@@ -154,6 +169,39 @@ class Histories:
         self.sessions = sessions
         self.cache = cache
         self.generations = generations
+
+    async def _since(self, model: HybridRecommender, users: list[int]) -> Ratings:
+        """Each user's ratings made since ``model`` read its training data (usually none)."""
+        gens = await self.generations.get("user", users)
+        cutoff = model.data_cutoff
+        assert cutoff is not None
+
+        async def since(keys: list[int]) -> Ratings:
+            async with self.sessions() as session:
+                return await rated_since(session=session, user_ids=keys, since=cutoff)
+
+        recent = await self.cache.get_many(
+            SINCE, users, lambda u: f"{u}:{gens[u]}:{int(cutoff)}", since, default=[]
+        )
+        return {u: _pairs(v) for u, v in zip(users, recent, strict=True)}
+
+    def _trained(self, model: HybridRecommender | None) -> bool:
+        return model is not None and model.history is not None and model.data_cutoff is not None
+
+    async def matrix(self, model: HybridRecommender, user_ids: Sequence[int]) -> sp.csr_matrix:
+        """(len(user_ids), n_items) ratings over the model's columns, for scoring: the trained
+        rows sliced from the model's matrix, the few ratings made since written over them."""
+        users = list(user_ids)
+        if not self._trained(model):
+            return history_matrix(model, users, await self.of(model, users))
+        rows = model.trained_rows(users).tolil()
+        for i, new in enumerate((await self._since(model, users)).values()):
+            if new:
+                index = model.item_index([m for m, _ in new])
+                for j, (_, rating) in zip(index, new, strict=True):
+                    if j >= 0:
+                        rows[i, int(j)] = rating
+        return rows.tocsr()
 
     async def of(self, model: HybridRecommender | None, user_ids: Sequence[int]) -> Ratings:
         users = list(dict.fromkeys(user_ids))

@@ -10,12 +10,16 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
+from app.batching import Coalescer
+from app.cache import Kind
 from app.errors import BadUserInput, NotFound
 from app.models import RATING_MAX, RATING_MIN, Movie, Rating, User
 
 if TYPE_CHECKING:
     from sqlalchemy import Row
-    from sqlalchemy.ext.asyncio import AsyncSession
+    from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+    from app.cache import TwoLevelCache
 
 ratings = Rating.__table__  # type: ignore[attr-defined]
 movies = Movie.__table__  # type: ignore[attr-defined]
@@ -122,3 +126,27 @@ async def rate_movie(*, session: AsyncSession, user_id: int, movie_id: int, rati
     await session.commit()
     # What was written, not a re-read: once the commit succeeded the answer is known.
     return RatingRow(user_id, movie_id, value, now)
+
+
+USER = Kind("user", 60, False, keep=lambda row: row is not None)  # who exists: rows never go away
+
+
+class UserReader:
+    """Users by id, through this process's cache; concurrent requests' misses are one
+    statement. A user row is never deleted (logins are), so only found rows are kept."""
+
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], cache: TwoLevelCache) -> None:
+        self.sessions = sessions
+        self.cache = cache
+        self._reads: Coalescer[int, Row[Any] | None] = Coalescer(self._read)
+
+    async def _read(self, user_ids: list[int]) -> dict[int, Row[Any] | None]:
+        async with self.sessions() as session:
+            found = await users_by_ids(session=session, user_ids=user_ids)
+        return {u: found.get(u) for u in user_ids}
+
+    async def users(self, user_ids: Sequence[int]) -> list[Row[Any] | None]:
+        async def fetch(missing: list[int]) -> dict[int, Row[Any] | None]:
+            return dict(zip(missing, await self._reads.get_many(missing), strict=True))
+
+        return await self.cache.get_many(USER, user_ids, str, fetch)

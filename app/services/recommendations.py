@@ -17,6 +17,7 @@ import numpy as np
 import scipy.sparse as sp
 from sqlalchemy import select
 
+from app.batching import Coalescer
 from app.cache import Kind
 from app.errors import NotFound
 from app.models import Movie
@@ -100,20 +101,6 @@ SIMILAR = Kind("similar", 3600, True, decode=_pairs)
 SEARCH = Kind("search", 3600, True, decode=_pairs)
 
 
-def history_matrix(model: HybridRecommender, users: Sequence[int], rated: Ratings) -> sp.csr_matrix:
-    """(len(users), n_items) ratings over the model's columns; movies it does not know are left out."""
-    rows, cols, values = [], [], []
-    for row, user in enumerate(users):
-        if rated[user]:
-            ids, vals = zip(*rated[user], strict=True)
-            index = model.item_index(np.asarray(ids))
-            keep = index >= 0
-            rows += [row] * int(keep.sum())
-            cols += index[keep].tolist()
-            values += np.asarray(vals)[keep].tolist()
-    return sp.csr_matrix((np.asarray(values, np.float32), (rows, cols)), shape=(len(users), model.n_items))
-
-
 class RecommendationService:
     def __init__(self, parts: ServingParts, *, rerank_candidates: int) -> None:
         self.sessions = parts.sessions
@@ -125,6 +112,10 @@ class RecommendationService:
         self.cache = parts.cache
         self.generations = parts.generations
         self.pool = rerank_candidates
+        # concurrent requests' misses are computed together: one histories read, one scoring call
+        self._pipeline: Coalescer[RecRequest, tuple[list[Recommended], ServedBy]] = Coalescer(
+            self._compute_batch
+        )
 
     async def answer(self, requests: Sequence[RecRequest]) -> list[tuple[list[Recommended], ServedBy]]:
         """Answers for every request, in order, from ONE model (taken once for the batch).
@@ -143,9 +134,18 @@ class RecommendationService:
             return f"{r.user_id}:{gens[r.user_id]}:{model_key}:{llm_key}:{r.first}:{int(r.exclude_rated)}"
 
         async def compute(missing: list[RecRequest]) -> dict[RecRequest, tuple[list[Recommended], ServedBy]]:
-            return dict(zip(missing, await self._compute(missing, served, served_llm, use_llm), strict=True))
+            return dict(zip(missing, await self._pipeline.get_many(missing), strict=True))
 
         return await self.cache.get_many(RECOMMENDATIONS, requests, key, compute)
+
+    async def _compute_batch(
+        self, requests: list[RecRequest]
+    ) -> dict[RecRequest, tuple[list[Recommended], ServedBy]]:
+        served, served_llm = self.models.current, self.llm.current  # one model for the whole batch
+        use_llm = bool(
+            served is not None and served_llm.rerank_weight > 0 and served_llm.backend.can_score and self.pool
+        )
+        return dict(zip(requests, await self._compute(requests, served, served_llm, use_llm), strict=True))
 
     async def _compute(
         self, requests: Sequence[RecRequest], served: Served | None, served_llm: ServedLLM, use_llm: bool
@@ -157,14 +157,15 @@ class RecommendationService:
             else requests
         )
         by = NO_MODEL if served is None else ServedBy(served.version)
-        # The users' ratings, read once for the recommender and the rerank prompts.
-        rated = await self.histories.of(served.model if served else None, [r.user_id for r in requests])
+        users = [r.user_id for r in requests]
         async with self.sessions() as session:
             if served is None:
-                answers = await self._popular(session, wide, rated)
+                answers = await self._popular(session, wide, await self.histories.of(None, users))
             else:
-                answers = await self._recommend(served.model, wide, rated)
+                answers = await self._recommend(served.model, wide)
             if use_llm:
+                # the rerank prompts name rated movies: the ratings as pairs, for these users only
+                rated = await self.histories.of(served.model if served else None, users)
                 answers, error = await self._rerank(session, served_llm, requests, answers, rated)
                 rerank = {**served_llm.describe(), "weight": served_llm.rerank_weight}
                 if error:
@@ -212,12 +213,12 @@ class RecommendationService:
         return found
 
     async def _recommend(
-        self, model: HybridRecommender, requests: Sequence[RecRequest], rated: Ratings
+        self, model: HybridRecommender, requests: Sequence[RecRequest]
     ) -> list[list[Recommended]]:
         users = list(dict.fromkeys(r.user_id for r in requests))
         row_of = {u: i for i, u in enumerate(users)}
         rows = np.array([row_of[r.user_id] for r in requests])  # each user scored once, ranked per request
-        history = history_matrix(model, users, rated)
+        history = await self.histories.matrix(model, users)
         exclude = np.array([r.exclude_rated for r in requests])
         k = max(r.first for r in requests)
         # Off the event loop: numpy releases the GIL, other requests keep being served.

