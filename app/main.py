@@ -36,6 +36,7 @@ from app.persisted import PersistedQueries, ResponseCache, read_manifest
 from app.ratelimit import Counters, LoginThrottle, RegisterThrottle, TokenBuckets
 from app.services.accounts import ActiveAccounts
 from app.services.catalog import CatalogReader
+from app.services.experiments import ExperimentService
 from app.services.explanations import ExplanationService
 from app.services.llm_inputs import Histories
 from app.services.ratings import UserReader
@@ -198,6 +199,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
             models=models,
             llm=llm,
             recommendations=RecommendationService(parts, rerank_candidates=settings.llm_rerank_candidates),
+            experiments=ExperimentService(
+                sessions, models, announcements, window_seconds=settings.experiment_window_seconds
+            ),
             explanations=ExplanationService(parts),
             hasher=PasswordHasher(
                 threads=settings.password_hash_threads,
@@ -228,11 +232,19 @@ def create_app(settings: Settings | None = None) -> Starlette:
         except Exception:  # a broken registry must not keep the catalog down: popularity serves
             log.exception("could not load the champion model; serving popularity")
         await state.llm.load_champion()  # never raises: the template stands in
+        state.recommendations.experiments = state.experiments
+        try:
+            await state.experiments.reload()  # an experiment running on the other replicas runs here too
+        except Exception:
+            log.exception("could not load the running experiment; serving the champion to everyone")
         if state.models.current is not None:
             # The text encoder behind searchMovies, loaded before traffic rather than by the first
             # search (without a model there is no search; a later promotion loads it on first use).
             await asyncio.to_thread(embeddings.load)
-        tasks = [asyncio.create_task(announcements.follow())]
+        tasks = [
+            asyncio.create_task(announcements.follow()),
+            asyncio.create_task(state.experiments.impressions.run()),
+        ]
         if settings.cache_warm_movies:
             # Warm before taking traffic; afterwards, refresh in the background, page by page.
             try:
@@ -253,6 +265,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
+            await _close("impressions", state.experiments.impressions.flush())
             await _close("the LLM", state.llm.aclose())
             await _close("announcements", announcements.aclose())
             if redis is not None:

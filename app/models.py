@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     CheckConstraint,
     Column,
     DateTime,
@@ -177,3 +178,38 @@ class GenomeScore(SQLModel, table=True):
         sa_column=Column(Integer, ForeignKey("genome_tags.tag_id", ondelete="CASCADE"), primary_key=True)
     )
     relevance: float = Field(sa_column=Column(Float, nullable=False))
+
+
+class Experiment(SQLModel, table=True):
+    """An A/B experiment between registry aliases: each arm's version is fixed at the start."""
+
+    __tablename__ = "experiments"
+
+    name: str = Field(sa_column=Column(String(64), primary_key=True))
+    salt: str = Field(sa_column=Column(String(32), nullable=False))
+    arms: str = Field(sa_column=Column(String(4000), nullable=False))  # JSON: [{alias, version, weight}]
+    active: bool = Field(default=True, sa_column=Column(Boolean, nullable=False))
+    window_seconds: int = Field(sa_column=Column(Integer, nullable=False))
+    started_at: int = Field(sa_column=Column(BigInteger, nullable=False))
+    stopped_at: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+
+
+class Impression(SQLModel, table=True):
+    """A recommendation shown to a user in an experiment; a later rating of it is its outcome."""
+
+    __tablename__ = "impressions"
+    __table_args__ = (Index("ix_impressions_experiment_user_movie", "experiment", "user_id", "movie_id"),)
+
+    impression_id: int | None = Field(
+        default=None,
+        sa_column=Column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    )
+    experiment: str = Field(
+        sa_column=Column(String(64), ForeignKey("experiments.name", ondelete="CASCADE"), nullable=False)
+    )
+    arm: str = Field(sa_column=Column(String(64), nullable=False))
+    version: str = Field(sa_column=Column(String(32), nullable=False))
+    user_id: int = Field(sa_column=Column(Integer, nullable=False))
+    movie_id: int = Field(sa_column=Column(Integer, nullable=False))
+    rank: int = Field(sa_column=Column(Integer, nullable=False))
+    shown_at: int = Field(sa_column=Column(BigInteger, nullable=False))

@@ -137,6 +137,18 @@ class RecommenderHolder(ChampionHolder[Served]):
     def __init__(self, settings: Settings, announcements: Announcements | None = None) -> None:
         super().__init__(settings, announcements)
         self.current: Served | None = None
+        self._others: dict[str, Served] = {}  # versions an experiment serves beside the champion
+
+    async def version(self, version: str) -> Served:
+        """A registered version, loaded once: the champion, or one an experiment's arm serves."""
+        current = self.current
+        if current is not None and current.version == version:
+            return current
+        if version not in self._others:
+            self._others[version] = await self._load(version)
+            while len(self._others) > 4:
+                self._others.pop(next(iter(self._others)))
+        return self._others[version]
 
     async def _load(self, version: str) -> Served:
         path = await asyncio.to_thread(

@@ -57,6 +57,8 @@ class Settings(BaseSettings):
     persisted_queries_manifest: Path | None = None
     # Anonymous catalog responses: cached this long, and advertised so (Cache-Control max-age).
     response_cache_seconds: float = Field(default=10.0, ge=0)
+    # A/B experiments: how long after an impression a rating of it counts as its outcome.
+    experiment_window_seconds: int = Field(default=7 * 24 * 3600, gt=0)
     shutdown_timeout_seconds: float = Field(default=20.0, gt=0)
     # Addresses (CIDRs) whose X-Forwarded-For is believed: the load balancer, nginx.
     trusted_proxies: Annotated[list[str], NoDecode] = Field(default_factory=list)

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from app.ratelimit import LoginThrottle, RegisterThrottle, TokenBuckets
     from app.services.accounts import ActiveAccounts
     from app.services.catalog import CatalogReader
+    from app.services.experiments import ExperimentService
     from app.services.explanations import ExplanationService
     from app.services.ratings import UserReader
     from app.services.recommendations import RecommendationService
@@ -44,6 +45,7 @@ class AppState:
     models: RecommenderHolder
     llm: LLMHolder
     recommendations: RecommendationService
+    experiments: ExperimentService
     explanations: ExplanationService
     hasher: PasswordHasher
     buckets: TokenBuckets

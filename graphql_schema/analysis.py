@@ -55,6 +55,9 @@ FIELD_COSTS: dict[str, int] = {
     "Mutation.rollbackModel": 50,
     "Query.modelVersions": 5,
     "Query.rateLimit": 0,
+    "Query.experiment": 20,
+    "Mutation.startExperiment": 50,
+    "Mutation.stopExperiment": 50,
 }
 # How many items a list without a ``first`` argument holds at most.
 LIST_BOUNDS: dict[str, int] = {

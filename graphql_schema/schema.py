@@ -15,6 +15,8 @@ from graphql_schema.permissions import IsAdmin, IsAuthenticated, OwnerOrAdmin
 from graphql_schema.types import (
     AuthPayload,
     Connection,
+    Experiment,
+    ExperimentArmInput,
     ExplanationChunk,
     ExplanationEvidence,
     ModelKind,
@@ -29,6 +31,7 @@ from graphql_schema.types import (
     SortDirection,
     User,
 )
+from resolvers import experiments as experiment_resolvers
 from resolvers import explanations as explain_resolvers
 from resolvers import movies as movie_resolvers
 from resolvers import recommendations as rec_resolvers
@@ -131,6 +134,10 @@ class Query:
             restore_per_second=budget.restore_per_second,
         )
 
+    @strawberry.field(permission_classes=[IsAdmin], description="An A/B experiment and its outcome so far.")
+    async def experiment(self, info: Info, name: str) -> Experiment:
+        return Experiment.from_report(await experiment_resolvers.report(info.context, name=name))
+
     @strawberry.field(permission_classes=[IsAuthenticated], description="The caller.")
     async def me(self, info: Info) -> User:
         principal = info.context.require_principal()
@@ -172,6 +179,23 @@ class Mutation:
     ) -> ModelVersion:
         found = await rec_resolvers.promote(info.context, version=version, alias=alias, model=model.value)
         return ModelVersion.from_info(found)
+
+    @strawberry.mutation(
+        permission_classes=[IsAdmin],
+        description="Start an A/B experiment: each user is served by one arm (a hash of user and "
+        "experiment), each arm's version fixed now. One experiment runs at a time.",
+    )
+    async def start_experiment(self, info: Info, name: str, arms: list[ExperimentArmInput]) -> Experiment:
+        report = await experiment_resolvers.start(
+            info.context, name=name, arms=[(a.alias, a.weight) for a in arms]
+        )
+        return Experiment.from_report(report)
+
+    @strawberry.mutation(
+        permission_classes=[IsAdmin], description="Stop an experiment: the champion serves everyone."
+    )
+    async def stop_experiment(self, info: Info, name: str) -> Experiment:
+        return Experiment.from_report(await experiment_resolvers.stop(info.context, name=name))
 
     @strawberry.mutation(
         permission_classes=[IsAdmin], description="Return an alias to the version it held before."

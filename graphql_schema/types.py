@@ -262,6 +262,79 @@ class MovieSearchHit:
         return await _movie(info, self.movie_id)
 
 
+@strawberry.input(description="One arm of an experiment: a registry alias and its share of users.")
+class ExperimentArmInput:
+    alias: str
+    weight: float
+
+
+@strawberry.type(description="One arm: the version its alias held at the start, and what it scored.")
+class ExperimentArm:
+    alias: str
+    version: str
+    weight: float
+    users: int = strawberry.field(description="Users shown this arm's recommendations.")
+    impressions: int = strawberry.field(
+        description="Distinct (user, movie) pairs shown; a movie shown again counts once."
+    )
+    hits: int = strawberry.field(
+        description="Impressions the user rated 4 or more after first seeing them, within the window."
+    )
+    hit_rate: float
+    hit_rate_low: float = strawberry.field(
+        description="95% interval of the hit rate, with the user as the unit (delta method over users)."
+    )
+    hit_rate_high: float
+
+
+@strawberry.type(description="An A/B experiment between registry aliases, and its outcome so far.")
+class Experiment:
+    name: str
+    active: bool
+    started_at: datetime
+    stopped_at: datetime | None
+    window_seconds: int
+    arms: list[ExperimentArm]
+    difference: float | None = strawberry.field(description="First arm's hit rate minus the second's.")
+    difference_low: float | None = strawberry.field(description="95% interval of the difference.")
+    difference_high: float | None
+    p_value: float | None = strawberry.field(
+        description="Two-sided z-test of the first two arms' hit rates, variances clustered by user."
+    )
+
+    @classmethod
+    def from_report(cls, report: Any) -> Experiment:
+        compared = report.comparison()
+        arms = []
+        for a in report.arms:
+            low, high = a.interval()
+            arms.append(
+                ExperimentArm(
+                    alias=a.alias,
+                    version=a.version,
+                    weight=a.weight,
+                    users=a.users,
+                    impressions=a.impressions,
+                    hits=a.hits,
+                    hit_rate=a.hit_rate,
+                    hit_rate_low=low,
+                    hit_rate_high=high,
+                )
+            )
+        return cls(
+            name=report.name,
+            active=report.active,
+            started_at=datetime.fromtimestamp(report.started_at, UTC),
+            stopped_at=datetime.fromtimestamp(report.stopped_at, UTC) if report.stopped_at else None,
+            window_seconds=report.window_seconds,
+            arms=arms,
+            difference=compared[0] if compared else None,
+            difference_low=compared[1] if compared else None,
+            difference_high=compared[2] if compared else None,
+            p_value=compared[3] if compared else None,
+        )
+
+
 @strawberry.type(description="The caller's rate-limit bucket, as GitHub's `rateLimit` reports it.")
 class RateLimit:
     cost: int = strawberry.field(description="What this operation took from the bucket.")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession
 
     from app.llm import ServedLLM
+    from app.services.experiments import ExperimentService
     from app.serving import Served, ServingParts
     from ml.hybrid import HybridRecommender
 
@@ -58,6 +59,8 @@ class ServedBy:
     version: str | None
     reason: str | None = None
     rerank: dict[str, Any] | None = None
+    experiment: str | None = None  # the A/B experiment the user is in, and their arm
+    arm: str | None = None
 
     def extension(self) -> dict[str, Any]:
         """The response's ``extensions.recommender``."""
@@ -68,6 +71,8 @@ class ServedBy:
         )
         if self.rerank is not None:
             out["rerank"] = self.rerank
+        if self.experiment is not None:
+            out.update(experiment=self.experiment, arm=self.arm)
         return out
 
 
@@ -76,12 +81,13 @@ NO_MODEL = ServedBy(None, "no trained model yet: run `cinerec train`")
 
 def _encode_answer(value: tuple[list[Recommended], ServedBy]) -> Any:
     answers, by = value
-    return [[[r.movie_id, r.score, r.rank] for r in answers], [by.version, by.reason, by.rerank]]
+    served = [by.version, by.reason, by.rerank, by.experiment, by.arm]
+    return [[[r.movie_id, r.score, r.rank] for r in answers], served]
 
 
 def _decode_answer(value: Any) -> tuple[list[Recommended], ServedBy]:
-    answers, (version, reason, rerank) = value
-    return [Recommended(int(m), float(s), int(k)) for m, s, k in answers], ServedBy(version, reason, rerank)
+    answers, served = value
+    return [Recommended(int(m), float(s), int(k)) for m, s, k in answers], ServedBy(*served)
 
 
 def _pairs(value: Any) -> list[tuple[int, float]]:
@@ -112,40 +118,74 @@ class RecommendationService:
         self.cache = parts.cache
         self.generations = parts.generations
         self.pool = rerank_candidates
+        self.experiments: ExperimentService | None = None
         # concurrent requests' misses are computed together: one histories read, one scoring call
-        self._pipeline: Coalescer[RecRequest, tuple[list[Recommended], ServedBy]] = Coalescer(
-            self._compute_batch
+        self._pipeline: Coalescer[tuple[str | None, RecRequest], tuple[list[Recommended], ServedBy]] = (
+            Coalescer(self._compute_batch)
         )
 
     async def answer(self, requests: Sequence[RecRequest]) -> list[tuple[list[Recommended], ServedBy]]:
-        """Answers for every request, in order, from ONE model (taken once for the batch).
+        """Answers for every request, in order. Each request is answered by the champion, or,
+        while an experiment runs, by its user's arm's version.
 
         Each answer is cached under what it depends on: the user's generation (a new rating
         moves it), the model version, and the LLM version and weight when it reranked."""
-        served, served_llm = self.models.current, self.llm.current
+        served_llm = self.llm.current
+        experiment = self.experiments.running if self.experiments is not None else None
+        arms = {r.user_id: experiment.arm_for(r.user_id) for r in requests} if experiment else {}
+        champion = self.models.current
+        versions = {
+            r.user_id: arms[r.user_id].version if experiment else (champion.version if champion else None)
+            for r in requests
+        }
         use_llm = bool(
-            served is not None and served_llm.rerank_weight > 0 and served_llm.backend.can_score and self.pool
+            champion is not None
+            and served_llm.rerank_weight > 0
+            and served_llm.backend.can_score
+            and self.pool
         )
         gens = await self.generations.get("user", [r.user_id for r in requests])
-        model_key = served.version if served is not None else "popularity"
         llm_key = f"{served_llm.version or 'base'}x{served_llm.rerank_weight}" if use_llm else "-"
+        trial = f":{experiment.name}" if experiment else ""
 
         def key(r: RecRequest) -> str:
-            return f"{r.user_id}:{gens[r.user_id]}:{model_key}:{llm_key}:{r.first}:{int(r.exclude_rated)}"
+            model_key = versions[r.user_id] or "popularity"
+            return (
+                f"{r.user_id}:{gens[r.user_id]}:{model_key}:{llm_key}:{r.first}:{int(r.exclude_rated)}{trial}"
+            )
 
         async def compute(missing: list[RecRequest]) -> dict[RecRequest, tuple[list[Recommended], ServedBy]]:
-            return dict(zip(missing, await self._pipeline.get_many(missing), strict=True))
+            keys = [(versions[r.user_id], r) for r in missing]
+            return dict(zip(missing, await self._pipeline.get_many(keys), strict=True))
 
-        return await self.cache.get_many(RECOMMENDATIONS, requests, key, compute)
+        found = await self.cache.get_many(RECOMMENDATIONS, requests, key, compute)
+        if experiment is not None and self.experiments is not None:
+            out = []
+            for request, (answers, by) in zip(requests, found, strict=True):
+                arm = arms[request.user_id]
+                self.experiments.record(experiment, arm, request.user_id, [a.movie_id for a in answers])
+                out.append((answers, replace(by, experiment=experiment.name, arm=arm.alias)))
+            return out
+        return found
 
     async def _compute_batch(
-        self, requests: list[RecRequest]
-    ) -> dict[RecRequest, tuple[list[Recommended], ServedBy]]:
-        served, served_llm = self.models.current, self.llm.current  # one model for the whole batch
-        use_llm = bool(
-            served is not None and served_llm.rerank_weight > 0 and served_llm.backend.can_score and self.pool
-        )
-        return dict(zip(requests, await self._compute(requests, served, served_llm, use_llm), strict=True))
+        self, keys: list[tuple[str | None, RecRequest]]
+    ) -> dict[tuple[str | None, RecRequest], tuple[list[Recommended], ServedBy]]:
+        """Concurrent requests' misses, grouped by the model version that answers them."""
+        served_llm = self.llm.current
+        out: dict[tuple[str | None, RecRequest], tuple[list[Recommended], ServedBy]] = {}
+        for version in dict.fromkeys(v for v, _ in keys):
+            served = await self.models.version(version) if version is not None else None
+            use_llm = bool(
+                served is not None
+                and served_llm.rerank_weight > 0
+                and served_llm.backend.can_score
+                and self.pool
+            )
+            group = [r for v, r in keys if v == version]
+            answers = await self._compute(group, served, served_llm, use_llm)
+            out.update({(version, r): a for r, a in zip(group, answers, strict=True)})
+        return out
 
     async def _compute(
         self, requests: Sequence[RecRequest], served: Served | None, served_llm: ServedLLM, use_llm: bool

@@ -1,0 +1,23 @@
+"""Experiment resolvers (admin): start, stop, report."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from app.services.experiments import Report
+    from graphql_schema.context import Context
+
+
+async def start(ctx: Context, *, name: str, arms: Sequence[tuple[str, float]]) -> Report:
+    return await ctx.app.experiments.start(name, arms)
+
+
+async def stop(ctx: Context, *, name: str) -> Report:
+    return await ctx.app.experiments.stop(name)
+
+
+async def report(ctx: Context, *, name: str) -> Report:
+    await ctx.app.experiments.impressions.flush()  # what was shown so far counts
+    return await ctx.app.experiments.report(name)
