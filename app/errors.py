@@ -101,3 +101,11 @@ def is_outage(error: BaseException) -> bool:
                 return True
         seen = getattr(seen, "orig", None) or seen.__cause__ or seen.__context__
     return False
+
+
+def _codes(kind: type[CinerecError]) -> set[str]:
+    return {kind.code}.union(*(_codes(k) for k in kind.__subclasses__()))
+
+
+# Every code a response can carry: bounded labels for the errors metric.
+ERROR_CODES: frozenset[str] = frozenset(_codes(CinerecError))

@@ -14,6 +14,9 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
+import time
+import uuid
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
@@ -38,6 +41,31 @@ if TYPE_CHECKING:
     from app.state import AppState
 
 log = logging.getLogger(__name__)
+requests_log = logging.getLogger("cinerec.requests")
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
+
+
+def _request_id(request: Request) -> str:
+    """The caller's X-Request-ID when it is a plain token (nginx sets one), else a new one."""
+    given = request.headers.get("x-request-id", "")
+    return given if _REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
+
+
+def _log_request(request_id: str, entry: dict[str, Any], status: int, started: float) -> None:
+    """One line per GraphQL request; with CINEREC_LOG_FORMAT=json the fields are JSON keys."""
+    duration_ms = round((time.perf_counter() - started) * 1000, 2)
+    fields = {"request_id": request_id, "status": status, "duration_ms": duration_ms, **entry}
+    requests_log.info(
+        "graphql %s status=%s %.1f ms user=%s cost=%s cache=%s id=%s",
+        entry.get("operation") or "-",
+        status,
+        duration_ms,
+        entry.get("user"),
+        entry.get("cost"),
+        entry.get("cache"),
+        request_id,
+        extra=fields,
+    )
 
 
 def error_body(message: str, code: str, **extra: Any) -> dict[str, Any]:
@@ -60,15 +88,23 @@ class GraphQLApp(GraphQL[Context, None]):
         if scope["type"] != "http":
             await super().__call__(scope, receive, send)
             return
+        started = time.perf_counter()
         request = Request(scope=scope, receive=receive)
+        request_id = _request_id(request)
+        entry: dict[str, Any] = {"cache": "bypass"}
+        request.state.cinerec_log = entry
         response = await self._cached(request)
-        if response is None:
+        if response is not None:
+            entry["cache"] = "hit"
+        else:
             try:
                 response = await self.run(request)
             except HTTPException as exc:
                 code = "BAD_USER_INPUT" if exc.status_code < 500 else "INTERNAL"
                 response = JSONResponse(error_body(exc.reason, code), status_code=exc.status_code)
+        response.headers["X-Request-ID"] = request_id
         await response(scope, receive, send)
+        _log_request(request_id, entry, response.status_code, started)
 
     async def _cached(self, request: Request) -> Response | None:
         """A stored answer to an anonymous persisted GET, or None to go the normal way."""
@@ -90,6 +126,7 @@ class GraphQLApp(GraphQL[Context, None]):
         key = ResponseCache.key(digest, variables, operation, _response_depends(state))
         body = await state.responses.get(key)
         if body is None:
+            request.state.cinerec_log["cache"] = "miss"
             return None
         return self._cacheable_response(request, body, state.settings.response_cache_seconds)
 
@@ -135,6 +172,11 @@ class GraphQLApp(GraphQL[Context, None]):
         request_data: GraphQLRequestData,
     ) -> ExecutionResult:
         state = context.app
+        entry: dict[str, Any] = request.state.cinerec_log
+        operation = request_data.operation_name
+        entry["operation"] = operation[:100] if isinstance(operation, str) else None
+        if context.principal is not None:
+            entry["user"] = context.principal.user_id
         if state.settings.rate_limits and (wait := state.buckets.empty_for(context.bucket_key)) > 0:
             # this caller's bucket was empty a moment ago: refused before its query is even read
             seconds = max(int(wait + 0.999), 1)
@@ -159,11 +201,13 @@ class GraphQLApp(GraphQL[Context, None]):
                 )
         except TimeoutError:
             log.warning("request cancelled after its %.0f s budget", budget)
+            entry["cost"] = context.price.cost if context.price else None
             error = GraphQLError(
                 f"the request did not finish within its {budget:g} s budget and was cancelled",
                 extensions={"code": "TIMEOUT", "budgetSeconds": budget},
             )
             return ExecutionResult(data=None, errors=[error])
+        entry["cost"] = context.price.cost if context.price else None
         if (
             context.public
             and digest is not None
@@ -175,6 +219,7 @@ class GraphQLApp(GraphQL[Context, None]):
                 digest, request_data.variables, request_data.operation_name, _response_depends(state)
             )
             sub_response.cinerec_request = request
+            entry["cache"] = "stored"
         return result
 
     def create_response(self, response_data: Any, sub_response: Response) -> Response:

@@ -8,8 +8,9 @@ the template and nothing is reranked.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Awaitable
+from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, TypeVar
 
@@ -106,6 +107,10 @@ class LLMHolder(ChampionHolder[ServedLLM]):
         self.metrics = metrics
         self.current: ServedLLM = ServedLLM(TemplateBackend(), None, 0.0, "not loaded yet")
         self._loaded = False
+        # leases per backend: a replaced backend is closed once the work begun on it is done
+        self._leases: dict[int, int] = {}
+        self._released = asyncio.Condition()
+        self._retiring: set[asyncio.Task[None]] = set()
         if settings.llm_backend == "transformers":
             from ml.llm.base_model import init_torch
 
@@ -145,10 +150,12 @@ class LLMHolder(ChampionHolder[ServedLLM]):
             try:
                 await ollama.ensure_model(settings.llm_ollama_base_tag, adapter, version)
             except LLMError as exc:
-                # Keep the Ollama backend: requests fall back to the template (with this error)
-                # until Ollama answers, and the next promotion or restart creates the model.
-                log.warning("Ollama not ready: %s", exc)
-                return ServedLLM(ollama, version, weight, f"ollama not ready at start-up: {exc}")
+                # Keep the Ollama backend on the base tag: requests fall back to the template
+                # (with this error) until Ollama answers; the next promotion or restart creates
+                # the adapter's model. Until then the base model writes, and says so.
+                log.warning("Ollama could not serve version %s: %s", version, exc)
+                note = f"ollama could not create version {version}'s model: {exc}" if version else str(exc)
+                return ServedLLM(ollama, None, await asyncio.to_thread(self._weight, None), note)
             return ServedLLM(ollama, version, weight)
         backend = await asyncio.to_thread(self._load_transformers, adapter, observer)
         return ServedLLM(backend, version, weight)
@@ -172,10 +179,44 @@ class LLMHolder(ChampionHolder[ServedLLM]):
             observer=observer,
         )
 
+    @contextlib.asynccontextmanager
+    async def lease(self) -> AsyncIterator[ServedLLM]:
+        """The LLM serving now, held for one piece of work (a batch of explanations, a stream,
+        a rerank): a promotion meanwhile serves new work from the new version and closes this
+        one's backend only when every lease on it is returned."""
+        served = self.current
+        key = id(served.backend)
+        self._leases[key] = self._leases.get(key, 0) + 1
+        try:
+            yield served
+        finally:
+            left = self._leases[key] - 1
+            if left:
+                self._leases[key] = left
+            else:
+                del self._leases[key]
+            async with self._released:
+                self._released.notify_all()
+
+    async def _retire(self, backend: LLMBackend) -> None:
+        """Close a replaced backend after its in-flight work, or after the LLM timeout (by then
+        that work has fallen back to the template anyway)."""
+        try:
+            async with self._released:
+                await asyncio.wait_for(
+                    self._released.wait_for(lambda: id(backend) not in self._leases),
+                    self.settings.llm_timeout_seconds + 5,
+                )
+        except TimeoutError:
+            log.warning("closing the previous LLM with %s calls still running", self._leases.get(id(backend)))
+        await backend.aclose()
+
     async def _swap(self, served: ServedLLM) -> None:
         old, self.current = self.current, served  # one reference assignment: atomic for readers
         if old.backend is not served.backend:
-            await old.backend.aclose()
+            task = asyncio.create_task(self._retire(old.backend))
+            self._retiring.add(task)
+            task.add_done_callback(self._retiring.discard)
 
     async def load_champion(self) -> None:
         """Serve the champion adapter, or the base model when none is registered."""
@@ -198,4 +239,6 @@ class LLMHolder(ChampionHolder[ServedLLM]):
         log.info("LLM: %s", served.describe())
 
     async def aclose(self) -> None:
+        for task in list(self._retiring):
+            task.cancel()
         await self.current.backend.aclose()

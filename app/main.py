@@ -36,6 +36,7 @@ from app.persisted import PersistedQueries, ResponseCache, read_manifest
 from app.ratelimit import Counters, LoginThrottle, RegisterThrottle, TokenBuckets
 from app.services.accounts import ActiveAccounts
 from app.services.catalog import CatalogReader
+from app.services.drift import DriftMonitor
 from app.services.experiments import ExperimentService
 from app.services.explanations import ExplanationService
 from app.services.llm_inputs import Histories
@@ -200,9 +201,14 @@ def create_app(settings: Settings | None = None) -> Starlette:
             llm=llm,
             recommendations=RecommendationService(parts, rerank_candidates=settings.llm_rerank_candidates),
             experiments=ExperimentService(
-                sessions, models, announcements, window_seconds=settings.experiment_window_seconds
+                sessions,
+                models,
+                announcements,
+                window_seconds=settings.experiment_window_seconds,
+                metrics=metrics,
             ),
             explanations=ExplanationService(parts),
+            drift=DriftMonitor(settings, sessions, metrics, redis),
             hasher=PasswordHasher(
                 threads=settings.password_hash_threads,
                 max_waiting=settings.password_hash_queue,
@@ -244,6 +250,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         tasks = [
             asyncio.create_task(announcements.follow()),
             asyncio.create_task(state.experiments.impressions.run()),
+            asyncio.create_task(state.drift.run()),
         ]
         if settings.cache_warm_movies:
             # Warm before taking traffic; afterwards, refresh in the background, page by page.

@@ -46,6 +46,25 @@ class Metrics:
             ["reason"],
             registry=r,
         )
+        self.graphql_errors = Counter(
+            "cinerec_graphql_errors_total",
+            "Errors in GraphQL responses, by extensions.code (the server's codes; GRAPHQL_VALIDATION "
+            "for documents the schema rejects, OTHER for anything else).",
+            ["code"],
+            registry=r,
+        )
+        self.query_cost = Histogram(
+            "cinerec_query_cost",
+            "Static cost of each priced GraphQL operation (what the rate limit charges).",
+            buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000),
+            registry=r,
+        )
+        self.experiment_impressions = Counter(
+            "cinerec_experiment_impressions_total",
+            "Recommendations shown while an experiment runs, by experiment and arm (admin-named).",
+            ["experiment", "arm"],
+            registry=r,
+        )
         self.sql_queries = Counter(
             "cinerec_sql_queries_total", "SQL statements sent to the database.", registry=r
         )
@@ -108,6 +127,45 @@ class Metrics:
             "cinerec_redis_up",
             "1 while Redis answers, 0 while it does not (serving goes on degraded: in-process limits).",
             multiprocess_mode="livemin",
+            registry=r,
+        )
+        # drift: the latest stored report (`cinerec monitor drift --store`), the same in every worker
+        self.drift_share = Gauge(
+            "cinerec_drift_share",
+            "Share of drift columns that drifted in the latest drift check.",
+            multiprocess_mode="livemax",
+            registry=r,
+        )
+        self.drift_detected = Gauge(
+            "cinerec_drift_detected",
+            "1 when the latest drift check found the data drifted (share >= its threshold).",
+            multiprocess_mode="livemax",
+            registry=r,
+        )
+        self.drift_rows = Gauge(
+            "cinerec_drift_current_rows",
+            "Ratings since the model's cut-off compared in the latest drift check.",
+            multiprocess_mode="livemax",
+            registry=r,
+        )
+        self.drift_generated = Gauge(
+            "cinerec_drift_generated_timestamp_seconds",
+            "When the latest drift check ran.",
+            multiprocess_mode="livemax",
+            registry=r,
+        )
+        self.drift_statistic = Gauge(
+            "cinerec_drift_column_statistic",
+            "Per column: the drift statistic of the latest check (a distance, or a p-value for tests).",
+            ["column"],
+            multiprocess_mode="livemax",
+            registry=r,
+        )
+        self.drift_column = Gauge(
+            "cinerec_drift_column_drifted",
+            "Per column: 1 when the latest check found it drifted.",
+            ["column"],
+            multiprocess_mode="livemax",
             registry=r,
         )
 

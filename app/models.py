@@ -19,6 +19,7 @@ from sqlalchemy import (
     Integer,
     PrimaryKeyConstraint,
     String,
+    Text,
     UniqueConstraint,
 )
 from sqlmodel import Field, SQLModel
@@ -29,6 +30,9 @@ RATING_MAX = 5.0
 RATINGS_PK = "pk_ratings"
 RATINGS_MOVIE_INDEX = "ix_ratings_movie_id"
 RATINGS_USER_TIME_INDEX = "ix_ratings_user_time"
+# ratings by time, for "since the model's cut-off" (drift): BRIN on PostgreSQL, tiny and cheap to
+# keep, since new ratings land in new pages after every older timestamp
+RATINGS_TIME_INDEX = "ix_ratings_time"
 RATINGS_USER_FK = "fk_ratings_user_id"
 RATINGS_MOVIE_FK = "fk_ratings_movie_id"
 
@@ -138,6 +142,9 @@ class Rating(SQLModel, table=True):
         PrimaryKeyConstraint("user_id", "movie_id", name=RATINGS_PK),
         Index(RATINGS_MOVIE_INDEX, "movie_id"),
         Index(RATINGS_USER_TIME_INDEX, "user_id", "timestamp"),
+        Index(
+            RATINGS_TIME_INDEX, "timestamp", postgresql_using="brin", postgresql_with={"autosummarize": "on"}
+        ),
     )
 
     user_id: int = Field(
@@ -213,3 +220,18 @@ class Impression(SQLModel, table=True):
     movie_id: int = Field(sa_column=Column(Integer, nullable=False))
     rank: int = Field(sa_column=Column(Integer, nullable=False))
     shown_at: int = Field(sa_column=Column(BigInteger, nullable=False))
+
+
+class DriftCheck(SQLModel, table=True):
+    """One drift report (``cinerec monitor drift``): the ratings since a model version's cut-off
+    against the snapshot stored with it."""
+
+    __tablename__ = "drift_checks"
+
+    check_id: int | None = Field(
+        default=None,
+        sa_column=Column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    )
+    generated_at: int = Field(sa_column=Column(BigInteger, nullable=False, index=True))
+    model_version: str = Field(sa_column=Column(String(32), nullable=False))
+    report: str = Field(sa_column=Column(Text, nullable=False))  # JSON: DriftResult.as_dict()

@@ -59,6 +59,16 @@ class Settings(BaseSettings):
     response_cache_seconds: float = Field(default=10.0, ge=0)
     # A/B experiments: how long after an impression a rating of it counts as its outcome.
     experiment_window_seconds: int = Field(default=7 * 24 * 3600, gt=0)
+    # Drift (`cinerec monitor drift`): how often the server runs a check (0: never; a CronJob
+    # may run it instead), the share of drifted columns that makes the data drift, the fewest
+    # new ratings worth a check, and the most recent ones compared.
+    drift_interval_seconds: int = Field(default=0, ge=0)
+    # Log lines as text, or as one JSON object each (for a log pipeline); every GraphQL request
+    # logs one line with its request id, operation, duration, user, cost and cache outcome.
+    log_format: Literal["text", "json"] = "text"
+    drift_share: float = Field(default=0.4, gt=0, le=1)
+    drift_min_rows: int = Field(default=100, ge=1)
+    drift_max_rows: int = Field(default=100_000, ge=1)
     shutdown_timeout_seconds: float = Field(default=20.0, gt=0)
     # Addresses (CIDRs) whose X-Forwarded-For is believed: the load balancer, nginx.
     trusted_proxies: Annotated[list[str], NoDecode] = Field(default_factory=list)

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from app.ratelimit import LoginThrottle, RegisterThrottle, TokenBuckets
     from app.services.accounts import ActiveAccounts
     from app.services.catalog import CatalogReader
+    from app.services.drift import DriftMonitor
     from app.services.experiments import ExperimentService
     from app.services.explanations import ExplanationService
     from app.services.ratings import UserReader
@@ -47,6 +48,7 @@ class AppState:
     recommendations: RecommendationService
     experiments: ExperimentService
     explanations: ExplanationService
+    drift: DriftMonitor
     hasher: PasswordHasher
     buckets: TokenBuckets
     login_throttle: LoginThrottle

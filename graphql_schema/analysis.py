@@ -56,6 +56,7 @@ FIELD_COSTS: dict[str, int] = {
     "Query.modelVersions": 5,
     "Query.rateLimit": 0,
     "Query.experiment": 20,
+    "Query.drift": 5,
     "Mutation.startExperiment": 50,
     "Mutation.stopExperiment": 50,
 }

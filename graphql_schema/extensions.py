@@ -32,7 +32,7 @@ from strawberry.extensions import (
     ValidationCache,
 )
 
-from app.errors import CinerecError, is_outage
+from app.errors import ERROR_CODES, CinerecError, is_outage
 from graphql_schema.analysis import Price, TooComplex, price_operation
 
 if TYPE_CHECKING:
@@ -86,6 +86,14 @@ def _operation(document: Any, name: str | None) -> OperationDefinitionNode | Non
     return next((o for o in operations if o.name and o.name.value == name), None)
 
 
+def _error_code(error: Any) -> str:
+    """A bounded label for an error: one of the server's codes."""
+    code = (getattr(error, "extensions", None) or {}).get("code")
+    if code is None:
+        return "GRAPHQL_VALIDATION"
+    return code if code in ERROR_CODES else "OTHER"
+
+
 class OperationMetrics(SchemaExtension):
     """Counts operations and times them (``cinerec_graphql_*``).
 
@@ -122,6 +130,12 @@ class OperationMetrics(SchemaExtension):
             status = "error" if failed else "ok"
             metrics = _metrics(ctx.context)
             if metrics is not None:
+                errors = [*(getattr(result, "errors", None) or []), *(ctx.pre_execution_errors or [])]
+                for error in errors:
+                    metrics.graphql_errors.labels(code=_error_code(error)).inc()
+                price = getattr(ctx.context, "price", None)
+                if price is not None:
+                    metrics.query_cost.observe(price.cost)
                 metrics.graphql_requests.labels(operation=name, root=root, status=status).inc()
                 metrics.graphql_latency.labels(operation=name, root=root).observe(
                     time.perf_counter() - started

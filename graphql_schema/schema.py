@@ -15,6 +15,7 @@ from graphql_schema.permissions import IsAdmin, IsAuthenticated, OwnerOrAdmin
 from graphql_schema.types import (
     AuthPayload,
     Connection,
+    DriftReport,
     Experiment,
     ExperimentArmInput,
     ExplanationChunk,
@@ -137,6 +138,15 @@ class Query:
     @strawberry.field(permission_classes=[IsAdmin], description="An A/B experiment and its outcome so far.")
     async def experiment(self, info: Info, name: str) -> Experiment:
         return Experiment.from_report(await experiment_resolvers.report(info.context, name=name))
+
+    @strawberry.field(
+        permission_classes=[IsAdmin],
+        description="The latest drift check of the serving data against the model's training sample; "
+        "null before the first.",
+    )
+    async def drift(self, info: Info) -> DriftReport | None:
+        stored = await experiment_resolvers.drift(info.context)
+        return DriftReport.from_stored(stored) if stored is not None else None
 
     @strawberry.field(permission_classes=[IsAuthenticated], description="The caller.")
     async def me(self, info: Info) -> User:

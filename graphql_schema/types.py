@@ -369,3 +369,58 @@ class ModelVersion:
             created_at=datetime.fromtimestamp(info.created_ms / 1000, UTC),
             run_id=info.run_id,
         )
+
+
+@strawberry.type(
+    description="One drift column: how far the ratings since the cut-off moved from the training sample."
+)
+class DriftColumn:
+    name: str = strawberry.field(
+        description="rating, genre, user_activity (log1p training ratings of the rater), "
+        "item_popularity (log1p training ratings of the movie) or new_user."
+    )
+    method: str = strawberry.field(description="Evidently's method for the column (a distance or a test).")
+    threshold: float
+    statistic: float = strawberry.field(description="The distance, or the test's p-value.")
+    p_value: float | None = strawberry.field(description="For tests; distances have none.")
+    drifted: bool
+
+
+@strawberry.type(
+    description="The latest drift check (`cinerec monitor drift --store`, or the server's interval)."
+)
+class DriftReport:
+    generated_at: datetime
+    model_version: str = strawberry.field(
+        description="The recommender version whose training sample is the reference."
+    )
+    dataset_drift: bool = strawberry.field(description="The share of drifted columns reached the threshold.")
+    drift_share: float = strawberry.field(description="Share of columns that drifted.")
+    threshold: float
+    reference_rows: int
+    current_rows: int = strawberry.field(description="Ratings made since the model's data cut-off, compared.")
+    columns: list[DriftColumn]
+
+    @classmethod
+    def from_stored(cls, stored: Any) -> DriftReport:
+        r = stored.result
+        return cls(
+            generated_at=datetime.fromtimestamp(stored.generated_at, UTC),
+            model_version=stored.model_version,
+            dataset_drift=r.dataset_drift,
+            drift_share=r.drift_share,
+            threshold=r.threshold,
+            reference_rows=r.reference_rows,
+            current_rows=r.current_rows,
+            columns=[
+                DriftColumn(
+                    name=c.name,
+                    method=c.method,
+                    threshold=c.threshold,
+                    statistic=c.statistic,
+                    p_value=c.p_value,
+                    drifted=c.drifted,
+                )
+                for c in r.columns
+            ],
+        )

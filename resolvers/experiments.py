@@ -1,4 +1,4 @@
-"""Experiment resolvers (admin): start, stop, report."""
+"""Model insight resolvers (admin): experiments (start, stop, report) and drift."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from app.services.drift import StoredDrift
     from app.services.experiments import Report
     from graphql_schema.context import Context
 
@@ -21,3 +22,7 @@ async def stop(ctx: Context, *, name: str) -> Report:
 async def report(ctx: Context, *, name: str) -> Report:
     await ctx.app.experiments.impressions.flush()  # what was shown so far counts
     return await ctx.app.experiments.report(name)
+
+
+async def drift(ctx: Context) -> StoredDrift | None:
+    return await ctx.app.drift.refresh()

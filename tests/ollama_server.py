@@ -6,7 +6,8 @@ It implements the endpoints cinerec's Ollama backend calls, with Ollama's field 
 ``HEAD``/``POST /api/blobs/<digest>`` (sha256-checked), and ``/api/chat`` and
 ``/api/generate`` (streamed NDJSON or one object, with ``logprobs``/``top_logprobs``). The
 text is real: it comes from the in-process SmolLM2 model through transformers. ``fail``
-and ``delay`` make it answer with a server error or too slowly, for the fallback tests.
+and ``delay`` make it answer with a server error or too slowly, for the fallback tests;
+``fail_create`` refuses to create a model from an adapter.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ class OllamaState:
     blobs: dict[str, bytes] = field(default_factory=dict)
     fail: int = 0  # answer the next `fail` generation requests with HTTP 500
     delay: float = 0.0  # seconds to wait before answering a generation request
+    fail_create: bool = False  # refuse /api/create (an adapter Ollama cannot load)
     generated_tokens: int = 0
     requests: list[dict[str, Any]] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -154,6 +156,8 @@ def create_app(state: OllamaState) -> Starlette:
         base = body.get("from", "")
         if not _known(base):
             return JSONResponse({"error": f"base model '{base}' not found"}, status_code=404)
+        if state.fail_create:
+            return JSONResponse({"error": "llama runner: failed to load adapter"}, status_code=500)
         missing = [d for d in (body.get("adapters") or {}).values() if d not in state.blobs]
         if missing:
             return JSONResponse({"error": f"blob {missing[0]} not found"}, status_code=400)

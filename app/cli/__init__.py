@@ -12,7 +12,7 @@ import sys
 import click
 import typer
 
-from app.cli import data, db, llm, models, schema, serve, users
+from app.cli import data, db, llm, models, monitor, schema, serve, users
 from app.errors import CinerecError
 from app.migrate import SchemaBehind
 from ml.data.download import DownloadError
@@ -28,6 +28,7 @@ app.add_typer(data.app, name="data")
 app.add_typer(users.app, name="users")
 app.add_typer(schema.app, name="schema")
 app.add_typer(llm.app, name="llm")
+app.add_typer(monitor.app, name="monitor")
 
 # Most specific first: the first match decides the exit code.
 EXIT_CODES: list[tuple[type[BaseException], int]] = [

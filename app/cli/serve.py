@@ -23,9 +23,16 @@ def serve(
     ] = None,
 ) -> None:
     """Serve the GraphQL API (GraphiQL at /graphql) with uvicorn."""
+    import logging.config
+
     import uvicorn
 
     settings = get_settings()
+    if settings.log_format == "json":
+        # every line one JSON object, from here on and in each worker: MLflow keeps its own
+        # handler (another format) unless told not to configure logging
+        os.environ.setdefault("MLFLOW_CONFIGURE_LOGGING", "false")
+    logging.config.dictConfig(logging_config(settings.log_format))
     ensure_schema(settings, migrate=settings.auto_migrate if migrate is None else migrate)
     if workers > 1:
         _share_metrics(settings)
@@ -43,6 +50,7 @@ def serve(
         port=port,
         workers=workers,
         log_level="info",
+        log_config=logging_config(settings.log_format),
         access_log=access_log,
         # SIGTERM: stop accepting, let in-flight requests finish, but never wait forever;
         # open websockets are told 1001 (going away) so that clients reconnect elsewhere
@@ -52,6 +60,38 @@ def serve(
         # uvicorn's own rewrite would trust it from 127.0.0.1 whatever the settings say
         proxy_headers=False,
     )
+
+
+def logging_config(log_format: str) -> dict:
+    """Logging for every worker (uvicorn applies it in each): one handler on the root logger,
+    text or one JSON object per line (python-json-logger; a record's extra fields become keys)."""
+    text = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+    formatter: dict = (
+        {
+            "()": "pythonjsonlogger.json.JsonFormatter",
+            "fmt": "%(asctime)s %(levelname)s %(name)s %(message)s",
+            "rename_fields": {"asctime": "time", "levelname": "level", "name": "logger"},
+        }
+        if log_format == "json"
+        else {"format": text}
+    )
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"default": formatter},
+        "handlers": {
+            "default": {
+                "class": "logging.StreamHandler",
+                "formatter": "default",
+                "stream": "ext://sys.stderr",
+            }
+        },
+        "root": {"handlers": ["default"], "level": "INFO"},
+        "loggers": {
+            name: {"level": "INFO", "handlers": [], "propagate": True}
+            for name in ("uvicorn", "uvicorn.error", "uvicorn.access")
+        },
+    }
 
 
 def _share_cores(workers: int) -> None:

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
     from app.announcements import Announcements
+    from app.metrics import Metrics
     from app.serving import RecommenderHolder
 
 log = logging.getLogger(__name__)
@@ -192,8 +193,10 @@ class ExperimentService:
         announcements: Announcements | None,
         *,
         window_seconds: int,
+        metrics: Metrics | None = None,
     ) -> None:
         self.sessions = sessions
+        self.metrics = metrics
         self.models = models
         self.announcements = announcements
         self.window_seconds = window_seconds
@@ -290,6 +293,10 @@ class ExperimentService:
 
     def record(self, experiment: Running, arm: Arm, user_id: int, movie_ids: Sequence[int]) -> None:
         now = int(time.time())
+        if self.metrics is not None:
+            self.metrics.experiment_impressions.labels(experiment=experiment.name, arm=arm.alias).inc(
+                len(movie_ids)
+            )
         self.impressions.add(
             [
                 {

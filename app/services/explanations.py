@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -98,7 +98,12 @@ class ExplanationService:
         """All explanations of a request as one batch; the template for every one if the LLM
         fails or runs out of time. What the LLM wrote is cached per (user, movie), the user's
         generation and the adapter version; a template answer is not cached."""
-        served = self.llm.current
+        async with self.llm.lease() as served:
+            return await self._explain(served, pairs)
+
+    async def _explain(
+        self, served: ServedLLM, pairs: Sequence[tuple[int, int]]
+    ) -> tuple[list[Explained], ExplanationsServed]:
         gens = await self.generations.get("user", [u for u, _ in pairs])
         model = self.models.current
         version = f"{model.version if model else '-'}:{served.backend.name}:{served.version or 'base'}"
@@ -133,9 +138,18 @@ class ExplanationService:
                 raise NotFound(f"user {user_id} does not exist")
             if not await catalog.movies_by_ids(session=session, movie_ids=[movie_id]):
                 raise NotFound(f"movie {movie_id} does not exist")
-        served: ServedLLM = self.llm.current
         [(request, evidence)] = await self._inputs([(user_id, movie_id)])
         self.metrics.llm_streams.inc()
+        async with (
+            self.llm.lease() as served,
+            contextlib.aclosing(self._stream(served, request, evidence)) as chunks,
+        ):
+            async for chunk in chunks:
+                yield chunk
+
+    async def _stream(
+        self, served: ServedLLM, request: Any, evidence: list[Evidence]
+    ) -> AsyncGenerator[Chunk, None]:
         try:
             pieces = served.backend.stream(request)
             sent = False

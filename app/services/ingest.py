@@ -30,6 +30,7 @@ from app.models import (
     RATINGS_MOVIE_FK,
     RATINGS_MOVIE_INDEX,
     RATINGS_PK,
+    RATINGS_TIME_INDEX,
     RATINGS_USER_FK,
     RATINGS_USER_TIME_INDEX,
     GenomeTag,
@@ -139,6 +140,7 @@ class _RatingsSink:
             await self.conn.execute(text(f"ALTER TABLE ratings DROP CONSTRAINT {RATINGS_PK}"))
             await self.conn.execute(text(f"DROP INDEX {RATINGS_MOVIE_INDEX}"))
             await self.conn.execute(text(f"DROP INDEX {RATINGS_USER_TIME_INDEX}"))
+            await self.conn.execute(text(f"DROP INDEX {RATINGS_TIME_INDEX}"))
             return
         if not self.pg:  # SQLite temp tables live as long as the connection, which the pool reuses
             await self.conn.execute(text("DROP TABLE IF EXISTS temp.stage_ratings"))
@@ -201,6 +203,12 @@ class _RatingsSink:
             await conn.execute(text(f"CREATE INDEX {RATINGS_MOVIE_INDEX} ON ratings (movie_id)"))
             await conn.execute(
                 text(f"CREATE INDEX {RATINGS_USER_TIME_INDEX} ON ratings (user_id, timestamp)")
+            )
+            await conn.execute(
+                text(
+                    f"CREATE INDEX {RATINGS_TIME_INDEX} ON ratings USING brin (timestamp) "
+                    "WITH (autosummarize = on)"
+                )
             )
             await conn.execute(
                 text(

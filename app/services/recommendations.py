@@ -172,7 +172,12 @@ class RecommendationService:
         self, keys: list[tuple[str | None, RecRequest]]
     ) -> dict[tuple[str | None, RecRequest], tuple[list[Recommended], ServedBy]]:
         """Concurrent requests' misses, grouped by the model version that answers them."""
-        served_llm = self.llm.current
+        async with self.llm.lease() as served_llm:
+            return await self._compute_groups(keys, served_llm)
+
+    async def _compute_groups(
+        self, keys: list[tuple[str | None, RecRequest]], served_llm: ServedLLM
+    ) -> dict[tuple[str | None, RecRequest], tuple[list[Recommended], ServedBy]]:
         out: dict[tuple[str | None, RecRequest], tuple[list[Recommended], ServedBy]] = {}
         for version in dict.fromkeys(v for v, _ in keys):
             served = await self.models.version(version) if version is not None else None

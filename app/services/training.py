@@ -132,13 +132,17 @@ class TrainingService:
 
     def train(self, config: TrainConfig, *, refit: bool = True, promote: bool = False) -> TrainOutcome:
         """Tune, evaluate, refit on every rating, register a version of the recommender."""
+        from ml.drift import save_reference
         from ml.training import train as fit
 
-        result = fit(self.load_data(), config, refit=refit)
+        data = self.load_data()
+        result = fit(data, config, refit=refit)
         assert result.model is not None
         params = {**result.params, "weights": result.weights, "refit": refit}
         with tempfile.TemporaryDirectory() as tmp:
             result.model.save(Path(tmp))
+            # what drift checks compare the ratings since the cut-off with (`cinerec monitor drift`)
+            params["drift_reference_rows"] = save_reference(Path(tmp), data.ratings, data.catalog)
             run_id, source = self.registry.log_run(
                 experiment=RECOMMENDER,
                 params=params,

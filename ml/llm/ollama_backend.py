@@ -155,6 +155,7 @@ class OllamaBackend:
                     keep_alive=self.keep_alive,
                 )
             )
+            self.observer.tokens(int(response.eval_count or 0))  # Ollama counts what it generated
             return f"{explanation_opening(request.title)} {(response.message.content or '').strip()}"
 
         self.observer.batch("generate", len(requests))

@@ -4,6 +4,7 @@ schemas ship in the package), nginx with `nginx -t`, and what each must say."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import string
@@ -73,6 +74,37 @@ def test_kubernetes_manifests_are_valid_and_complete() -> None:
     ollama = next(d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == "ollama")
     [volume] = ollama["spec"]["template"]["spec"]["volumes"]
     assert volume["persistentVolumeClaim"]["claimName"] == "ollama-models"
+    drift = next(d for d in docs if d["kind"] == "CronJob" and d["metadata"]["name"] == "cinerec-drift")
+    [job] = drift["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"]
+    assert "cinerec monitor drift --store" in " ".join(job["command"])
+    assert {"configMapRef": {"name": "cinerec"}} in job["envFrom"]
+
+
+def test_alert_rules_pass_promtool_and_their_unit_tests() -> None:
+    rules = ROOT / "deploy" / "prometheus" / "alerts.yml"
+    checked = subprocess.run(["promtool", "check", "rules", str(rules)], capture_output=True, text=True)
+    assert checked.returncode == 0 and "7 rules found" in checked.stdout, checked.stdout + checked.stderr
+    tested = subprocess.run(
+        ["promtool", "test", "rules", str(Path(__file__).with_name("alerts_test.yml"))],
+        capture_output=True,
+        text=True,
+    )
+    assert tested.returncode == 0 and "SUCCESS" in tested.stdout, tested.stdout + tested.stderr
+
+
+def test_grafana_provisioning_names_the_datasource_its_dashboards_use() -> None:
+    grafana = ROOT / "deploy" / "grafana"
+    [source] = yaml.safe_load((grafana / "provisioning" / "datasources" / "prometheus.yml").read_text())[
+        "datasources"
+    ]
+    [provider] = yaml.safe_load((grafana / "provisioning" / "dashboards" / "cinerec.yml").read_text())[
+        "providers"
+    ]
+    assert provider["options"]["path"] == "/var/lib/grafana/dashboards"  # where compose mounts them
+    dashboard = json.loads((grafana / "dashboards" / "cinerec.json").read_text())
+    targets = [t for p in dashboard["panels"] for t in p["targets"]]
+    assert targets and all(t["datasource"]["uid"] == source["uid"] for t in targets)
+    assert len({p["id"] for p in dashboard["panels"]}) == len(dashboard["panels"])
 
 
 def test_the_image_carries_the_model_files() -> None:

@@ -19,7 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from ml.registry import CHAMPION, LLM
 from tests.conftest import LiveServer
-from tests.e2e.conftest import Recommender, cli
+from tests.e2e.conftest import Recommender, cli, wait_until
 from tests.ollama_server import OllamaTestServer
 
 EXPLAIN = """query($u: Int!, $n: Int) { recommendations(userId: $u, first: $n) {
@@ -101,6 +101,17 @@ async def close_code(
             assert closed.rcvd is not None
             return closed.rcvd.code
     raise AssertionError("the server did not close the socket")
+
+
+def on_ollama(recommender: Recommender, ollama: OllamaTestServer) -> Any:
+    """The shared server's settings with the Ollama backend pointed at the test server."""
+    return recommender.settings.model_copy(
+        update={
+            "llm_backend": "ollama",
+            "llm_ollama_url": ollama.url,
+            "llm_ollama_base_tag": ollama.state.base_tag,
+        }
+    )
 
 
 def first_recommendation(rec: Recommender, user: int = 1) -> int:
@@ -305,14 +316,7 @@ def test_finetune_registers_an_adapter_that_promotion_serves(
     # The Ollama backend: at start-up it creates cinerec-explainer:1 from the base tag + adapter.
     model, tokenizer = base_llm
     with OllamaTestServer(model, tokenizer) as ollama:
-        settings = recommender.settings.model_copy(
-            update={
-                "llm_backend": "ollama",
-                "llm_ollama_url": ollama.url,
-                "llm_ollama_base_tag": ollama.state.base_tag,
-            }
-        )
-        server = live_server_factory(settings)
+        server = live_server_factory(on_ollama(recommender, ollama))
         assert "cinerec-explainer:1" in ollama.state.models
         assert set(ollama.state.models["cinerec-explainer:1"]["adapters"]) == {
             "adapter_model.safetensors",
@@ -341,3 +345,84 @@ def test_finetune_registers_an_adapter_that_promotion_serves(
             r["model"] == "cinerec-explainer:1" and r["path"] == "/api/chat" for r in ollama.state.requests
         )
         server.__exit__()
+
+
+async def test_promoting_the_llm_drains_work_in_flight(recommender: Recommender) -> None:
+    """A promotion during 8 streams and 4 HTTP explanation requests: the work begun on the old
+    backend finishes there (no error, no template), new work goes to the new one, and the old
+    one is closed once idle."""
+    server = recommender.server
+    champion = server.gql("{ modelVersions(model: LLM) { version aliases } }", token=recommender.admin_token)
+    versions = [v["version"] for v in champion["data"]["modelVersions"] if CHAMPION in v["aliases"]]
+    assert versions, (
+        "needs an LLM version: test_finetune_registers_an_adapter_that_promotion_serves runs first"
+    )
+    movies = [
+        r["movie"]["movieId"]
+        for r in server.gql(
+            "{ recommendations(userId: 2, first: 8) { movie { movieId } } }", token=recommender.admin_token
+        )["data"]["recommendations"]
+    ]
+    started = asyncio.Event()
+    begun = 0
+
+    async def on_chunk(_: dict[str, Any]) -> None:
+        nonlocal begun
+        begun += 1
+        if begun >= 8:
+            started.set()
+
+    async def explain(user: int) -> dict:
+        async with httpx.AsyncClient(timeout=120) as client:
+            response = await client.post(
+                f"{server.url}/graphql",
+                json={"query": EXPLAIN, "variables": {"u": user, "n": 2}},
+                headers={"authorization": f"Bearer {recommender.admin_token}"},
+            )
+            return response.json()
+
+    async def promote() -> dict:
+        await started.wait()  # every stream has its first chunk: all are in flight
+        async with httpx.AsyncClient(timeout=120) as client:
+            response = await client.post(
+                f"{server.url}/graphql",
+                json={
+                    "query": f'mutation {{ promoteModel(model: LLM, version: "{versions[0]}") {{ version }} }}'
+                },
+                headers={"authorization": f"Bearer {recommender.admin_token}"},
+            )
+            return response.json()
+
+    streams = [
+        subscribe(server, recommender.admin_token, {"u": 2, "m": m}, on_chunk=on_chunk) for m in movies
+    ]
+    results = await asyncio.gather(*streams, *(explain(u) for u in (31, 32, 33, 34)), promote())
+    *streamed, promoted = results
+    assert promoted["data"]["promoteModel"]["version"] == versions[0], promoted
+    for chunks, errors in streamed[:8]:
+        assert not errors and chunks[-1]["done"], errors
+        assert all(c["source"] == "llm" and c["error"] is None for c in chunks), chunks[-1]
+    for answer in streamed[8:]:
+        assert "errors" not in answer and answer["extensions"]["explanations"]["source"] == "llm", answer
+    wait_until(lambda: metric(server, "cinerec_llm_running_calls") == 0, "the LLM idle after the drain")
+
+
+def test_an_adapter_ollama_cannot_load_is_not_claimed(
+    recommender: Recommender, live_server_factory: Callable[..., LiveServer], base_llm
+) -> None:
+    """Ollama refuses to create the champion adapter's model: the base tag writes, and
+    extensions.explanations says the base model wrote, not the adapter version."""
+    model, tokenizer = base_llm
+    with OllamaTestServer(model, tokenizer) as ollama:
+        ollama.state.fail_create = True
+        server = live_server_factory(on_ollama(recommender, ollama))
+        try:
+            assert any(r["path"] == "/api/create" for r in ollama.state.requests)  # it tried
+            result = server.gql(EXPLAIN, {"u": 3, "n": 1}, token=recommender.admin_token)
+            served = result["extensions"]["explanations"]
+            assert served["source"] == "llm" and served["model"] == "base" and "version" not in served, served
+            assert "could not create version" in served["note"]
+            chats = [r for r in ollama.state.requests if r["path"] == "/api/chat"]
+            assert chats and {r["model"] for r in chats} == {ollama.state.base_tag}
+        finally:
+            server.__exit__()

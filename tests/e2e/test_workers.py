@@ -50,6 +50,7 @@ def two_workers(tmp_path: Path) -> Iterator[Served]:
         "CINEREC_LLM_BACKEND": "none",
         "CINEREC_CACHE_WARM_MOVIES": "0",
         "CINEREC_SHUTDOWN_TIMEOUT_SECONDS": "10",
+        "CINEREC_LOG_FORMAT": "json",
     }
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     write_movielens(tmp_path / "ml")
@@ -60,11 +61,12 @@ def two_workers(tmp_path: Path) -> Iterator[Served]:
         capture_output=True,
     )
     port = _free_port()
+    log = (tmp_path / "server.log").open("wb")
     process = subprocess.Popen(
         [sys.executable, "-m", "app", "serve", "--port", str(port), "--workers", "2", "--no-access-log"],
         env=env,
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stderr=log,
         start_new_session=True,  # its own process group: a failed test can stop the workers too
     )
     served = Served(process, port, tmp_path)
@@ -75,6 +77,37 @@ def two_workers(tmp_path: Path) -> Iterator[Served]:
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
         process.wait(30)
+        log.close()
+
+
+def _log_lines(served: Served) -> list[dict]:
+    lines = (served.home / "server.log").read_text().splitlines()
+    return [json.loads(line) for line in lines if line.strip()]  # every line is one JSON object
+
+
+def test_logs_are_json_with_one_line_per_request(two_workers: Served) -> None:
+    token = "req-7f3a"
+    answer = httpx.post(
+        f"{two_workers.url}/graphql",
+        json={
+            "query": "query Catalog { movies(first: 3) { edges { node { title } } } }",
+            "operationName": "Catalog",
+        },
+        headers={"x-request-id": token},
+    )
+    assert answer.headers["x-request-id"] == token
+    minted = httpx.post(f"{two_workers.url}/graphql", json={"query": "{ genres }"}).headers["x-request-id"]
+    assert len(minted) == 32 and minted != token  # none given (or a malformed one): a new id
+
+    def logged() -> list[dict]:
+        return [r for r in _log_lines(two_workers) if r.get("request_id") == token]
+
+    wait_until(lambda: bool(logged()), "the request's log line")
+    [line] = logged()
+    assert line["logger"] == "cinerec.requests" and line["level"] == "INFO"
+    assert line["operation"] == "Catalog" and line["status"] == 200 and line["duration_ms"] > 0
+    assert line["cost"] > 0 and line["cache"] == "bypass" and "user" not in line
+    assert any(r.get("logger", "").startswith("uvicorn") for r in _log_lines(two_workers))
 
 
 def test_metrics_are_merged_across_workers(two_workers: Served) -> None:
