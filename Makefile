@@ -34,7 +34,10 @@ demo: data
 	-@$(BIN)/cinerec users create --email demo@cinerec.local --password demo-password --user-id 1 2>/dev/null
 	$(BIN)/cinerec serve --host $${HOST:-127.0.0.1} --port $${PORT:-8000}
 
+# The cluster tests' MLflow server runs from its own venv (the full mlflow pins graphql-core
+# below Strawberry's); it is installed here, once, not inside a timed test.
 test: install
+	$(BIN)/python -m deploy.localcluster mlflow-venv --home $(CURDIR)/var
 	$(BIN)/pytest
 
 lint: install

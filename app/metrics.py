@@ -106,6 +106,19 @@ class Metrics:
             ["reason"],
             registry=r,
         )
+        self.explanations = Counter(
+            "cinerec_explanations_total",
+            "Explanations served, by who wrote them: llm (checked: every claim in it is a fact "
+            "the server holds) or template (the LLM failed, or wrote only unsupported claims).",
+            ["source"],
+            registry=r,
+        )
+        self.unsupported_claims = Counter(
+            "cinerec_explanation_unsupported_claims_total",
+            "Claims the explanation checker refused, by kind (title, name, genre, year, rating, relation).",
+            ["kind"],
+            registry=r,
+        )
         self.llm_running = Gauge(
             "cinerec_llm_running_calls",
             "Model calls (generation or scoring batches) running now in this process.",

@@ -439,13 +439,16 @@ class LocalCluster:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("action", choices=["up", "down"])
+    ap.add_argument("action", choices=["up", "down", "mlflow-venv"])
     ap.add_argument("--home", type=Path, default=Path(os.environ.get("CINEREC_HOME", "var")))
     ap.add_argument("--dataset", type=Path, help="a MovieLens folder to ingest and train on")
     ap.add_argument("--llm", default="transformers", choices=["transformers", "none"])
     ap.add_argument("--wipe", action="store_true", help="with down: delete the cluster's data too")
     a = ap.parse_args()
     cluster = LocalCluster(a.home)
+    if a.action == "mlflow-venv":  # installation only (make test does it before the suite)
+        print(cluster._mlflow_venv())
+        return
     if a.action == "down":
         cluster.down(wipe=a.wipe)
         print("cinerec cluster stopped")

@@ -44,6 +44,7 @@ FIELD_COSTS: dict[str, int] = {
     "Query.similarMovies": 2,
     "Query.searchMovies": 20,
     "Recommendation.explanation": 50,
+    "Recommendation.explanationSource": 50,  # it runs the same generation
     "Recommendation.evidence": 2,
     "MovieConnection.totalCount": 1,
     "RatingConnection.totalCount": 1,
@@ -84,9 +85,12 @@ class Price:
     cost: int
     depth: int
     aliases: int
+    generations: int = 0  # explanations the LLM would write (GENERATING fields, per item)
 
 
 _ZERO = Price(0, 0, 0)
+# Fields whose value is an LLM explanation; selecting several on one item generates it once.
+GENERATING = {"Recommendation.explanation", "Recommendation.explanationSource"}
 
 
 class _Pricer:
@@ -172,7 +176,8 @@ class _Pricer:
             return _ZERO  # this schema has no interfaces or unions; scalars end the walk
         grouped: dict[str, list[FieldNode]] = {}
         self._collect(nodes, grouped)
-        cost = depth = aliases = 0
+        cost = depth = aliases = generations = 0
+        generating = False
         for fields in grouped.values():
             first = fields[0]
             name = first.name.value
@@ -182,6 +187,7 @@ class _Pricer:
                 depth = max(depth, 1)
                 continue
             owner = f"{parent.name}.{name}"
+            generating = generating or owner in GENERATING
             named = get_named_type(definition.type)
             nullable = definition.type.of_type if is_non_null_type(definition.type) else definition.type
             is_object = isinstance(named, GraphQLObjectType)
@@ -191,17 +197,20 @@ class _Pricer:
                     self.price(named, children, self._size(owner, definition, first)) if children else _ZERO
                 )
                 cost += FIELD_COSTS.get(owner, 1) + child.cost
+                generations += child.generations
             elif is_list_type(nullable):
                 items = size if parent.name in CONNECTIONS else self._size(owner, definition, first)
                 child = self.price(named, children) if children else _ZERO
                 per_item = (1 if is_object else 0) + child.cost
                 cost += FIELD_COSTS.get(owner, 0) + items * per_item
+                generations += items * child.generations
             else:
                 child = self.price(named, children) if children else _ZERO
                 cost += FIELD_COSTS.get(owner, 1 if is_object else 0) + child.cost
+                generations += child.generations
             depth = max(depth, 1 + child.depth)
             aliases += child.aliases
-        found = Price(cost, depth, aliases)
+        found = Price(cost, depth, aliases, generations + int(generating))
         self.memo[key] = found
         return found
 

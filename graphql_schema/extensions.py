@@ -244,6 +244,12 @@ def _price(
     return price
 
 
+def _llm_writes(context: Any) -> bool:
+    """Whether explanations come from an LLM now (the template costs nothing to write)."""
+    app = getattr(context, "app", None)
+    return app is not None and app.llm.current.backend.source == "llm"
+
+
 def _refusal(context: Any, message: str, code: str, **extra: Any) -> GraphQLError:
     if (metrics := _metrics(context)) is not None:
         metrics.refusals.labels(reason=code.lower()).inc()
@@ -256,10 +262,11 @@ class OperationGuard(SchemaExtension):
     (priced as it will execute, see :mod:`graphql_schema.analysis`) are within the limits.
     A refused operation answers BAD_USER_INPUT or QUERY_TOO_COMPLEX with nothing run."""
 
-    def __init__(self, *, max_depth: int, max_aliases: int, max_cost: int) -> None:
+    def __init__(self, *, max_depth: int, max_aliases: int, max_cost: int, max_explanations: int = 0) -> None:
         self.max_depth = max_depth
         self.max_aliases = max_aliases
         self.max_cost = max_cost
+        self.max_explanations = max_explanations  # 0: no limit
 
     def _check(self) -> GraphQLError | None:
         ctx = self.execution_context
@@ -322,6 +329,17 @@ class OperationGuard(SchemaExtension):
                 "QUERY_TOO_COMPLEX",
                 cost=price.cost,
                 limit=self.max_cost,
+            )
+        if self.max_explanations and price.generations > self.max_explanations and _llm_writes(context):
+            # more than the LLM writes within a request's budget: refused now, not answered from
+            # templates after the timeout
+            return _refusal(
+                context,
+                f"{price.generations} explanations requested; the LLM writes at most {self.max_explanations} "
+                "per request (ask for fewer, or stream them one by one with the explanation subscription)",
+                "QUERY_TOO_COMPLEX",
+                explanations=price.generations,
+                maxExplanations=self.max_explanations,
             )
         return None
 
@@ -413,6 +431,7 @@ def schema_extensions(settings: Settings) -> list[Callable[[], SchemaExtension] 
             max_depth=settings.max_query_depth,
             max_aliases=settings.max_aliases,
             max_cost=settings.max_query_cost,
+            max_explanations=settings.llm_max_explanations,
         ),
     ]
     if rules:

@@ -20,6 +20,7 @@ from graphql_schema.types import (
     ExperimentArmInput,
     ExplanationChunk,
     ExplanationEvidence,
+    ExplanationSource,
     ModelKind,
     ModelVersion,
     Movie,
@@ -235,7 +236,11 @@ class Subscription:
                 else None
             )
             yield ExplanationChunk(
-                text=chunk.text, done=chunk.done, evidence=evidence, source=chunk.source, error=chunk.error
+                text=chunk.text,
+                done=chunk.done,
+                evidence=evidence,
+                source=ExplanationSource(chunk.source),
+                error=chunk.error,
             )
 
 

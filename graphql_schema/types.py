@@ -206,6 +206,12 @@ class ExplanationEvidence:
         return await _movie(info, self.movie_id)
 
 
+@strawberry.enum(description="Who wrote an explanation.")
+class ExplanationSource(Enum):
+    LLM = "llm"  # the model wrote it, and the checker found every claim in it among the facts
+    TEMPLATE = "template"  # the server's sentence over the evidence: the LLM failed, was off, or made claims
+
+
 @strawberry.type(description="A piece of a streamed explanation.")
 class ExplanationChunk:
     text: str = strawberry.field(
@@ -215,8 +221,13 @@ class ExplanationChunk:
     evidence: list[ExplanationEvidence] | None = strawberry.field(
         description="On the first and the last chunk: the facts the explanation was given."
     )
-    source: str = strawberry.field(description="llm, or template when the LLM was unavailable or failed.")
-    error: str | None = strawberry.field(description="Why the template stood in, if it did.")
+    source: ExplanationSource = strawberry.field(
+        description="LLM, or TEMPLATE when the LLM was unavailable, failed, or its first clause made a claim "
+        "the facts do not hold."
+    )
+    error: str | None = strawberry.field(
+        description="Why the template stood in, or why an LLM stream ended early (an unsupported claim)."
+    )
 
 
 @strawberry.type
@@ -243,6 +254,16 @@ class Recommendation:
             info.context, user_id=self.user_id, movie_id=self.movie_id
         )
         return found.text
+
+    @strawberry.field(
+        description="Who wrote the explanation: LLM (every claim checked against the facts the server "
+        "holds: titles, years, genres, ratings, the evidence) or TEMPLATE."
+    )
+    async def explanation_source(self, info: Info) -> ExplanationSource:
+        found = await explain_resolvers.explanation(
+            info.context, user_id=self.user_id, movie_id=self.movie_id
+        )
+        return ExplanationSource(found.source)
 
     @strawberry.field(description="The facts from the user's ratings that the explanation rests on.")
     async def evidence(self, info: Info) -> list[ExplanationEvidence]:

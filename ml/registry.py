@@ -166,6 +166,8 @@ class Registry:
             found = self.client.search_model_versions(f"name='{name}'")
         except MlflowException:
             return []
+        if not found:  # never registered: no registered model to read aliases from
+            return []
         # search_model_versions leaves aliases out: take them from the registered model.
         by_version: dict[str, list[str]] = {}
         for alias, version in self.client.get_registered_model(name).aliases.items():

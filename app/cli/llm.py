@@ -67,3 +67,49 @@ def finetune(
         f"{outcome.auc_tuned:.4f} on {outcome.eval_pairs} held-out pairs; {outcome.steps} steps, "
         f"{outcome.tokens_per_second:.0f} tokens/s on {outcome.device}; MLflow run {outcome.run_id}"
     )
+
+
+@app.command("evaluate-explanations")
+def evaluate_explanations(
+    pairs: Annotated[int, typer.Option(help="Users explained (each one's top recommendation).")] = 100,
+    seed: Annotated[int, typer.Option(help="Seed of the user sample.")] = 7,
+    version: Annotated[
+        list[str] | None, typer.Option(help="LLM versions to compare with the base model (default: all).")
+    ] = None,
+    examples: Annotated[int, typer.Option(help="Explanations to print per model.")] = 3,
+) -> None:
+    """Faithfulness of the explanations, base model vs each adapter: unsupported claims by
+    kind, the LLM's share of what would be served, evidence use, length, tokens/s; logged to
+    MLflow (experiment cinerec-explanations)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from app.services.explanation_quality import evaluate_explanations as run
+    from ml.llm.faithfulness import KINDS
+
+    settings = get_settings()
+    ensure_schema(settings, migrate=False)
+    reports = run(settings, pairs=pairs, seed=seed, versions=version or None)
+    table = Table(title=f"explanations of {reports[0].pairs} users' top recommendation")
+    columns = ["unsupported", *KINDS, "LLM share", "evidence use", "served unsupported", "words", "tokens/s"]
+    table.add_column("model")
+    for c in columns:
+        table.add_column(c, justify="right")
+    for r in reports:
+        table.add_row(
+            r.model,
+            f"{r.unsupported:.1%}",
+            *(f"{r.by_kind[k]:.1%}" for k in KINDS),
+            f"{r.llm_share:.1%}",
+            f"{r.evidence_use:.1%}",
+            f"{r.served_unsupported:.1%}",
+            f"{r.mean_words:.1f}",
+            f"{r.tokens_per_second:.1f}",
+        )
+    console = Console(width=220)
+    console.print(table)
+    for r in reports:
+        for e in r.examples[:examples]:
+            console.print(
+                f"[{r.model}] {e['raw']}\n   claims: {e['claims'] or 'none'}\n   served: {e['served']}"
+            )

@@ -95,6 +95,11 @@ async def movies_by_ids(*, session: AsyncSession, movie_ids: Sequence[int]) -> d
     return {row.movie_id: row for row in rows}
 
 
+async def all_titles(*, session: AsyncSession) -> list[str]:
+    """Every movie's title, as stored (for finding titles in text)."""
+    return list((await session.execute(select(movies.c.title))).scalars())
+
+
 async def movies_after(*, session: AsyncSession, after: int | None, limit: int) -> list[Row[Any]]:
     """Up to ``limit`` movies with ids above ``after``, in id order (for walking the catalog)."""
     stmt = select(movies).order_by(movies.c.movie_id).limit(limit)

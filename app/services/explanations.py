@@ -5,6 +5,7 @@ the same evidence answers (``Fallback``), and the reason is reported beside the 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Sequence
@@ -17,6 +18,8 @@ from app.services import catalog, ratings
 from app.services.llm_inputs import explanation_inputs
 from ml.llm.backends import Overloaded
 from ml.llm.evidence import Evidence
+from ml.llm.faithfulness import CLAUSE_END, TitleIndex, check, vet
+from ml.llm.prompts import explanation_opening
 from ml.llm.template import template_explanation
 
 if TYPE_CHECKING:
@@ -48,8 +51,17 @@ def _decode(value: Any) -> Explained:
     return Explained(text, [Evidence(int(m), r, float(s)) for m, r, s in evidence], source, error)
 
 
-# What the LLM wrote is cached; a template that stood in is not (the next request tries again).
-EXPLANATIONS = Kind("explanations", 3600, True, _encode, _decode, keep=lambda v: v.source == "llm")
+UNSUPPORTED = "unsupported claim"
+
+
+def _keep(value: Explained) -> bool:
+    # What the LLM wrote is cached, and so is a template that replaced a text the checker
+    # refused (the model would write it again); a template that stood in for a failure or a
+    # timeout is not (the next request tries again).
+    return value.source == "llm" or (value.error or "").startswith(UNSUPPORTED)
+
+
+EXPLANATIONS = Kind("explanations", 3600, True, _encode, _decode, keep=_keep)
 
 
 @dataclass(frozen=True)
@@ -86,6 +98,35 @@ class ExplanationService:
         self.histories = parts.histories
         self.cache = parts.cache
         self.generations = parts.generations
+        self._titles: tuple[int, TitleIndex] | None = None
+
+    async def titles(self) -> TitleIndex:
+        """Every catalog title, for finding titles in what the LLM wrote; rebuilt when the
+        catalog's generation moves (an ingest)."""
+        generation = (await self.generations.get("catalog", [0]))[0]
+        if self._titles is None or self._titles[0] != generation:
+            async with self.sessions() as session:
+                names = await catalog.all_titles(session=session)
+            self._titles = (generation, await asyncio.to_thread(TitleIndex, names))
+        return self._titles[1]
+
+    def vet(self, text: str, request: Any, titles: TitleIndex) -> tuple[str, str | None]:
+        """What of an LLM text may reach a client: its clauses up to the first claim the facts
+        do not support; "" and that claim when none of the model's own clauses holds."""
+        if request.facts is None:
+            return text, None
+        kept, verdict = vet(text, request.facts, titles, explanation_opening(request))
+        for claim in verdict.claims:
+            self.metrics.unsupported_claims.labels(kind=claim.kind).inc()
+        self.metrics.explanations.labels(source="llm" if kept else "template").inc()
+        if verdict.supported and kept:
+            return kept, None
+        reason = (
+            f"{UNSUPPORTED}: {verdict.claims[0]}"
+            if verdict.claims
+            else "the model wrote nothing past the opening"
+        )
+        return kept, reason
 
     async def _inputs(self, pairs: Sequence[tuple[int, int]]) -> list[tuple[Any, list[Evidence]]]:
         served = self.models.current
@@ -115,14 +156,26 @@ class ExplanationService:
             texts, error = await self.fallback.call("explain", backend.explain_many([r for r, _ in inputs]))
             if texts is None:
                 failures.append(error or "the LLM failed")
+                self.metrics.explanations.labels(source="template").inc(len(missing))
                 return {
                     p: Explained(template_explanation(r), e, "template", error)
                     for p, (r, e) in zip(missing, inputs, strict=True)
                 }
-            return {
-                p: Explained(t, e, backend.source)
-                for p, t, (_, e) in zip(missing, texts, inputs, strict=True)
-            }
+            titles = await self.titles()
+            out = {}
+            for p, t, (r, e) in zip(missing, texts, inputs, strict=True):
+                if backend.source != "llm":
+                    self.metrics.explanations.labels(source=backend.source).inc()
+                    out[p] = Explained(t, e, backend.source)
+                    continue
+                kept, claim = self.vet(t, r, titles)
+                # a cut text says why; a refused one is the template, with the claim it refused
+                out[p] = (
+                    Explained(kept, e, "llm", claim)
+                    if kept
+                    else Explained(template_explanation(r), e, "template", claim)
+                )
+            return out
 
         found = await self.cache.get_many(
             EXPLANATIONS, pairs, lambda p: f"{p[0]}:{p[1]}:{gens[p[0]]}:{version}", compute
@@ -150,9 +203,25 @@ class ExplanationService:
     async def _stream(
         self, served: ServedLLM, request: Any, evidence: list[Evidence]
     ) -> AsyncGenerator[Chunk, None]:
+        """The LLM's text, clause by clause, each sent once the text so far holds (its closing
+        mark is held back: it opens the next chunk, or becomes the full stop when the next
+        clause makes a claim the facts do not hold and the stream ends there)."""
+        source = served.backend.source
+        facts = request.facts if source == "llm" else None
+        titles = await self.titles() if facts is not None else None
+        written, sent_upto, sent, claim, model_sent = "", 0, False, None, False
+        # the server's opening is not the model's: the model's text is sent clause by clause once
+        # it holds. An opening that states the closest evidence is true as it stands: it goes
+        # out at once, marked as the server's (TEMPLATE), so the first words never wait.
+        opening = explanation_opening(request) if facts is not None else ""
+        floor = len(opening)
+        tail = ", and"
         try:
+            if facts is not None and facts.evidence and opening.endswith(tail):
+                sent_upto = floor - len(tail)
+                yield Chunk(opening[:sent_upto], False, evidence, "template")
+                sent = True
             pieces = served.backend.stream(request)
-            sent = False
             async with contextlib.aclosing(pieces):  # type: ignore[type-var]
                 while True:
                     try:
@@ -169,10 +238,54 @@ class ExplanationService:
                             yield Chunk(text, False, evidence, "template", error)
                             yield Chunk("", True, evidence, "template", error)
                         else:  # part of the text is out: end it honestly rather than start a second one
-                            yield Chunk("", True, evidence, served.backend.source, error)
+                            who = source if model_sent or facts is None else "template"
+                            if facts is not None and not written[:sent_upto].rstrip().endswith(
+                                (".", "!", "?")
+                            ):
+                                yield Chunk(".", False, None, who)
+                            yield Chunk("", True, evidence, who, error)
                         return
-                    yield Chunk(piece, False, None if sent else evidence, served.backend.source)
-                    sent = True
-            yield Chunk("", True, evidence, served.backend.source)
+                    if facts is None or titles is None:
+                        yield Chunk(piece, False, None if sent else evidence, source)
+                        sent = True
+                        continue
+                    written += piece
+                    ends = [m for m in CLAUSE_END.finditer(written) if m.start() >= max(sent_upto, floor)]
+                    for end in ends:
+                        verdict = check(written[: end.end()], facts, titles)
+                        if not verdict.supported:
+                            claim = verdict.claims[0]
+                            break
+                        yield Chunk(
+                            written[sent_upto : end.start()], False, None if sent else evidence, source
+                        )
+                        sent, sent_upto, model_sent = True, end.start(), True
+                    if claim is not None:
+                        break  # closing the pieces stops the generation
+            if facts is not None and titles is not None:
+                if claim is None:
+                    verdict = check(written, facts, titles)
+                    if verdict.supported and len(written.strip()) > floor:
+                        self.metrics.explanations.labels(source="llm").inc()
+                        if written[sent_upto:]:
+                            yield Chunk(written[sent_upto:], False, None if sent else evidence, source)
+                        yield Chunk("", True, evidence, source)
+                        return
+                    claim = verdict.claims[0] if verdict.claims else None
+                if claim is not None:
+                    self.metrics.unsupported_claims.labels(kind=claim.kind).inc()
+                reason = f"{UNSUPPORTED}: {claim}" if claim else "the model wrote nothing past the opening"
+                # what went out stays; it ends with a full stop, marked as whoever wrote the most of it
+                who = source if model_sent else "template"
+                self.metrics.explanations.labels(source=who).inc()
+                if not sent:
+                    yield Chunk(template_explanation(request), False, evidence, "template", reason)
+                    yield Chunk("", True, evidence, "template", reason)
+                    return
+                if not written[:sent_upto].rstrip().endswith((".", "!", "?")):
+                    yield Chunk(".", False, None, who)
+                yield Chunk("", True, evidence, who, reason)
+                return
+            yield Chunk("", True, evidence, source)
         finally:
             self.metrics.llm_streams.dec()

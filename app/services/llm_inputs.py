@@ -8,7 +8,7 @@ build the fine-tuning data); this module only gathers the facts they take.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -19,11 +19,13 @@ from app.cache import Kind
 from app.models import Rating
 from app.services import catalog
 from ml.llm.evidence import Evidence, gather_evidence
+from ml.llm.faithfulness import FactMovie, Facts
 from ml.llm.prompts import (
     LIKED_THRESHOLD,
     ExplainRequest,
     MovieFacts,
     ScoreRequest,
+    display_title,
     movie_label,
     preference_request,
     profile_movies,
@@ -57,6 +59,7 @@ class CatalogFacts:
     labels: dict[int, str]
     genres: dict[int, list[str]]
     stats: dict[int, tuple[float | None, int | None]]  # mean rating and count
+    years: dict[int, int | None] = field(default_factory=dict)
 
     def label(self, movie_id: int) -> str:
         return self.labels.get(movie_id, f"movie {movie_id}")
@@ -74,7 +77,12 @@ async def catalog_facts(session: AsyncSession, movie_ids: Sequence[int]) -> Cata
         m: (r.rating_sum / r.ratings_count, r.ratings_count) if r.ratings_count else (None, None)
         for m, r in rows.items()
     }
-    return CatalogFacts({m: movie_label(r.title, r.year) for m, r in rows.items()}, dict(genres), stats)
+    return CatalogFacts(
+        {m: movie_label(r.title, r.year) for m, r in rows.items()},
+        dict(genres),
+        stats,
+        {m: r.year for m, r in rows.items()},
+    )
 
 
 def _embeddings(model: HybridRecommender | None, movie_ids: Sequence[int]) -> dict[int, np.ndarray]:
@@ -99,16 +107,34 @@ async def explanation_inputs(
     facts = await catalog_facts(session, movies)
     embedding_of = _embeddings(model, list(dict.fromkeys(movies)))
     out = []
+    shown = {m: display_title(label) for m, label in facts.labels.items()}  # as a person reads them
     for user, movie in pairs:
         evidence = gather_evidence(
             candidate=movie,
             rated=liked[user],
             embedding_of=embedding_of,
-            titles=facts.labels,
+            titles=shown,
             genres=facts.genres,
         )
-        out.append((ExplainRequest(facts.label(movie), [e.reason for e in evidence]), evidence))
+        own = dict(rated[user])
+        mean, count = facts.stats.get(movie, (None, None))
+        known = Facts(
+            candidate=fact_movie(facts, movie, own.get(movie)),
+            evidence=tuple(fact_movie(facts, e.movie_id, own.get(e.movie_id)) for e in evidence),
+            mean_rating=mean,
+            ratings_count=count,
+        )
+        out.append((ExplainRequest(known.candidate.title, [e.reason for e in evidence], known), evidence))
     return out
+
+
+def fact_movie(facts: CatalogFacts, movie_id: int, rating: float | None) -> FactMovie:
+    return FactMovie(
+        display_title(facts.label(movie_id)),
+        facts.years.get(movie_id),
+        tuple(facts.genres.get(movie_id, [])),
+        rating,
+    )
 
 
 async def preference_requests(

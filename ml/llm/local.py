@@ -177,8 +177,8 @@ class TransformersBackend:
     # -- generation ----------------------------------------------------------------------
     def _job(self, request: ExplainRequest) -> _Job:
         return _Job(
-            explanation_messages(request.title, request.evidence),
-            explanation_opening(request.title),
+            explanation_messages(request),
+            explanation_opening(request),
             asyncio.get_running_loop(),
         )
 

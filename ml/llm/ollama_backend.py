@@ -113,14 +113,14 @@ class OllamaBackend:
         return out
 
     def _messages(self, request: ExplainRequest) -> list[dict[str, str]]:
-        opening = explanation_opening(request.title)
+        opening = explanation_opening(request)
         return [
-            *explanation_messages(request.title, request.evidence),
+            *explanation_messages(request),
             {"role": "assistant", "content": opening},
         ]
 
     async def stream(self, request: ExplainRequest) -> AsyncIterator[str]:
-        opening = explanation_opening(request.title)
+        opening = explanation_opening(request)
         parts = await self._call(
             self.client.chat(
                 model=self.model,
@@ -156,7 +156,7 @@ class OllamaBackend:
                 )
             )
             self.observer.tokens(int(response.eval_count or 0))  # Ollama counts what it generated
-            return f"{explanation_opening(request.title)} {(response.message.content or '').strip()}"
+            return f"{explanation_opening(request)} {(response.message.content or '').strip()}"
 
         self.observer.batch("generate", len(requests))
         return list(await asyncio.gather(*(one(r) for r in requests)))

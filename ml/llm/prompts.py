@@ -11,12 +11,15 @@ by every candidate.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
+
+    from ml.llm.faithfulness import Facts
 
 SYSTEM = "You are a movie recommendation assistant."
 _SPLIT = "\u2063"  # an invisible separator that no title contains: where the user part ends
@@ -52,6 +55,23 @@ def movie_label(title: str, year: int | None) -> str:
     return title if not year or f"({year})" in title else f"{title} ({year})"
 
 
+_ARTICLE_LAST = re.compile(r"^(.*), (The|A|An|La|Le|Les|Il|El|Die|Der|Das|L')$")
+_YEAR_AT_END = re.compile(r"\s*\((\d{4})\)\s*$")
+
+
+def display_title(label: str) -> str:
+    """A catalog label as prose writes it, for explanations a person reads: the article in
+    front and alternative titles dropped ("English Patient, The (1996)" -> "The English Patient
+    (1996)"). Preference prompts keep the catalog's labels, as their training data does."""
+    year = _YEAR_AT_END.search(label)
+    title = _YEAR_AT_END.sub("", label).strip()
+    if " (" in title:
+        title = title[: title.index(" (")]
+    if (moved := _ARTICLE_LAST.match(title)) is not None:
+        title = f"{moved.group(2)} {moved.group(1)}"
+    return f"{title} ({year.group(1)})" if year else title
+
+
 @dataclass(frozen=True)
 class MovieFacts:
     """What a prompt may say about a candidate: its label, genres and how others rated it."""
@@ -72,10 +92,12 @@ class ScoreRequest:
 
 @dataclass(frozen=True)
 class ExplainRequest:
-    """A recommended title and the evidence lines the explanation may use."""
+    """A recommended title, the evidence lines the explanation may use, and the facts it may
+    state (``ml.llm.faithfulness``: what the checker holds it to)."""
 
     title: str
     evidence: Sequence[str]
+    facts: Facts | None = None
 
 
 def profile_movies(
@@ -158,22 +180,49 @@ class PromptBuilder:
         )
 
 
-def explanation_messages(title: str, evidence: Sequence[str]) -> list[dict[str, str]]:
-    """A chat asking for a short explanation grounded in the engine's evidence."""
-    facts = "\n".join(f"- {e}" for e in evidence) or "- viewers with similar taste rated it highly"
+def explanation_messages(request: ExplainRequest) -> list[dict[str, str]]:
+    """A chat asking for a short explanation grounded in the facts the server holds: the
+    evidence lines, and the candidate's genres and rating statistics."""
+    lines = [f"- {e}" for e in request.evidence] or ["- viewers with similar taste rated it highly"]
+    facts = request.facts
+    about = []
+    if facts is not None:
+        if facts.candidate.genres:
+            about.append(f"- genres: {', '.join(facts.candidate.genres)}")
+        if facts.mean_rating is not None and facts.ratings_count:
+            about.append(
+                f"- viewers rate it {facts.mean_rating:.1f}/5 on average ({facts.ratings_count} ratings)"
+            )
+    movie = "\n".join(about)
+    ask = (
+        f"In one or two sentences, tell the viewer why {request.title} fits their taste"
+        if facts is not None and facts.rated
+        else f"In one or two sentences, tell the viewer why they will enjoy {request.title}"
+    )
     return [
-        {"role": "system", "content": "You are a friendly movie recommendation assistant."},
+        {
+            "role": "system",
+            "content": "You are a friendly movie recommendation assistant. Use only the facts given.",
+        },
         {
             "role": "user",
             "content": (
-                f"Facts about a viewer:\n{facts}\n"
-                f"In one or two sentences, tell the viewer why they will enjoy {title}, "
-                "using only these facts."
+                f"Facts about a viewer:\n{chr(10).join(lines)}\n"
+                + (f"Facts about {request.title}:\n{movie}\n" if movie else "")
+                + f"{ask}, using only these facts. Name no actors, characters, places or other movies."
             ),
         },
     ]
 
 
-def explanation_opening(title: str) -> str:
-    """The start of the answer, written for the model so that it explains rather than reviews."""
-    return f"You will enjoy {title} because"
+def explanation_opening(request: ExplainRequest) -> str:
+    """The start of the answer, written for the model: it fits the viewer's relation to the
+    movie (rated already or not) and starts from the closest evidence, so that the model
+    continues from a fact rather than reviewing the film from memory."""
+    facts = request.facts
+    if facts is not None and facts.candidate.rating is not None:
+        return f"You rated {request.title} {facts.candidate.rating:g}/5, and it fits your taste because"
+    if facts is not None and facts.evidence and facts.evidence[0].rating is not None:
+        first = facts.evidence[0]
+        return f"You will enjoy {request.title} because you rated {first.title} {first.rating:g}/5, and"
+    return f"You will enjoy {request.title} because"

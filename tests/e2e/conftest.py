@@ -94,7 +94,10 @@ def recommender(
     databases: Databases, live_server_factory: Callable[..., LiveServer], ml100k_dir
 ) -> Recommender:
     """ML-100K in PostgreSQL, a model trained by `cinerec train` (version 1, champion), a server."""
-    settings = databases.settings("postgresql", redis_url="redis://127.0.0.1:6379/0", llm_max_new_tokens=24)
+    # a generous LLM timeout: a slow machine must not turn a test of batching into one of fallbacks
+    settings = databases.settings(
+        "postgresql", redis_url="redis://127.0.0.1:6379/0", llm_max_new_tokens=24, llm_timeout_seconds=90.0
+    )
 
     ingest_into(settings, ml100k_dir)
     env = {

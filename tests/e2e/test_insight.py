@@ -278,7 +278,7 @@ def test_a_random_sample_of_the_training_distribution_is_not_drift(replay: Repla
 
 
 def test_a_burst_of_one_star_ratings_on_one_genre_is_drift(
-    replay: Replay, tmp_path: Path, live_server_factory: Callable[..., LiveServer]
+    replay: Replay, live_server_factory: Callable[..., LiveServer]
 ) -> None:
     replayed = replay_all(replay)
     # 6,000 1-star ratings of horror films (a fifth of all ratings since), by users who had not rated them
@@ -295,7 +295,7 @@ def test_a_burst_of_one_star_ratings_on_one_genre_is_drift(
     )
 
     # a server checking on an interval (one replica at a time, a Redis lock) stores the report
-    watcher = live_server_factory(replay.settings.model_copy(update={"drift_interval_seconds": 1}))
+    watcher = live_server_factory(replay.settings.model_copy(update={"drift_interval_seconds": 5}))
     wait_until(
         lambda: (
             (gql(watcher, "{ drift { currentRows } }", token=replay.token)["data"]["drift"] or {}).get(
@@ -306,15 +306,11 @@ def test_a_burst_of_one_star_ratings_on_one_genre_is_drift(
         "the server's interval check",
         seconds=90,
     )
-    report = drift_check(replay, tmp_path)
+    report = gql(watcher, f"{{ drift {{ {DRIFT_FIELDS} }} }}", token=replay.token)["data"]["drift"]
     drifted = {c["name"] for c in report["columns"] if c["drifted"]}
     assert {"rating", "genre"} <= drifted and report["datasetDrift"] is True, report["columns"]
-    shown = gql(watcher, f"{{ drift {{ {DRIFT_FIELDS} }} }}", token=replay.token)["data"]["drift"]
-    assert shown["datasetDrift"] is True
     assert 'cinerec_drift_column_drifted{column="rating"} 1.0' in httpx.get(f"{watcher.url}/metrics").text
-    (RESULTS / "drift_burst.json").write_text(
-        json.dumps({k: v for k, v in report.items() if k != "evidently"}, indent=2)
-    )
+    (RESULTS / "drift_burst.json").write_text(json.dumps(report, indent=2))
 
 
 DASHBOARD = Path(__file__).resolve().parents[2] / "deploy" / "grafana" / "dashboards" / "cinerec.json"

@@ -17,13 +17,14 @@ import pytest
 import websockets
 from prometheus_client.parser import text_string_to_metric_families
 
+from ml.llm.prompts import display_title
 from ml.registry import CHAMPION, LLM
 from tests.conftest import LiveServer
 from tests.e2e.conftest import Recommender, cli, wait_until
 from tests.ollama_server import OllamaTestServer
 
 EXPLAIN = """query($u: Int!, $n: Int) { recommendations(userId: $u, first: $n) {
-  movie { movieId } explanation evidence { reason similarity movie { movieId title } } } }"""
+  movie { movieId } explanation explanationSource evidence { reason similarity movie { movieId title } } } }"""
 STREAM = """subscription($u: Int!, $m: Int!) { explanation(userId: $u, movieId: $m) {
   text done source error evidence { reason movie { movieId } } } }"""
 
@@ -114,6 +115,12 @@ def on_ollama(recommender: Recommender, ollama: OllamaTestServer) -> Any:
     )
 
 
+def consistent(rec: dict[str, Any]) -> bool:
+    """An explanation reads as its source says: the model's opening, or the template's."""
+    opening = "You will enjoy " if rec["explanationSource"] == "LLM" else "We picked "
+    return rec["explanation"].startswith(opening)
+
+
 def first_recommendation(rec: Recommender, user: int = 1) -> int:
     data = rec.server.gql(
         "query($u: Int!) { recommendations(userId: $u, first: 1) { movie { movieId } } }",
@@ -127,6 +134,7 @@ def test_explanations_of_a_request_are_one_batch(recommender: Recommender) -> No
     server = recommender.server
     batches = metric(server, "cinerec_llm_batches_total", kind="generate")
     size = metric(server, "cinerec_llm_batch_size_sum", kind="generate")
+    written = metric(server, "cinerec_explanations_total", source="llm")
     result = server.gql(EXPLAIN, {"u": 1, "n": 3}, token=recommender.user_token)
     assert "errors" not in result, result
     recs = result["data"]["recommendations"]
@@ -134,12 +142,17 @@ def test_explanations_of_a_request_are_one_batch(recommender: Recommender) -> No
     assert metric(server, "cinerec_llm_batch_size_sum", kind="generate") == size + 3
     assert result["extensions"]["explanations"]["source"] == "llm"
     assert result["extensions"]["explanations"]["backend"] == "transformers"
+    # each text is the model's (every claim checked) or, where it made a claim the facts do not
+    # hold, the template's; the label says which, and the counter agrees
+    llm = [r for r in recs if r["explanationSource"] == "LLM"]
+    assert metric(server, "cinerec_explanations_total", source="llm") == written + len(llm)
     for rec in recs:
-        assert rec["explanation"].startswith("You will enjoy ")
+        assert consistent(rec), rec
         assert rec["evidence"], "the engine found no evidence for a user with 272 ratings"
         for fact in rec["evidence"]:
-            # evidence is the user's own liked movies (rated above 3), named in the reason
-            title = re.escape(fact["movie"]["title"])
+            # evidence is the user's own liked movies (rated above 3), named in the reason as a
+            # person reads the title ("The Professional", not the catalog's "Professional, The")
+            title = re.escape(display_title(fact["movie"]["title"]))
             assert re.match(rf"you rated {title} \(\d{{4}}\) (4|4\.5|5)/5", fact["reason"]), fact
         similarities = [round(f["similarity"], 3) for f in rec["evidence"]]
         assert similarities == sorted(similarities, reverse=True)
@@ -147,7 +160,19 @@ def test_explanations_of_a_request_are_one_batch(recommender: Recommender) -> No
 
 async def test_explanation_streams_over_websocket(recommender: Recommender) -> None:
     server = recommender.server
-    movie = first_recommendation(recommender)
+    # a (user, movie) whose explanation the model wrote and the checker passed, asked alone (a
+    # batch of one, as a stream is decoded): the stream must then give the same text
+    written = None
+    for user in range(1, 9):
+        [found] = server.gql(EXPLAIN, {"u": user, "n": 1}, token=recommender.admin_token)["data"][
+            "recommendations"
+        ]
+        if found["explanationSource"] == "LLM":
+            written = (user, found)
+            break
+    assert written, "the checker refused the model's text for the top movie of users 1-8"
+    user, http = written
+    movie = http["movie"]["movieId"]
     tokens_at_first: list[float] = []
 
     async def on_chunk(chunk: dict[str, Any]) -> None:
@@ -163,28 +188,39 @@ async def test_explanation_streams_over_websocket(recommender: Recommender) -> N
                 )
             )
 
-    chunks, errors = await subscribe(server, recommender.user_token, {"u": 1, "m": movie}, on_chunk=on_chunk)
+    chunks, errors = await subscribe(
+        server, recommender.admin_token, {"u": user, "m": movie}, on_chunk=on_chunk
+    )
     assert not errors
-    assert len(chunks) > 3 and chunks[-1]["done"] and not any(c["done"] for c in chunks[:-1])
+    assert len(chunks) >= 3 and chunks[-1]["done"] and not any(c["done"] for c in chunks[:-1])
     assert chunks[0]["evidence"] and chunks[-1]["evidence"] == chunks[0]["evidence"]
-    assert all(c["evidence"] is None for c in chunks[1:-1]) and all(c["source"] == "llm" for c in chunks)
+    assert all(c["evidence"] is None for c in chunks[1:-1])
+    # first the server's opening (the closest evidence, true as it stands), then the model's clauses
+    assert chunks[0]["source"] == "TEMPLATE" and all(c["source"] == "LLM" for c in chunks[1:])
     # the first chunk left the server before the last token was generated
     assert tokens_at_first[0] < metric(server, "cinerec_llm_generated_tokens_total")
     streamed = "".join(c["text"] for c in chunks)
     # the same explanation, asked for over HTTP, is the concatenation of the chunks
-    whole = server.gql(
-        "query($u: Int!) { recommendations(userId: $u, first: 1) { movie { movieId } explanation } }",
-        {"u": 1},
-        token=recommender.user_token,
-    )["data"]["recommendations"][0]
-    assert whole["movie"]["movieId"] == movie and whole["explanation"] == streamed.strip()
+    assert http["explanation"] == streamed.strip()
 
 
 async def test_disconnecting_stops_the_generation(recommender: Recommender) -> None:
     server = recommender.server
     before = metric(server, "cinerec_llm_generated_tokens_total")
+
+    async def once_generating(_: dict[str, Any]) -> None:
+        # the first chunk is the server's opening; leave once the model has begun writing
+        deadline = time.monotonic() + 30
+        while metric(server, "cinerec_llm_generated_tokens_total") == before:
+            assert time.monotonic() < deadline, "the generation never started"
+            await asyncio.sleep(0.02)
+
     chunks, _ = await subscribe(
-        server, recommender.user_token, {"u": 1, "m": first_recommendation(recommender)}, stop_after=1
+        server,
+        recommender.user_token,
+        {"u": 1, "m": first_recommendation(recommender)},
+        on_chunk=once_generating,
+        stop_after=1,
     )
     assert len(chunks) == 1
     deadline = time.monotonic() + 30
@@ -271,8 +307,14 @@ async def test_llm_failure_falls_back_to_the_template(recommender: Recommender, 
     chunks, errors = await subscribe(
         server, recommender.user_token, {"u": 1, "m": recs[0]["movie"]["movieId"]}
     )
-    assert not errors and chunks[0]["source"] == "template" and "unreachable" in chunks[0]["error"]
-    assert "".join(c["text"] for c in chunks) == recs[0]["explanation"]
+    # the server's opening went out before the model failed; the stream ends it there, as the
+    # server's words, with the reason
+    assert (
+        not errors and all(c["source"] == "TEMPLATE" for c in chunks) and "unreachable" in chunks[-1]["error"]
+    )
+    closest = recs[0]["evidence"][0]["reason"].split(" and it shares")[0]  # "you rated X 5/5"
+    text = "".join(c["text"] for c in chunks)
+    assert text.startswith("You will enjoy ") and text.endswith(f"because {closest}."), text
 
 
 def test_finetune_registers_an_adapter_that_promotion_serves(
@@ -307,7 +349,7 @@ def test_finetune_registers_an_adapter_that_promotion_serves(
     assert promoted["data"]["promoteModel"] == {"name": LLM, "version": "1", "aliases": [CHAMPION]}
     result = recommender.server.gql(EXPLAIN, {"u": 1, "n": 1}, token=recommender.user_token)
     assert result["extensions"]["explanations"]["version"] == "1"
-    assert result["data"]["recommendations"][0]["explanation"].startswith("You will enjoy")
+    assert consistent(result["data"]["recommendations"][0])
     denied = recommender.server.gql(
         'mutation { promoteModel(model: LLM, version: "1") { version } }', token=recommender.user_token
     )
@@ -348,7 +390,7 @@ def test_finetune_registers_an_adapter_that_promotion_serves(
 
 
 async def test_promoting_the_llm_drains_work_in_flight(recommender: Recommender) -> None:
-    """A promotion during 8 streams and 4 HTTP explanation requests: the work begun on the old
+    """A promotion during 8 streams and 2 HTTP explanation requests: the work begun on the old
     backend finishes there (no error, no template), new work goes to the new one, and the old
     one is closed once idle."""
     server = recommender.server
@@ -376,7 +418,7 @@ async def test_promoting_the_llm_drains_work_in_flight(recommender: Recommender)
         async with httpx.AsyncClient(timeout=120) as client:
             response = await client.post(
                 f"{server.url}/graphql",
-                json={"query": EXPLAIN, "variables": {"u": user, "n": 2}},
+                json={"query": EXPLAIN, "variables": {"u": user, "n": 1}},
                 headers={"authorization": f"Bearer {recommender.admin_token}"},
             )
             return response.json()
@@ -396,12 +438,17 @@ async def test_promoting_the_llm_drains_work_in_flight(recommender: Recommender)
     streams = [
         subscribe(server, recommender.admin_token, {"u": 2, "m": m}, on_chunk=on_chunk) for m in movies
     ]
-    results = await asyncio.gather(*streams, *(explain(u) for u in (31, 32, 33, 34)), promote())
+    results = await asyncio.gather(*streams, *(explain(u) for u in (31, 32)), promote())
     *streamed, promoted = results
     assert promoted["data"]["promoteModel"]["version"] == versions[0], promoted
     for chunks, errors in streamed[:8]:
         assert not errors and chunks[-1]["done"], errors
-        assert all(c["source"] == "llm" and c["error"] is None for c in chunks), chunks[-1]
+        # the drain costs nothing: no chunk is a fallback for a failure (the checker may still
+        # refuse a claim, which is the explanation's own doing)
+        assert all(
+            c["error"] is None or c["error"].startswith(("unsupported claim", "the model wrote"))
+            for c in chunks
+        ), chunks[-1]
     for answer in streamed[8:]:
         assert "errors" not in answer and answer["extensions"]["explanations"]["source"] == "llm", answer
     wait_until(lambda: metric(server, "cinerec_llm_running_calls") == 0, "the LLM idle after the drain")
@@ -426,3 +473,24 @@ def test_an_adapter_ollama_cannot_load_is_not_claimed(
             assert chats and {r["model"] for r in chats} == {ollama.state.base_tag}
         finally:
             server.__exit__()
+
+
+def test_more_explanations_than_the_llm_writes_per_request_are_refused_before_any_work(
+    recommender: Recommender,
+) -> None:
+    server = recommender.server
+    batches = metric(server, "cinerec_llm_batches_total", kind="generate")
+    nine = server.gql(
+        "{ recommendations(userId: 1, first: 9) { explanation } }", token=recommender.admin_token
+    )
+    error = nine["errors"][0]
+    assert error["extensions"]["code"] == "QUERY_TOO_COMPLEX" and nine["data"] is None
+    assert (error["extensions"]["explanations"], error["extensions"]["maxExplanations"]) == (9, 8)
+    # aliases add up; explanation and explanationSource of one item are one generation
+    split = server.gql(
+        "{ a: recommendations(userId: 1, first: 5) { explanation explanationSource } "
+        "b: recommendations(userId: 2, first: 5) { explanationSource } }",
+        token=recommender.admin_token,
+    )
+    assert split["errors"][0]["extensions"]["explanations"] == 10
+    assert metric(server, "cinerec_llm_batches_total", kind="generate") == batches  # nothing generated

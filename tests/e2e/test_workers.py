@@ -41,8 +41,10 @@ def _answers(url: str) -> bool:
         return False
 
 
-@pytest.fixture
-def two_workers(tmp_path: Path) -> Iterator[Served]:
+@pytest.fixture(scope="module")
+def two_workers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    """One server for the module: the SIGTERM test, which stops it, runs last."""
+    tmp_path = tmp_path_factory.mktemp("two-workers")
     env = {
         **os.environ,
         "CINEREC_HOME": str(tmp_path),
@@ -85,31 +87,6 @@ def _log_lines(served: Served) -> list[dict]:
     return [json.loads(line) for line in lines if line.strip()]  # every line is one JSON object
 
 
-def test_logs_are_json_with_one_line_per_request(two_workers: Served) -> None:
-    token = "req-7f3a"
-    answer = httpx.post(
-        f"{two_workers.url}/graphql",
-        json={
-            "query": "query Catalog { movies(first: 3) { edges { node { title } } } }",
-            "operationName": "Catalog",
-        },
-        headers={"x-request-id": token},
-    )
-    assert answer.headers["x-request-id"] == token
-    minted = httpx.post(f"{two_workers.url}/graphql", json={"query": "{ genres }"}).headers["x-request-id"]
-    assert len(minted) == 32 and minted != token  # none given (or a malformed one): a new id
-
-    def logged() -> list[dict]:
-        return [r for r in _log_lines(two_workers) if r.get("request_id") == token]
-
-    wait_until(lambda: bool(logged()), "the request's log line")
-    [line] = logged()
-    assert line["logger"] == "cinerec.requests" and line["level"] == "INFO"
-    assert line["operation"] == "Catalog" and line["status"] == 200 and line["duration_ms"] > 0
-    assert line["cost"] > 0 and line["cache"] == "bypass" and "user" not in line
-    assert any(r.get("logger", "").startswith("uvicorn") for r in _log_lines(two_workers))
-
-
 def test_metrics_are_merged_across_workers(two_workers: Served) -> None:
     count = 60
     for _ in range(count):  # a new connection each: the kernel spreads them over the workers
@@ -135,6 +112,31 @@ def test_metrics_are_merged_across_workers(two_workers: Served) -> None:
             )
         )
     assert totals == {float(count)}
+
+
+def test_logs_are_json_with_one_line_per_request(two_workers: Served) -> None:
+    token = "req-7f3a"
+    answer = httpx.post(
+        f"{two_workers.url}/graphql",
+        json={
+            "query": "query Catalog { movies(first: 3) { edges { node { title } } } }",
+            "operationName": "Catalog",
+        },
+        headers={"x-request-id": token},
+    )
+    assert answer.headers["x-request-id"] == token
+    minted = httpx.post(f"{two_workers.url}/graphql", json={"query": "{ genres }"}).headers["x-request-id"]
+    assert len(minted) == 32 and minted != token  # none given (or a malformed one): a new id
+
+    def logged() -> list[dict]:
+        return [r for r in _log_lines(two_workers) if r.get("request_id") == token]
+
+    wait_until(lambda: bool(logged()), "the request's log line")
+    [line] = logged()
+    assert line["logger"] == "cinerec.requests" and line["level"] == "INFO"
+    assert line["operation"] == "Catalog" and line["status"] == 200 and line["duration_ms"] > 0
+    assert line["cost"] > 0 and line["cache"] == "bypass" and "user" not in line
+    assert any(r.get("logger", "").startswith("uvicorn") for r in _log_lines(two_workers))
 
 
 async def test_sigterm_drains_in_flight_requests_and_says_going_away(two_workers: Served) -> None:

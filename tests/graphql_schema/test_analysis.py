@@ -77,3 +77,10 @@ def test_pricing_is_bounded_in_steps(schema: GraphQLSchema, monkeypatch: pytest.
     many = "{ " + " ".join(f"m{i}: movie(movieId: {i}) {{ title }}" for i in range(20)) + " }"
     with pytest.raises(TooComplex):
         price(schema, many)
+
+
+def test_explanations_are_counted_per_item_once(schema: GraphQLSchema) -> None:
+    query = """query($n: Int) { a: recommendations(userId: 1, first: $n) { explanation explanationSource evidence { reason } }
+      me { recommendations(first: 2) { explanation } } b: recommendations(userId: 2, first: 4) { rank } }"""
+    assert price(schema, query, {"n": 3}).generations == 3 + 2
+    assert price(schema, "{ movie(movieId: 1) { title } }").generations == 0

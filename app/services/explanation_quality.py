@@ -1,0 +1,196 @@
+"""How faithful the LLM's explanations are: ``cinerec llm evaluate-explanations``.
+
+N (user, candidate) pairs, each user's top recommendation from the serving recommender; the
+prompts built by the serving path (``explanation_inputs``), the text written by the base
+model and by each registered adapter, judged by the checker every served explanation passes
+(``ml.llm.faithfulness``). Reported per model: the share of raw LLM texts with an unsupported
+claim, by kind; what serving would send (the supported clauses, or the template): the LLM's
+share, evidence use, mean length; generation tokens/s. Logged to MLflow.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from app.serving import registry_for
+from ml.llm.faithfulness import KINDS, TitleIndex, check, vet
+from ml.registry import CHAMPION, LLM, RECOMMENDER
+
+if TYPE_CHECKING:
+    from app.settings import Settings
+
+EXPERIMENT = "cinerec-explanations"
+
+
+@dataclass
+class ExplanationReport:
+    model: str  # "base" or "cinerec-llm v<N>"
+    pairs: int
+    unsupported: float  # raw LLM texts with any unsupported claim
+    by_kind: dict[str, float]  # raw LLM texts with a claim of each kind
+    llm_share: float  # served explanations written by the LLM (after the checker)
+    evidence_use: float  # served explanations naming at least one evidence movie
+    evidence_use_raw: float
+    served_unsupported: float  # served explanations the checker refuses (0 unless the template errs)
+    mean_words: float  # served LLM explanations
+    tokens_per_second: float
+    seconds: float
+    examples: list[dict[str, Any]] = field(default_factory=list)
+
+    def metrics(self) -> dict[str, float]:
+        out = {
+            "unsupported_rate": self.unsupported,
+            "llm_share": self.llm_share,
+            "evidence_use": self.evidence_use,
+            "evidence_use_raw": self.evidence_use_raw,
+            "served_unsupported_rate": self.served_unsupported,
+            "mean_words": self.mean_words,
+            "tokens_per_second": self.tokens_per_second,
+        }
+        out.update({f"unsupported_{k}": v for k, v in self.by_kind.items()})
+        return out
+
+
+class _Tokens:
+    def __init__(self) -> None:
+        self.count = 0
+
+    def batch(self, kind: str, size: int) -> None:
+        pass
+
+    def tokens(self, count: int) -> None:
+        self.count += count
+
+    def running(self, count: int) -> None:
+        pass
+
+
+async def _inputs(settings: Settings, pairs: int, seed: int) -> tuple[list[Any], list[Any], TitleIndex]:
+    """(ExplainRequests, evidence lists, title index) for ``pairs`` users' top recommendation."""
+    from app.db import create_engine, session_factory
+    from app.services import catalog
+    from app.services.llm_inputs import explanation_inputs, rated_by
+    from ml.hybrid import HybridRecommender
+
+    registry = registry_for(settings)
+    version = registry.alias_version(RECOMMENDER, CHAMPION)
+    if version is None:
+        from app.errors import NotFound
+
+        raise NotFound("no recommender champion: run `cinerec train` first")
+    model = HybridRecommender.load(registry.download(RECOMMENDER, version, settings.home / "models"))
+    engine = create_engine(settings)
+    try:
+        sessions = session_factory(engine)
+        async with sessions() as session:
+            ids = (
+                model.history_user_ids if model.history_user_ids is not None else np.array([], dtype=np.int64)
+            )
+            users = [int(u) for u in np.random.default_rng(seed).permutation(ids)[:pairs]]
+            rated = await rated_by(session=session, user_ids=users)
+            history = model.trained_rows(users)
+            top, _ = model.recommend(history, model.user_index(users), 1)
+            chosen = [(u, int(model.item_ids[t[0]])) for u, t in zip(users, top, strict=True)]
+            found = await explanation_inputs(session=session, model=model, pairs=chosen, rated=rated)
+            titles = TitleIndex(await catalog.all_titles(session=session))
+    finally:
+        await engine.dispose()
+    return [r for r, _ in found], [e for _, e in found], titles
+
+
+def _judge(
+    name: str, requests: list[Any], texts: list[str], titles: TitleIndex, seconds: float, tokens: int
+) -> ExplanationReport:
+    from ml.llm.prompts import explanation_opening
+    from ml.llm.template import template_explanation
+
+    n = len(requests)
+    verdicts, served, written = [], [], []
+    for text, request in zip(texts, requests, strict=True):
+        kept, verdict = vet(text, request.facts, titles, explanation_opening(request))
+        verdicts.append(verdict)
+        served.append(kept or template_explanation(request))
+        written.append(bool(kept))
+    served_verdicts = [check(t, r.facts, titles) for t, r in zip(served, requests, strict=True)]
+    llm_words = [len(t.split()) for t, w in zip(served, written, strict=True) if w]
+    examples = [
+        {"title": r.title, "raw": t, "served": s, "claims": [str(c) for c in v.claims]}
+        for r, t, s, v in list(zip(requests, texts, served, verdicts, strict=True))[:12]
+    ]
+    return ExplanationReport(
+        model=name,
+        pairs=n,
+        unsupported=sum(not v.supported for v in verdicts) / n,
+        by_kind={k: sum(any(c.kind == k for c in v.claims) for v in verdicts) / n for k in KINDS},
+        llm_share=sum(written) / n,
+        evidence_use=sum(v.uses_evidence for v in served_verdicts) / n,
+        evidence_use_raw=sum(v.uses_evidence for v in verdicts) / n,
+        served_unsupported=sum(not v.supported for v in served_verdicts) / n,
+        mean_words=float(np.mean(llm_words)) if llm_words else 0.0,
+        tokens_per_second=tokens / seconds if seconds else 0.0,
+        seconds=seconds,
+        examples=examples,
+    )
+
+
+def evaluate_explanations(
+    settings: Settings, *, pairs: int = 100, seed: int = 7, versions: list[str] | None = None
+) -> list[ExplanationReport]:
+    """The base model and each LLM version (all registered ones unless ``versions``)."""
+    from ml.llm.base_model import init_torch, load_base, with_adapter
+    from ml.llm.local import TransformersBackend
+
+    requests, _, titles = asyncio.run(_inputs(settings, pairs, seed))
+    if not requests:
+        from app.errors import BadUserInput
+
+        raise BadUserInput("no users to explain for: the recommender knows none")
+    registry = registry_for(settings)
+    if versions is None:
+        versions = [v.version for v in registry.versions(LLM)]
+    init_torch(settings.llm_threads)
+    reports = []
+    for version in [None, *versions]:
+        model, tokenizer = load_base(settings.llm_base, settings.llm_cache_dir or settings.home / "llm")
+        if version is not None:
+            model = with_adapter(model, registry.download(LLM, version, settings.home / "models"), merge=True)
+            model.eval()
+        counter = _Tokens()
+        backend = TransformersBackend(
+            model,
+            tokenizer,
+            max_new_tokens=settings.llm_max_new_tokens,
+            max_batch=settings.llm_max_batch,
+            max_pending=max(settings.llm_max_pending, len(requests)),
+            window_s=settings.llm_batch_window_ms / 1000,
+            observer=counter,
+        )
+
+        async def run(backend: TransformersBackend = backend) -> list[str]:
+            try:
+                return await backend.explain_many(requests)
+            finally:
+                await backend.aclose()
+
+        started = time.perf_counter()
+        texts = asyncio.run(run())
+        seconds = time.perf_counter() - started
+        name = "base" if version is None else f"{LLM} v{version}"
+        report = _judge(name, requests, texts, titles, seconds, counter.count)
+        registry.log_run(
+            experiment=EXPERIMENT,
+            params={
+                "model": name,
+                "pairs": len(requests),
+                "seed": seed,
+                "max_new_tokens": settings.llm_max_new_tokens,
+            },
+            metrics=report.metrics(),
+        )
+        reports.append(report)
+    return reports

@@ -1,0 +1,385 @@
+"""Does an explanation state only what the server knows?
+
+The facts an explanation may use (``Facts``): the candidate's title, year, genres and rating
+statistics, whether the user rated it, and the evidence movies (title, year, genres, the
+user's rating). ``check`` finds the claims in a text that those facts do not support:
+
+- ``title``: a catalog title that is neither the candidate nor an evidence movie;
+- ``genre``: a genre word that is neither the candidate's genres nor an evidence movie's;
+- ``year``: a year (or decade) that is no year of the candidate or the evidence;
+- ``rating``: a rating ("4/5", "5 stars") that is neither one the user gave an evidence
+  movie (or the candidate) nor the candidate's mean rating;
+- ``relation``: "you rated / watched / loved <candidate>" when the user did not rate it, or
+  "you will enjoy" a movie the user already rated;
+- ``number``: any other number (a percentage, a count, "3 years") that is no fact's;
+- ``outside``: a kind of fact the server does not hold at all: critics, awards, cast and
+  crew, box office, sources and sequels ("praised by critics", "won an Oscar", "based on");
+- ``name``: a name the facts do not hold: a capitalised word inside a sentence (an actor, a
+  character, a place) or a quoted phrase, that is no title, genre or tag of the facts.
+
+Titles are found by matching word sequences of the text against every catalog title
+(``TitleIndex``), capitalised as prose writes a title; text inside a found title is not
+checked for genres or years ("Star Wars" claims no war film, "Heat (1995)" no year).
+The check is deliberately strict: a sentence it cannot support is dropped, which costs the
+LLM share, never the truth of what a user reads.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+_WORD = re.compile(r"[A-Za-z0-9]+(?:'[A-Za-z]+)?")
+_YEAR_SUFFIX = re.compile(r"\s*\((\d{4})\)\s*$")
+_ARTICLE_SUFFIX = re.compile(r"^(.*), (The|A|An|La|Le|Les|Il|El|Die|Der|Das|L')$")
+KINDS = ("title", "name", "genre", "year", "rating", "number", "outside", "relation")
+_CAPITALISED = re.compile(r"\b[A-Z][A-Za-z'-]*(?:\s+[A-Z][A-Za-z'-]*)*")
+_QUOTED = re.compile(r"[\"“]([^\"”]{2,80})[\"”]")
+# capitalised words prose uses without naming anything
+COMMON_CAPITALISED = {
+    "I",
+    "You",
+    "Your",
+    "It",
+    "Its",
+    "The",
+    "This",
+    "That",
+    "These",
+    "Both",
+    "If",
+    "And",
+    "But",
+    "As",
+    "So",
+}
+
+# genre words in prose -> MovieLens genre (lowercase); "Children's" (100K) and "Children" (25M) alike
+GENRE_WORDS: dict[str, str] = {
+    "action": "action",
+    "adventure": "adventure",
+    "adventures": "adventure",
+    "animated": "animation",
+    "animation": "animation",
+    "cartoon": "animation",
+    "children's": "children",
+    "comedy": "comedy",
+    "comedies": "comedy",
+    "comedic": "comedy",
+    "crime": "crime",
+    "documentary": "documentary",
+    "documentaries": "documentary",
+    "drama": "drama",
+    "dramas": "drama",
+    "dramatic": "drama",
+    "fantasy": "fantasy",
+    "noir": "film-noir",
+    "film-noir": "film-noir",
+    "horror": "horror",
+    "musical": "musical",
+    "musicals": "musical",
+    "mystery": "mystery",
+    "mysteries": "mystery",
+    "romance": "romance",
+    "romantic": "romance",
+    "sci-fi": "sci-fi",
+    "science fiction": "sci-fi",
+    "science-fiction": "sci-fi",
+    "thriller": "thriller",
+    "thrillers": "thriller",
+    "war": "war",
+    "western": "western",
+    "westerns": "western",
+}
+_GENRE = re.compile(
+    r"(?<![\w-])("
+    + "|".join(sorted((re.escape(w) for w in GENRE_WORDS), key=len, reverse=True))
+    + r")(?![\w-])",
+    re.IGNORECASE,
+)
+_YEARS = re.compile(r"(?<![\d.])(18[89]\d|19\d\d|20[0-3]\d)(s?)(?!\d)")
+_NUMBER_WORDS = {"one": 1.0, "two": 2.0, "three": 3.0, "four": 4.0, "five": 5.0}
+_RATING = re.compile(
+    r"(?<![\d.])(\d(?:\.\d)?|one|two|three|four|five)\s*(?:-\s*)?"
+    r"(?:/\s*(?:5|five)\b|out of (?:5|five)\b|stars?\b)",
+    re.IGNORECASE,
+)
+_PAST = re.compile(
+    r"\byou(?:'ve| have)?\s+(?:already\s+|also\s+)?"
+    r"(?:rated|watched|seen|saw|loved|liked|enjoyed|gave|reviewed)\b",
+    re.IGNORECASE,
+)
+_NUMBER = re.compile(r"(?<![\w.])(\d+(?:[.,]\d+)?)(\s*%|\s*percent)?(?![\w])")
+_COUNT_WORDS = re.compile(r"\b(?:dozens|hundreds|thousands|millions|billions)\b", re.IGNORECASE)
+_OUTSIDE = re.compile(
+    r"\b(?:critic\w*|acclaim\w*|praised|award\w*|[Oo]scars?|Academy|nominat\w*|box[- ]office|grossing|"
+    r"best[- ]?sell\w*|directed|director|starring|stars [A-Z]\w+|cast|actors?|actress\w*|performances? by|"
+    r"based on|adapt\w*|sequels?|prequels?|remakes?|franchise|trilogy|novel|true story|"
+    r"released in|premiered|budget|audiences? worldwide|cult classic)\b",
+)
+_FUTURE = re.compile(
+    r"\byou(?:'ll| will| would| might| may)\s+(?:probably\s+|surely\s+|really\s+)?(?:enjoy|love|like)\b",
+    re.IGNORECASE,
+)
+
+
+def title_key(title: str) -> str:
+    """A catalog title as words: year and alternative titles dropped, a trailing article moved
+    to the front ("Godfather, The (1972)" -> "the godfather")."""
+    title = _YEAR_SUFFIX.sub("", title.strip())
+    if " (" in title:  # "City of Lost Children, The (Cité des enfants perdus, La)"
+        title = title[: title.index(" (")]
+    if (moved := _ARTICLE_SUFFIX.match(title)) is not None:
+        title = f"{moved.group(2)} {moved.group(1)}"
+    return " ".join(w.lower() for w in _WORD.findall(title))
+
+
+def year_of(label: str) -> int | None:
+    found = _YEAR_SUFFIX.search(label)
+    return int(found.group(1)) if found else None
+
+
+@dataclass(frozen=True)
+class FactMovie:
+    title: str  # as the catalog labels it, e.g. "Star Wars (1977)"
+    year: int | None
+    genres: tuple[str, ...]
+    rating: float | None = None  # the user's own rating of it (None: not rated)
+
+
+@dataclass(frozen=True)
+class Facts:
+    candidate: FactMovie
+    evidence: tuple[FactMovie, ...] = ()
+    mean_rating: float | None = None
+    ratings_count: int | None = None
+    tags: tuple[str, ...] = ()
+
+    @property
+    def rated(self) -> bool:
+        return self.candidate.rating is not None
+
+    def movies(self) -> tuple[FactMovie, ...]:
+        return (self.candidate, *self.evidence)
+
+
+@dataclass(frozen=True)
+class Claim:
+    kind: str  # one of KINDS
+    text: str
+
+    def __str__(self) -> str:
+        return f"{self.kind}: {self.text!r}"
+
+
+@dataclass(frozen=True)
+class Verdict:
+    claims: list[Claim]
+    uses_evidence: bool  # names at least one evidence movie
+    mentioned: list[str] = field(default_factory=list)  # title keys found
+
+    @property
+    def supported(self) -> bool:
+        return not self.claims
+
+
+class TitleIndex:
+    """Every catalog title as a word sequence, for finding titles in prose."""
+
+    def __init__(self, titles: Iterable[str]) -> None:
+        self.keys: set[str] = set()
+        longest = 1
+        for title in titles:
+            key = title_key(title)
+            if key:
+                self.keys.add(key)
+                longest = max(longest, key.count(" ") + 1)
+        self.longest = min(longest, 12)
+
+    def find(self, text: str) -> list[tuple[int, int, str]]:
+        """(start, end, key) of the titles in ``text``, longest first, not overlapping."""
+        words = list(_WORD.finditer(text))
+        lowered = [w.group().lower() for w in words]
+        found = []
+        i = 0
+        while i < len(words):
+            for n in range(min(self.longest, len(words) - i), 0, -1):
+                key = " ".join(lowered[i : i + n])
+                if key not in self.keys or not words[i].group()[0].isupper():
+                    continue
+                if n == 1 and (len(key) < 4 or _sentence_start(text, words[i].start())):
+                    continue  # a capitalised common word is not yet a title
+                found.append((words[i].start(), words[i + n - 1].end(), key))
+                i += n - 1
+                break
+            i += 1
+        return found
+
+
+def _sentence_start(text: str, at: int) -> bool:
+    before = text[:at].rstrip()
+    return not before or before[-1] in ".!?:;\"'("
+
+
+def _mask(text: str, spans: Sequence[tuple[int, int]]) -> str:
+    out = list(text)
+    for start, end in spans:
+        # a year in brackets right after a title belongs to it
+        tail = re.match(r"\s*\(\d{4}\)", text[end:])
+        stop = end + (tail.end() if tail else 0)
+        out[start:stop] = " " * (stop - start)
+    return "".join(out)
+
+
+def _surface_forms(title: str) -> set[str]:
+    """Word sequences a text may use for a title: article first, without the article, or in
+    the catalog's order ("English Patient, The")."""
+    key = title_key(title)
+    raw = " ".join(w.lower() for w in _WORD.findall(_YEAR_SUFFIX.sub("", title).split(" (")[0]))
+    forms = {key, raw}
+    first, _, rest = key.partition(" ")
+    if rest and first in {"the", "a", "an"}:
+        forms.add(rest)
+    return {f for f in forms if f}
+
+
+def _phrase(form: str) -> re.Pattern[str]:
+    return re.compile(r"(?<![\w])" + r"\W+".join(map(re.escape, form.split())) + r"(?![\w])", re.I)
+
+
+def _contained(key: str, allowed: Iterable[str]) -> bool:
+    padded = f" {key} "
+    return any(padded in f" {a} " for a in allowed)
+
+
+def check(text: str, facts: Facts, titles: TitleIndex) -> Verdict:
+    """The claims in ``text`` that ``facts`` do not support."""
+    claims: list[Claim] = []
+    allowed_titles = {title_key(m.title): m for m in facts.movies()}
+    found = titles.find(text)
+    # the candidate and evidence titles, in any of their forms (also when the index lacks them)
+    own = [
+        (m.start(), m.end(), key)
+        for key, movie in allowed_titles.items()
+        if key
+        for form in _surface_forms(movie.title)
+        for m in _phrase(form).finditer(text)
+    ]
+    mentioned = []
+    for start, end, key in found:
+        mentioned.append(key)
+        if not _contained(key, allowed_titles):
+            claims.append(Claim("title", text[start:end]))
+    evidence_forms = {f for m in facts.evidence for f in _surface_forms(m.title)}
+    uses_evidence = any(_phrase(f).search(text) for f in evidence_forms)
+    rest = _mask(text, [(s, e) for s, e, _ in found + own])
+
+    for match in _QUOTED.finditer(rest):
+        claims.append(Claim("name", match.group(0)))
+    allowed_words = {w.lower() for m in facts.movies() for g in m.genres for w in _WORD.findall(g)}
+    allowed_words |= {w.lower() for t in facts.tags for w in _WORD.findall(t)}
+    for match in _CAPITALISED.finditer(rest):
+        words = [w for w in match.group(0).split() if w not in COMMON_CAPITALISED]
+        if not words or ((match.start() == 0 or _sentence_start(rest, match.start())) and len(words) == 1):
+            continue
+        if all(w.lower() in allowed_words or w.lower() in GENRE_WORDS for w in words):
+            continue
+        if _contained(" ".join(w.lower() for w in _WORD.findall(" ".join(words))), allowed_titles):
+            continue  # part of the candidate's or an evidence movie's title ("Star Trek")
+        claims.append(Claim("name", match.group(0)))
+
+    genres = {g.lower().replace("children's", "children") for m in facts.movies() for g in m.genres}
+    for match in _GENRE.finditer(rest):
+        genre = GENRE_WORDS[match.group(1).lower()]
+        if genre not in genres:
+            claims.append(Claim("genre", match.group(1)))
+
+    years = {m.year for m in facts.movies() if m.year}
+    for match in _YEARS.finditer(rest):
+        year = int(match.group(1))
+        ok = any(y // 10 * 10 == year for y in years) if match.group(2) else year in years
+        if not ok:
+            claims.append(Claim("year", match.group(0)))
+
+    ratings = {m.rating for m in facts.movies() if m.rating is not None}
+    titled = sorted(found + own)
+    for match in _RATING.finditer(rest):
+        word = match.group(1).lower()
+        value = _NUMBER_WORDS.get(word) or float(word)
+        near_mean = facts.mean_rating is not None and abs(value - round(facts.mean_rating, 1)) <= 0.05
+        # "you rated Fargo 5/5": a rating right after a title is that movie's
+        before = [t for t in titled if t[1] <= match.start() and match.start() - t[1] <= 40]
+        movie = (
+            allowed_titles.get(before[-1][2])
+            if before and not re.search(r"[.!?;]", text[before[-1][1] : match.start()])
+            else None
+        )
+        if movie is not None:
+            ok = value == movie.rating or (movie is facts.candidate and near_mean)
+        else:
+            ok = value in ratings or near_mean
+        if not ok:
+            claims.append(Claim("rating", match.group(0)))
+
+    # any other number must be a fact's: a year, a rating, the rating count, the mean, the scale
+    numbers = {float(y) for y in years} | ratings | {1.0, 5.0}
+    if facts.ratings_count:
+        numbers.add(float(facts.ratings_count))
+    if facts.mean_rating is not None:
+        numbers |= {round(facts.mean_rating, 1), round(facts.mean_rating, 2)}
+    for match in _NUMBER.finditer(_RATING.sub(" ", _YEARS.sub(" ", rest))):
+        value = float(match.group(1).replace(",", ""))
+        if match.group(2) or value not in numbers:
+            claims.append(Claim("number", match.group(0).strip()))
+    claims += [Claim("number", m.group(0)) for m in _COUNT_WORDS.finditer(rest)]
+    claims += [Claim("outside", m.group(0)) for m in _OUTSIDE.finditer(rest)]
+
+    candidate = title_key(facts.candidate.title)
+    if facts.rated:
+        claims += [Claim("relation", m.group(0)) for m in _FUTURE.finditer(text)]
+    else:
+        for match in _PAST.finditer(text):
+            after = " ".join(w.lower() for w in _WORD.findall(text[match.end() : match.end() + 120]))
+            padded = f" {after} "
+            if candidate and padded.startswith(f" {candidate} "):
+                claims.append(
+                    Claim("relation", text[match.start() : match.end() + len(facts.candidate.title)])
+                )
+            elif not any(padded.startswith(f" {f} ") for f in evidence_forms) and not re.match(
+                r" (?:it|them|both|these|those|each|all)\b", padded
+            ):
+                # "you watched one of the most iconic films": what the user did is only the evidence
+                claims.append(Claim("relation", text[match.start() : match.end() + 40].strip()))
+    return Verdict(claims, uses_evidence, mentioned)
+
+
+# where a clause ends: a mark and a space; not the full stop of an initial ("E.T. the Extra-Terrestrial")
+CLAUSE_END = re.compile(r"(?:[,;:!?]|(?<!\b[A-Z])\.)(?=\s)")
+
+
+def supported_prefix(text: str, facts: Facts, titles: TitleIndex, floor: int = 0) -> str:
+    """``text`` if ``check`` supports it; else its clauses from the start up to the first claim
+    the facts do not support, ended with a full stop; "" when no clause ending at or after
+    ``floor`` holds (the model's own text starts there, after the server's opening). A stream
+    checks clause by clause the same way (``ExplanationService``): both paths give the same text."""
+    text = text.strip()
+    if check(text, facts, titles).supported:
+        return text if len(text) > floor else ""
+    kept = ""
+    for match in CLAUSE_END.finditer(text):
+        if match.start() < floor:
+            continue
+        if not check(text[: match.end()], facts, titles).supported:
+            break
+        kept = text[: match.start()]
+    return f"{kept}." if kept else ""
+
+
+def vet(text: str, facts: Facts, titles: TitleIndex, opening: str = "") -> tuple[str, Verdict]:
+    """What of an LLM text may reach a client (its supported clauses, or "" for the template)
+    and the checker's verdict on all of it. A text that keeps nothing the model wrote past the
+    server's ``opening`` is the template's to replace: the LLM earned no credit for it."""
+    verdict = check(text, facts, titles)
+    floor = len(opening) if opening and text.startswith(opening) else 0
+    return supported_prefix(text, facts, titles, floor), verdict

@@ -1,0 +1,120 @@
+"""The explanation checker: known-bad sentences are caught (each kind), known-good pass."""
+
+from __future__ import annotations
+
+import pytest
+
+from ml.llm.faithfulness import FactMovie, Facts, TitleIndex, check, supported_prefix, title_key
+
+CATALOG = TitleIndex(
+    [
+        "Star Wars (1977)",
+        "Return of the Jedi (1983)",
+        "One Flew Over the Cuckoo's Nest (1975)",
+        "Schindler's List (1993)",
+        "Godfather, The (1972)",
+        "Heat (1995)",
+        "Fargo (1996)",
+        "Mission: Impossible (1996)",
+        "City of Lost Children, The (Cité des enfants perdus, La) (1995)",
+    ]
+)
+CUCKOO = FactMovie("One Flew Over the Cuckoo's Nest (1975)", 1975, ("Drama",))
+GODFATHER = FactMovie("Godfather, The (1972)", 1972, ("Action", "Crime", "Drama"), rating=5.0)
+FARGO = FactMovie("Fargo (1996)", 1996, ("Crime", "Drama", "Thriller"), rating=4.0)
+FACTS = Facts(CUCKOO, (GODFATHER, FARGO), mean_rating=4.29, ratings_count=264)
+
+
+def kinds(text: str, facts: Facts = FACTS) -> list[str]:
+    return [c.kind for c in check(text, facts, CATALOG).claims]
+
+
+def test_title_keys_read_catalog_titles_as_prose_writes_them() -> None:
+    assert title_key("Godfather, The (1972)") == "the godfather"
+    assert (
+        title_key("City of Lost Children, The (Cité des enfants perdus, La) (1995)")
+        == "the city of lost children"
+    )
+    assert title_key("Mission: Impossible (1996)") == "mission impossible"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "You will enjoy One Flew Over the Cuckoo's Nest (1975) because you rated The Godfather 5/5 and it shares Drama.",
+        "You will enjoy One Flew Over the Cuckoo's Nest because, like Fargo (1996), it is a crime-free drama you can sink into.",
+        "You will enjoy One Flew Over the Cuckoo's Nest because you gave Fargo 4 stars and both are dramas from the 1970s and 1990s.",
+        "You will enjoy One Flew Over the Cuckoo's Nest because viewers rate it 4.3/5 on average, and you loved The Godfather.",
+    ],
+)
+def test_what_the_facts_hold_passes(text: str) -> None:
+    verdict = check(text, FACTS, CATALOG)
+    assert verdict.supported, verdict.claims
+    assert verdict.uses_evidence
+
+
+@pytest.mark.parametrize(
+    ("text", "kind"),
+    [
+        # the issue's findings, and one of each kind
+        (
+            "You will enjoy One Flew Over the Cuckoo's Nest (1975) because it is a classic horror film.",
+            "genre",
+        ),
+        (
+            "You will enjoy it because it has the unique blend of horror elements of Schindler's List.",
+            "title",
+        ),
+        ("You will enjoy One Flew Over the Cuckoo's Nest because you liked Return of the Jedi.", "title"),
+        ('You will enjoy it because a fictional alien creature called the "Loner" hunts the crew.', "name"),
+        ("You will enjoy it because Jack Nicholson gives the performance of his life.", "name"),
+        ("You will enjoy One Flew Over the Cuckoo's Nest because it was released in 1977.", "year"),
+        ("You will enjoy it because you rated Fargo 5/5.", "rating"),
+        ("You will enjoy it because it is a film from the 1980s.", "year"),
+        ("You will enjoy it because you already watched One Flew Over the Cuckoo's Nest twice.", "relation"),
+        ("You will enjoy it because it is a science fiction story.", "genre"),
+        # seen from the base model once the titles were right (ML-100K, evaluate-explanations)
+        (
+            "You will enjoy it because your rating is 60% above the average for films released that year.",
+            "number",
+        ),
+        ("You will enjoy it because you rated Fargo 4/5, and you watched it in 3 years!", "number"),
+        (
+            "You will enjoy it because it has been praised by critics worldwide for its storytelling.",
+            "outside",
+        ),
+        ("You will enjoy it because it is based on a classic novel.", "outside"),
+        (
+            "You will enjoy it because you rated Fargo 4/5, and you also watched one of the most iconic films.",
+            "relation",
+        ),
+    ],
+)
+def test_each_kind_of_unsupported_claim_is_caught(text: str, kind: str) -> None:
+    assert kind in kinds(text)
+
+
+def test_a_rated_candidate_is_not_promised() -> None:
+    rated = Facts(FactMovie("Star Wars (1977)", 1977, ("Action", "Sci-Fi"), rating=5.0), (GODFATHER,))
+    assert kinds("You will enjoy Star Wars (1977) because it shares Action with The Godfather.", rated) == [
+        "relation"
+    ]
+    assert not kinds("You rated Star Wars (1977) 5/5, and like The Godfather it is full of action.", rated)
+
+
+def test_titles_inside_titles_claim_no_genre_or_year() -> None:
+    facts = Facts(FactMovie("Star Wars (1977)", 1977, ("Action", "Sci-Fi")), (GODFATHER,))
+    assert not kinds("You will enjoy Star Wars (1977) because you rated The Godfather (1972) 5/5.", facts)
+
+
+def test_the_supported_prefix_keeps_the_clauses_before_the_first_claim() -> None:
+    text = (
+        "You will enjoy One Flew Over the Cuckoo's Nest because you rated The Godfather 5/5, "
+        "and it is a horror classic. It shares Drama."
+    )
+    assert supported_prefix(text, FACTS, CATALOG) == (
+        "You will enjoy One Flew Over the Cuckoo's Nest because you rated The Godfather 5/5."
+    )
+    assert supported_prefix("It is a horror classic, sadly.", FACTS, CATALOG) == ""
+    fine = "You will enjoy One Flew Over the Cuckoo's Nest because it is a drama, like Fargo."
+    assert supported_prefix(fine, FACTS, CATALOG) == fine
