@@ -47,6 +47,7 @@ def main() -> None:
     ap.add_argument("--database", default="cinerec_bench_ingest")
     ap.add_argument("--home", type=Path, default=Path("/tmp/cinerec-bench/home-train"))
     ap.add_argument("--n", type=int, default=40)
+    ap.add_argument("--first-user", type=int, default=1000, help="users asked for: from here on (ML-100K: 1)")
     a = ap.parse_args()
     env = {
         "CINEREC_DATABASE_URL": pg_url(a.database),
@@ -81,11 +82,12 @@ def main() -> None:
             "movie": lambda i: ("query($x: Int!) { movie(movieId: $x) { title } }", {"x": 100 + i}),
             "recommendations_10": lambda i: (
                 "query($x: Int!) { recommendations(userId: $x, first: 10) { rank } }",
-                {"x": 1000 + i},
+                {"x": a.first_user + i},
             ),
-            "recommendations_10_explained": lambda i: (
-                "query($x: Int!) { recommendations(userId: $x, first: 10) { rank explanation } }",
-                {"x": 5000 + i},
+            # 8: the most explanations one request may ask for (CINEREC_LLM_MAX_EXPLANATIONS)
+            "recommendations_8_explained": lambda i: (
+                "query($x: Int!) { recommendations(userId: $x, first: 8) { rank explanation } }",
+                {"x": a.first_user + 200 + i},
             ),
             "search_10": lambda i: (
                 "query($q: String!) { searchMovies(query: $q, first: 10) { score } }",
@@ -115,7 +117,7 @@ def main() -> None:
         server.wait(60)
     unit = medians["movie"]
     ratios = {k: round(v / unit, 1) for k, v in medians.items()}
-    per_explanation = (medians["recommendations_10_explained"] - medians["recommendations_10"]) / 10
+    per_explanation = (medians["recommendations_8_explained"] - medians["recommendations_10"]) / 8
     ratios["one_explanation"] = round(per_explanation / unit, 1)
     save("field_costs", {"machine": machine(), "median_ms": medians, "in_movie_lookups": ratios})
     print(json.dumps(ratios))

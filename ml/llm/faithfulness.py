@@ -335,20 +335,22 @@ def check(text: str, facts: Facts, titles: TitleIndex) -> Verdict:
     claims += [Claim("number", m.group(0)) for m in _COUNT_WORDS.finditer(rest)]
     claims += [Claim("outside", m.group(0)) for m in _OUTSIDE.finditer(rest)]
 
-    candidate = title_key(facts.candidate.title)
     if facts.rated:
         claims += [Claim("relation", m.group(0)) for m in _FUTURE.finditer(text)]
     else:
+        candidate_forms = _surface_forms(facts.candidate.title)
         for match in _PAST.finditer(text):
             after = " ".join(w.lower() for w in _WORD.findall(text[match.end() : match.end() + 120]))
             padded = f" {after} "
-            if candidate and padded.startswith(f" {candidate} "):
+            # the longest title the words start with decides ("Die Hard: With a Vengeance" is
+            # the evidence, not the candidate "Die Hard")
+            named = [(len(f), "candidate") for f in candidate_forms if padded.startswith(f" {f} ")]
+            named += [(len(f), "evidence") for f in evidence_forms if padded.startswith(f" {f} ")]
+            if named and max(named)[1] == "candidate":
                 claims.append(
                     Claim("relation", text[match.start() : match.end() + len(facts.candidate.title)])
                 )
-            elif not any(padded.startswith(f" {f} ") for f in evidence_forms) and not re.match(
-                r" (?:it|them|both|these|those|each|all)\b", padded
-            ):
+            elif not named and not re.match(r" (?:it|them|both|these|those|each|all)\b", padded):
                 # "you watched one of the most iconic films": what the user did is only the evidence
                 claims.append(Claim("relation", text[match.start() : match.end() + 40].strip()))
     return Verdict(claims, uses_evidence, mentioned)

@@ -102,6 +102,17 @@ def test_a_rated_candidate_is_not_promised() -> None:
     assert not kinds("You rated Star Wars (1977) 5/5, and like The Godfather it is full of action.", rated)
 
 
+def test_an_evidence_title_that_starts_with_the_candidates_is_the_evidence() -> None:
+    die_hard = Facts(
+        FactMovie("Die Hard (1988)", 1988, ("Action", "Thriller")),
+        (FactMovie("Die Hard: With a Vengeance (1995)", 1995, ("Action", "Thriller"), rating=4.0),),
+    )
+    text = "We picked Die Hard (1988) because you rated Die Hard: With a Vengeance (1995) 4/5."
+    assert not kinds(text, die_hard)
+    # the candidate itself, which the user has not rated: a false claim about the user
+    assert "relation" in kinds("You will enjoy it because you rated Die Hard (1988) 4/5.", die_hard)
+
+
 def test_titles_inside_titles_claim_no_genre_or_year() -> None:
     facts = Facts(FactMovie("Star Wars (1977)", 1977, ("Action", "Sci-Fi")), (GODFATHER,))
     assert not kinds("You will enjoy Star Wars (1977) because you rated The Godfather (1972) 5/5.", facts)
