@@ -190,7 +190,12 @@ class _Pricer:
                 depth = max(depth, 1)
                 continue
             owner = f"{parent.name}.{name}"
-            generating = generating or owner in GENERATING
+            if owner in GENERATING:
+                # explanation and explanationSource of one item are one generation: priced once
+                cost += 0 if generating else FIELD_COSTS[owner]
+                generating = True
+                depth = max(depth, 1)
+                continue
             named = get_named_type(definition.type)
             nullable = definition.type.of_type if is_non_null_type(definition.type) else definition.type
             is_object = isinstance(named, GraphQLObjectType)

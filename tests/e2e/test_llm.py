@@ -476,21 +476,34 @@ def test_an_adapter_ollama_cannot_load_is_not_claimed(
 
 
 def test_more_explanations_than_the_llm_writes_per_request_are_refused_before_any_work(
-    recommender: Recommender,
+    recommender: Recommender, live_server_factory: Callable[..., LiveServer]
 ) -> None:
-    server = recommender.server
-    batches = metric(server, "cinerec_llm_batches_total", kind="generate")
-    nine = server.gql(
-        "{ recommendations(userId: 1, first: 9) { explanation } }", token=recommender.admin_token
-    )
-    error = nine["errors"][0]
-    assert error["extensions"]["code"] == "QUERY_TOO_COMPLEX" and nine["data"] is None
-    assert (error["extensions"]["explanations"], error["extensions"]["maxExplanations"]) == (9, 8)
-    # aliases add up; explanation and explanationSource of one item are one generation
-    split = server.gql(
-        "{ a: recommendations(userId: 1, first: 5) { explanation explanationSource } "
-        "b: recommendations(userId: 2, first: 5) { explanationSource } }",
-        token=recommender.admin_token,
-    )
-    assert split["errors"][0]["extensions"]["explanations"] == 10
-    assert metric(server, "cinerec_llm_batches_total", kind="generate") == batches  # nothing generated
+    # a server that writes at most 4 per request (the default, 16, is above what the query
+    # cost lets one request ask for: 470 points an explanation, 5000 at most)
+    server = live_server_factory(recommender.settings.model_copy(update={"llm_max_explanations": 4}))
+    try:
+        batches = metric(server, "cinerec_llm_batches_total", kind="generate")
+        five = server.gql(
+            "{ recommendations(userId: 1, first: 5) { explanation } }", token=recommender.admin_token
+        )
+        error = five["errors"][0]
+        assert error["extensions"]["code"] == "QUERY_TOO_COMPLEX" and five["data"] is None
+        assert (error["extensions"]["explanations"], error["extensions"]["maxExplanations"]) == (5, 4)
+        # aliases add up; explanation and explanationSource of one item are one generation
+        split = server.gql(
+            "{ a: recommendations(userId: 1, first: 3) { explanation explanationSource } "
+            "b: recommendations(userId: 2, first: 2) { explanationSource } }",
+            token=recommender.admin_token,
+        )
+        assert split["errors"][0]["extensions"]["explanations"] == 5
+        assert metric(server, "cinerec_llm_batches_total", kind="generate") == batches  # nothing generated
+        # beyond the cost limit, the price refuses first
+        many = server.gql(
+            "{ recommendations(userId: 1, first: 11) { explanation } }", token=recommender.admin_token
+        )
+        assert (
+            many["errors"][0]["extensions"]["code"] == "QUERY_TOO_COMPLEX"
+            and "cost" in many["errors"][0]["extensions"]
+        )
+    finally:
+        server.__exit__()

@@ -26,6 +26,7 @@ import httpx
 import pytest
 from sqlalchemy import event
 
+from graphql_schema.analysis import FIELD_COSTS
 from ml.registry import CHAMPION, RECOMMENDER
 from tests.conftest import Databases, LiveServer, _free_port, ingest_into
 from tests.e2e.conftest import (
@@ -93,7 +94,8 @@ def test_an_over_cost_query_is_refused_before_anything_runs(guarded: Guarded) ->
     assert code(result) == "QUERY_TOO_COMPLEX"
     extensions = result["errors"][0]["extensions"]
     assert extensions["cost"] > extensions["limit"] == guarded.settings.max_query_cost
-    assert extensions["cost"] == 64 * (10 + 100 * (1 + 50))  # priced as the table says
+    explanation = FIELD_COSTS["Recommendation.explanation"]
+    assert extensions["cost"] == 64 * (10 + 100 * (1 + explanation))  # priced as the table says
     assert guarded.metric("cinerec_sql_queries_total") == before  # no resolver ran
 
 

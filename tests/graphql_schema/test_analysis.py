@@ -83,4 +83,8 @@ def test_explanations_are_counted_per_item_once(schema: GraphQLSchema) -> None:
     query = """query($n: Int) { a: recommendations(userId: 1, first: $n) { explanation explanationSource evidence { reason } }
       me { recommendations(first: 2) { explanation } } b: recommendations(userId: 2, first: 4) { rank } }"""
     assert price(schema, query, {"n": 3}).generations == 3 + 2
+    # asking for the text and its source is one generation, priced once
+    both = "{ recommendations(userId: 1, first: 4) { explanation explanationSource } }"
+    one = "{ recommendations(userId: 1, first: 4) { explanation } }"
+    assert price(schema, both).cost == price(schema, one).cost
     assert price(schema, "{ movie(movieId: 1) { title } }").generations == 0
