@@ -24,6 +24,7 @@ from sqlalchemy import insert, select, text
 
 from app.errors import BadUserInput, NotFound
 from app.models import DriftCheck
+from app.services import catalog
 from app.serving import registry_for
 from ml.drift import DriftResult, describe, load_reference
 from ml.registry import CHAMPION, RECOMMENDER
@@ -65,9 +66,11 @@ async def _current(
     engine: AsyncEngine, since: float, limit: int
 ) -> tuple[pd.DataFrame, dict[int, list[str]]]:
     """The newest ``limit`` ratings made after ``since``, and their movies' genres."""
-    async with engine.connect() as conn:
+    from app.db import session_factory
+
+    async with session_factory(engine)() as session:
         rows = (
-            await conn.execute(
+            await session.execute(
                 text(
                     "SELECT user_id, movie_id, rating FROM ratings WHERE timestamp > :since "
                     "ORDER BY timestamp DESC LIMIT :limit"
@@ -76,19 +79,9 @@ async def _current(
             )
         ).all()
         ratings = pd.DataFrame([tuple(r) for r in rows], columns=["user_id", "movie_id", "rating"])
-        genres: dict[int, list[str]] = {}
-        if len(ratings):
-            found = await conn.execute(
-                text(
-                    "SELECT mg.movie_id, g.name FROM movie_genres mg "
-                    "JOIN genres g ON g.genre_id = mg.genre_id "
-                    "WHERE mg.movie_id IN (SELECT DISTINCT movie_id FROM ratings WHERE timestamp > :since)"
-                ),
-                {"since": int(since)},
-            )
-            for movie_id, name in found:
-                genres.setdefault(int(movie_id), []).append(str(name))
-    return ratings, genres
+        movies = [int(m) for m in ratings["movie_id"].unique()]
+        genres = await catalog.genres_by_movie_ids(session=session, movie_ids=movies) if movies else {}
+    return ratings, dict(genres)
 
 
 async def store(engine: AsyncEngine, version: str, result: DriftResult, generated_at: float) -> None:

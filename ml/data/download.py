@@ -56,14 +56,8 @@ def _fetch(client: httpx.Client, url: str, part: Path) -> None:
                 bar.update(len(block))
 
 
-def download(name: str, dest: Path, base_url: str, *, timeout: float = 60.0) -> Path:
-    """Fetch ``name`` into ``dest`` and return the folder in the ml-25m CSV layout."""
-    if name not in DATASETS:
-        raise DownloadError(f"unknown data set {name!r}; choose one of {', '.join(DATASETS)}")
-    dest.mkdir(parents=True, exist_ok=True)
-    url = f"{base_url.rstrip('/')}/{name}.zip"
-    archive = dest / f"{name}.zip"
-    part = dest / f"{name}.zip.part"
+def _download(url: str, archive: Path, part: Path, timeout: float) -> None:
+    """The archive at ``url``, md5-checked, resumed from ``part`` if an earlier try left one."""
     with httpx.Client(timeout=timeout, follow_redirects=True) as client:
         expected_response = client.get(url + ".md5")
         if expected_response.status_code != 200:
@@ -78,6 +72,23 @@ def download(name: str, dest: Path, base_url: str, *, timeout: float = 60.0) -> 
                 part.unlink()
                 raise DownloadError(f"{url}: checksum mismatch (md5 {actual}, expected {expected}); removed")
             part.replace(archive)
+
+
+def download(name: str, dest: Path, base_url: str, *, timeout: float = 60.0) -> Path:
+    """Fetch ``name`` into ``dest`` and return the folder in the ml-25m CSV layout."""
+    if name not in DATASETS:
+        raise DownloadError(f"unknown data set {name!r}; choose one of {', '.join(DATASETS)}")
+    dest.mkdir(parents=True, exist_ok=True)
+    url = f"{base_url.rstrip('/')}/{name}.zip"
+    archive = dest / f"{name}.zip"
+    part = dest / f"{name}.zip.part"
+    try:
+        _download(url, archive, part, timeout)
+    except httpx.TransportError as exc:  # no network, a refused connection, a timeout
+        raise DownloadError(
+            f"cannot reach {url}: {exc or type(exc).__name__}. Without network access, lay the data "
+            "set out yourself (the ml-25m CSV layout) and run `cinerec data ingest DIR`"
+        ) from exc
     with zipfile.ZipFile(archive) as z:
         z.extractall(dest)
     folder = dest / name

@@ -28,11 +28,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+
+from ml.llm.prompts import display_title
 
 _WORD = re.compile(r"[A-Za-z0-9]+(?:'[A-Za-z]+)?")
 _YEAR_SUFFIX = re.compile(r"\s*\((\d{4})\)\s*$")
-_ARTICLE_SUFFIX = re.compile(r"^(.*), (The|A|An|La|Le|Les|Il|El|Die|Der|Das|L')$")
 KINDS = ("title", "name", "genre", "year", "rating", "number", "outside", "relation")
 _CAPITALISED = re.compile(r"\b[A-Z][A-Za-z'-]*(?:\s+[A-Z][A-Za-z'-]*)*")
 _QUOTED = re.compile(r"[\"“]([^\"”]{2,80})[\"”]")
@@ -125,19 +126,9 @@ _FUTURE = re.compile(
 
 
 def title_key(title: str) -> str:
-    """A catalog title as words: year and alternative titles dropped, a trailing article moved
-    to the front ("Godfather, The (1972)" -> "the godfather")."""
-    title = _YEAR_SUFFIX.sub("", title.strip())
-    if " (" in title:  # "City of Lost Children, The (Cité des enfants perdus, La)"
-        title = title[: title.index(" (")]
-    if (moved := _ARTICLE_SUFFIX.match(title)) is not None:
-        title = f"{moved.group(2)} {moved.group(1)}"
-    return " ".join(w.lower() for w in _WORD.findall(title))
-
-
-def year_of(label: str) -> int | None:
-    found = _YEAR_SUFFIX.search(label)
-    return int(found.group(1)) if found else None
+    """A catalog title as words, as prose writes it: year and alternative titles dropped, a
+    trailing article moved to the front ("Godfather, The (1972)" -> "the godfather")."""
+    return " ".join(w.lower() for w in _WORD.findall(_YEAR_SUFFIX.sub("", display_title(title))))
 
 
 @dataclass(frozen=True)
@@ -177,7 +168,6 @@ class Claim:
 class Verdict:
     claims: list[Claim]
     uses_evidence: bool  # names at least one evidence movie
-    mentioned: list[str] = field(default_factory=list)  # title keys found
 
     @property
     def supported(self) -> bool:
@@ -266,9 +256,7 @@ def check(text: str, facts: Facts, titles: TitleIndex) -> Verdict:
         for form in _surface_forms(movie.title)
         for m in _phrase(form).finditer(text)
     ]
-    mentioned = []
     for start, end, key in found:
-        mentioned.append(key)
         if not _contained(key, allowed_titles):
             claims.append(Claim("title", text[start:end]))
     evidence_forms = {f for m in facts.evidence for f in _surface_forms(m.title)}
@@ -353,7 +341,7 @@ def check(text: str, facts: Facts, titles: TitleIndex) -> Verdict:
             elif not named and not re.match(r" (?:it|them|both|these|those|each|all)\b", padded):
                 # "you watched one of the most iconic films": what the user did is only the evidence
                 claims.append(Claim("relation", text[match.start() : match.end() + 40].strip()))
-    return Verdict(claims, uses_evidence, mentioned)
+    return Verdict(claims, uses_evidence)
 
 
 # where a clause ends: a mark and a space; not the full stop of an initial ("E.T. the Extra-Terrestrial")

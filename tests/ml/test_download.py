@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -119,6 +120,20 @@ def test_unknown_name_and_missing_archive(server: str, tmp_path: Path) -> None:
     _Files.files = {}
     with pytest.raises(DownloadError, match="HTTP 404"):
         download("ml-25m", tmp_path, server)
+
+
+def test_an_unreachable_host_is_a_clear_error_through_the_cli(tmp_path: Path) -> None:
+    # port 9 (discard) on this machine: nothing listens, the connection is refused at once
+    with pytest.raises(DownloadError, match=re.escape("cannot reach http://127.0.0.1:9/ml-latest-small.zip")):
+        download("ml-latest-small", tmp_path, "http://127.0.0.1:9")
+    done = subprocess.run(
+        [sys.executable, "-m", "app", "data", "download", "ml-latest-small"],
+        env={**os.environ, "CINEREC_HOME": str(tmp_path), "CINEREC_DATASET_BASE_URL": "http://127.0.0.1:9"},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 1 and "cannot reach" in done.stderr and "Traceback" not in done.stderr
 
 
 def test_ml100k_is_converted_to_the_25m_layout_through_the_cli(server: str, tmp_path: Path) -> None:
