@@ -112,6 +112,7 @@ _PAST = re.compile(
     re.IGNORECASE,
 )
 _NUMBER = re.compile(r"(?<![\w.])(\d+(?:[.,]\d+)?)(\s*%|\s*percent)?(?![\w])")
+_COUNTED = re.compile(r"\s+(?:ratings?|viewers|people|votes|users|reviews)\b", re.IGNORECASE)
 _COUNT_WORDS = re.compile(r"\b(?:dozens|hundreds|thousands|millions|billions)\b", re.IGNORECASE)
 _OUTSIDE = re.compile(
     r"\b(?:critic\w*|acclaim\w*|praised|award\w*|[Oo]scars?|Academy|nominat\w*|box[- ]office|grossing|"
@@ -312,13 +313,14 @@ def check(text: str, facts: Facts, titles: TitleIndex) -> Verdict:
 
     # any other number must be a fact's: a year, a rating, the rating count, the mean, the scale
     numbers = {float(y) for y in years} | ratings | {1.0, 5.0}
-    if facts.ratings_count:
-        numbers.add(float(facts.ratings_count))
     if facts.mean_rating is not None:
         numbers |= {round(facts.mean_rating, 1), round(facts.mean_rating, 2)}
-    for match in _NUMBER.finditer(_RATING.sub(" ", _YEARS.sub(" ", rest))):
+    plain = _RATING.sub(" ", _YEARS.sub(" ", rest))
+    for match in _NUMBER.finditer(plain):
         value = float(match.group(1).replace(",", ""))
-        if match.group(2) or value not in numbers:
+        # the rating count is a fact only as a count of ratings ("208 ratings", not "208 times")
+        counted = value == facts.ratings_count and _COUNTED.match(plain, match.end()) is not None
+        if match.group(2) or (value not in numbers and not counted):
             claims.append(Claim("number", match.group(0).strip()))
     claims += [Claim("number", m.group(0)) for m in _COUNT_WORDS.finditer(rest)]
     claims += [Claim("outside", m.group(0)) for m in _OUTSIDE.finditer(rest)]

@@ -45,6 +45,7 @@ def test_title_keys_read_catalog_titles_as_prose_writes_them() -> None:
         "You will enjoy One Flew Over the Cuckoo's Nest because, like Fargo (1996), it is a crime-free drama you can sink into.",
         "You will enjoy One Flew Over the Cuckoo's Nest because you gave Fargo 4 stars and both are dramas from the 1970s and 1990s.",
         "You will enjoy One Flew Over the Cuckoo's Nest because viewers rate it 4.3/5 on average, and you loved The Godfather.",
+        "You will enjoy One Flew Over the Cuckoo's Nest because 264 viewers rate it 4.29/5, and you loved The Godfather.",
     ],
 )
 def test_what_the_facts_hold_passes(text: str) -> None:
@@ -84,6 +85,8 @@ def test_what_the_facts_hold_passes(text: str) -> None:
             "outside",
         ),
         ("You will enjoy it because it is based on a classic novel.", "outside"),
+        # the rating count (264) as a count of something else (seen in make demo's first answer)
+        ("You will enjoy it because you rated Fargo 4/5, and you watched it 264 times!", "number"),
         (
             "You will enjoy it because you rated Fargo 4/5, and you also watched one of the most iconic films.",
             "relation",
