@@ -31,6 +31,8 @@ demo: data
 	$(BIN)/cinerec db upgrade
 	$(BIN)/cinerec data ingest "$$(cat $(CINEREC_HOME)/.dataset)"
 	$(BIN)/cinerec train --if-missing
+	# The explanation side of the adapter: 40 steps of checked data-to-text pairs (a few minutes on 2 cores).
+	$(BIN)/cinerec llm finetune --if-missing --max-steps 40 --batch-users 0 --explain-batch 4 --eval-users 0
 	-@$(BIN)/cinerec users create --email demo@cinerec.local --password demo-password --user-id 1 2>/dev/null
 	$(BIN)/cinerec serve --host $${HOST:-127.0.0.1} --port $${PORT:-8000}
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass, replace
@@ -16,8 +17,9 @@ from typing import TYPE_CHECKING, TypeVar
 
 from app.serving import ChampionHolder
 from ml.llm.backends import LLMBackend, LLMError, Overloaded
+from ml.llm.rerank import SEGMENTS, segment_of
 from ml.llm.template import TemplateBackend
-from ml.registry import CHAMPION, LLM, RERANK_WEIGHT_TAG
+from ml.registry import CHAMPION, LLM, RERANK_WEIGHT_TAG, RERANK_WEIGHTS_TAG
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -82,10 +84,35 @@ class Fallback:
 
 
 @dataclass(frozen=True)
+class RerankWeights:
+    """The rerank weight per user segment (``ml.llm.rerank.SEGMENTS``): a user is reranked
+    with the weight of the segment their rating count falls in; 0 means no rerank."""
+
+    by_segment: tuple[tuple[str, float], ...] = ()
+
+    @classmethod
+    def same(cls, weight: float) -> RerankWeights:
+        return cls(tuple((name, weight) for name in SEGMENTS))
+
+    def weight_for(self, rated: int) -> float:
+        return dict(self.by_segment).get(segment_of(rated), 0.0)
+
+    @property
+    def any(self) -> bool:
+        return any(w > 0 for _, w in self.by_segment)
+
+    def key(self) -> str:
+        return ",".join(f"{name}={w:g}" for name, w in self.by_segment)
+
+    def describe(self) -> dict[str, float]:
+        return dict(self.by_segment)
+
+
+@dataclass(frozen=True)
 class ServedLLM:
     backend: LLMBackend
     version: str | None  # None: the base model (or the template) without an adapter
-    rerank_weight: float
+    rerank_weights: RerankWeights
     note: str = ""
 
     def describe(self) -> dict[str, str]:
@@ -105,7 +132,7 @@ class LLMHolder(ChampionHolder[ServedLLM]):
     ) -> None:
         super().__init__(settings, announcements)
         self.metrics = metrics
-        self.current: ServedLLM = ServedLLM(TemplateBackend(), None, 0.0, "not loaded yet")
+        self.current: ServedLLM = ServedLLM(TemplateBackend(), None, RerankWeights(), "not loaded yet")
         self._loaded = False
         # leases per backend: a replaced backend is closed once the work begun on it is done
         self._leases: dict[int, int] = {}
@@ -116,19 +143,24 @@ class LLMHolder(ChampionHolder[ServedLLM]):
 
             init_torch(settings.llm_threads)  # the lifespan runs on the main thread under uvicorn
 
-    def _weight(self, version: str | None) -> float:
-        """The configured weight, else the one `cinerec evaluate --rerank-users` validated for
-        this version, else 0: no rerank until it has been shown to help."""
+    def _weight(self, version: str | None) -> RerankWeights:
+        """The configured weight (every segment), else the per-segment weights `cinerec evaluate
+        --rerank-users` validated for this version, else 0: no rerank until it has been shown to
+        help, and then only for the users it helped."""
         if self.settings.llm_rerank_weight is not None:
-            return self.settings.llm_rerank_weight
+            return RerankWeights.same(self.settings.llm_rerank_weight)
         if version is None:
-            return 0.0
-        return float(self.registry.version_tags(LLM, version).get(RERANK_WEIGHT_TAG, 0.0))
+            return RerankWeights()
+        tags = self.registry.version_tags(LLM, version)
+        if RERANK_WEIGHTS_TAG in tags:
+            found = json.loads(tags[RERANK_WEIGHTS_TAG])
+            return RerankWeights(tuple((name, float(found.get(name, 0.0))) for name in SEGMENTS))
+        return RerankWeights.same(float(tags.get(RERANK_WEIGHT_TAG, 0.0)))
 
     async def _load(self, version: str | None) -> ServedLLM:
         settings = self.settings
         if settings.llm_backend == "none":
-            return ServedLLM(TemplateBackend(), None, 0.0, "CINEREC_LLM_BACKEND=none")
+            return ServedLLM(TemplateBackend(), None, RerankWeights(), "CINEREC_LLM_BACKEND=none")
         adapter = (
             await asyncio.to_thread(self.registry.download, LLM, version, settings.home / "models")
             if version
@@ -224,16 +256,16 @@ class LLMHolder(ChampionHolder[ServedLLM]):
         if self._loaded and self.current.version == version:
             # the same version, perhaps with a newly validated rerank weight: take it
             weight = await asyncio.to_thread(self._weight, version)
-            if weight != self.current.rerank_weight and self.settings.llm_backend != "none":
-                self.current = replace(self.current, rerank_weight=weight)
-                log.info("LLM version %s now reranks with weight %s", version, weight)
+            if weight != self.current.rerank_weights and self.settings.llm_backend != "none":
+                self.current = replace(self.current, rerank_weights=weight)
+                log.info("LLM version %s now reranks with weights %s", version, weight.key())
             return
         async with self._lock:
             try:
                 served = await self._load(version)
             except Exception as exc:  # explanations still answer, from the template
                 log.exception("could not load the LLM; explanations fall back to the template")
-                served = ServedLLM(TemplateBackend(), version, 0.0, f"LLM unavailable: {exc}")
+                served = ServedLLM(TemplateBackend(), version, RerankWeights(), f"LLM unavailable: {exc}")
             await self._swap(served)
             self._loaded = True
         log.info("LLM: %s", served.describe())

@@ -7,7 +7,9 @@ fine-tuned LLM champion (made here if missing: ingest, `cinerec train`, `cinerec
 finetune --max-steps 20`). Measures, over graphql-transport-ws:
 - time to the first chunk of one explanation stream (p50, p90 over ``rounds`` streams),
 - tokens/s of one stream (generated tokens from the server's own counter / stream time),
-- aggregate tokens/s of 8 concurrent streams, against one stream's rate in the same run.
+- aggregate tokens/s of 8 concurrent streams, against one stream's rate in the same run,
+- time to the first chunk (and to the model's first clause) of a stream that starts while 7
+  others are decoding: with continuous batching it joins their batch at the next step.
 """
 
 from __future__ import annotations
@@ -78,7 +80,9 @@ def generated_tokens(url: str) -> float:
     )
 
 
-async def one_stream(ws_url: str, token: str, movie: int) -> tuple[float, float, float | None]:
+async def one_stream(
+    ws_url: str, token: str, movie: int, started_event: asyncio.Event | None = None
+) -> tuple[float, float, float | None]:
     """(seconds to the first chunk, seconds to the last, seconds to the first chunk the model
     wrote: None when the checker let none of its clauses through), from the subscribe message.
     The first chunk is the server's opening (the closest evidence, source TEMPLATE)."""
@@ -104,6 +108,8 @@ async def one_stream(ws_url: str, token: str, movie: int) -> tuple[float, float,
                 first = time.perf_counter() - started
             if first_llm is None and chunk["source"] == "LLM" and chunk["text"]:
                 first_llm = time.perf_counter() - started
+            if started_event is not None and (first_llm is not None or chunk["done"]):
+                started_event.set()  # the model is decoding this stream (or it has ended)
             if chunk["done"]:
                 return first, time.perf_counter() - started, first_llm
 
@@ -160,6 +166,18 @@ def main() -> None:
                         [None if r[2] is None else round(r[2], 2) for r in results],
                     )
                 )
+            joining = []
+            for _ in range(3):
+                events = [asyncio.Event() for _ in range(7)]
+                running = [
+                    asyncio.create_task(one_stream(ws_url, token, m, e))
+                    for m, e in zip(movies[:7], events, strict=True)
+                ]
+                for event in events:  # all seven are decoding
+                    await event.wait()
+                late = await one_stream(ws_url, token, movies[7])
+                joining.append((round(late[0], 3), None if late[2] is None else round(late[2], 2)))
+                await asyncio.gather(*running)
             single = statistics.median(rates)
             aggregate = statistics.median(a for a, _, _ in aggregates)
             written = [t for t in model_firsts if t is not None]
@@ -175,6 +193,8 @@ def main() -> None:
                 "first_model_chunk_p50_s": round(statistics.median(written), 3) if written else None,
                 "streams_with_model_text": f"{len(written)}/{len(model_firsts)}",
                 "eight_streams_first_model_chunk_s": [m for _, _, m in aggregates],
+                "joining_seven_ttft_s": [j[0] for j in joining],
+                "joining_seven_first_model_chunk_s": [j[1] for j in joining],
                 "rounds": args.rounds,
             }
 

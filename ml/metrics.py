@@ -41,12 +41,17 @@ def recall_at_k(recommended: np.ndarray, relevant: Sequence, k: int = 10) -> flo
     return float((hits.sum(axis=1) / sizes).mean())
 
 
-def ndcg_at_k(recommended: np.ndarray, relevant: Sequence, k: int = 10) -> float:
+def ndcg_per_user(recommended: np.ndarray, relevant: Sequence, k: int = 10) -> np.ndarray:
+    """nDCG@k of each row (for paired comparisons and their intervals)."""
     hits, sizes = _hits(recommended[:, :k], relevant)
     gains = 1.0 / np.log2(np.arange(2, k + 2))
     dcg = (hits * gains[: hits.shape[1]]).sum(axis=1)
     ideal = np.cumsum(gains)[np.minimum(sizes, k) - 1]
-    return float((dcg / ideal).mean())
+    return np.asarray(dcg / ideal, dtype=np.float64)
+
+
+def ndcg_at_k(recommended: np.ndarray, relevant: Sequence, k: int = 10) -> float:
+    return float(ndcg_per_user(recommended, relevant, k).mean())
 
 
 def map_at_k(recommended: np.ndarray, relevant: Sequence, k: int = 10) -> float:

@@ -24,7 +24,8 @@ RECOMMENDER = "cinerec-recommender"
 LLM = "cinerec-llm"
 CHAMPION = "champion"
 MODEL_PATH = "model"
-RERANK_WEIGHT_TAG = "rerank_weight"  # on an LLM version: its validated rerank weight
+RERANK_WEIGHT_TAG = "rerank_weight"  # on an LLM version: its validated rerank weight (warm users)
+RERANK_WEIGHTS_TAG = "rerank_weights"  # on an LLM version: JSON, validated weight per user segment
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,9 @@ def finetune(
     batch_users: Annotated[int, typer.Option(help="Users per step (all their candidates).")] = 2,
     candidates_per_user: Annotated[int, typer.Option(help="Questions per training user.")] = 8,
     eval_users: Annotated[int, typer.Option(help="Held-out users for the AUC (4 questions each).")] = 100,
+    explain_batch: Annotated[
+        int, typer.Option(help="Checked data-to-text explanations per step (0: preference only).")
+    ] = 4,
     device: Annotated[str, typer.Option(help="cpu, or cuda where a GPU exists (bf16).")] = "cpu",
     seed: Annotated[int, typer.Option(help="Seed of the user split, the data and the run.")] = 42,
     promote: Annotated[bool, typer.Option(help="Make the new version the champion at once.")] = False,
@@ -33,7 +36,8 @@ def finetune(
         bool, typer.Option("--if-missing", help="Do nothing when an LLM champion exists.")
     ] = False,
 ) -> None:
-    """Fine-tune a LoRA adapter on preference questions; AUC base vs tuned; register in MLflow."""
+    """Fine-tune a LoRA adapter on preference questions and checked data-to-text explanations;
+    AUC base vs tuned; register in MLflow."""
     from app.services.training import TrainingService
     from ml.llm.finetune import FinetuneConfig
     from ml.registry import LLM
@@ -52,6 +56,7 @@ def finetune(
         max_steps=max_steps,
         candidates_per_user=candidates_per_user,
         eval_users=eval_users,
+        explain_batch=explain_batch,
         seed=seed,
         device=device,
         bf16=device.startswith("cuda"),

@@ -41,21 +41,33 @@ def print_table(metrics: dict[str, dict[str, float]]) -> None:
 
 
 def print_rerank(outcome: RerankOutcome) -> None:
-    report = outcome.report
+    from rich.console import Console
+    from rich.table import Table
+
     which = (
         f"cinerec-llm version {outcome.version}"
         if outcome.version
         else "the base LLM (no adapter registered)"
     )
-    typer.echo(
-        f"rerank with {which} on {report.users_test} users "
-        f"(weight chosen on {report.users_validation} others): "
-        f"nDCG@10 {report.ndcg_without:.4f} without -> {report.ndcg_with:.4f} with (weight {report.weight}); "
-        f"by weight { ({w: round(v, 4) for w, v in report.test_by_weight.items()}) }; {report.seconds:.0f} s"
-    )
+    table = Table(title=f"rerank of the top 20 with {which}: nDCG@10 on the test half of each segment")
+    for column in ("segment", "users (val/test)", "weight", "without", "with", "gain", "95% interval"):
+        table.add_column(column, justify="right")
+    for s in outcome.segments:
+        table.add_row(
+            s.segment,
+            f"{s.users_validation}/{s.users_test}",
+            f"{s.weight:g}",
+            f"{s.ndcg_without:.4f}",
+            f"{s.ndcg_with:.4f}",
+            f"{s.gain:+.4f}",
+            f"[{s.gain_low:+.4f}, {s.gain_high:+.4f}]",
+        )
+    Console(width=200).print(table)
+    typer.echo(f"{outcome.seconds:.0f} s")
     if outcome.recorded:
         typer.echo(
-            f"cinerec-llm version {outcome.version} now reranks with weight {report.weight} (0: no rerank)"
+            f"cinerec-llm version {outcome.version} now reranks with weights {outcome.served_weights()} "
+            "(0: no rerank; a segment reranks only where its gain's interval is above 0)"
         )
 
 

@@ -1,6 +1,7 @@
 """How faithful the LLM's explanations are: ``cinerec llm evaluate-explanations``.
 
-N (user, candidate) pairs, each user's top recommendation from the serving recommender; the
+N (user, candidate) pairs of users the fine-tuning left out (``held_out_users``), each
+user's top recommendation from the serving recommender; the
 prompts built by the serving path (``explanation_inputs``), the text written by the base
 model and by each registered adapter, judged by the checker every served explanation passes
 (``ml.llm.faithfulness``). Reported per model: the share of raw LLM texts with an unsupported
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +25,7 @@ from ml.registry import CHAMPION, LLM, RECOMMENDER
 
 if TYPE_CHECKING:
     from app.settings import Settings
+    from ml.llm.prompts import ExplainRequest
 
 EXPERIMENT = "cinerec-explanations"
 
@@ -70,8 +73,13 @@ class _Tokens:
         pass
 
 
-async def _inputs(settings: Settings, pairs: int, seed: int) -> tuple[list[Any], list[Any], TitleIndex]:
-    """(ExplainRequests, evidence lists, title index) for ``pairs`` users' top recommendation."""
+async def explain_requests(
+    settings: Settings, users: Sequence[int], *, top: int = 1, rated_share: float = 0.0, seed: int = 7
+) -> tuple[list[ExplainRequest], TitleIndex]:
+    """(ExplainRequests, title index) as serving builds them: for each user, one of the serving
+    recommender's ``top`` recommendations (drawn at random), or with probability ``rated_share``
+    one of the movies they rated (serving explains those too). Users the recommender does not
+    know are left out."""
     from app.db import create_engine, session_factory
     from app.services import catalog
     from app.services.llm_inputs import explanation_inputs, rated_by
@@ -84,23 +92,50 @@ async def _inputs(settings: Settings, pairs: int, seed: int) -> tuple[list[Any],
 
         raise NotFound("no recommender champion: run `cinerec train` first")
     model = HybridRecommender.load(registry.download(RECOMMENDER, version, settings.home / "models"))
+    known = set(map(int, model.history_user_ids if model.history_user_ids is not None else []))
+    users = [int(u) for u in users if int(u) in known]
+    rng = np.random.default_rng(seed)
     engine = create_engine(settings)
     try:
         sessions = session_factory(engine)
         async with sessions() as session:
-            ids = (
-                model.history_user_ids if model.history_user_ids is not None else np.array([], dtype=np.int64)
-            )
-            users = [int(u) for u in np.random.default_rng(seed).permutation(ids)[:pairs]]
             rated = await rated_by(session=session, user_ids=users)
-            history = model.trained_rows(users)
-            top, _ = model.recommend(history, model.user_index(users), 1)
-            chosen = [(u, int(model.item_ids[t[0]])) for u, t in zip(users, top, strict=True)]
+            ranked, _ = model.recommend(model.trained_rows(users), model.user_index(users), top)
+            chosen = []
+            for user, row in zip(users, ranked, strict=True):
+                own = rated[user]
+                if own and rng.random() < rated_share:
+                    chosen.append((user, int(own[int(rng.integers(len(own)))][0])))
+                else:
+                    chosen.append((user, int(model.item_ids[row[int(rng.integers(min(top, len(row))))]])))
             found = await explanation_inputs(session=session, model=model, pairs=chosen, rated=rated)
             titles = TitleIndex(await catalog.all_titles(session=session))
     finally:
         await engine.dispose()
-    return [r for r, _ in found], [e for _, e in found], titles
+    return [r for r, _ in found], titles
+
+
+def held_out_users(settings: Settings, fraction: float = 0.2, seed: int = 42) -> list[int]:
+    """The users the LLM's fine-tuning leaves out (``split_users`` over every rating user),
+    in a seeded random order."""
+    from ml.llm.examples import split_users
+
+    async def ids() -> np.ndarray:
+        from sqlalchemy import select
+
+        from app.db import create_engine, session_factory
+        from app.models import Rating
+
+        engine = create_engine(settings)
+        try:
+            async with session_factory(engine)() as session:
+                found = await session.execute(select(Rating.__table__.c.user_id).distinct())  # type: ignore[attr-defined]
+                return np.asarray([int(u) for (u,) in found.all()])
+        finally:
+            await engine.dispose()
+
+    _, held_out = split_users(asyncio.run(ids()), fraction, seed)
+    return [int(u) for u in np.random.default_rng(seed).permutation(held_out)]
 
 
 def _judge(
@@ -145,7 +180,9 @@ def evaluate_explanations(
     from ml.llm.base_model import init_torch, load_base, with_adapter
     from ml.llm.local import TransformersBackend
 
-    requests, _, titles = asyncio.run(_inputs(settings, pairs, seed))
+    users = held_out_users(settings)  # never seen by an adapter's explanation training
+    users = [users[i] for i in np.random.default_rng(seed).permutation(len(users))]
+    requests, titles = asyncio.run(explain_requests(settings, users[:pairs], seed=seed))
     if not requests:
         from app.errors import BadUserInput
 

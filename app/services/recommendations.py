@@ -140,12 +140,12 @@ class RecommendationService:
         }
         use_llm = bool(
             champion is not None
-            and served_llm.rerank_weight > 0
+            and served_llm.rerank_weights.any
             and served_llm.backend.can_score
             and self.pool
         )
         gens = await self.generations.get("user", [r.user_id for r in requests])
-        llm_key = f"{served_llm.version or 'base'}x{served_llm.rerank_weight}" if use_llm else "-"
+        llm_key = f"{served_llm.version or 'base'}x{served_llm.rerank_weights.key()}" if use_llm else "-"
         trial = f":{experiment.name}" if experiment else ""
 
         def key(r: RecRequest) -> str:
@@ -183,7 +183,7 @@ class RecommendationService:
             served = await self.models.version(version) if version is not None else None
             use_llm = bool(
                 served is not None
-                and served_llm.rerank_weight > 0
+                and served_llm.rerank_weights.any
                 and served_llm.backend.can_score
                 and self.pool
             )
@@ -212,7 +212,7 @@ class RecommendationService:
                 # the rerank prompts name rated movies: the ratings as pairs, for these users only
                 rated = await self.histories.of(served.model if served else None, users)
                 answers, error = await self._rerank(session, served_llm, requests, answers, rated)
-                rerank = {**served_llm.describe(), "weight": served_llm.rerank_weight}
+                rerank = {**served_llm.describe(), "weights": served_llm.rerank_weights.describe()}
                 if error:
                     rerank["error"] = error
                 by = ServedBy(by.version, rerank=rerank)
@@ -323,9 +323,11 @@ class RecommendationService:
         rated: Ratings,
     ) -> tuple[list[list[Recommended]], str | None]:
         """Each answer's top ``pool`` reordered by the blend of the recommender's score and the
-        LLM's P(Yes), all pairs in one batch. On failure the order stands."""
+        LLM's P(Yes) with the weight of its user's segment, all pairs in one batch; users whose
+        segment's weight is 0 are not scored. On failure the order stands."""
         answers = [a[: self.pool] for a in answers]
-        todo = [i for i, a in enumerate(answers) if len(a) > 1]
+        weights = [served.rerank_weights.weight_for(len(rated[r.user_id])) for r in requests]
+        todo = [i for i, a in enumerate(answers) if len(a) > 1 and weights[i] > 0]
         if not todo:
             return answers, None
         score_requests = await preference_requests(
@@ -339,7 +341,7 @@ class RecommendationService:
             return answers, error
         out = list(answers)
         for i, p_yes in zip(todo, probabilities, strict=True):
-            blended = blend(np.array([r.score for r in answers[i]]), p_yes, served.rerank_weight)
+            blended = blend(np.array([r.score for r in answers[i]]), p_yes, weights[i])
             order = np.argsort(-blended, kind="stable")
             out[i] = [
                 Recommended(answers[i][j].movie_id, float(blended[j]), rank)

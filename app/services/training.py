@@ -12,6 +12,7 @@ import json
 import logging
 import shutil
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,12 +20,12 @@ from typing import TYPE_CHECKING, Any
 from app.announcements import PROMOTIONS, publish_sync
 from app.errors import BadUserInput
 from app.serving import register_version, registry_for
-from ml.registry import CHAMPION, LLM, RECOMMENDER, RERANK_WEIGHT_TAG
+from ml.registry import CHAMPION, LLM, RECOMMENDER, RERANK_WEIGHTS_TAG
 
 if TYPE_CHECKING:
     from app.settings import Settings
     from ml.llm.finetune import FinetuneConfig
-    from ml.llm.rerank import RerankReport
+    from ml.llm.rerank import SegmentReport
     from ml.training import TrainConfig, TrainData, TrainResult
 
 log = logging.getLogger(__name__)
@@ -59,9 +60,15 @@ class EvaluateOutcome:
 
 @dataclass
 class RerankOutcome:
-    report: RerankReport
+    segments: list[SegmentReport]
     version: str | None  # the LLM version measured (None: the base model)
-    recorded: bool  # the validated weight was recorded on that version and announced
+    recorded: bool  # the served weights were recorded on that version and announced
+    seconds: float
+
+    def served_weights(self) -> dict[str, float]:
+        """Per segment: the validated weight where the rerank wins (chosen on the validation
+        half, gain interval above 0 on the test half), else 0."""
+        return {s.segment: s.weight if s.wins else 0.0 for s in self.segments}
 
 
 @dataclass
@@ -167,15 +174,19 @@ class TrainingService:
         rerank = None
         if rerank_users > 0:
             rerank = self.evaluate_rerank(data, result, rerank_users, config.seed)
-            report = rerank.report
-            metrics.update(
-                {
-                    "rerank.ndcg_at_10_without": report.ndcg_without,
-                    "rerank.ndcg_at_10_with": report.ndcg_with,
-                    "rerank.weight": report.weight,
-                    "rerank.users_test": report.users_test,
-                }
-            )
+            for segment in rerank.segments:
+                prefix = f"rerank.{segment.segment}"
+                metrics.update(
+                    {
+                        f"{prefix}.ndcg_at_10_without": segment.ndcg_without,
+                        f"{prefix}.ndcg_at_10_with": segment.ndcg_with,
+                        f"{prefix}.gain": segment.gain,
+                        f"{prefix}.gain_low": segment.gain_low,
+                        f"{prefix}.gain_high": segment.gain_high,
+                        f"{prefix}.weight": segment.weight,
+                        f"{prefix}.users_test": segment.users_test,
+                    }
+                )
         run_id, _ = self.registry.log_run(
             experiment="cinerec-evaluation",
             params={**result.params, "weights": result.weights, "rerank_users": rerank_users},
@@ -228,13 +239,18 @@ class TrainingService:
             seed=config.seed + 1,
             item_stats=stats,
         )
-        if not train_examples or not eval_examples:
+        if not train_examples or (config.eval_users and not eval_examples):
             raise NoRatings("too few ratings per user to build preference questions")
+        if not config.batch_users:
+            train_examples = []  # explanations only
+        explain = self._explanation_examples(train_users, config) if config.explain_batch else []
         model, tokenizer = self._base_llm(config.device)
         workdir = self.settings.home / "llm" / "finetune"
         if fresh and workdir.exists():
             shutil.rmtree(workdir)
-        result = run_finetune(model, PromptBuilder(tokenizer), train_examples, eval_examples, config, workdir)
+        result = run_finetune(
+            model, PromptBuilder(tokenizer), train_examples, eval_examples, config, workdir, explain
+        )
         meta = json.loads((result.adapter / "meta.json").read_text())
         meta.update(
             {"base": self.settings.llm_base, "eval_fraction": config.eval_fraction, "split_seed": config.seed}
@@ -245,6 +261,7 @@ class TrainingService:
             "base": self.settings.llm_base,
             "train_pairs": result.train_pairs,
             "eval_pairs": result.eval_pairs,
+            "explanation_examples": len(explain),
             "resumed_from_step": result.resumed_from,
         }
         metrics = result.metrics()
@@ -270,16 +287,37 @@ class TrainingService:
             metrics,
         )
 
+    def _explanation_examples(self, train_users: Any, config: FinetuneConfig) -> list[Any]:
+        """Data-to-text examples for the training users: the requests serving would build for
+        one of their top-10 recommendations (or, one time in seven, a movie they rated), each
+        answered by a checked target. None without a serving recommender (nothing to explain)."""
+        import numpy as np
+
+        from app.services.explanation_quality import explain_requests
+        from ml.llm.explain_targets import explanation_examples
+
+        if self.champion(RECOMMENDER) is None:
+            log.warning("no recommender champion: fine-tuning on preference questions only")
+            return []
+        wanted = config.max_steps * config.explain_batch
+        users = np.random.default_rng(config.seed).permutation(np.asarray(train_users))
+        users = np.resize(users, max(wanted, 1))  # a user again with another candidate when too few
+        requests, titles = asyncio.run(
+            explain_requests(self.settings, users.tolist(), top=10, rated_share=1 / 7, seed=config.seed)
+        )
+        return explanation_examples(requests, titles, config.seed)
+
     def evaluate_rerank(self, data: TrainData, result: TrainResult, users: int, seed: int) -> RerankOutcome:
-        """nDCG@10 with and without the LLM rerank on the LLM champion's held-out users; the
-        validated weight becomes the champion's served weight (a tag on its version), and
-        running servers are told to reload it."""
+        """nDCG@10 with and without the LLM rerank per user segment (cold: histories cut to 1, 3
+        and 5 ratings; warm), on the LLM champion's held-out users, with 95% bootstrap intervals;
+        the weights of the segments where it wins become the champion's served weights (a tag
+        on its version), and running servers are told to reload them."""
         import numpy as np
 
         from ml.llm.base_model import with_adapter
         from ml.llm.examples import split_users
         from ml.llm.prompts import PromptBuilder
-        from ml.llm.rerank import evaluate_rerank
+        from ml.llm.rerank import evaluate_segments
         from ml.llm.scoring import yes_probabilities
 
         assert result.evaluation is not None
@@ -304,9 +342,12 @@ class TrainingService:
         _, held_out = split_users(data.ratings["user_id"].to_numpy(), fraction, split_seed)
         rows = np.flatnonzero(np.isin(train_part.user_ids, held_out) & (np.diff(test_part.matrix.indptr) > 0))
         rows = np.random.default_rng(seed).permutation(rows)[:users]
-        report = evaluate_rerank(model, train_part, test_part, data.catalog, score, rows)
+        started = time.perf_counter()
+        segments = evaluate_segments(model, train_part, test_part, data.catalog, score, rows, seed=seed)
+        outcome = RerankOutcome(segments, version, version is not None, time.perf_counter() - started)
         if version is not None:
-            self.registry.set_version_tag(LLM, version, RERANK_WEIGHT_TAG, str(report.weight))
-            # a new weight on the serving version: servers reload it (they cache it with the model)
+            weights = json.dumps(outcome.served_weights())
+            self.registry.set_version_tag(LLM, version, RERANK_WEIGHTS_TAG, weights)
+            # new weights on the serving version: servers reload them (they cache them with the model)
             publish_sync(self.settings, PROMOTIONS, {"model": LLM, "alias": CHAMPION, "version": version})
-        return RerankOutcome(report, version, version is not None)
+        return outcome

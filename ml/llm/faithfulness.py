@@ -32,7 +32,7 @@ from dataclasses import dataclass
 
 from ml.llm.prompts import display_title
 
-_WORD = re.compile(r"[A-Za-z0-9]+(?:'[A-Za-z]+)?")
+_WORD = re.compile(r"[^\W_]+(?:'[^\W\d_]+)?")  # letters of any alphabet ("La Cérémonie")
 _YEAR_SUFFIX = re.compile(r"\s*\((\d{4})\)\s*$")
 KINDS = ("title", "name", "genre", "year", "rating", "number", "outside", "relation")
 _CAPITALISED = re.compile(r"\b[A-Z][A-Za-z'-]*(?:\s+[A-Z][A-Za-z'-]*)*")
@@ -113,6 +113,11 @@ _PAST = re.compile(
 )
 _NUMBER = re.compile(r"(?<![\w.])(\d+(?:[.,]\d+)?)(\s*%|\s*percent)?(?![\w])")
 _COUNTED = re.compile(r"\s+(?:ratings?|viewers|people|votes|users|reviews)\b", re.IGNORECASE)
+_TITLE_YEAR = re.compile(r"\s*\((\d{4})\)")
+# counts in words ("across five reviews", "two sequels"); "one" is too common to be a count
+_NUMBER_WORD = re.compile(
+    r"\b(?:two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|twenty|dozen)\b", re.IGNORECASE
+)
 _COUNT_WORDS = re.compile(r"\b(?:dozens|hundreds|thousands|millions|billions)\b", re.IGNORECASE)
 _OUTSIDE = re.compile(
     r"\b(?:critic\w*|acclaim\w*|praised|award\w*|[Oo]scars?|Academy|nominat\w*|box[- ]office|grossing|"
@@ -247,19 +252,34 @@ def _contained(key: str, allowed: Iterable[str]) -> bool:
 def check(text: str, facts: Facts, titles: TitleIndex) -> Verdict:
     """The claims in ``text`` that ``facts`` do not support."""
     claims: list[Claim] = []
-    allowed_titles = {title_key(m.title): m for m in facts.movies()}
+    # a key may name two catalog movies (ML-100K lists "Chasing Amy (1997)" twice)
+    allowed_titles: dict[str, list[FactMovie]] = {}
+    for m in facts.movies():
+        allowed_titles.setdefault(title_key(m.title), []).append(m)
     found = titles.find(text)
     # the candidate and evidence titles, in any of their forms (also when the index lacks them)
     own = [
         (m.start(), m.end(), key)
-        for key, movie in allowed_titles.items()
+        for key, movies in allowed_titles.items()
         if key
-        for form in _surface_forms(movie.title)
+        for form in _surface_forms(movies[0].title)
         for m in _phrase(form).finditer(text)
     ]
     for start, end, key in found:
         if not _contained(key, allowed_titles):
             claims.append(Claim("title", text[start:end]))
+    # a year in brackets after a title is that movie's ("The Empire Strikes Back (1983)" is wrong)
+    spans = found + own
+    outer = [
+        t
+        for t in spans
+        if not any(o[0] <= t[0] and t[1] <= o[1] and o[1] - o[0] > t[1] - t[0] for o in spans)
+    ]  # "Contact" inside "Star Trek: First Contact (1996)" is not followed by its own year
+    for start, end, key in outer:
+        tail = _TITLE_YEAR.match(text, end)
+        movies = allowed_titles.get(key)
+        if tail and movies and all(m.year != int(tail.group(1)) for m in movies):
+            claims.append(Claim("year", text[start : tail.end()]))
     evidence_forms = {f for m in facts.evidence for f in _surface_forms(m.title)}
     uses_evidence = any(_phrase(f).search(text) for f in evidence_forms)
     rest = _mask(text, [(s, e) for s, e, _ in found + own])
@@ -297,15 +317,19 @@ def check(text: str, facts: Facts, titles: TitleIndex) -> Verdict:
         word = match.group(1).lower()
         value = _NUMBER_WORDS.get(word) or float(word)
         near_mean = facts.mean_rating is not None and abs(value - round(facts.mean_rating, 1)) <= 0.05
-        # "you rated Fargo 5/5": a rating right after a title is that movie's
+        # "you rated Fargo 5/5": a rating right after a title is that movie's; of titles ending
+        # at the same place, the longest ("Star Trek: First Contact", not "Contact")
         before = [t for t in titled if t[1] <= match.start() and match.start() - t[1] <= 40]
-        movie = (
-            allowed_titles.get(before[-1][2])
-            if before and not re.search(r"[.!?;]", text[before[-1][1] : match.start()])
+        last = max(before, key=lambda t: (t[1], t[1] - t[0])) if before else None
+        movies = (
+            allowed_titles.get(last[2])
+            if last is not None and not re.search(r"[.!?;]", text[last[1] : match.start()])
             else None
         )
-        if movie is not None:
-            ok = value == movie.rating or (movie is facts.candidate and near_mean)
+        if movies:
+            ok = any(value == m.rating for m in movies) or (
+                any(m is facts.candidate for m in movies) and near_mean
+            )
         else:
             ok = value in ratings or near_mean
         if not ok:
@@ -323,6 +347,7 @@ def check(text: str, facts: Facts, titles: TitleIndex) -> Verdict:
         if match.group(2) or (value not in numbers and not counted):
             claims.append(Claim("number", match.group(0).strip()))
     claims += [Claim("number", m.group(0)) for m in _COUNT_WORDS.finditer(rest)]
+    claims += [Claim("number", m.group(0)) for m in _NUMBER_WORD.finditer(plain)]
     claims += [Claim("outside", m.group(0)) for m in _OUTSIDE.finditer(rest)]
 
     if facts.rated:

@@ -1,6 +1,10 @@
-"""LoRA fine-tuning on preference questions, with preference AUC for the base and the tuned model.
+"""LoRA fine-tuning on preference questions and explanations, with preference AUC for the base
+and the tuned model.
 
-The loss is the language-model loss on the one answer token (Yes or No) after each prompt.
+The preference loss is the language-model loss on the one answer token (Yes or No) after each
+prompt. With explanation examples (``ml.llm.explain_targets``), each step adds the
+language-model loss on a batch of checked data-to-text answers after their prompts, so one
+adapter serves both the rerank and the explanations.
 Only the LoRA matrices on the attention projections train. A checkpoint (adapter, optimizer,
 scheduler, step) is written every ``checkpoint_every`` steps; a run started again with the
 same checkpoint folder continues from the last one.
@@ -22,8 +26,9 @@ import numpy as np
 from tqdm import tqdm
 
 from ml.llm.examples import PreferenceExample
+from ml.llm.explain_targets import ExplainExample
 from ml.llm.prompts import PromptBuilder
-from ml.llm.scoring import answer_logits, yes_probabilities
+from ml.llm.scoring import answer_logits, left_pad, positions, yes_probabilities
 from ml.metrics import roc_auc
 
 log = logging.getLogger(__name__)
@@ -39,7 +44,7 @@ class FinetuneConfig:
     alpha: int = 16
     dropout: float = 0.05
     learning_rate: float = 5e-4
-    batch_users: int = 2  # a step: this many users, all their candidates on one shared user part
+    batch_users: int = 2  # a step: this many users, all their candidates on one shared user part (0: none)
     max_steps: int = 300
     warmup_steps: int = 10
     candidates_per_user: int = 8
@@ -51,6 +56,7 @@ class FinetuneConfig:
     bf16: bool = False
     checkpoint_every: int = 50
     progress: bool = True
+    explain_batch: int = 4  # explanation examples per step (0: preference only)
 
 
 @dataclass
@@ -84,7 +90,9 @@ class FinetuneResult:
 def preference_auc(
     model: Any, builder: PromptBuilder, examples: Sequence[PreferenceExample], *, users_per_batch: int = 8
 ) -> tuple[float, np.ndarray, np.ndarray]:
-    """(AUC, P(Yes) per pair, label per pair) over every candidate of ``examples``."""
+    """(AUC, P(Yes) per pair, label per pair) over every candidate of ``examples`` (NaN: none)."""
+    if not examples:
+        return float("nan"), np.zeros(0), np.zeros(0)
     scores, labels = [], []
     pad = int(builder.tokenizer.pad_token_id)
     for start in range(0, len(examples), users_per_batch):
@@ -95,6 +103,35 @@ def preference_auc(
         labels += [y for ex in chunk for y in ex.labels]
     s, y = np.asarray(scores), np.asarray(labels)
     return roc_auc(s, y), s, y
+
+
+def explanation_loss(model: Any, builder: PromptBuilder, batch: Sequence[ExplainExample]) -> tuple[Any, int]:
+    """(mean language-model loss over the answers' tokens, tokens read): each prompt rendered as
+    serving renders it (``PromptBuilder.explanation``), its answer and the end-of-turn token.
+    Rows are left-padded so that every answer ends at the last position, and the vocabulary
+    projection runs on the answer positions only (``logits_to_keep``)."""
+    import torch
+
+    tokenizer = builder.tokenizer
+    eos = int(tokenizer.eos_token_id)  # where serving stops
+    rows, answers = [], []
+    for example in batch:
+        prompt = tokenizer.encode(builder.explanation(example.request), add_special_tokens=False)
+        answer = [*tokenizer.encode(example.target, add_special_tokens=False), eos]
+        rows.append(prompt + answer)
+        answers.append(len(answer))
+    device = next(model.parameters()).device
+    ids, mask = left_pad(rows, int(tokenizer.pad_token_id), device)
+    longest = max(answers)
+    out = model(input_ids=ids, attention_mask=mask, position_ids=positions(mask), logits_to_keep=longest + 1)
+    logits = out.logits[:, :-1, :]  # position t predicts token t + 1: the last `longest` tokens
+    labels = ids[:, -longest:].clone()
+    for i, n in enumerate(answers):
+        labels[i, : longest - n] = -100  # prompt tokens of the shorter answers' rows
+    loss = torch.nn.functional.cross_entropy(
+        logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1), ignore_index=-100
+    )
+    return loss, sum(map(len, rows))
 
 
 def _lora(model: Any, config: FinetuneConfig, checkpoint: Path | None) -> Any:
@@ -119,8 +156,10 @@ def finetune(
     eval_examples: Sequence[PreferenceExample],
     config: FinetuneConfig,
     workdir: Path,
+    explain_examples: Sequence[ExplainExample] = (),
 ) -> FinetuneResult:
-    """Train a LoRA adapter on ``train_examples``; AUC on ``eval_examples`` before and after.
+    """Train a LoRA adapter on ``train_examples`` (and ``explain_examples``, ``config.explain_batch``
+    of them per step); AUC on ``eval_examples`` before and after.
 
     ``workdir`` holds the checkpoint; the finished adapter is written to ``workdir/adapter``.
     """
@@ -141,7 +180,7 @@ def finetune(
     peft_model = _lora(model, config, checkpoint if state.get("step") else None)
     prompts = [builder.preference(ex.request) for ex in train_examples]
     labels = [ex.labels for ex in train_examples]
-    if not prompts:
+    if not prompts and not explain_examples:
         raise ValueError("no training examples: too few ratings per user")
     pad = int(builder.tokenizer.pad_token_id)
     answer = {1: builder.yes_id, 0: builder.no_id}
@@ -158,7 +197,8 @@ def finetune(
     resumed_from = step
     device = torch.device(config.device)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.bf16)
-    per_epoch = math.ceil(len(prompts) / config.batch_users)
+    # batch_users 0, or no preference examples: explanations only
+    per_epoch = max(1, math.ceil(len(prompts) / max(config.batch_users, 1)))
 
     peft_model.train()
     bar = tqdm(
@@ -167,14 +207,25 @@ def finetune(
     while step < config.max_steps:
         epoch, offset = divmod(step, per_epoch)
         order = np.random.default_rng(config.seed + epoch).permutation(len(prompts))
-        chosen = order[offset * config.batch_users : (offset + 1) * config.batch_users]
+        chosen = order[offset * config.batch_users : (offset + 1) * config.batch_users] if prompts else []
         started = time.perf_counter()
         # The same two-pass forward as serving: each user part once, its candidates on its cache.
         batch = [prompts[i] for i in chosen]
-        targets = torch.as_tensor([answer[y] for i in chosen for y in labels[i]], device=device)
-        with autocast:
-            logits = answer_logits(peft_model, batch, pad)
-        loss = torch.nn.functional.cross_entropy(logits.float(), targets)
+        loss = torch.zeros((), device=device)
+        if batch:
+            targets = torch.as_tensor([answer[y] for i in chosen for y in labels[i]], device=device)
+            with autocast:
+                logits = answer_logits(peft_model, batch, pad)
+            loss = torch.nn.functional.cross_entropy(logits.float(), targets)
+        if explain_examples and config.explain_batch:
+            start = (step * config.explain_batch) % len(explain_examples)
+            chosen_text = [
+                explain_examples[(start + k) % len(explain_examples)] for k in range(config.explain_batch)
+            ]
+            with autocast:
+                text_loss, text_tokens = explanation_loss(peft_model, builder, chosen_text)
+            loss = loss + text_loss
+            tokens += text_tokens
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         optimizer.step()
@@ -188,6 +239,8 @@ def finetune(
         step += 1
         bar.update(1)
         bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}", tok_s=f"{tokens / seconds:.0f}")
+        if step % 25 == 0:  # also where no terminal shows the bar
+            log.info("step %d: loss %.3f, %.2f s/step", step, np.mean(losses[-25:]), seconds / step)
         if step % config.checkpoint_every == 0 or step == config.max_steps:
             _save_checkpoint(
                 checkpoint, peft_model, optimizer, scheduler, step, losses, tokens, seconds, state

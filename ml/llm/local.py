@@ -1,11 +1,15 @@
 """The in-process backend: transformers on this machine's CPU (or GPU), adapter merged in.
 
 Every model call runs on one worker thread, so the event loop never blocks and two batches
-never fight over the cores. Explanation streams are micro-batched: streams that arrive
-within ``window_s`` of each other (up to ``max_batch``) are decoded together, which costs
-little more per step than one stream alone. A bounded queue holds the streams waiting for
-the next batch; beyond it, ``Overloaded``. A stream whose consumer goes away is stopped at
-the next decoding step, and the batch ends once none of its streams is wanted.
+never fight over the cores. Explanations are decoded with continuous batching: one running
+batch, one token per row per step, which costs little more per step than one row alone. An
+answer asked for while others decode joins the batch at the next step (after its own
+prefill), up to ``max_batch`` rows; a row leaves at once when it ends, reaches
+``max_new_tokens`` or its consumer goes away. Decoding is greedy with ``generate``'s
+repetition penalty, written out here because ``generate`` cannot take rows mid-run
+(transformers' own continuous-batching manager sizes a paged cache for accelerators). A
+bounded queue holds the streams waiting for room; beyond it, ``Overloaded``. Scoring runs on
+the same thread between decoding steps.
 """
 
 from __future__ import annotations
@@ -22,8 +26,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ml.llm.backends import ExplainRequest, LLMError, NullObserver, Observer, Overloaded, ScoreRequest
-from ml.llm.prompts import PromptBuilder, explanation_messages, explanation_opening
-from ml.llm.scoring import yes_probabilities
+from ml.llm.prompts import PromptBuilder, explanation_opening
+from ml.llm.scoring import left_pad, positions, yes_probabilities
 
 if TYPE_CHECKING:
     import torch
@@ -34,7 +38,7 @@ _DONE = object()
 
 @dataclass
 class _Job:
-    messages: list[dict[str, str]]
+    prompt: str  # the chat as the model reads it, ending with the opening
     opening: str  # the answer's first words, given to the model and sent with its first token
     loop: asyncio.AbstractEventLoop
     queue: asyncio.Queue[Any] = field(default_factory=asyncio.Queue)
@@ -46,64 +50,68 @@ class _Job:
             self.loop.call_soon_threadsafe(self.queue.put_nowait, item)
 
 
-class _BatchStreamer:
-    """A transformers streamer for a batch: decodes each row's new tokens and hands the new
-    text to that row's job as it appears."""
+@dataclass
+class _Row:
+    """One answer being decoded in the running batch."""
 
-    def __init__(self, tokenizer: Any, jobs: Sequence[_Job], eos_ids: set[int], observer: Observer) -> None:
-        self.tokenizer = tokenizer
-        self.jobs = jobs
-        self.eos_ids = eos_ids
-        self.observer = observer
-        self.tokens: list[list[int]] = [[] for _ in jobs]
-        self.finished = [False] * len(jobs)
-        self._prompt_seen = False
-        self._ended = False
+    job: _Job
+    seen: list[int]  # prompt and answer tokens: what the repetition penalty looks at
+    position: int  # the position of the next token fed to the model
+    answer: list[int] = field(default_factory=list)
+    next_token: int = -1  # chosen, not yet fed to the model
 
-    def put(self, value: torch.Tensor) -> None:
-        if not self._prompt_seen:  # generate() hands over the prompt first
-            self._prompt_seen = True
+
+class _Batch:
+    """The running batch of a continuous-batching decoder: one key/value cache for every row,
+    left-padded to a common length. Rows join (``add``) after their own prefill, between
+    decoding steps; rows that finished or whose consumer left go (``keep``) at once. Used by
+    the model's worker thread only."""
+
+    def __init__(self) -> None:
+        self.rows: list[_Row] = []
+        self.cache: Any = None
+        self.mask: torch.Tensor | None = None  # (rows, cached length): 1 where a row has a token
+
+    def add(self, rows: list[_Row], cache: Any, mask: torch.Tensor) -> None:
+        import torch
+        import torch.nn.functional as F
+
+        if not self.rows:
+            self.rows, self.cache, self.mask = rows, cache, mask
             return
-        new = 0
-        for i, token in enumerate(value.view(-1).tolist()):
-            if self.finished[i] or self.jobs[i].cancelled.is_set():
-                continue
-            if token in self.eos_ids:
-                self.finished[i] = True
-                continue
-            self.tokens[i].append(token)
-            new += 1
-            self._emit(i)
-        self.observer.tokens(new)
+        assert self.mask is not None
+        width = max(self.mask.shape[1], mask.shape[1])
 
-    def _emit(self, i: int) -> None:
-        job = self.jobs[i]
-        text = self.tokenizer.decode(self.tokens[i], skip_special_tokens=True)
-        if text.endswith("\ufffd"):  # half of a multi-byte character: wait for the rest
-            return
-        text = f"{job.opening} {text.lstrip()}"
-        if len(text) > len(job.text):
-            job.push(text[len(job.text) :])
-            job.text = text
+        def left(t: torch.Tensor, dim_from_end: int) -> torch.Tensor:
+            missing = width - t.shape[-dim_from_end]
+            pad = [0, 0] * (dim_from_end - 1) + [missing, 0]
+            return F.pad(t, pad) if missing else t
 
-    def end(self) -> None:
-        """Called by generate() when it finishes, and again by us if it raised: once is enough."""
-        if not self._ended:
-            self._ended = True
-            for job in self.jobs:
-                job.push(_DONE)
+        for mine, theirs in zip(self.cache.layers, cache.layers, strict=True):
+            mine.keys = torch.cat([left(mine.keys, 2), left(theirs.keys, 2)])
+            mine.values = torch.cat([left(mine.values, 2), left(theirs.values, 2)])
+        self.mask = torch.cat([left(self.mask, 1), left(mask, 1)])
+        self.rows += rows
 
-
-class _StopCancelled:
-    """Stopping criterion: a row is done when its consumer has gone."""
-
-    def __init__(self, jobs: Sequence[_Job]) -> None:
-        self.jobs = jobs
-
-    def __call__(self, input_ids: torch.Tensor, scores: Any, **kwargs: Any) -> torch.Tensor:
+    def keep(self, keep: list[int]) -> None:
         import torch
 
-        return torch.tensor([j.cancelled.is_set() for j in self.jobs], device=input_ids.device)
+        if len(keep) == len(self.rows):
+            return
+        self.rows = [self.rows[i] for i in keep]
+        if not self.rows:
+            self.cache = self.mask = None
+            return
+        assert self.mask is not None
+        index = torch.as_tensor(keep, device=self.mask.device)
+        self.cache.batch_select_indices(index)
+        self.mask = self.mask[index]
+        # columns no remaining row uses (the left padding of a row that left) are dropped
+        first = int((self.mask.sum(0) > 0).nonzero()[0])
+        if first:
+            self.mask = self.mask[:, first:]
+            for layer in self.cache.layers:
+                layer.keys, layer.values = layer.keys[:, :, first:], layer.values[:, :, first:]
 
 
 class TransformersBackend:
@@ -121,7 +129,8 @@ class TransformersBackend:
         max_pending: int = 32,
         window_s: float = 0.02,
         observer: Observer | None = None,
-        generate_kwargs: dict[str, Any] | None = None,
+        repetition_penalty: float = 1.15,
+        min_new_tokens: int = 0,
     ) -> None:
         self.model = model
         self.tokenizer = tokenizer
@@ -130,10 +139,14 @@ class TransformersBackend:
         self.max_batch = max_batch
         self.window_s = window_s
         self.observer = observer or NullObserver()
-        self.generate_kwargs = generate_kwargs or {}
+        self.repetition_penalty = repetition_penalty
+        self.min_new_tokens = min_new_tokens  # a test's way to make every answer long
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="cinerec-llm")
         self._pending: asyncio.Queue[_Job] = asyncio.Queue(maxsize=max_pending)
-        self._dispatcher: asyncio.Task[None] | None = None
+        self._direct: list[_Job] = []  # whole answers asked for by explain_many
+        self._wake = asyncio.Event()
+        self._decoder: asyncio.Task[None] | None = None
+        self._decoding = False
         self._running = 0
         self._idle = asyncio.Event()
         self._idle.set()
@@ -177,10 +190,14 @@ class TransformersBackend:
     # -- generation ----------------------------------------------------------------------
     def _job(self, request: ExplainRequest) -> _Job:
         return _Job(
-            explanation_messages(request),
+            self.builder.explanation(request),
             explanation_opening(request),
             asyncio.get_running_loop(),
         )
+
+    def _start_decoder(self) -> None:
+        if self._decoder is None or self._decoder.done():
+            self._decoder = asyncio.create_task(self._decode())
 
     async def stream(self, request: ExplainRequest) -> AsyncIterator[str]:
         job = self._job(request)
@@ -190,82 +207,207 @@ class TransformersBackend:
             raise Overloaded(
                 f"{self._pending.maxsize} explanation streams are already waiting: retry shortly"
             ) from None
-        if self._dispatcher is None or self._dispatcher.done():
-            self._dispatcher = asyncio.create_task(self._dispatch())
+        self._start_decoder()
         try:
             while (item := await job.queue.get()) is not _DONE:
                 if isinstance(item, BaseException):
                     raise LLMError(f"generation failed: {item}") from item
                 yield item
         finally:
-            job.cancelled.set()  # consumer gone or done: stop decoding this row
+            job.cancelled.set()  # consumer gone or done: its row leaves the batch at the next step
 
     async def explain_many(self, requests: Sequence[ExplainRequest]) -> list[str]:
+        """Whole answers: the rows join the running batch like streams (a request's count is
+        bounded by its caller, so they skip the stream queue's limit) and are read at the end."""
         if not requests:
             return []
         jobs = [self._job(r) for r in requests]
+        self._direct += jobs
+        self._start_decoder()
+        self._wake.set()
         try:
-            await self._run(self._generate_sync, jobs)
+            for job in jobs:
+                while (item := await job.queue.get()) is not _DONE:
+                    if isinstance(item, BaseException):
+                        raise LLMError(f"generation failed: {item}") from item
         finally:
             for job in jobs:
                 job.cancelled.set()
-        for job in jobs:
-            while not job.queue.empty():
-                item = job.queue.get_nowait()
-                if isinstance(item, BaseException):
-                    raise LLMError(f"generation failed: {item}") from item
         return [job.text.strip() for job in jobs]
 
-    async def _dispatch(self) -> None:
+    async def _decode(self) -> None:
+        """Continuous batching: while rows decode, one step at a time on the model's thread
+        (scoring runs between steps); before each step, waiting answers join, up to
+        ``max_batch`` rows. An empty batch waits ``window_s`` after the first arrival for
+        companions, so that answers asked for together start together."""
         loop = asyncio.get_running_loop()
+        batch = _Batch()
         while True:
-            batch = [await self._pending.get()]
-            deadline = loop.time() + self.window_s
-            while len(batch) < self.max_batch and (left := deadline - loop.time()) > 0:
+            if not batch.rows and not self._direct and self._pending.empty():
+                self._wake.clear()
+                waiter = asyncio.ensure_future(self._pending.get())
+                woken = asyncio.ensure_future(self._wake.wait())
                 try:
-                    batch.append(await asyncio.wait_for(self._pending.get(), left))
-                except TimeoutError:
-                    break
-            batch = [job for job in batch if not job.cancelled.is_set()]
-            if batch:
-                await self._run(self._generate_sync, batch)
+                    await asyncio.wait({waiter, woken}, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    woken.cancel()
+                    if not waiter.done():
+                        waiter.cancel()
+                if waiter.done() and not waiter.cancelled():
+                    self._direct.insert(0, waiter.result())
+                deadline = loop.time() + self.window_s
+                while (left := deadline - loop.time()) > 0 and len(self._direct) < self.max_batch:
+                    try:
+                        self._direct.append(await asyncio.wait_for(self._pending.get(), left))
+                    except TimeoutError:
+                        break
+            joining: list[_Job] = []
+            room = self.max_batch - len(batch.rows)
+            while self._direct and len(joining) < room:
+                joining.append(self._direct.pop(0))
+            while not self._pending.empty() and len(joining) < room:
+                joining.append(self._pending.get_nowait())
+            joining = [job for job in joining if not job.cancelled.is_set()]
+            for job in joining:
+                job.text = ""
+            if not batch.rows and not joining:
+                continue
+            self._active(True)
+            try:
+                await self._run(self._step, batch, joining)
+            finally:
+                self._active(bool(batch.rows))
 
-    def _generate_sync(self, jobs: list[_Job]) -> None:
+    def _active(self, decoding: bool) -> None:
+        """Idle (``wait_idle``) means no row is decoding, not just no step running."""
+        if decoding and not self._decoding:
+            self._decoding = True
+            self._running += 1
+            self._idle.clear()
+        elif not decoding and self._decoding:
+            self._decoding = False
+            self._running -= 1
+            if not self._running:
+                self._idle.set()
+
+    def _step(self, batch: _Batch, joining: list[_Job]) -> None:
+        """Prefill the joining rows, then decode one token for every row."""
         import torch
-        from transformers import StoppingCriteriaList
 
-        streamer = _BatchStreamer(self.tokenizer, jobs, self._eos_ids, self.observer)
         try:
-            texts = [
-                self.tokenizer.apply_chat_template(j.messages, tokenize=False, add_generation_prompt=True)
-                + j.opening
-                for j in jobs
-            ]
-            inputs = self.tokenizer(
-                texts, return_tensors="pt", padding=True, padding_side="left", add_special_tokens=False
-            ).to(self.model.device)
-            self.observer.batch("generate", len(jobs))
             with torch.inference_mode():
-                self.model.generate(
-                    **inputs,
-                    max_new_tokens=self.max_new_tokens,
-                    do_sample=False,
-                    repetition_penalty=1.15,
-                    streamer=streamer,
-                    stopping_criteria=StoppingCriteriaList([_StopCancelled(jobs)]),
-                    pad_token_id=int(self.tokenizer.pad_token_id),
-                    **self.generate_kwargs,
-                )
+                if joining:
+                    self._prefill(batch, joining)
+                self._drop_finished(batch)
+                if batch.rows:
+                    self._decode_step(batch)
+                    self._drop_finished(batch)
         except Exception as exc:  # every waiting consumer hears of it; the worker goes on
-            log.exception("generation batch failed")
-            for job in jobs:
-                job.push(exc)
-        finally:
-            streamer.end()
+            log.exception("generation step failed")
+            for row in batch.rows:
+                row.job.push(exc)
+                row.job.push(_DONE)
+            for job in joining:
+                if all(job is not r.job for r in batch.rows):
+                    job.push(exc)
+                    job.push(_DONE)
+            batch.keep([])
+
+    def _prefill(self, batch: _Batch, jobs: list[_Job]) -> None:
+        from transformers import DynamicCache
+
+        prompts = [self.tokenizer.encode(j.prompt, add_special_tokens=False) for j in jobs]
+        ids, mask = left_pad(prompts, int(self.tokenizer.pad_token_id), self.model.device)
+        cache = DynamicCache()
+        out = self.model(
+            input_ids=ids,
+            attention_mask=mask,
+            position_ids=positions(mask),
+            cache=cache,
+            use_cache=True,
+        )
+        rows = [_Row(job, list(p), len(p)) for job, p in zip(jobs, prompts, strict=True)]
+        self.observer.batch("generate", len(batch.rows) + len(rows))  # rows decoding from now on
+        self._choose(rows, out.logits[:, -1, :])
+        batch.add(rows, out.cache, mask)
+
+    def _decode_step(self, batch: _Batch) -> None:
+        import torch
+
+        assert batch.mask is not None
+        device = batch.mask.device
+        ids = torch.as_tensor([[r.next_token] for r in batch.rows], device=device)
+        batch.mask = torch.cat(
+            [batch.mask, torch.ones((len(batch.rows), 1), dtype=batch.mask.dtype, device=device)], 1
+        )
+        position = torch.as_tensor([[r.position] for r in batch.rows], device=device)
+        out = self.model(
+            input_ids=ids,
+            attention_mask=batch.mask,
+            position_ids=position,
+            cache=batch.cache,
+            use_cache=True,
+        )
+        batch.cache = out.cache
+        for row in batch.rows:
+            row.seen.append(row.next_token)
+            row.position += 1
+        self._choose(batch.rows, out.logits[:, -1, :])
+
+    def _choose(self, rows: list[_Row], logits: torch.Tensor) -> None:
+        """Greedy next token per row under the repetition penalty (as ``generate`` applies it,
+        over the row's prompt and answer), handed to the row's consumer as text."""
+        import torch
+
+        scores = logits.float()
+        width = max(len(r.seen) for r in rows)
+        seen = torch.as_tensor(
+            [r.seen + [r.seen[0]] * (width - len(r.seen)) for r in rows], device=scores.device
+        )
+        picked = scores.gather(1, seen)
+        picked = torch.where(picked < 0, picked * self.repetition_penalty, picked / self.repetition_penalty)
+        scores = scores.scatter(1, seen, picked)
+        if self.min_new_tokens:
+            early = torch.as_tensor([len(r.answer) < self.min_new_tokens for r in rows], device=scores.device)
+            for eos in self._eos_ids:
+                scores[early, eos] = float("-inf")
+        new = 0
+        for row, token in zip(rows, scores.argmax(-1).tolist(), strict=True):
+            row.next_token = token
+            if token in self._eos_ids or row.job.cancelled.is_set():
+                continue
+            row.answer.append(token)
+            new += 1
+            self._emit(row)
+        self.observer.tokens(new)
+
+    def _emit(self, row: _Row) -> None:
+        job = row.job
+        text = self.tokenizer.decode(row.answer, skip_special_tokens=True)
+        if text.endswith("\ufffd"):  # half of a multi-byte character: wait for the rest
+            return
+        text = f"{job.opening} {text.lstrip()}"
+        if len(text) > len(job.text):
+            job.push(text[len(job.text) :])
+            job.text = text
+
+    def _drop_finished(self, batch: _Batch) -> None:
+        keep = []
+        for i, row in enumerate(batch.rows):
+            done = (
+                row.next_token in self._eos_ids
+                or len(row.answer) >= self.max_new_tokens
+                or row.job.cancelled.is_set()
+            )
+            if done:
+                row.job.push(_DONE)
+            else:
+                keep.append(i)
+        batch.keep(keep)
 
     async def aclose(self) -> None:
-        if self._dispatcher is not None:
-            self._dispatcher.cancel()
+        if self._decoder is not None:
+            self._decoder.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._dispatcher
+                await self._decoder
         self._executor.shutdown(wait=False, cancel_futures=True)

@@ -172,6 +172,15 @@ class PromptBuilder:
     def _encode(self, text: str) -> list[int]:
         return list(self.tokenizer.encode(text, add_special_tokens=False))
 
+    def explanation(self, request: ExplainRequest) -> str:
+        """The explanation prompt as the model reads it, up to and including the server's
+        opening: the model's answer continues it. Serving and fine-tuning both render it here."""
+        chat = self.tokenizer.apply_chat_template(
+            explanation_messages(request), tokenize=False, add_generation_prompt=True
+        )
+        assert isinstance(chat, str)
+        return chat + explanation_opening(request)
+
     def preference(self, request: ScoreRequest) -> PreferencePrompt:
         """The user part once, one candidate part per candidate text."""
         return PreferencePrompt(

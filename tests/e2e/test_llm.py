@@ -277,7 +277,7 @@ def test_rerank_scores_every_pair_of_a_request_in_one_batch(
     assert metric(busy_server, "cinerec_llm_batches_total", kind="score") == batches + 1
     assert metric(busy_server, "cinerec_llm_batch_size_sum", kind="score") == pairs + 40  # 2 users x top 20
     rerank = result["extensions"]["recommender"]["rerank"]
-    assert rerank["weight"] == 1.0 and "error" not in rerank
+    assert set(rerank["weights"].values()) == {1.0} and "error" not in rerank
     plain = recommender.server.gql(query, token=recommender.admin_token)["data"]["a"]
     pool = recommender.server.gql(
         "{ recommendations(userId: 1, first: 20) { movie { movieId } } }", token=recommender.admin_token

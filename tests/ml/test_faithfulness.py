@@ -91,6 +91,10 @@ def test_what_the_facts_hold_passes(text: str) -> None:
             "You will enjoy it because you rated Fargo 4/5, and you also watched one of the most iconic films.",
             "relation",
         ),
+        # a true title with a false year (the 40-step adapter's "The Empire Strikes Back (1983)")
+        ("You will enjoy it because you rated The Godfather (1974) 5/5.", "year"),
+        # a count in words ("It is an action, adventure, sci-fi film across five reviews.")
+        ("You will enjoy it because it is a drama film across five reviews.", "number"),
     ],
 )
 def test_each_kind_of_unsupported_claim_is_caught(text: str, kind: str) -> None:
@@ -132,3 +136,33 @@ def test_the_supported_prefix_keeps_the_clauses_before_the_first_claim() -> None
     assert supported_prefix("It is a horror classic, sadly.", FACTS, CATALOG) == ""
     fine = "You will enjoy One Flew Over the Cuckoo's Nest because it is a drama, like Fargo."
     assert supported_prefix(fine, FACTS, CATALOG) == fine
+
+
+def test_a_rating_belongs_to_the_longest_title_before_it() -> None:
+    """"Star Trek: First Contact (1996) 4/5" rates the evidence, not the candidate "Contact"
+    that its last word spells (the candidate is unrated: 4/5 was refused as its rating)."""
+    titles = TitleIndex(["Contact (1997)", "Star Trek: First Contact (1996)"])
+    contact = FactMovie("Contact (1997)", 1997, ("Drama", "Sci-Fi"))
+    trek = FactMovie("Star Trek: First Contact (1996)", 1996, ("Action", "Sci-Fi"), rating=4.0)
+    facts = Facts(contact, (trek,), mean_rating=3.8, ratings_count=509)
+    text = "You will enjoy Contact (1997) because you rated Star Trek: First Contact (1996) 4/5."
+    assert check(text, facts, titles).supported
+    assert not check(text.replace("4/5", "2/5"), facts, titles).supported
+
+
+def test_a_title_two_catalog_movies_share_carries_either_rating() -> None:
+    """ML-100K lists "Chasing Amy (1997)" twice; a user who rated both may be told either."""
+    titles = TitleIndex(["Chasing Amy (1997)", "Jerry Maguire (1996)"])
+    amy = [FactMovie("Chasing Amy (1997)", 1997, ("Drama", "Romance"), rating=r) for r in (5.0, 4.0)]
+    facts = Facts(FactMovie("Jerry Maguire (1996)", 1996, ("Drama",)), tuple(amy))
+    for rating in ("5/5", "4/5"):
+        assert check(f"You also gave Chasing Amy (1997) {rating}.", facts, titles).supported
+    assert not check("You also gave Chasing Amy (1997) 3/5.", facts, titles).supported
+
+
+def test_titles_in_other_alphabets_count_as_evidence_use() -> None:
+    titles = TitleIndex(["Cérémonie, La (1995)", "Heat (1995)"])
+    ceremonie = FactMovie("La Cérémonie (1995)", 1995, ("Drama",), rating=4.0)
+    facts = Facts(FactMovie("Heat (1995)", 1995, ("Action",)), (ceremonie,))
+    verdict = check("You will enjoy Heat (1995) because you rated La Cérémonie (1995) 4/5.", facts, titles)
+    assert verdict.supported and verdict.uses_evidence

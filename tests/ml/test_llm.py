@@ -195,12 +195,14 @@ class CountingObserver:
     def __init__(self) -> None:
         self.batches: list[tuple[str, int]] = []
         self.generated = 0
+        self.steps: list[int] = []  # tokens written per decoding step
 
     def batch(self, kind: str, size: int) -> None:
         self.batches.append((kind, size))
 
     def tokens(self, count: int) -> None:
         self.generated += count
+        self.steps.append(count)
 
     def running(self, count: int) -> None:
         pass
@@ -239,7 +241,7 @@ async def test_closing_a_stream_stops_its_generation(base_llm) -> None:
     model, tokenizer = base_llm
     observer = CountingObserver()
     backend = TransformersBackend(
-        model, tokenizer, max_new_tokens=300, observer=observer, generate_kwargs={"min_new_tokens": 300}
+        model, tokenizer, max_new_tokens=300, observer=observer, min_new_tokens=300
     )
     try:
         pieces = backend.stream(REQUEST)
@@ -251,6 +253,43 @@ async def test_closing_a_stream_stops_its_generation(base_llm) -> None:
         # the worker is free again at once (scoring queues behind any generation still running)
         scored = await asyncio.wait_for(backend.score([ScoreRequest(Profile(["Heat (1995)"], []), ["q"])]), 5)
         assert scored[0].shape == (1,)
+    finally:
+        await backend.aclose()
+
+
+async def test_a_late_stream_joins_the_running_batch_and_leaves_it_at_once(base_llm) -> None:
+    """Continuous batching: a stream asked for while another decodes gets its first words
+    before that one ends (it joins the running batch), and once its consumer goes its row
+    leaves: the remaining steps decode one row."""
+    model, tokenizer = base_llm
+    observer = CountingObserver()
+    backend = TransformersBackend(
+        model, tokenizer, max_new_tokens=120, min_new_tokens=120, window_s=0, observer=observer
+    )
+    try:
+        running = backend.stream(REQUEST)
+        await anext(running)
+        ended = asyncio.Event()
+
+        async def drain() -> None:
+            async for _ in running:
+                pass
+            ended.set()
+
+        drained = asyncio.create_task(drain())
+        late = backend.stream(
+            ExplainRequest("Heat (1995)", ["you rated Fargo (1996) 5/5 and it shares Crime, Thriller"])
+        )
+        first = await anext(late)
+        assert first.startswith("You will enjoy Heat (1995)")
+        assert not ended.is_set(), "the late stream waited for the running batch to end"
+        assert [b for b in observer.batches if b[0] == "generate"] == [("generate", 1), ("generate", 2)]
+        await late.aclose()
+        await drained
+        together = sum(count == 2 for count in observer.steps)
+        # the late row was wanted for one chunk: had it stayed, ~119 steps would write two tokens
+        assert together < 20, observer.steps
+        assert observer.steps[-1] == 1 and observer.generated < 2 * 120
     finally:
         await backend.aclose()
 
@@ -267,3 +306,65 @@ async def test_a_full_queue_refuses_with_overloaded(base_llm) -> None:
             await s.aclose()
     finally:
         await backend.aclose()
+
+
+def test_explanation_loss_on_kept_answer_logits_equals_the_full_sequence_loss(base_llm) -> None:
+    """The fine-tuning loss on the answer positions only (left-padded, ``logits_to_keep``) is
+    the ordinary language-model loss over each answer's tokens, computed row by row in full."""
+    import torch
+
+    from ml.llm.explain_targets import ExplainExample
+    from ml.llm.finetune import explanation_loss
+    from ml.llm.prompts import PromptBuilder
+
+    model, tokenizer = base_llm
+    builder = PromptBuilder(tokenizer)
+    batch = [
+        ExplainExample(REQUEST, " both are animated films."),
+        ExplainExample(
+            ExplainRequest("Heat (1995)", ["you rated Fargo (1996) 5/5 and it shares Crime, Thriller"]),
+            " it is a crime film that viewers with your taste rate highly. Expect a thriller story.",
+        ),
+    ]
+    with torch.no_grad():
+        loss, _ = explanation_loss(model, builder, batch)
+        total, count = 0.0, 0
+        for example in batch:
+            prompt = tokenizer.encode(builder.explanation(example.request), add_special_tokens=False)
+            answer = [*tokenizer.encode(example.target, add_special_tokens=False), tokenizer.eos_token_id]
+            ids = torch.as_tensor([prompt + answer])
+            logits = model(input_ids=ids).logits[0, len(prompt) - 1 : -1]
+            total += float(torch.nn.functional.cross_entropy(logits, ids[0, len(prompt) :], reduction="sum"))
+            count += len(answer)
+    assert abs(float(loss) - total / count) < 1e-3
+
+
+def test_finetuning_on_explanations_lowers_their_loss(llm_cache: Path, tmp_path: Path) -> None:
+    """Explanation-only fine-tuning (no preference questions) learns its checked targets."""
+    import torch
+
+    from ml.llm.base_model import DEFAULT_BASE, load_base
+    from ml.llm.explain_targets import ExplainExample
+    from ml.llm.finetune import explanation_loss
+
+    model, tokenizer = load_base(DEFAULT_BASE, llm_cache)
+    builder = PromptBuilder(tokenizer)
+    examples = [
+        ExplainExample(REQUEST, " both are animated films. Expect an animated story."),
+        ExplainExample(
+            ExplainRequest("Heat (1995)", ["you rated Fargo (1996) 5/5 and it shares Crime, Thriller"]),
+            " both are crime and thriller films.",
+        ),
+    ]
+    with torch.no_grad():
+        before = float(explanation_loss(model, builder, examples)[0])
+    config = FinetuneConfig(max_steps=6, batch_users=0, explain_batch=2, warmup_steps=1, progress=False)
+    result = finetune(model, builder, [], [], config, tmp_path, examples)
+    assert result.steps == 6 and np.isnan(result.auc_tuned)  # no preference questions, no AUC
+    tuned = load_base(DEFAULT_BASE, llm_cache)[0]
+    from peft import PeftModel
+
+    tuned = PeftModel.from_pretrained(tuned, result.adapter)
+    with torch.no_grad():
+        after = float(explanation_loss(tuned, builder, examples)[0])
+    assert after < 0.85 * before, (before, after)  # untrained, they would be equal
