@@ -207,7 +207,7 @@ def finetune(
     while step < config.max_steps:
         epoch, offset = divmod(step, per_epoch)
         order = np.random.default_rng(config.seed + epoch).permutation(len(prompts))
-        chosen = order[offset * config.batch_users : (offset + 1) * config.batch_users] if prompts else []
+        chosen = order[offset * config.batch_users : (offset + 1) * config.batch_users]  # empty: none
         started = time.perf_counter()
         # The same two-pass forward as serving: each user part once, its candidates on its cache.
         batch = [prompts[i] for i in chosen]

@@ -139,7 +139,7 @@ def test_the_supported_prefix_keeps_the_clauses_before_the_first_claim() -> None
 
 
 def test_a_rating_belongs_to_the_longest_title_before_it() -> None:
-    """"Star Trek: First Contact (1996) 4/5" rates the evidence, not the candidate "Contact"
+    """ "Star Trek: First Contact (1996) 4/5" rates the evidence, not the candidate "Contact"
     that its last word spells (the candidate is unrated: 4/5 was refused as its rating)."""
     titles = TitleIndex(["Contact (1997)", "Star Trek: First Contact (1996)"])
     contact = FactMovie("Contact (1997)", 1997, ("Drama", "Sci-Fi"))

@@ -240,9 +240,7 @@ async def test_streams_arriving_together_decode_as_one_batch(base_llm) -> None:
 async def test_closing_a_stream_stops_its_generation(base_llm) -> None:
     model, tokenizer = base_llm
     observer = CountingObserver()
-    backend = TransformersBackend(
-        model, tokenizer, max_new_tokens=300, observer=observer, min_new_tokens=300
-    )
+    backend = TransformersBackend(model, tokenizer, max_new_tokens=300, observer=observer, min_new_tokens=300)
     try:
         pieces = backend.stream(REQUEST)
         first = await anext(pieces)
