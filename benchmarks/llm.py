@@ -3,8 +3,8 @@
     python -m benchmarks.llm [--home DIR] [--rounds 10]
 
 Serves `cinerec serve` from a home that holds ML-100K, a trained recommender and a
-fine-tuned LLM champion (made here if missing: ingest, `cinerec train`, `cinerec llm
-finetune --max-steps 20`). Measures, over graphql-transport-ws:
+fine-tuned LLM champion (made here if missing, as `make demo` makes it: ingest, `cinerec
+train`, 40 steps of explanation-only `cinerec llm finetune`). Measures, over graphql-transport-ws:
 - time to the first chunk of one explanation stream (p50, p90 over ``rounds`` streams),
 - tokens/s of one stream (generated tokens from the server's own counter / stream time),
 - aggregate tokens/s of 8 concurrent streams, against one stream's rate in the same run,
@@ -57,7 +57,16 @@ def prepare(home: Path, steps: int) -> dict[str, str]:
     print(cinerec(env, "train", "--if-missing", "--epochs", "10", "--no-tune").strip().splitlines()[-1])
     print(
         cinerec(
-            env, "llm", "finetune", "--if-missing", "--max-steps", str(steps), "--eval-users", "20"
+            env,
+            "llm",
+            "finetune",
+            "--if-missing",
+            "--max-steps",
+            str(steps),
+            "--batch-users",
+            "0",
+            "--eval-users",
+            "0",
         ).strip()
     )
     # an admin login: it may stream any user's explanations (here MovieLens user 1's)
@@ -118,7 +127,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--home", type=Path, default=Path("/tmp/cinerec-bench-llm"))
     parser.add_argument("--rounds", type=int, default=10)
-    parser.add_argument("--finetune-steps", type=int, default=20)
+    parser.add_argument("--finetune-steps", type=int, default=40)  # as `make demo` trains it
     args = parser.parse_args()
     env = prepare(args.home.resolve(), args.finetune_steps)
     port = free_port()

@@ -20,7 +20,9 @@ def finetune(
     rank: Annotated[int, typer.Option(help="LoRA rank.")] = 8,
     alpha: Annotated[int, typer.Option(help="LoRA alpha.")] = 16,
     learning_rate: Annotated[float, typer.Option(help="AdamW learning rate.")] = 1e-3,
-    batch_users: Annotated[int, typer.Option(help="Users per step (all their candidates).")] = 2,
+    batch_users: Annotated[
+        int, typer.Option(help="Users per step, all their preference questions (0: explanations only).")
+    ] = 2,
     candidates_per_user: Annotated[int, typer.Option(help="Questions per training user.")] = 8,
     eval_users: Annotated[int, typer.Option(help="Held-out users for the AUC (4 questions each).")] = 100,
     explain_batch: Annotated[
@@ -67,9 +69,14 @@ def finetune(
         if outcome.champion == outcome.version
         else f"registered; champion is version {outcome.champion}"
     )
+    auc = (
+        f"preference AUC base {outcome.auc_base:.4f} -> tuned {outcome.auc_tuned:.4f} on "
+        f"{outcome.eval_pairs} held-out pairs"
+        if outcome.eval_pairs
+        else "no preference AUC (--eval-users 0)"
+    )
     typer.echo(
-        f"{LLM} version {outcome.version}: {state}; preference AUC base {outcome.auc_base:.4f} -> tuned "
-        f"{outcome.auc_tuned:.4f} on {outcome.eval_pairs} held-out pairs; {outcome.steps} steps, "
+        f"{LLM} version {outcome.version}: {state}; {auc}; {outcome.steps} steps, "
         f"{outcome.tokens_per_second:.0f} tokens/s on {outcome.device}; MLflow run {outcome.run_id}"
     )
 

@@ -244,6 +244,13 @@ def _phrase(form: str) -> re.Pattern[str]:
     return re.compile(r"(?<![\w])" + r"\W+".join(map(re.escape, form.split())) + r"(?![\w])", re.I)
 
 
+_CLAUSE_MARK = re.compile(r"[,;:.!?]")
+
+
+def _genres(*movies: FactMovie) -> set[str]:
+    return {g.lower().replace("children's", "children") for m in movies for g in m.genres}
+
+
 def _contained(key: str, allowed: Iterable[str]) -> bool:
     padded = f" {key} "
     return any(padded in f" {a} " for a in allowed)
@@ -298,10 +305,15 @@ def check(text: str, facts: Facts, titles: TitleIndex) -> Verdict:
             continue  # part of the candidate's or an evidence movie's title ("Star Trek")
         claims.append(Claim("name", match.group(0)))
 
-    genres = {g.lower().replace("children's", "children") for m in facts.movies() for g in m.genres}
+    # a genre is the candidate's, or that of a movie named in the same clause (between marks:
+    # "you rated Fargo (1996) 4/5 for its crime"); "like that film, it is an action story" claims
+    # action for the candidate
     for match in _GENRE.finditer(rest):
         genre = GENRE_WORDS[match.group(1).lower()]
-        if genre not in genres:
+        start = max((b.end() for b in _CLAUSE_MARK.finditer(rest, 0, match.start())), default=0)
+        stop = next((b.start() for b in _CLAUSE_MARK.finditer(rest, match.end())), len(rest))
+        named = [m for a, b, key in spans if a < stop and b > start for m in allowed_titles.get(key, [])]
+        if genre not in _genres(facts.candidate, *named):
             claims.append(Claim("genre", match.group(1)))
 
     years = {m.year for m in facts.movies() if m.year}

@@ -46,6 +46,8 @@ def test_title_keys_read_catalog_titles_as_prose_writes_them() -> None:
         "You will enjoy One Flew Over the Cuckoo's Nest because you gave Fargo 4 stars and both are dramas from the 1970s and 1990s.",
         "You will enjoy One Flew Over the Cuckoo's Nest because viewers rate it 4.3/5 on average, and you loved The Godfather.",
         "You will enjoy One Flew Over the Cuckoo's Nest because 264 viewers rate it 4.29/5, and you loved The Godfather.",
+        # an evidence movie's genre in the clause that names it
+        "You will enjoy One Flew Over the Cuckoo's Nest because you rated Fargo (1996) 4/5 for its crime and thriller.",
     ],
 )
 def test_what_the_facts_hold_passes(text: str) -> None:
@@ -93,6 +95,12 @@ def test_what_the_facts_hold_passes(text: str) -> None:
         ),
         # a true title with a false year (the 40-step adapter's "The Empire Strikes Back (1983)")
         ("You will enjoy it because you rated The Godfather (1974) 5/5.", "year"),
+        # an evidence movie's genre said of the candidate (the adapter's "like that film, it is
+        # an action drama story" for The English Patient)
+        (
+            "You will enjoy it because you rated Fargo 4/5, and like that film, it is a thriller story.",
+            "genre",
+        ),
         # a count in words ("It is an action, adventure, sci-fi film across five reviews.")
         ("You will enjoy it because it is a drama film across five reviews.", "number"),
     ],
