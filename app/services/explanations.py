@@ -18,7 +18,7 @@ from app.services import catalog, ratings
 from app.services.llm_inputs import explanation_inputs
 from ml.llm.backends import Overloaded
 from ml.llm.evidence import Evidence
-from ml.llm.faithfulness import CLAUSE_END, TitleIndex, check, vet
+from ml.llm.faithfulness import CLAUSE_END, TitleIndex, check, ends_sentence, vet
 from ml.llm.prompts import explanation_opening
 from ml.llm.template import template_explanation
 
@@ -111,8 +111,8 @@ class ExplanationService:
         return self._titles[1]
 
     def vet(self, text: str, request: Any, titles: TitleIndex) -> tuple[str, str | None]:
-        """What of an LLM text may reach a client: its clauses up to the first claim the facts
-        do not support; "" and that claim when none of the model's own clauses holds."""
+        """What of an LLM text may reach a client: its whole sentences before the first claim the
+        facts do not support; "" and that claim when none of the model's own sentences holds."""
         if request.facts is None:
             return text, None
         kept, verdict = vet(text, request.facts, titles, explanation_opening(request))
@@ -203,14 +203,16 @@ class ExplanationService:
     async def _stream(
         self, served: ServedLLM, request: Any, evidence: list[Evidence]
     ) -> AsyncGenerator[Chunk, None]:
-        """The LLM's text, clause by clause, each sent once the text so far holds (its closing
-        mark is held back: it opens the next chunk, or becomes the full stop when the next
-        clause makes a claim the facts do not hold and the stream ends there)."""
+        """The LLM's text, sentence by sentence, each sent once the text so far holds (its
+        closing mark is held back: it opens the next chunk, or becomes the full stop when a
+        later clause makes a claim the facts do not hold and the stream ends there). Claims are
+        looked for at every clause end, so a stream stops at the first one."""
         source = served.backend.source
         facts = request.facts if source == "llm" else None
         titles = await self.titles() if facts is not None else None
         written, sent_upto, sent, claim, model_sent = "", 0, False, None, False
-        # the server's opening is not the model's: the model's text is sent clause by clause once
+        checked_upto = 0  # claims are looked for clause by clause; text goes out by sentences
+        # the server's opening is not the model's: the model's text is sent sentence by sentence once
         # it holds. An opening that states the closest evidence is true as it stands: it goes
         # out at once, marked as the server's (TEMPLATE), so the first words never wait.
         opening = explanation_opening(request) if facts is not None else ""
@@ -250,16 +252,18 @@ class ExplanationService:
                         sent = True
                         continue
                     written += piece
-                    ends = [m for m in CLAUSE_END.finditer(written) if m.start() >= max(sent_upto, floor)]
+                    ends = [m for m in CLAUSE_END.finditer(written) if m.start() >= max(checked_upto, floor)]
                     for end in ends:
                         verdict = check(written[: end.end()], facts, titles)
                         if not verdict.supported:
                             claim = verdict.claims[0]
                             break
-                        yield Chunk(
-                            written[sent_upto : end.start()], False, None if sent else evidence, source
-                        )
-                        sent, sent_upto, model_sent = True, end.start(), True
+                        checked_upto = end.end()
+                        if ends_sentence(end):  # a whole sentence holds: it goes out
+                            yield Chunk(
+                                written[sent_upto : end.start()], False, None if sent else evidence, source
+                            )
+                            sent, sent_upto, model_sent = True, end.start(), True
                     if claim is not None:
                         break  # closing the pieces stops the generation
             if facts is not None and titles is not None:

@@ -387,11 +387,18 @@ def check(text: str, facts: Facts, titles: TitleIndex) -> Verdict:
 CLAUSE_END = re.compile(r"(?:[,;:!?]|(?<!\b[A-Z])\.)(?=\s)")
 
 
+def ends_sentence(mark: re.Match[str]) -> bool:
+    """Whether a ``CLAUSE_END`` match ends a sentence (text is kept and sent by whole sentences)."""
+    return mark.group() in ".!?"
+
+
 def supported_prefix(text: str, facts: Facts, titles: TitleIndex, floor: int = 0) -> str:
-    """``text`` if ``check`` supports it; else its clauses from the start up to the first claim
-    the facts do not support, ended with a full stop; "" when no clause ending at or after
-    ``floor`` holds (the model's own text starts there, after the server's opening). A stream
-    checks clause by clause the same way (``ExplanationService``): both paths give the same text."""
+    """``text`` if ``check`` supports it; else its whole sentences before the first clause that
+    makes a claim the facts do not support, ended with a full stop; "" when no sentence ending
+    at or after ``floor`` holds (the model's own text starts there, after the server's
+    opening). Claims are found clause by clause, text is kept by sentences: a reader never gets
+    half a sentence ("..., and like that film."). A stream does the same (``ExplanationService``):
+    both paths give the same text."""
     text = text.strip()
     if check(text, facts, titles).supported:
         return text if len(text) > floor else ""
@@ -401,12 +408,13 @@ def supported_prefix(text: str, facts: Facts, titles: TitleIndex, floor: int = 0
             continue
         if not check(text[: match.end()], facts, titles).supported:
             break
-        kept = text[: match.start()]
+        if ends_sentence(match):
+            kept = text[: match.start()]
     return f"{kept}." if kept else ""
 
 
 def vet(text: str, facts: Facts, titles: TitleIndex, opening: str = "") -> tuple[str, Verdict]:
-    """What of an LLM text may reach a client (its supported clauses, or "" for the template)
+    """What of an LLM text may reach a client (its supported sentences, or "" for the template)
     and the checker's verdict on all of it. A text that keeps nothing the model wrote past the
     server's ``opening`` is the template's to replace: the LLM earned no credit for it."""
     verdict = check(text, facts, titles)

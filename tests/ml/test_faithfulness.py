@@ -133,14 +133,16 @@ def test_titles_inside_titles_claim_no_genre_or_year() -> None:
     assert not kinds("You will enjoy Star Wars (1977) because you rated The Godfather (1972) 5/5.", facts)
 
 
-def test_the_supported_prefix_keeps_the_clauses_before_the_first_claim() -> None:
+def test_the_supported_prefix_keeps_the_whole_sentences_before_the_first_claim() -> None:
     text = (
-        "You will enjoy One Flew Over the Cuckoo's Nest because you rated The Godfather 5/5, "
-        "and it is a horror classic. It shares Drama."
+        "You will enjoy One Flew Over the Cuckoo's Nest because you rated The Godfather 5/5. "
+        "It shares Drama, and it is a horror classic. It shares Drama."
     )
     assert supported_prefix(text, FACTS, CATALOG) == (
         "You will enjoy One Flew Over the Cuckoo's Nest because you rated The Godfather 5/5."
     )
+    half = "You will enjoy One Flew Over the Cuckoo's Nest because you rated The Godfather 5/5, and it is horror."
+    assert supported_prefix(half, FACTS, CATALOG) == ""  # not half a sentence
     assert supported_prefix("It is a horror classic, sadly.", FACTS, CATALOG) == ""
     fine = "You will enjoy One Flew Over the Cuckoo's Nest because it is a drama, like Fargo."
     assert supported_prefix(fine, FACTS, CATALOG) == fine
