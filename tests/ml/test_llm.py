@@ -19,7 +19,14 @@ from ml.llm.evidence import gather_evidence
 from ml.llm.examples import build_examples, split_users
 from ml.llm.finetune import FinetuneConfig, finetune, preference_auc
 from ml.llm.local import TransformersBackend
-from ml.llm.prompts import MovieFacts, Profile, PromptBuilder, candidate_text, preference_request
+from ml.llm.prompts import (
+    MovieFacts,
+    Profile,
+    PromptBuilder,
+    candidate_text,
+    explanation_opening,
+    preference_request,
+)
 from ml.llm.rerank import blend, choose_weight, reranked
 from ml.llm.scoring import full_sequence_batch, yes_probabilities
 from ml.metrics import roc_auc
@@ -366,3 +373,35 @@ def test_finetuning_on_explanations_lowers_their_loss(llm_cache: Path, tmp_path:
     with torch.no_grad():
         after = float(explanation_loss(tuned, builder, examples)[0])
     assert after < 0.85 * before, (before, after)  # untrained, they would be equal
+
+
+async def test_continuous_batching_writes_what_generate_writes(base_llm) -> None:
+    """Greedy decoding with the repetition penalty, row by row in a running batch, gives
+    `generate`'s text token for token, also for an answer that joins mid-run."""
+    import torch
+
+    model, tokenizer = base_llm
+    builder = PromptBuilder(tokenizer)
+    other = ExplainRequest("Heat (1995)", ["you rated Fargo (1996) 5/5 and it shares Crime, Thriller"])
+    expected = []
+    for request in (REQUEST, other):
+        inputs = tokenizer(builder.explanation(request), return_tensors="pt", add_special_tokens=False)
+        with torch.inference_mode():
+            out = model.generate(
+                **inputs,
+                max_new_tokens=24,
+                do_sample=False,
+                repetition_penalty=1.15,
+                pad_token_id=int(tokenizer.pad_token_id),
+            )
+        written = tokenizer.decode(out[0][inputs.input_ids.shape[1] :], skip_special_tokens=True)
+        expected.append(f"{explanation_opening(request)} {written.strip()}")
+    backend = TransformersBackend(model, tokenizer, max_new_tokens=24, window_s=0)
+    try:
+        first = backend.stream(REQUEST)
+        pieces = [await anext(first)]  # decoding: the second joins the running batch
+        second = asyncio.create_task(backend.explain_many([other]))
+        pieces += [p async for p in first]
+        assert ["".join(pieces).strip(), (await second)[0]] == expected
+    finally:
+        await backend.aclose()
