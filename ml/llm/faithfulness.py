@@ -312,8 +312,8 @@ def check(text: str, facts: Facts, titles: TitleIndex) -> Verdict:
         genre = GENRE_WORDS[match.group(1).lower()]
         start = max((b.end() for b in _CLAUSE_MARK.finditer(rest, 0, match.start())), default=0)
         stop = next((b.start() for b in _CLAUSE_MARK.finditer(rest, match.end())), len(rest))
-        named = [m for a, b, key in spans if a < stop and b > start for m in allowed_titles.get(key, [])]
-        if genre not in _genres(facts.candidate, *named):
+        in_clause = [m for a, b, key in spans if a < stop and b > start for m in allowed_titles.get(key, [])]
+        if genre not in _genres(facts.candidate, *in_clause):
             claims.append(Claim("genre", match.group(1)))
 
     years = {m.year for m in facts.movies() if m.year}
