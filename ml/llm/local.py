@@ -284,9 +284,11 @@ class TransformersBackend:
             self._decoding = True
             self._running += 1
             self._idle.clear()
+            self.observer.running(self._running)
         elif not decoding and self._decoding:
             self._decoding = False
             self._running -= 1
+            self.observer.running(self._running)
             if not self._running:
                 self._idle.set()
 

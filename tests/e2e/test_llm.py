@@ -332,6 +332,8 @@ def test_finetune_registers_an_adapter_that_promotion_serves(
         "2",
         "--batch-users",
         "1",
+        "--explain-batch",
+        "1",
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert f"{LLM} version 1: serving (champion)" in done.stdout

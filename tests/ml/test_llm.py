@@ -203,6 +203,7 @@ class CountingObserver:
         self.batches: list[tuple[str, int]] = []
         self.generated = 0
         self.steps: list[int] = []  # tokens written per decoding step
+        self.last_running = -1
 
     def batch(self, kind: str, size: int) -> None:
         self.batches.append((kind, size))
@@ -212,7 +213,7 @@ class CountingObserver:
         self.steps.append(count)
 
     def running(self, count: int) -> None:
-        pass
+        self.last_running = count
 
 
 REQUEST = ExplainRequest(
@@ -255,6 +256,7 @@ async def test_closing_a_stream_stops_its_generation(base_llm) -> None:
         await pieces.aclose()
         await backend.wait_idle()  # the batch has ended: nothing more can be generated
         assert observer.generated < 300  # it ended early, at the stream's close
+        assert observer.last_running == 0  # and the running-calls gauge says so
         # the worker is free again at once (scoring queues behind any generation still running)
         scored = await asyncio.wait_for(backend.score([ScoreRequest(Profile(["Heat (1995)"], []), ["q"])]), 5)
         assert scored[0].shape == (1,)
@@ -269,7 +271,7 @@ async def test_a_late_stream_joins_the_running_batch_and_leaves_it_at_once(base_
     model, tokenizer = base_llm
     observer = CountingObserver()
     backend = TransformersBackend(
-        model, tokenizer, max_new_tokens=120, min_new_tokens=120, window_s=0, observer=observer
+        model, tokenizer, max_new_tokens=60, min_new_tokens=60, window_s=0, observer=observer
     )
     try:
         running = backend.stream(REQUEST)
@@ -292,9 +294,9 @@ async def test_a_late_stream_joins_the_running_batch_and_leaves_it_at_once(base_
         await late.aclose()
         await drained
         together = sum(count == 2 for count in observer.steps)
-        # the late row was wanted for one chunk: had it stayed, ~119 steps would write two tokens
+        # the late row was wanted for one chunk: had it stayed, ~59 steps would write two tokens
         assert together < 20, observer.steps
-        assert observer.steps[-1] == 1 and observer.generated < 2 * 120
+        assert observer.steps[-1] == 1 and observer.generated < 2 * 60
     finally:
         await backend.aclose()
 
@@ -363,9 +365,11 @@ def test_finetuning_on_explanations_lowers_their_loss(llm_cache: Path, tmp_path:
     ]
     with torch.no_grad():
         before = float(explanation_loss(model, builder, examples)[0])
-    config = FinetuneConfig(max_steps=6, batch_users=0, explain_batch=2, warmup_steps=1, progress=False)
+    config = FinetuneConfig(
+        max_steps=4, batch_users=0, explain_batch=2, warmup_steps=1, learning_rate=2e-3, progress=False
+    )
     result = finetune(model, builder, [], [], config, tmp_path, examples)
-    assert result.steps == 6 and np.isnan(result.auc_tuned)  # no preference questions, no AUC
+    assert result.steps == 4 and np.isnan(result.auc_tuned)  # no preference questions, no AUC
     tuned = load_base(DEFAULT_BASE, llm_cache)[0]
     from peft import PeftModel
 
