@@ -356,7 +356,9 @@ def check(text: str, facts: Facts, titles: TitleIndex) -> Verdict:
         value = float(match.group(1).replace(",", ""))
         # the rating count is a fact only as a count of ratings ("208 ratings", not "208 times")
         counted = value == facts.ratings_count and _COUNTED.match(plain, match.end()) is not None
-        if match.group(2) or (value not in numbers and not counted):
+        # "a 4+ rating" states a bound no fact is ("4+" passed as the user's rating 4)
+        bound = plain[match.end() : match.end() + 1] == "+"
+        if match.group(2) or bound or (value not in numbers and not counted):
             claims.append(Claim("number", match.group(0).strip()))
     claims += [Claim("number", m.group(0)) for m in _COUNT_WORDS.finditer(rest)]
     claims += [Claim("number", m.group(0)) for m in _NUMBER_WORD.finditer(plain)]

@@ -101,6 +101,8 @@ def test_what_the_facts_hold_passes(text: str) -> None:
             "You will enjoy it because you rated Fargo 4/5, and like that film, it is a thriller story.",
             "genre",
         ),
+        # a number as a bound (make demo: "both share action, adventure elements like the story's 4+ rating")
+        ("You will enjoy it because you rated Fargo 4/5, and it has the story's 4+ rating.", "number"),
         # a count in words ("It is an action, adventure, sci-fi film across five reviews.")
         ("You will enjoy it because it is a drama film across five reviews.", "number"),
     ],
