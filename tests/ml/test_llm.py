@@ -219,6 +219,7 @@ class CountingObserver:
 REQUEST = ExplainRequest(
     "Aladdin (1992)", ["you rated Beauty and the Beast (1991) 5/5 and it shares Animation"]
 )
+HEAT = ExplainRequest("Heat (1995)", ["you rated Fargo (1996) 5/5 and it shares Crime, Thriller"])
 
 
 async def test_streams_arriving_together_decode_as_one_batch(base_llm) -> None:
@@ -284,9 +285,7 @@ async def test_a_late_stream_joins_the_running_batch_and_leaves_it_at_once(base_
             ended.set()
 
         drained = asyncio.create_task(drain())
-        late = backend.stream(
-            ExplainRequest("Heat (1995)", ["you rated Fargo (1996) 5/5 and it shares Crime, Thriller"])
-        )
+        late = backend.stream(HEAT)
         first = await anext(late)
         assert first.startswith("You will enjoy Heat (1995)")
         assert not ended.is_set(), "the late stream waited for the running batch to end"
@@ -329,7 +328,7 @@ def test_explanation_loss_on_kept_answer_logits_equals_the_full_sequence_loss(ba
     batch = [
         ExplainExample(REQUEST, " both are animated films."),
         ExplainExample(
-            ExplainRequest("Heat (1995)", ["you rated Fargo (1996) 5/5 and it shares Crime, Thriller"]),
+            HEAT,
             " it is a crime film that viewers with your taste rate highly. Expect a thriller story.",
         ),
     ]
@@ -359,7 +358,7 @@ def test_finetuning_on_explanations_lowers_their_loss(llm_cache: Path, tmp_path:
     examples = [
         ExplainExample(REQUEST, " both are animated films. Expect an animated story."),
         ExplainExample(
-            ExplainRequest("Heat (1995)", ["you rated Fargo (1996) 5/5 and it shares Crime, Thriller"]),
+            HEAT,
             " both are crime and thriller films.",
         ),
     ]
@@ -386,9 +385,8 @@ async def test_continuous_batching_writes_what_generate_writes(base_llm) -> None
 
     model, tokenizer = base_llm
     builder = PromptBuilder(tokenizer)
-    other = ExplainRequest("Heat (1995)", ["you rated Fargo (1996) 5/5 and it shares Crime, Thriller"])
     expected = []
-    for request in (REQUEST, other):
+    for request in (REQUEST, HEAT):
         inputs = tokenizer(builder.explanation(request), return_tensors="pt", add_special_tokens=False)
         with torch.inference_mode():
             out = model.generate(
@@ -404,7 +402,7 @@ async def test_continuous_batching_writes_what_generate_writes(base_llm) -> None
     try:
         first = backend.stream(REQUEST)
         pieces = [await anext(first)]  # decoding: the second joins the running batch
-        second = asyncio.create_task(backend.explain_many([other]))
+        second = asyncio.create_task(backend.explain_many([HEAT]))
         pieces += [p async for p in first]
         assert ["".join(pieces).strip(), (await second)[0]] == expected
     finally:
