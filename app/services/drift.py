@@ -14,6 +14,7 @@ import contextlib
 import json
 import logging
 import os
+import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -153,6 +154,26 @@ def check(settings: Settings, *, version: str | None = None, keep: bool = False)
 LOCK = "drift:lock"
 
 
+async def run_command(args: list[str], env: dict[str, str]) -> tuple[int, bytes]:
+    """(exit code, standard error) of a command; cancelled, the command is killed.
+
+    Spawned by the standard library's Popen, not the event loop's subprocess support: uvloop
+    spawns with fork(), whose pre-fork handlers (OpenBLAS's among them) can wait forever on a
+    thread that is in the middle of a BLAS call, freezing the loop; CPython spawns with vfork(),
+    which runs none of them (tests/app/test_drift_spawn.py)."""
+    process = await asyncio.to_thread(
+        subprocess.Popen, args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env
+    )
+    try:
+        _, err = await asyncio.to_thread(process.communicate)
+    except asyncio.CancelledError:
+        with contextlib.suppress(ProcessLookupError):
+            process.kill()
+        await asyncio.to_thread(process.wait)
+        raise
+    return process.returncode or 0, err
+
+
 class DriftMonitor:
     """In the server: keeps the drift gauges at the latest stored report, and, every
     ``drift_interval_seconds``, runs a check (``python -m app monitor drift --store``) in a
@@ -217,25 +238,7 @@ class DriftMonitor:
             "CINEREC_DRIFT_MAX_ROWS": str(s.drift_max_rows),
         }
         env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-        process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "app",
-            "monitor",
-            "drift",
-            "--store",
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.PIPE,
-            env=env,
-        )
-        try:
-            _, err = await process.communicate()
-        except asyncio.CancelledError:  # the server stops: so does its check
-            with contextlib.suppress(ProcessLookupError):
-                process.kill()
-            await process.wait()
-            raise
-        code = process.returncode or 0
+        code, err = await run_command([sys.executable, "-m", "app", "monitor", "drift", "--store"], env)
         if code not in (0, 2):
             log.warning("drift check failed (exit %s): %s", code, err.decode(errors="replace")[-1000:])
         return code
