@@ -1,6 +1,6 @@
 """How faithful the LLM's explanations are: ``cinerec llm evaluate-explanations``.
 
-N (user, candidate) pairs of users the fine-tuning left out (``held_out_users``), each
+N (user, candidate) pairs of users the fine-tuning left out (``HeldOut``), each
 user's top recommendation from the serving recommender; the
 prompts built by the serving path (``explanation_inputs``), the text written by the base
 model and by each registered adapter, judged by the checker every served explanation passes
@@ -73,14 +73,42 @@ class _Tokens:
         pass
 
 
+@dataclass(frozen=True)
+class HeldOut:
+    """``count`` users the LLM's fine-tuning leaves out (``split_users`` over every rating user
+    with ``fraction`` and ``seed``), drawn in an order seeded by ``draw``."""
+
+    count: int
+    draw: int = 7
+    fraction: float = 0.2
+    seed: int = 42
+
+    def pick(self, rating_users: np.ndarray) -> list[int]:
+        from ml.llm.examples import split_users
+
+        _, held_out = split_users(rating_users, self.fraction, self.seed)
+        ordered = np.random.default_rng(self.seed).permutation(held_out)
+        return [int(u) for u in ordered[np.random.default_rng(self.draw).permutation(len(ordered))]][
+            : self.count
+        ]
+
+
 async def explain_requests(
-    settings: Settings, users: Sequence[int], *, top: int = 1, rated_share: float = 0.0, seed: int = 7
+    settings: Settings,
+    users: Sequence[int] | HeldOut,
+    *,
+    top: int = 1,
+    rated_share: float = 0.0,
+    seed: int = 7,
 ) -> tuple[list[ExplainRequest], TitleIndex]:
-    """(ExplainRequests, title index) as serving builds them: for each user, one of the serving
-    recommender's ``top`` recommendations (drawn at random), or with probability ``rated_share``
-    one of the movies they rated (serving explains those too). Users the recommender does not
-    know are left out."""
+    """(ExplainRequests, title index) as serving builds them: for each user (or each of the
+    ``HeldOut`` users), one of the serving recommender's ``top`` recommendations (drawn at
+    random), or with probability ``rated_share`` one of the movies they rated (serving explains
+    those too). Users the recommender does not know are left out."""
+    from sqlalchemy import select
+
     from app.db import create_engine, session_factory
+    from app.models import Rating
     from app.services import catalog
     from app.services.llm_inputs import explanation_inputs, rated_by
     from ml.hybrid import HybridRecommender
@@ -93,12 +121,15 @@ async def explain_requests(
         raise NotFound("no recommender champion: run `cinerec train` first")
     model = HybridRecommender.load(registry.download(RECOMMENDER, version, settings.home / "models"))
     known = set(map(int, model.history_user_ids if model.history_user_ids is not None else []))
-    users = [int(u) for u in users if int(u) in known]
     rng = np.random.default_rng(seed)
     engine = create_engine(settings)
     try:
         sessions = session_factory(engine)
         async with sessions() as session:
+            if isinstance(users, HeldOut):
+                everyone = await session.execute(select(Rating.__table__.c.user_id).distinct())  # type: ignore[attr-defined]
+                users = users.pick(np.asarray([int(u) for (u,) in everyone.all()]))
+            users = [int(u) for u in users if int(u) in known]
             rated = await rated_by(session=session, user_ids=users)
             ranked, _ = model.recommend(model.trained_rows(users), model.user_index(users), top)
             chosen = []
@@ -113,29 +144,6 @@ async def explain_requests(
     finally:
         await engine.dispose()
     return [r for r, _ in found], titles
-
-
-def held_out_users(settings: Settings, fraction: float = 0.2, seed: int = 42) -> list[int]:
-    """The users the LLM's fine-tuning leaves out (``split_users`` over every rating user),
-    in a seeded random order."""
-    from ml.llm.examples import split_users
-
-    async def ids() -> np.ndarray:
-        from sqlalchemy import select
-
-        from app.db import create_engine, session_factory
-        from app.models import Rating
-
-        engine = create_engine(settings)
-        try:
-            async with session_factory(engine)() as session:
-                found = await session.execute(select(Rating.__table__.c.user_id).distinct())  # type: ignore[attr-defined]
-                return np.asarray([int(u) for (u,) in found.all()])
-        finally:
-            await engine.dispose()
-
-    _, held_out = split_users(asyncio.run(ids()), fraction, seed)
-    return [int(u) for u in np.random.default_rng(seed).permutation(held_out)]
 
 
 def _judge(
@@ -180,9 +188,8 @@ def evaluate_explanations(
     from ml.llm.base_model import init_torch, load_base, with_adapter
     from ml.llm.local import TransformersBackend
 
-    users = held_out_users(settings)  # never seen by an adapter's explanation training
-    users = [users[i] for i in np.random.default_rng(seed).permutation(len(users))]
-    requests, titles = asyncio.run(explain_requests(settings, users[:pairs], seed=seed))
+    # users never seen by an adapter's explanation training
+    requests, titles = asyncio.run(explain_requests(settings, HeldOut(pairs, draw=seed), seed=seed))
     if not requests:
         from app.errors import BadUserInput
 

@@ -240,36 +240,11 @@ class TransformersBackend:
         (scoring runs between steps); before each step, waiting answers join, up to
         ``max_batch`` rows. An empty batch waits ``window_s`` after the first arrival for
         companions, so that answers asked for together start together."""
-        loop = asyncio.get_running_loop()
         batch = _Batch()
         while True:
             if not batch.rows and not self._direct and self._pending.empty():
-                self._wake.clear()
-                waiter = asyncio.ensure_future(self._pending.get())
-                woken = asyncio.ensure_future(self._wake.wait())
-                try:
-                    await asyncio.wait({waiter, woken}, return_when=asyncio.FIRST_COMPLETED)
-                finally:
-                    woken.cancel()
-                    if not waiter.done():
-                        waiter.cancel()
-                if waiter.done() and not waiter.cancelled():
-                    self._direct.insert(0, waiter.result())
-                deadline = loop.time() + self.window_s
-                while (left := deadline - loop.time()) > 0 and len(self._direct) < self.max_batch:
-                    try:
-                        self._direct.append(await asyncio.wait_for(self._pending.get(), left))
-                    except TimeoutError:
-                        break
-            joining: list[_Job] = []
-            room = self.max_batch - len(batch.rows)
-            while self._direct and len(joining) < room:
-                joining.append(self._direct.pop(0))
-            while not self._pending.empty() and len(joining) < room:
-                joining.append(self._pending.get_nowait())
-            joining = [job for job in joining if not job.cancelled.is_set()]
-            for job in joining:
-                job.text = ""
+                await self._wait_for_work()
+            joining = self._next_joiners(self.max_batch - len(batch.rows))
             if not batch.rows and not joining:
                 continue
             self._active(True)
@@ -277,6 +252,40 @@ class TransformersBackend:
                 await self._run(self._step, batch, joining)
             finally:
                 self._active(bool(batch.rows))
+
+    async def _wait_for_work(self) -> None:
+        """Sleep until an answer is asked for (or a direct row is woken in), then gather the
+        companions that arrive within ``window_s``."""
+        loop = asyncio.get_running_loop()
+        self._wake.clear()
+        waiter = asyncio.ensure_future(self._pending.get())
+        woken = asyncio.ensure_future(self._wake.wait())
+        try:
+            await asyncio.wait({waiter, woken}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            woken.cancel()
+            if not waiter.done():
+                waiter.cancel()
+        if waiter.done() and not waiter.cancelled():
+            self._direct.insert(0, waiter.result())
+        deadline = loop.time() + self.window_s
+        while (left := deadline - loop.time()) > 0 and len(self._direct) < self.max_batch:
+            try:
+                self._direct.append(await asyncio.wait_for(self._pending.get(), left))
+            except TimeoutError:
+                break
+
+    def _next_joiners(self, room: int) -> list[_Job]:
+        """Up to ``room`` waiting jobs, direct rows first; cancelled ones are dropped."""
+        joining: list[_Job] = []
+        while self._direct and len(joining) < room:
+            joining.append(self._direct.pop(0))
+        while not self._pending.empty() and len(joining) < room:
+            joining.append(self._pending.get_nowait())
+        joining = [job for job in joining if not job.cancelled.is_set()]
+        for job in joining:
+            job.text = ""
+        return joining
 
     def _active(self, decoding: bool) -> None:
         """Idle (``wait_idle``) means no row is decoding, not just no step running."""
