@@ -16,15 +16,15 @@ app = typer.Typer(help="The LLM: LoRA fine-tuning and registration.", no_args_is
 def finetune(
     max_steps: Annotated[
         int, typer.Option(help="Optimizer steps (a few finish in minutes on 2 cores).")
-    ] = 300,
+    ] = 150,
     rank: Annotated[int, typer.Option(help="LoRA rank.")] = 8,
     alpha: Annotated[int, typer.Option(help="LoRA alpha.")] = 16,
     learning_rate: Annotated[float, typer.Option(help="AdamW learning rate.")] = 1e-3,
     batch_users: Annotated[
         int, typer.Option(help="Users per step, all their preference questions (0: explanations only).")
-    ] = 2,
+    ] = 4,
     candidates_per_user: Annotated[int, typer.Option(help="Questions per training user.")] = 8,
-    eval_users: Annotated[int, typer.Option(help="Held-out users for the AUC (4 questions each).")] = 100,
+    eval_users: Annotated[int, typer.Option(help="Held-out users for the AUC (8 questions each).")] = 100,
     explain_batch: Annotated[
         int, typer.Option(help="Checked data-to-text explanations per step (0: preference only).")
     ] = 4,

@@ -141,11 +141,20 @@ async def preference_requests(
     *, session: AsyncSession, users: Sequence[int], candidates: Sequence[Sequence[int]], rated: Ratings
 ) -> list[ScoreRequest]:
     """One preference request per user over their candidate movie ids. ``rated`` holds the
-    users' ratings; only the movies a profile names and the candidates are looked up."""
+    users' ratings; the movies a profile names and the candidates are looked up, and the
+    genres of every rated movie (the user's taste in each candidate's genres)."""
     named = [m for u in users for group in profile_movies(rated[u]) for m in group]
     facts = await catalog_facts(session, [m for c in candidates for m in c] + named)
+    genres = await catalog.genres_by_movie_ids(
+        session=session, movie_ids=list({m for u in users for m, _ in rated[u]})
+    )
     return [
-        preference_request(rated[user], [facts.movie(m) for m in movies], facts.label)
+        preference_request(
+            rated[user],
+            [facts.movie(m) for m in movies],
+            facts.label,
+            genres_of=lambda movie: genres.get(movie, []),
+        )
         for user, movies in zip(users, candidates, strict=True)
     ]
 

@@ -7,14 +7,22 @@ A user's candidates are held out of their own profile.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
 from ml.interactions import Catalog
-from ml.llm.prompts import LIKED_THRESHOLD, MovieFacts, ScoreRequest, movie_label, preference_request
+from ml.llm.prompts import (
+    LIKED_THRESHOLD,
+    PROFILE_DISLIKED,
+    PROFILE_LIKED,
+    MovieFacts,
+    ScoreRequest,
+    movie_label,
+    preference_request,
+)
 
 
 @dataclass(frozen=True)
@@ -52,6 +60,12 @@ def catalog_facts(
     return MovieFacts(catalog_label(catalog, index), catalog.genres[index], mean, count)
 
 
+def catalog_genres(catalog: Catalog) -> Callable[[int], Sequence[str]]:
+    """A movie id's genres in ``catalog`` (none for a movie it does not hold)."""
+    by_id = dict(zip(catalog.item_ids.tolist(), catalog.genres, strict=True))
+    return lambda movie: by_id.get(int(movie), [])
+
+
 def build_examples(
     ratings: pd.DataFrame,
     catalog: Catalog,
@@ -59,8 +73,8 @@ def build_examples(
     *,
     candidates_per_user: int,
     seed: int,
-    n_liked: int = 10,
-    n_disliked: int = 5,
+    n_liked: int = PROFILE_LIKED,
+    n_disliked: int = PROFILE_DISLIKED,
     min_profile: int = 5,
     item_stats: Mapping[int, tuple[float, int]] | None = None,
 ) -> list[PreferenceExample]:
@@ -71,6 +85,7 @@ def build_examples(
     rng = np.random.default_rng(seed)
     wanted = set(int(u) for u in users)
     frame = ratings[ratings["user_id"].isin(wanted)]
+    genres_of = catalog_genres(catalog)
     examples = []
     for user_id, group in frame.groupby("user_id", sort=True):
         index = catalog.index(group["movie_id"].to_numpy())
@@ -86,6 +101,7 @@ def build_examples(
             [(int(catalog.item_ids[index[j]]), float(values[j])) for j in known],
             [catalog_facts(catalog, int(index[j]), stats) for j in asked],
             lambda movie: catalog_label(catalog, int(catalog.index([movie])[0])),
+            genres_of=genres_of,
             n_liked=n_liked,
             n_disliked=n_disliked,
         )

@@ -25,6 +25,19 @@ SYSTEM = "You are a movie recommendation assistant."
 _SPLIT = "\u2063"  # an invisible separator that no title contains: where the user part ends
 YES, NO = "Yes", "No"
 LIKED_THRESHOLD = 3.0  # TALLRec: a rating above 3 is a like
+PROFILE_LIKED, PROFILE_DISLIKED = 5, 3  # titles a preference prompt names (a shorter prompt trains faster)
+
+
+def word_for(value: float, scale: Sequence[tuple[float, str]]) -> str:
+    """The first word of ``scale`` whose lower edge ``value`` reaches (the last otherwise)."""
+    return next((word for edge, word in scale if value >= edge), scale[-1][1])
+
+
+# Coarse words beside the numbers: a small model reads "highly rated" more easily than 4.1/5
+# (measured: docs/benchmarks.md, "Preference side").
+RATED = ((4.0, "highly rated"), (3.5, "well rated"), (3.0, "rated middling"), (0.0, "poorly rated"))
+PLEASED = ((0.8, "easily pleased"), (0.6, "fairly easy to please"), (0.4, "choosy"), (0.0, "hard to please"))
+GENRE_TASTE = ((0.8, "loves"), (0.6, "mostly likes"), (0.4, "is mixed on"), (0.0, "mostly dislikes"))
 
 
 @dataclass(frozen=True)
@@ -40,13 +53,14 @@ class Profile:
     def text(self) -> str:
         liked = "; ".join(self.liked) or "nothing yet"
         disliked = "; ".join(self.disliked) or "nothing yet"
-        # a percentage, not "n of m": a small model reads it without dividing
-        counts = (
-            f"The user liked {round(100 * (self.liked_count or 0) / self.rated_count)}% of the "
-            f"{self.rated_count} movies they rated.\n"
-            if self.rated_count
-            else ""
-        )
+        counts = ""
+        if self.rated_count:
+            # a percentage, not "n of m": a small model reads it without dividing
+            share = (self.liked_count or 0) / self.rated_count
+            counts = (
+                f"The user is {word_for(share, PLEASED)}: they liked {round(100 * share)}% of the "
+                f"{self.rated_count} movies they rated.\n"
+            )
         return f"{counts}The user liked: {liked}.\nThe user disliked: {disliked}.\n"
 
 
@@ -101,7 +115,7 @@ class ExplainRequest:
 
 
 def profile_movies(
-    ratings: Sequence[tuple[int, float]], *, n_liked: int = 10, n_disliked: int = 5
+    ratings: Sequence[tuple[int, float]], *, n_liked: int = PROFILE_LIKED, n_disliked: int = PROFILE_DISLIKED
 ) -> tuple[list[int], list[int]]:
     """(liked, disliked) movie ids a profile names: best liked and worst disliked first, ties
     by movie id, so that the same ratings give the same profile in any order."""
@@ -110,13 +124,41 @@ def profile_movies(
     return [m for m, _ in liked[:n_liked]], [m for m, _ in disliked[:n_disliked]]
 
 
-def candidate_text(facts: MovieFacts) -> str:
-    """The question about one movie: its genres and, when known, how others rated it."""
+@dataclass(frozen=True)
+class GenreTaste:
+    """How the user rated the movies that share a genre with a candidate: likes out of ratings."""
+
+    liked: int
+    rated: int
+
+    def text(self) -> str:
+        if not self.rated:
+            return "The user rated no movie in its genres. "
+        share = self.liked / self.rated
+        return (
+            f"The user {word_for(share, GENRE_TASTE)} its genres: they liked {round(100 * share)}% "
+            f"of the {self.rated} they rated. "
+        )
+
+
+def genre_taste(
+    ratings: Sequence[tuple[int, float]], genres: Sequence[str], genres_of: Callable[[int], Sequence[str]]
+) -> GenreTaste:
+    """The user's likes among their rated movies that share any of ``genres``."""
+    wanted = set(genres)
+    shared = [r for m, r in ratings if wanted.intersection(genres_of(m))]
+    return GenreTaste(sum(r > LIKED_THRESHOLD for r in shared), len(shared))
+
+
+def candidate_text(facts: MovieFacts, taste: GenreTaste | None = None) -> str:
+    """The question about one movie: its genres and, when known, how others rated it and how
+    the user rated its genres."""
     about = [", ".join(facts.genres)] if facts.genres else []
     if facts.count:
-        about.append(f"rated {facts.mean:.1f}/5 on average by {facts.count} viewers")
+        mean = facts.mean or 0.0
+        about.append(f"{word_for(mean, RATED)}: {mean:.1f}/5 on average by {facts.count} viewers")
     details = f" ({'; '.join(about)})" if about else ""
-    return f"Will the user enjoy {facts.label}{details}? Answer Yes or No."
+    return f"Will the user enjoy {facts.label}{details}? {taste.text() if taste else ''}Answer Yes or No."
 
 
 def preference_request(
@@ -124,11 +166,13 @@ def preference_request(
     candidates: Sequence[MovieFacts],
     label_of: Mapping[int, str] | Callable[[int], str],
     *,
-    n_liked: int = 10,
-    n_disliked: int = 5,
+    genres_of: Callable[[int], Sequence[str]],
+    n_liked: int = PROFILE_LIKED,
+    n_disliked: int = PROFILE_DISLIKED,
 ) -> ScoreRequest:
     """The preference questions for one user: ``ratings`` are all the (movie id, rating) pairs
-    the profile may use; ``label_of`` names the movies ``profile_movies`` picks from them."""
+    the profile may use; ``label_of`` names the movies ``profile_movies`` picks from them;
+    ``genres_of`` gives a rated movie's genres (the user's taste in each candidate's genres)."""
     name = label_of.__getitem__ if isinstance(label_of, Mapping) else label_of
     liked, disliked = profile_movies(ratings, n_liked=n_liked, n_disliked=n_disliked)
     profile = Profile(
@@ -137,7 +181,10 @@ def preference_request(
         liked_count=sum(r > LIKED_THRESHOLD for _, r in ratings),
         rated_count=len(ratings),
     )
-    return ScoreRequest(profile, [candidate_text(c) for c in candidates])
+    return ScoreRequest(
+        profile,
+        [candidate_text(c, genre_taste(ratings, c.genres, genres_of)) for c in candidates],
+    )
 
 
 @dataclass

@@ -21,7 +21,7 @@ from tqdm import tqdm
 from ml import metrics as m
 from ml.hybrid import HybridRecommender
 from ml.interactions import Catalog, Interactions
-from ml.llm.examples import catalog_facts, catalog_label
+from ml.llm.examples import catalog_facts, catalog_genres, catalog_label
 from ml.llm.prompts import ScoreRequest, preference_request
 
 WEIGHTS = (0.0, 0.1, 0.25, 0.5, 1.0, 2.0)
@@ -122,11 +122,13 @@ def _lists(
     pool: int,
 ) -> tuple[list[tuple[np.ndarray, np.ndarray, np.ndarray]], list[np.ndarray]]:
     top, values = model.recommend(history, users, pool)
+    genres_of = catalog_genres(catalog)
     requests = [
         preference_request(
             [(int(catalog.item_ids[j]), float(v)) for j, v in zip(row.indices, row.data, strict=True)],
             [catalog_facts(catalog, int(j), item_stats) for j in top[i]],
             lambda movie: catalog_label(catalog, int(catalog.index([movie])[0])),
+            genres_of=genres_of,
         )
         for i, row in enumerate(history)
     ]

@@ -20,12 +20,18 @@ from ml.llm.examples import build_examples, split_users
 from ml.llm.finetune import FinetuneConfig, finetune, preference_auc
 from ml.llm.local import TransformersBackend
 from ml.llm.prompts import (
+    GENRE_TASTE,
+    PLEASED,
+    RATED,
+    GenreTaste,
     MovieFacts,
     Profile,
     PromptBuilder,
     candidate_text,
     explanation_opening,
+    genre_taste,
     preference_request,
+    word_for,
 )
 from ml.llm.rerank import blend, choose_weight, reranked
 from ml.llm.scoring import full_sequence_batch, yes_probabilities
@@ -88,14 +94,39 @@ def test_examples_hold_out_users_and_candidates() -> None:
 def test_profile_orders_likes_and_dislikes_the_same_in_any_order() -> None:
     ratings = [(1, 5.0), (2, 1.0), (3, 4.0), (4, 3.0), (5, 2.0), (6, 4.0)]
     names = {m: f"M{m}" for m, _ in ratings}
-    request = preference_request(ratings, [MovieFacts("X (1999)", ["Drama"], 3.5, 10)], names)
+    genres = {1: ["Drama"], 2: ["Drama", "War"], 3: ["Comedy"], 4: ["Drama"], 5: ["Horror"], 6: ["War"]}
+    candidate = MovieFacts("X (1999)", ["Drama", "War"], 3.5, 10)
+    request = preference_request(ratings, [candidate], names, genres_of=genres.__getitem__)
     assert request.profile.liked == ["M1", "M3", "M6"]  # best first; ties by movie id
     assert request.profile.disliked == ["M2", "M5", "M4"]  # worst first
     assert (request.profile.liked_count, request.profile.rated_count) == (3, 6)
-    assert preference_request(ratings[::-1], [MovieFacts("X (1999)", ["Drama"], 3.5, 10)], names) == request
+    assert request.profile.text().startswith("The user is choosy: they liked 50% of the 6 movies they rated.")
+    assert preference_request(ratings[::-1], [candidate], names, genres_of=genres.__getitem__) == request
+    # its genres: movies 1, 2, 4 (Drama) and 6 (War); liked 1 and 6
     assert request.candidates == [
-        "Will the user enjoy X (1999) (Drama; rated 3.5/5 on average by 10 viewers)? Answer Yes or No."
+        "Will the user enjoy X (1999) (Drama, War; well rated: 3.5/5 on average by 10 viewers)? "
+        "The user is mixed on its genres: they liked 50% of the 4 they rated. Answer Yes or No."
     ]
+
+
+@pytest.mark.parametrize(
+    ("value", "scale", "word"),
+    [
+        (4.0, RATED, "highly rated"),
+        (3.99, RATED, "well rated"),
+        (2.1, RATED, "poorly rated"),
+        (0.8, PLEASED, "easily pleased"),
+        (0.1, PLEASED, "hard to please"),
+        (0.6, GENRE_TASTE, "mostly likes"),
+    ],
+)
+def test_the_words_beside_the_numbers_follow_their_edges(value: float, scale, word: str) -> None:
+    assert word_for(value, scale) == word
+
+
+def test_a_candidate_in_genres_the_user_never_rated_says_so() -> None:
+    taste = genre_taste([(1, 5.0)], ["Western"], {1: ["Drama"]}.__getitem__)
+    assert taste == GenreTaste(0, 0) and taste.text() == "The user rated no movie in its genres. "
 
 
 def test_shared_prefix_scores_equal_whole_prompt_scores(base_llm) -> None:
