@@ -16,6 +16,7 @@ import logging
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -160,18 +161,21 @@ async def run_command(args: list[str], env: dict[str, str]) -> tuple[int, bytes]
     Spawned by the standard library's Popen, not the event loop's subprocess support: uvloop
     spawns with fork(), whose pre-fork handlers (OpenBLAS's among them) can wait forever on a
     thread that is in the middle of a BLAS call, freezing the loop; CPython spawns with vfork(),
-    which runs none of them (tests/app/test_drift_spawn.py)."""
-    process = await asyncio.to_thread(
-        subprocess.Popen, args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env
-    )
-    try:
-        _, err = await asyncio.to_thread(process.communicate)
-    except asyncio.CancelledError:
-        with contextlib.suppress(ProcessLookupError):
-            process.kill()
-        await asyncio.to_thread(process.wait)
-        raise
-    return process.returncode or 0, err
+    which runs none of them (tests/app/test_drift_spawn.py). The wait polls on the loop and
+    holds no thread of the default executor; standard error goes to a file, so no pipe fills."""
+    with tempfile.TemporaryFile() as errors:
+        # vfork: returns once the child has exec'd (see above for why not the loop's own spawn)
+        process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=errors, env=env)  # noqa: ASYNC220
+        try:
+            while process.poll() is None:  # noqa: ASYNC110 (no event to wait on: nothing signals an exit)
+                await asyncio.sleep(0.1)
+        except asyncio.CancelledError:
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
+            process.wait()
+            raise
+        errors.seek(0)
+        return process.returncode or 0, errors.read()
 
 
 class DriftMonitor:
