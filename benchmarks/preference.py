@@ -30,7 +30,7 @@ from benchmarks.common import SHARED, machine, save
 from ml.data.movielens import read_movies
 from ml.interactions import Catalog
 from ml.llm.examples import PreferenceExample, build_examples, catalog_genres, item_stats, split_users
-from ml.llm.prompts import LIKED_THRESHOLD
+from ml.llm.prompts import LIKED_THRESHOLD, genre_taste
 from ml.metrics import roc_auc
 
 INPUTS = ["candidate mean rating", "candidate rating count (log)", "user like rate", "user genre like rate"]
@@ -61,9 +61,8 @@ def inputs(
         like_rate = float(np.mean([r > LIKED_THRESHOLD for _, r in pairs]))
         for movie, label in zip(ex.movie_ids, ex.labels, strict=True):
             mean, count = stats.get(movie, (0.0, 0))
-            wanted = set(genres_of(movie))
-            shared = [r for m, r in pairs if wanted.intersection(genres_of(m))]
-            genre_rate = float(np.mean([r > LIKED_THRESHOLD for r in shared])) if shared else 0.5
+            taste = genre_taste(pairs, genres_of(movie), genres_of)  # as the prompt states it
+            genre_rate = taste.liked / taste.rated if taste.rated else 0.5
             rows.append([mean, np.log1p(count), like_rate, genre_rate])
             labels.append(label)
     return np.asarray(rows), np.asarray(labels)
