@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import secrets
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -115,34 +116,50 @@ def issue_token(principal: Principal, settings: Settings, *, now: datetime | Non
     return jwt.encode(claims, settings.signing_secret(), algorithm=ALGORITHM)
 
 
-# Verified tokens, so that a client's every request does not pay for the signature check
-# again; an entry is used only while its token has not expired.
-_VERIFIED: TTLCache[tuple[str, str], tuple[Principal, float]] = TTLCache(maxsize=50_000, ttl=300)
+@dataclass(frozen=True)
+class Token:
+    """What a verified token says: who, and from when until when (Unix seconds)."""
+
+    claimed: Principal
+    issued_at: float
+    expires_at: float
 
 
-def read_token(token: str, settings: Settings) -> Principal:
-    """The principal a token names; raises :class:`Unauthenticated` for expired or tampered tokens."""
-    key = (token, settings.signing_secret())
+# Verified tokens by their digest, so that a client's every request does not pay for the
+# signature check again; an entry is used only while its token has not expired.
+_VERIFIED: TTLCache[bytes, Token] = TTLCache(maxsize=50_000, ttl=300)
+
+
+def read_token(token: str, settings: Settings) -> Token:
+    """What a token says; raises :class:`Unauthenticated` for expired or tampered tokens.
+    Whether its account still exists, as it did when the token was issued, is the caller's
+    check (``app.services.accounts.ActiveAccounts``)."""
+    key = hashlib.sha256(f"{settings.signing_secret()}\x1f{token}".encode()).digest()
     cached = _VERIFIED.get(key)
-    if cached is not None and cached[1] > time.time():
-        return cached[0]
-    principal, expires = _decode(token, settings)
-    _VERIFIED[key] = (principal, expires)
-    return principal
+    if cached is not None:
+        if cached.expires_at > time.time():
+            return cached
+        raise Unauthenticated("token expired: log in again")
+    found = _decode(token, settings)
+    _VERIFIED[key] = found
+    return found
 
 
-def _decode(token: str, settings: Settings) -> tuple[Principal, float]:
+def _decode(token: str, settings: Settings) -> Token:
     try:
         claims = jwt.decode(
-            token, settings.signing_secret(), algorithms=[ALGORITHM], options={"require": ["exp", "sub"]}
+            token,
+            settings.signing_secret(),
+            algorithms=[ALGORITHM],
+            options={"require": ["exp", "sub", "iat"]},
         )
         principal = Principal(
             account_id=int(claims["sub"]), user_id=int(claims["uid"]), role=Role(claims["role"])
         )
-        return principal, float(claims["exp"])
+        return Token(principal, float(claims["iat"]), float(claims["exp"]))
     except jwt.ExpiredSignatureError as exc:
         raise Unauthenticated("token expired: log in again") from exc
-    except (jwt.InvalidTokenError, KeyError, ValueError) as exc:
+    except (jwt.InvalidTokenError, KeyError, ValueError, TypeError) as exc:
         raise Unauthenticated("invalid token") from exc
 
 

@@ -313,6 +313,7 @@ class TwoLevelCache:
 
 MOVIE = Kind("movie", 300, True, *row_codec())
 GENRES = Kind("genres", 600)
+GENRE_NAMES = Kind("genre-names", 300)
 TAGS = Kind("tags", 600)
 LINK = Kind("link", 3600, True, *row_codec())
 

@@ -28,9 +28,10 @@ from strawberry.asgi import GraphQL
 from strawberry.types import ExecutionResult
 
 from app.errors import CinerecError
-from app.persisted import ResponseCache, etag
+from app.persisted import PersistedQueryNotFound, ResponseCache, etag, registration_cost
 from app.websocket import AuthenticatedTransportWS
 from graphql_schema.context import Context, build_context
+from graphql_schema.extensions import charge
 
 if TYPE_CHECKING:
     from cross_web import AsyncHTTPRequestAdapter
@@ -79,6 +80,11 @@ def _response_depends(state: AppState) -> str:
     return f"{state.generations.peek('catalog', 0)}:{served.version if served else '-'}"
 
 
+class _BadJSON(json.JSONDecodeError):
+    def __init__(self, message: str) -> None:
+        super().__init__(message, "", 0)
+
+
 class GraphQLApp(GraphQL[Context, None]):
     """Strawberry's ASGI app with cinerec's per-request context and websocket auth."""
 
@@ -102,6 +108,8 @@ class GraphQLApp(GraphQL[Context, None]):
             except HTTPException as exc:
                 code = "BAD_USER_INPUT" if exc.status_code < 500 else "INTERNAL"
                 response = JSONResponse(error_body(exc.reason, code), status_code=exc.status_code)
+                if exc.status_code == 405:
+                    response.headers["Allow"] = "GET, POST"
         response.headers["X-Request-ID"] = request_id
         await response(scope, receive, send)
         _log_request(request_id, entry, response.status_code, started)
@@ -148,16 +156,27 @@ class GraphQLApp(GraphQL[Context, None]):
         )
 
     def decode_json(self, data: str | bytes) -> object:
+        # Every refusal is a JSONDecodeError, which a websocket answers with 4400 and
+        # parse_json with a JSON 400 saying which.
         try:
             return json.loads(data)
+        except json.JSONDecodeError:
+            raise
         except RecursionError as exc:  # nesting deeper than the decoder's stack: the client's doing
-            raise HTTPException(400, "JSON nested too deeply") from exc
+            raise _BadJSON("JSON nested too deeply") from exc
         except UnicodeDecodeError as exc:
-            raise HTTPException(400, "the body is not UTF-8 JSON") from exc
+            raise _BadJSON("the body is not UTF-8 JSON") from exc
+        except ValueError as exc:  # an integer of more digits than Python converts (4,300)
+            raise _BadJSON(f"a number in the JSON is too long: {exc}") from exc
 
     def parse_json(self, data: str | bytes) -> Any:
         # The body, `variables` and `extensions` must each be a JSON object.
-        parsed = super().parse_json(data)
+        try:
+            parsed = super().parse_json(data)
+        except HTTPException as exc:
+            if isinstance(exc.__cause__, _BadJSON):
+                raise HTTPException(400, exc.__cause__.msg) from exc
+            raise
         if not isinstance(parsed, dict):
             raise HTTPException(400, "expected a JSON object (batched requests are not supported)")
         return parsed
@@ -180,19 +199,26 @@ class GraphQLApp(GraphQL[Context, None]):
         if state.settings.rate_limits and (wait := state.buckets.empty_for(context.bucket_key)) > 0:
             # this caller's bucket was empty a moment ago: refused before its query is even read
             seconds = max(int(wait + 0.999), 1)
-            sub_response.status_code = 429
-            sub_response.headers["Retry-After"] = str(seconds)
             error = GraphQLError(
                 f"rate limit: your bucket is empty; try again in {seconds} s",
                 extensions={"code": "RATE_LIMITED", "retryAfter": seconds, "retryAfterSeconds": seconds},
             )
-            return ExecutionResult(data=None, errors=[error])
+            return self._refused(sub_response, error)
         try:
-            request_data.query, digest = await state.persisted.resolve(
+            request_data.query, digest, registers = await state.persisted.resolve(
                 request_data.query, request_data.extensions
             )
+        except PersistedQueryNotFound as exc:
+            # looking up an unknown hash is work too: guessing hashes is charged like a lookup
+            refused = await charge(context, 1, "a persisted query lookup")
+            error = refused or GraphQLError(exc.message, extensions=exc.extensions)
+            return self._refused(sub_response, error)
         except CinerecError as exc:
             return ExecutionResult(data=None, errors=[GraphQLError(exc.message, extensions=exc.extensions)])
+        if registers and request_data.query is not None:
+            cost = registration_cost(request_data.query)
+            if (refused := await charge(context, cost, "registering this persisted query")) is not None:
+                return self._refused(sub_response, refused)
         budget = context.settings.request_timeout_seconds
         try:
             async with asyncio.timeout(budget):
@@ -208,6 +234,9 @@ class GraphQLApp(GraphQL[Context, None]):
             )
             return ExecutionResult(data=None, errors=[error])
         entry["cost"] = context.price.cost if context.price else None
+        if registers and context.document_valid and digest is not None and request_data.query is not None:
+            await state.persisted.register(digest, request_data.query)  # kept once it parsed and validated
+        self._refused(sub_response, *(result.errors or ()))
         if (
             context.public
             and digest is not None
@@ -222,12 +251,28 @@ class GraphQLApp(GraphQL[Context, None]):
             entry["cache"] = "stored"
         return result
 
+    @staticmethod
+    def _refused(sub_response: Any, *errors: GraphQLError) -> ExecutionResult:
+        """A RATE_LIMITED error answers HTTP 429 with Retry-After, whoever raised it (the
+        bucket, a login or registration throttle, the password-hash queue)."""
+        for error in errors:
+            extensions = error.extensions or {}
+            if extensions.get("code") == "RATE_LIMITED":
+                sub_response.status_code = 429
+                sub_response.headers["Retry-After"] = str(extensions.get("retryAfter", 1))
+                break
+        return ExecutionResult(data=None, errors=list(errors))
+
     def create_response(self, response_data: Any, sub_response: Response) -> Response:
         key = getattr(sub_response, "cinerec_cache_key", None)
         if key is None:
             response = super().create_response(response_data, sub_response)
             response.headers.setdefault("Cache-Control", "no-store")
             return response
+        cost = (response_data.get("extensions") or {}).get("cost")
+        if isinstance(cost, dict):
+            # a shared answer says what the query costs, not what one caller has left
+            response_data["extensions"]["cost"] = {k: cost[k] for k in ("requested", "limit") if k in cost}
         body = self.encode_json(response_data)
         body = body.encode() if isinstance(body, str) else body
         request: Request = sub_response.cinerec_request  # type: ignore[attr-defined]

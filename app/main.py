@@ -45,6 +45,7 @@ from app.services.recommendations import RecommendationService
 from app.serving import RecommenderHolder, ServingParts
 from app.settings import Settings, get_settings
 from app.state import AppState
+from app.websocket import Sockets
 from graphql_schema.schema import build_schema
 from ml import embeddings
 
@@ -153,13 +154,17 @@ def create_app(settings: Settings | None = None) -> Starlette:
         announcements.on(INVALIDATIONS, generations.heard, resync=generations.forget)
         cache = TwoLevelCache(health, metrics, prefix=settings.redis_prefix)
         accounts = ActiveAccounts(sessions, ttl=settings.account_cache_seconds)
+        sockets = Sockets(per_account=settings.ws_max_per_account)
 
         async def account_changed(message: dict[str, object]) -> None:
             account_id = message.get("accountId")
-            accounts.forget(account_id if isinstance(account_id, int) else None)
+            changed = account_id if isinstance(account_id, int) else None
+            accounts.forget(changed)
+            await sockets.account_changed(changed)  # open sockets lose the rights at once
 
         async def forget_accounts() -> None:
             accounts.forget()
+            await sockets.account_changed(None)
 
         announcements.on(ACCOUNTS, account_changed, resync=forget_accounts)
         models = RecommenderHolder(settings, announcements)
@@ -193,6 +198,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 if settings.persisted_queries == "allowlist" and settings.persisted_queries_manifest
                 else None,
                 enabled=settings.persisted_queries != "off",
+                max_bytes=settings.persisted_queries_bytes,
             ),
             responses=ResponseCache(
                 health, prefix=settings.redis_prefix, ttl=settings.response_cache_seconds
@@ -227,6 +233,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 window_seconds=settings.register_window_seconds,
             ),
             accounts=accounts,
+            sockets=sockets,
             trusted_proxies=parse_networks(settings.trusted_proxies),
         )
         app.state.cinerec = state
@@ -294,7 +301,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         ),
     ]
     routes = [
-        Route("/graphql", graphql, methods=["GET", "POST"]),
+        Route("/graphql", graphql),  # any method: the endpoint answers a wrong one with a JSON 405
         WebSocketRoute("/graphql", graphql),
         Route("/healthz", healthz),
         Route("/readyz", readyz),

@@ -117,6 +117,8 @@ class Tag(SQLModel, table=True):
 
 class Account(SQLModel, table=True):
     __tablename__ = "accounts"
+    # ids are never given again: tokens name their account by id (migration 0006)
+    __table_args__ = {"sqlite_autoincrement": True}
 
     account_id: int | None = Field(
         default=None, sa_column=Column(Integer, primary_key=True, autoincrement=True)

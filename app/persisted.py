@@ -21,10 +21,10 @@ import json
 import logging
 import re
 import time
-from collections import OrderedDict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from cachetools import LRUCache, TTLCache
 from redis.exceptions import RedisError
 
 from app.errors import BadUserInput, CinerecError
@@ -66,7 +66,46 @@ def read_manifest(path: Path) -> dict[str, str]:
     return pairs
 
 
+# Store a registered query and forget the least recently used ones beyond the byte budget:
+# KEYS hash (digest -> query), sorted set (digest by last use), byte count. ARGV digest, query,
+# now (ms), budget (bytes), overhead per entry (bytes).
+_STORE = """
+local overhead = tonumber(ARGV[5])
+if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 1 then
+  redis.call('INCRBY', KEYS[3], #ARGV[2] + overhead)
+end
+redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
+local total = tonumber(redis.call('GET', KEYS[3]) or '0')
+while total > tonumber(ARGV[4]) do
+  local oldest = redis.call('ZPOPMIN', KEYS[2])
+  if #oldest == 0 then break end
+  local n = redis.call('HSTRLEN', KEYS[1], oldest[1])
+  if redis.call('HDEL', KEYS[1], oldest[1]) == 1 then
+    total = redis.call('DECRBY', KEYS[3], n + overhead)
+  end
+end
+return total
+"""
+# A lookup: the query, and its last use moved to now when it is there.
+_LOOKUP = """
+local found = redis.call('HGET', KEYS[1], ARGV[1])
+if found then redis.call('ZADD', KEYS[2], 'XX', ARGV[2], ARGV[1]) end
+return found
+"""
+ENTRY_OVERHEAD = 160  # bytes Redis spends on a hash field and a sorted-set member, about
+
+
+def registration_cost(query: str) -> int:
+    """Points a new registration takes from the caller's bucket: one per 100 characters stored."""
+    return max(1, len(query) // 100)
+
+
 class PersistedQueries:
+    """Apollo's automatic persisted queries, or an allow-list. A query is registered only once
+    its text has parsed and validated (:meth:`register`, after the operation ran); the stores
+    are bounded by bytes, least recently used first out: ``max_bytes`` in Redis, shared by the
+    replicas, and ``local_bytes`` in the process."""
+
     def __init__(
         self,
         health: RedisHealth,
@@ -74,27 +113,26 @@ class PersistedQueries:
         prefix: str,
         allowlist: dict[str, str] | None = None,
         enabled: bool = True,
-        maxsize: int = 10_000,
+        max_bytes: int = 8 * 1024 * 1024,
+        local_bytes: int = 8 * 1024 * 1024,
     ) -> None:
         self.health = health
         self.enabled = enabled
-        self.key = f"{prefix}:pq"
+        self.keys = [f"{prefix}:pq", f"{prefix}:pq:used", f"{prefix}:pq:bytes"]
         self.allowlist = allowlist
-        self.maxsize = maxsize
-        self._local: OrderedDict[str, str] = OrderedDict()
-
-    def _remember(self, digest: str, query: str) -> None:
-        self._local[digest] = query
-        self._local.move_to_end(digest)
-        while len(self._local) > self.maxsize:
-            self._local.popitem(last=False)
+        self.max_bytes = max_bytes
+        self._local: LRUCache[str, str] = LRUCache(maxsize=local_bytes, getsizeof=lambda q: len(q) + 64)
+        redis = health.redis
+        self._store = redis.register_script(_STORE) if redis is not None else None
+        self._lookup = redis.register_script(_LOOKUP) if redis is not None else None
 
     async def resolve(
         self, query: str | None, extensions: dict[str, Any] | None
-    ) -> tuple[str | None, str | None]:
-        """(the query to run, its hash when persisted). Raises PERSISTED_QUERY_NOT_FOUND for
-        an unknown hash (the client then sends the query), BAD_USER_INPUT for a hash that
-        does not match, PERSISTED_QUERY_NOT_SUPPORTED for an ad hoc query in allow-list mode."""
+    ) -> tuple[str | None, str | None, bool]:
+        """(the query to run, its hash when persisted, whether running it registers it).
+        Raises PERSISTED_QUERY_NOT_FOUND for an unknown hash (the client then sends the query),
+        BAD_USER_INPUT for a hash that does not match or a query too long to keep,
+        PERSISTED_QUERY_NOT_SUPPORTED for an ad hoc query in allow-list mode."""
         persisted = (extensions or {}).get("persistedQuery")
         if persisted is not None and not self.enabled:
             raise PersistedQueryNotSupported("persisted queries are turned off here: send the query")
@@ -103,7 +141,7 @@ class PersistedQueries:
                 raise PersistedQueryNotSupported(
                     "only persisted queries of this deployment's manifest are accepted"
                 )
-            return query, None
+            return query, None, False
         if not isinstance(persisted, dict) or persisted.get("version") != 1:
             raise PersistedQueryNotSupported("persistedQuery version 1 is the one supported")
         digest = persisted.get("sha256Hash")
@@ -115,51 +153,61 @@ class PersistedQueries:
                 raise PersistedQueryNotFound("PersistedQueryNotFound")
             if query is not None and query != known:
                 raise BadUserInput("provided sha does not match query")
-            return known, digest
+            return known, digest, False
         if query is not None:
             if sha256(query) != digest:
                 raise BadUserInput("provided sha does not match query")
-            if len(query) <= MAX_STORED_QUERY:
-                await self._store(digest, query)
-            return query, digest
-        found = await self._lookup(digest)
+            if len(query) > MAX_STORED_QUERY:
+                raise BadUserInput(
+                    f"a persisted query is at most {MAX_STORED_QUERY} characters: send it without a hash"
+                )
+            return query, digest, digest not in self._local
+        found = await self._find(digest)
         if found is None:
             raise PersistedQueryNotFound("PersistedQueryNotFound")
-        return found, digest
+        return found, digest, False
 
-    async def _store(self, digest: str, query: str) -> None:
-        self._remember(digest, query)
-        if (redis := self.health.usable()) is not None:
+    async def register(self, digest: str, query: str) -> None:
+        """Keep a query that parsed and validated, under its hash."""
+        self._local[digest] = query
+        if self._store is not None and self.health.usable() is not None:
             try:
-                await redis.hset(self.key, digest, query)
+                await self._store(
+                    keys=self.keys,
+                    args=[digest, query, int(time.time() * 1000), self.max_bytes, ENTRY_OVERHEAD],
+                )
             except (RedisError, OSError) as exc:
                 self.health.failed(exc)
 
-    async def _lookup(self, digest: str) -> str | None:
-        if digest in self._local:
-            return self._local[digest]
-        if (redis := self.health.usable()) is not None:
+    async def _find(self, digest: str) -> str | None:
+        if (found := self._local.get(digest)) is not None:
+            return found
+        if self._lookup is not None and self.health.usable() is not None:
             try:
-                found = await redis.hget(self.key, digest)
+                raw = await self._lookup(keys=self.keys[:2], args=[digest, int(time.time() * 1000)])
             except (RedisError, OSError) as exc:
                 self.health.failed(exc)
                 return None
-            if found is not None:
-                query = found.decode() if isinstance(found, bytes) else str(found)
-                self._remember(digest, query)
+            if raw is not None:
+                query = raw.decode() if isinstance(raw, bytes) else str(raw)
+                self._local[digest] = query
                 return query
         return None
 
 
 class ResponseCache:
-    """Finished anonymous responses, by key: in the process, and in Redis for the replicas."""
+    """Finished anonymous responses, by key: in the process (bounded by ``local_bytes``, each
+    for ``ttl`` seconds), and in Redis for the replicas (each for ``ttl`` seconds)."""
 
-    def __init__(self, health: RedisHealth, *, prefix: str, ttl: float, maxsize: int = 20_000) -> None:
+    def __init__(
+        self, health: RedisHealth, *, prefix: str, ttl: float, local_bytes: int = 32 * 1024 * 1024
+    ) -> None:
         self.health = health
         self.prefix = prefix
         self.ttl = ttl
-        self.maxsize = maxsize
-        self._local: OrderedDict[str, tuple[float, bytes]] = OrderedDict()
+        self._local: TTLCache[str, bytes] = TTLCache(
+            maxsize=local_bytes, ttl=max(ttl, 1e-3), getsizeof=lambda body: len(body) + 128
+        )
         self._tasks: set[asyncio.Task[None]] = set()
 
     @staticmethod
@@ -170,10 +218,7 @@ class ResponseCache:
         ).hexdigest()
 
     def get_local(self, key: str) -> bytes | None:
-        entry = self._local.get(key)
-        if entry is None or entry[0] < time.monotonic():
-            return None
-        return entry[1]
+        return self._local.get(key)
 
     async def get(self, key: str) -> bytes | None:
         found = self.get_local(key)
@@ -192,10 +237,8 @@ class ResponseCache:
         return None
 
     def _put_local(self, key: str, body: bytes) -> None:
-        self._local[key] = (time.monotonic() + self.ttl, body)
-        self._local.move_to_end(key)
-        while len(self._local) > self.maxsize:
-            self._local.popitem(last=False)
+        if len(body) + 128 <= self._local.maxsize:
+            self._local[key] = body
 
     def put_soon(self, key: str, body: bytes) -> None:
         """Into this process now, into Redis in the background (the response is not kept waiting)."""
@@ -206,14 +249,6 @@ class ResponseCache:
             task.add_done_callback(self._tasks.discard)
 
     async def _put_shared(self, key: str, body: bytes) -> None:
-        if (redis := self.health.usable()) is not None:
-            try:
-                await redis.set(f"{self.prefix}:resp:{key}", body, px=int(self.ttl * 1000))
-            except (RedisError, OSError) as exc:
-                self.health.failed(exc)
-
-    async def put(self, key: str, body: bytes) -> None:
-        self._put_local(key, body)
         if (redis := self.health.usable()) is not None:
             try:
                 await redis.set(f"{self.prefix}:resp:{key}", body, px=int(self.ttl * 1000))

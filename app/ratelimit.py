@@ -3,12 +3,14 @@ address, registrations per address.
 
 Counts live in Redis when it is configured (shared by every replica, each step one atomic
 Lua script) and fall back to the process when Redis is unset or unreachable, so an outage
-never turns a login into an error. The attempt is counted *before* the password is checked:
+never turns a login into an error. A login holds a place *before* the password is checked:
 concurrent guesses cannot slip past the limit between a check and an increment.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import logging
 import time
@@ -18,9 +20,11 @@ from typing import TYPE_CHECKING
 
 from redis.exceptions import RedisError
 
-from app.errors import RateLimited
+from app.errors import RateLimited, Unauthenticated
 
 if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
     from app.cache import RedisHealth
 
 log = logging.getLogger(__name__)
@@ -128,13 +132,107 @@ def _refuse(message: str, seconds: float) -> RateLimited:
     return RateLimited(f"{message}: try again in {wait} s", retryAfterSeconds=wait, retryAfter=wait)
 
 
-class LoginThrottle:
-    """Wrong passwords are counted per (account, client address) and per address.
+# Login attempts, per key a hash {f: failures settled, p: checks in flight}, in one atomic
+# step each. KEYS: the (account, address) pair, the address. ARGV: attempts per pair, per
+# address, window ms, longest back-off ms. Returns {verdict, ms}: 0 go (a place is held),
+# 1 the pair is locked for ms, 2 the address is, 3 busy (every free place is in flight).
+_RESERVE = """
+local attempts, per_address = tonumber(ARGV[1]), tonumber(ARGV[2])
+local window, longest = tonumber(ARGV[3]), tonumber(ARGV[4])
+local pf = tonumber(redis.call('HGET', KEYS[1], 'f') or '0')
+local pp = tonumber(redis.call('HGET', KEYS[1], 'p') or '0')
+local af = tonumber(redis.call('HGET', KEYS[2], 'f') or '0')
+local ap = tonumber(redis.call('HGET', KEYS[2], 'p') or '0')
+if pf >= attempts then
+  local n = redis.call('HINCRBY', KEYS[1], 'f', 1)
+  local backoff = math.min(window * 2 ^ (n - attempts - 1), longest)
+  local ttl = redis.call('PTTL', KEYS[1])
+  if ttl < backoff then redis.call('PEXPIRE', KEYS[1], math.floor(backoff)); ttl = backoff end
+  return {1, math.floor(ttl)}
+end
+if af >= per_address then return {2, redis.call('PTTL', KEYS[2])} end
+if pf + pp >= attempts or af + ap >= per_address then return {3, 0} end
+for i = 1, 2 do
+  redis.call('HINCRBY', KEYS[i], 'p', 1)
+  if redis.call('PTTL', KEYS[i]) < 0 then redis.call('PEXPIRE', KEYS[i], window) end
+end
+return {0, 0}
+"""
+# The check held by _RESERVE is over. ARGV: 1 it failed (a failure counted on both keys),
+# 0 it succeeded (the pair's failures are forgotten), window ms.
+_SETTLE = """
+for i = 1, 2 do
+  if tonumber(redis.call('HGET', KEYS[i], 'p') or '0') > 0 then redis.call('HINCRBY', KEYS[i], 'p', -1) end
+end
+if ARGV[1] == '1' then
+  for i = 1, 2 do
+    redis.call('HINCRBY', KEYS[i], 'f', 1)
+    if redis.call('PTTL', KEYS[i]) < 0 then redis.call('PEXPIRE', KEYS[i], ARGV[2]) end
+  end
+else
+  redis.call('HDEL', KEYS[1], 'f')
+end
+return 0
+"""
 
-    Past ``attempts`` in ``window`` seconds, that account is refused *from that address*
-    only, and every further try doubles the wait (up to ``max_backoff``): a stranger cannot
-    lock the owner out from elsewhere. ``per_address`` bounds one address's tries across
-    all accounts (credential stuffing).
+
+class _LocalAttempts:
+    """The in-process stand-in for _RESERVE and _SETTLE: bounded, oldest keys dropped first."""
+
+    def __init__(self, maxsize: int = 100_000) -> None:
+        self.maxsize = maxsize
+        self._keys: OrderedDict[str, list[float]] = OrderedDict()  # key -> [failures, in flight, ends]
+
+    def _get(self, key: str, window: float) -> list[float]:
+        now = time.monotonic()
+        entry = self._keys.get(key)
+        if entry is None or entry[2] <= now:
+            entry = self._keys[key] = [0, 0, now + window]
+        self._keys.move_to_end(key)
+        while len(self._keys) > self.maxsize:
+            self._keys.popitem(last=False)
+        return entry
+
+    def reserve(
+        self, pair: str, addr: str, attempts: int, per_address: int, window: float, longest: float
+    ) -> tuple[int, float]:
+        p, a = self._get(pair, window), self._get(addr, window)
+        now = time.monotonic()
+        if p[0] >= attempts:
+            p[0] += 1
+            p[2] = max(p[2], now + min(window * 2 ** (p[0] - attempts - 1), longest))
+            return 1, p[2] - now
+        if a[0] >= per_address:
+            return 2, a[2] - now
+        if p[0] + p[1] >= attempts or a[0] + a[1] >= per_address:
+            return 3, 0.0
+        p[1] += 1
+        a[1] += 1
+        return 0, 0.0
+
+    def settle(self, pair: str, addr: str, failed: bool, window: float) -> None:
+        p, a = self._get(pair, window), self._get(addr, window)
+        p[1], a[1] = max(p[1] - 1, 0), max(a[1] - 1, 0)
+        if failed:
+            p[0] += 1
+            a[0] += 1
+        else:
+            p[0] = 0
+
+
+class LoginThrottle:
+    """Failed logins are counted, per (account, client address) and per address; a successful
+    login counts nothing (and forgets the pair's failures).
+
+    Past ``attempts`` failures in ``window`` seconds, that account is refused *from that
+    address* only, and every further try doubles the wait (up to ``max_backoff``): a stranger
+    cannot lock the owner out from elsewhere. ``per_address`` bounds one address's failures
+    across all accounts (credential stuffing).
+
+    A check in flight holds a place until it is settled, so concurrent guesses cannot slip
+    past the limit; a login that finds every free place in flight waits for them (one password
+    check, about 150 ms) instead of being refused, so eight devices logging in at once all
+    get in. Counts live in Redis (one atomic script per step), in the process while it is down.
     """
 
     def __init__(
@@ -145,35 +243,75 @@ class LoginThrottle:
         window_seconds: float,
         per_address: int,
         max_backoff_seconds: float = 3600.0,
+        max_wait_seconds: float = 5.0,
     ) -> None:
         self.counters = counters
         self.attempts = attempts
         self.window = window_seconds
         self.per_address = per_address
         self.max_backoff = max_backoff_seconds
+        self.max_wait = max_wait_seconds
+        self.local = _LocalAttempts()
+        redis = counters.redis
+        self._reserve = redis.register_script(_RESERVE) if redis is not None else None
+        self._settle = redis.register_script(_SETTLE) if redis is not None else None
 
-    @staticmethod
-    def _keys(email: str, address: str) -> tuple[str, str]:
+    def _keys(self, email: str, address: str) -> tuple[str, str]:
         email = email.strip().lower()
-        return (
-            "login:pair:" + _digest(email, address),
-            "login:addr:" + _digest(address),
-        )
+        prefix = self.counters.prefix
+        return f"{prefix}:login:pair:{_digest(email, address)}", f"{prefix}:login:addr:{_digest(address)}"
 
-    async def attempt(self, email: str, address: str) -> None:
-        """Count this attempt; RATE_LIMITED if the pair or the address is over its limit."""
+    async def _try(self, pair: str, addr: str) -> tuple[int, float]:
+        if self._reserve is not None and self.counters.usable():
+            try:
+                args = [
+                    self.attempts,
+                    self.per_address,
+                    int(self.window * 1000),
+                    int(self.max_backoff * 1000),
+                ]
+                verdict, ms = await self._reserve(keys=[pair, addr], args=args)
+                return int(verdict), int(ms) / 1000
+            except (RedisError, OSError) as exc:
+                self.counters._redis_failed(exc)
+        return self.local.reserve(pair, addr, self.attempts, self.per_address, self.window, self.max_backoff)
+
+    async def _done(self, pair: str, addr: str, failed: bool) -> None:
+        if self._settle is not None and self.counters.usable():
+            try:
+                await self._settle(keys=[pair, addr], args=[int(failed), int(self.window * 1000)])
+                return
+            except (RedisError, OSError) as exc:
+                self.counters._redis_failed(exc)
+        self.local.settle(pair, addr, failed, self.window)
+
+    @contextlib.asynccontextmanager
+    async def attempt(self, email: str, address: str) -> AsyncIterator[None]:
+        """Hold a place for one password check; RATE_LIMITED if the pair or the address is
+        over its limit. The block's :class:`Unauthenticated` counts as a failure."""
         pair, addr = self._keys(email, address)
-        count, left = await self.counters.hit(pair, self.window)
-        if count > self.attempts:
-            backoff = min(self.window * 2 ** (count - self.attempts - 1), self.max_backoff)
-            await self.counters.extend(pair, backoff)
-            raise _refuse("too many failed logins for this account from your address", max(left, backoff))
-        count, left = await self.counters.hit(addr, self.window)
-        if count > self.per_address:
-            raise _refuse("too many login attempts from your address", left)
-
-    async def succeeded(self, email: str, address: str) -> None:
-        await self.counters.clear(self._keys(email, address)[0])
+        deadline = time.monotonic() + self.max_wait
+        pause = 0.02
+        while True:
+            verdict, seconds = await self._try(pair, addr)
+            if verdict == 0:
+                break
+            if verdict == 1:
+                raise _refuse("too many failed logins for this account from your address", seconds)
+            if verdict == 2:
+                raise _refuse("too many failed logins from your address", seconds)
+            if time.monotonic() >= deadline:
+                raise _refuse("too many logins in progress for this account", 0)
+            await asyncio.sleep(pause)  # the checks in flight settle within one password hash
+            pause = min(pause * 2, 0.2)
+        failed = False
+        try:
+            yield
+        except Unauthenticated:
+            failed = True
+            raise
+        finally:
+            await self._done(pair, addr, failed)
 
 
 class RegisterThrottle:

@@ -36,6 +36,10 @@ class Settings(BaseSettings):
     graphiql: bool | None = None
     introspection: bool | None = None
     max_query_depth: int = 10
+    # introspection's own depth: 14 is what graphql's standard introspection query (GraphiQL's) needs
+    max_introspection_depth: int = Field(default=14, gt=0)
+    # parsed documents kept for the next request with the same text, by their estimated memory
+    document_cache_bytes: int = Field(default=32 * 1024 * 1024, ge=0)
     max_aliases: int = 64
     max_tokens: int = 2000
     max_body_bytes: int = 256 * 1024
@@ -55,6 +59,8 @@ class Settings(BaseSettings):
     # manifest's operations run), "off".
     persisted_queries: Literal["auto", "allowlist", "off"] = "auto"
     persisted_queries_manifest: Path | None = None
+    # registered persisted queries kept in Redis, least recently used out first beyond this
+    persisted_queries_bytes: int = Field(default=8 * 1024 * 1024, gt=0)
     # Anonymous catalog responses: cached this long, and advertised so (Cache-Control max-age).
     response_cache_seconds: float = Field(default=10.0, ge=0)
     # A/B experiments: how long after an impression a rating of it counts as its outcome.
@@ -90,6 +96,10 @@ class Settings(BaseSettings):
     password_hash_threads: int = Field(default=1, gt=0)
     password_hash_queue: int = Field(default=32, gt=0)
     account_cache_seconds: float = Field(default=5.0, ge=0)
+    # websockets: open sockets one account may hold, and how long one may sit with nothing
+    # running and nothing said before it is closed
+    ws_max_per_account: int = Field(default=16, gt=0)
+    ws_idle_seconds: float = Field(default=300.0, gt=0)
     redis_timeout_seconds: float = Field(default=1.0, gt=0)
     # The LLM: which backend explains and reranks, and how hard it may be pushed.
     llm_backend: Literal["transformers", "ollama", "none"] = "transformers"

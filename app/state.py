@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from app.services.recommendations import RecommendationService
     from app.serving import RecommenderHolder
     from app.settings import Settings
+    from app.websocket import Sockets
 
 
 @dataclass
@@ -54,4 +55,5 @@ class AppState:
     login_throttle: LoginThrottle
     register_throttle: RegisterThrottle
     accounts: ActiveAccounts
+    sockets: Sockets
     trusted_proxies: list[Network]

@@ -14,15 +14,20 @@ below gives), and the expensive fields carry the cost measured for them.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
 from graphql import (
     FieldNode,
     FragmentDefinitionNode,
     FragmentSpreadNode,
+    GraphQLEnumType,
     GraphQLField,
+    GraphQLInputObjectType,
+    GraphQLInterfaceType,
     GraphQLNamedType,
     GraphQLObjectType,
     GraphQLSchema,
@@ -36,6 +41,7 @@ from graphql import (
     is_non_null_type,
     value_from_ast,
 )
+from graphql.type.introspection import SchemaMetaFieldDef, TypeMetaFieldDef
 
 # Own cost of a field, beyond the default (1 for an object, 0 for a scalar). Keyed "Type.field".
 FIELD_COSTS: dict[str, int] = {
@@ -43,6 +49,7 @@ FIELD_COSTS: dict[str, int] = {
     "User.recommendations": 10,
     "Query.similarMovies": 2,
     "Query.searchMovies": 20,
+    "Query.genres": 1,  # one read of a cached list (64 aliases were 64 statements before it was cached)
     # measured (benchmarks/field_costs.py, ML-100K, one worker, the in-process LLM on 2 cores):
     # one explanation costs 471 movie lookups; the other fields here are priced above their
     # measured cost (recommendations 5.4, searchMovies 8.6, similarMovies 1.1)
@@ -86,14 +93,49 @@ class Price:
     """Totals over the merged selection tree, as it will execute."""
 
     cost: int
-    depth: int
+    depth: int  # the deepest path outside introspection
     aliases: int
     generations: int = 0  # explanations the LLM would write (GENERATING fields, per item)
+    introspection_depth: int = 0  # the deepest path under __schema or __type
 
 
 _ZERO = Price(0, 0, 0)
 # Fields whose value is an LLM explanation; selecting several on one item generates it once.
 GENERATING = {"Recommendation.explanation", "Recommendation.explanationSource"}
+# Introspection lists whose size follows their parent: the same list read under
+# __Schema.types is priced at its average size, since the types' sizes add up to the total.
+_PER_TYPE = ("fields", "inputFields", "enumValues", "interfaces", "possibleTypes")
+
+
+@cache
+def introspection_sizes(schema: GraphQLSchema) -> dict[tuple[str, bool], float]:
+    """How many items each introspection list holds in this schema: keyed by (``Type.field``,
+    whether read for every type), the largest for one type or the average over all of them."""
+    types = list(schema.type_map.values())
+    outputs = [t for t in types if isinstance(t, (GraphQLObjectType, GraphQLInterfaceType))]
+    fields = [f for t in outputs for f in t.fields.values()]
+    per_type: dict[str, list[int]] = {
+        "fields": [len(t.fields) for t in outputs],
+        "inputFields": [len(t.fields) for t in types if isinstance(t, GraphQLInputObjectType)],
+        "enumValues": [len(t.values) for t in types if isinstance(t, GraphQLEnumType)],
+        "interfaces": [len(getattr(t, "interfaces", ())) for t in outputs],
+        "possibleTypes": [
+            len(schema.get_possible_types(t)) for t in types if isinstance(t, GraphQLInterfaceType)
+        ],
+    }
+    directive_args = [len(d.args) for d in schema.directives]
+    sizes: dict[tuple[str, bool], float] = {
+        ("__Schema.types", False): len(types),
+        ("__Schema.directives", False): len(schema.directives),
+        ("__Field.args", False): max((len(f.args) for f in fields), default=0),
+        ("__Field.args", True): sum(len(f.args) for f in fields) / max(len(fields), 1),
+        ("__Directive.args", False): max(directive_args, default=0),
+        ("__Directive.args", True): sum(directive_args) / max(len(directive_args), 1),
+    }
+    for name, counts in per_type.items():
+        sizes[(f"__Type.{name}", False)] = max(counts, default=0)
+        sizes[(f"__Type.{name}", True)] = sum(counts) / max(len(types), 1)
+    return sizes
 
 
 class _Pricer:
@@ -106,7 +148,7 @@ class _Pricer:
         self.schema = schema
         self.fragments = fragments
         self.variables = variables
-        self.memo: dict[tuple[str, tuple[int, ...], int], Price] = {}
+        self.memo: dict[tuple[str, tuple[int, ...], float, bool], Price] = {}
         self.steps = 0
 
     def _included(self, node: FieldNode | FragmentSpreadNode | InlineFragmentNode) -> bool:
@@ -155,9 +197,13 @@ class _Pricer:
                     pending.append(self.fragments[name].selection_set)
             stack.extend(reversed(pending))
 
-    def _size(self, owner: str, definition: GraphQLField, node: FieldNode) -> int:
+    def _size(self, owner: str, definition: GraphQLField, node: FieldNode, every_type: bool = False) -> float:
         """How many items a list or connection field returns at most: its ``first`` (a literal,
-        a variable or the argument's default), else the bound in ``LIST_BOUNDS``."""
+        a variable or the argument's default), else the bound in ``LIST_BOUNDS``, or for
+        introspection what the schema holds."""
+        if owner.startswith("__"):
+            sizes = introspection_sizes(self.schema)
+            return sizes.get((owner, every_type), sizes.get((owner, False), DEFAULT_LIST_BOUND))
         argument = definition.args.get("first")
         if argument is None:
             return LIST_BOUNDS.get(owner, DEFAULT_LIST_BOUND)
@@ -169,24 +215,40 @@ class _Pricer:
             return max(value, 0)
         return DEFAULT_LIST_BOUND  # missing or invalid: execution refuses it; price it high meanwhile
 
-    def price(self, parent: GraphQLNamedType, nodes: tuple[SelectionSetNode, ...], size: int = 1) -> Price:
+    def _definition(self, parent: GraphQLObjectType, name: str) -> GraphQLField | None:
+        if name == "__schema" and parent is self.schema.query_type:
+            return SchemaMetaFieldDef
+        if name == "__type" and parent is self.schema.query_type:
+            return TypeMetaFieldDef
+        return parent.fields.get(name)  # None for __typename: free and shallow
+
+    def price(
+        self,
+        parent: GraphQLNamedType,
+        nodes: tuple[SelectionSetNode, ...],
+        size: float = 1,
+        every_type: bool = False,
+    ) -> Price:
         """The price of ``nodes`` merged, selected on ``parent``; ``size`` is the page size when
-        ``parent`` is a connection (it multiplies what ``edges`` selects)."""
-        key = (parent.name, tuple(id(n) for n in nodes), size)
+        ``parent`` is a connection (it multiplies what ``edges`` selects); ``every_type`` when
+        ``parent`` is an introspection object read for every type of the schema."""
+        key = (parent.name, tuple(id(n) for n in nodes), size, every_type)
         if (found := self.memo.get(key)) is not None:
             return found
         if not isinstance(parent, GraphQLObjectType):
             return _ZERO  # this schema has no interfaces or unions; scalars end the walk
         grouped: dict[str, list[FieldNode]] = {}
         self._collect(nodes, grouped)
-        cost = depth = aliases = generations = 0
+        cost: float = 0
+        depth = aliases = introspection_depth = 0
+        generations: float = 0
         generating = False
         for fields in grouped.values():
             first = fields[0]
             name = first.name.value
             aliases += any(f.alias and f.alias.value != name for f in fields)
-            definition = parent.fields.get(name)
-            if definition is None:  # __typename and introspection: free and shallow
+            definition = self._definition(parent, name)
+            if definition is None:
                 depth = max(depth, 1)
                 continue
             owner = f"{parent.name}.{name}"
@@ -207,8 +269,14 @@ class _Pricer:
                 cost += FIELD_COSTS.get(owner, 1) + child.cost
                 generations += child.generations
             elif is_list_type(nullable):
-                items = size if parent.name in CONNECTIONS else self._size(owner, definition, first)
-                child = self.price(named, children) if children else _ZERO
+                items = (
+                    size if parent.name in CONNECTIONS else self._size(owner, definition, first, every_type)
+                )
+                # a list read for every type: its items' own lists add up to the schema's totals
+                spread = owner in ("__Schema.types", "__Schema.directives") or (
+                    every_type and name in (*_PER_TYPE, "args")
+                )
+                child = self.price(named, children, every_type=spread) if children else _ZERO
                 per_item = (1 if is_object else 0) + child.cost
                 cost += FIELD_COSTS.get(owner, 0) + items * per_item
                 generations += items * child.generations
@@ -216,9 +284,14 @@ class _Pricer:
                 child = self.price(named, children) if children else _ZERO
                 cost += FIELD_COSTS.get(owner, 1 if is_object else 0) + child.cost
                 generations += child.generations
-            depth = max(depth, 1 + child.depth)
+            if definition in (SchemaMetaFieldDef, TypeMetaFieldDef):
+                introspection_depth = max(introspection_depth, 1 + child.depth)
+            else:
+                depth = max(depth, 1 + child.depth)
+                introspection_depth = max(introspection_depth, child.introspection_depth)
             aliases += child.aliases
-        found = Price(cost, depth, aliases, generations + int(generating))
+        # costs are whole points, except introspection's averaged lists until the total is taken
+        found = Price(cost, depth, aliases, generations + int(generating), introspection_depth)  # type: ignore[arg-type]
         self.memo[key] = found
         return found
 
@@ -241,4 +314,11 @@ def price_operation(
     if root is None:
         return _ZERO
     pricer = _Pricer(schema, fragments, variables or {})
-    return pricer.price(root, (operation.selection_set,))
+    found = pricer.price(root, (operation.selection_set,))
+    return Price(
+        math.ceil(found.cost - 1e-9),
+        found.depth,
+        found.aliases,
+        math.ceil(found.generations - 1e-9),
+        found.introspection_depth,
+    )

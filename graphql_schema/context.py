@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from app.auth import Principal, bearer_token, read_token
+from app.auth import Principal, Token, bearer_token, read_token
 from app.clients import client_address
 from app.errors import CinerecError, Unauthenticated, Unavailable, is_outage
 from resolvers.loaders import Loaders, create_loaders
@@ -45,9 +45,11 @@ class Context:
     client: str  # the caller's address (see app.clients)
     principal: Principal | None = None
     auth_error: CinerecError | None = None
+    token: Token | None = None  # the caller's verified token (its expiry closes a websocket)
     price: Price | None = None  # what the operation was priced at before it ran
     budget: Budget | None = None  # the caller's rate-limit bucket after this operation's cost
     public: bool = False  # an anonymous read of the catalog only: its response may be shared
+    document_valid: bool = False  # the document parsed and validated (set by the operation guard)
     served: Served = field(default_factory=Served)
 
     @property
@@ -90,11 +92,13 @@ class Context:
         """Take the caller from an ``Authorization`` value; a bad token is kept and raised
         only where authentication is needed. The token's account must still exist, and its
         current role counts, not the one the token was issued with."""
-        self.principal, self.auth_error = None, None
+        self.principal, self.auth_error, self.token = None, None, None
         try:
-            token = bearer_token(authorization)
-            if token is not None:
-                self.principal = await self.app.accounts.verify(read_token(token, self.settings))
+            given = bearer_token(authorization)
+            if given is not None:
+                token = read_token(given, self.settings)
+                self.principal = await self.app.accounts.verify(token)
+                self.token = token
         except CinerecError as exc:
             self.auth_error = exc
         except Exception as exc:

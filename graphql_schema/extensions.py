@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import TYPE_CHECKING, Any
@@ -22,18 +23,16 @@ from graphql import (
 )
 from graphql.error import GraphQLError
 from graphql.language import Visitor
-from graphql.validation import ASTValidationRule, NoSchemaIntrospectionCustomRule
-from strawberry.extensions import (
-    AddValidationRules,
-    MaskErrors,
-    MaxTokensLimiter,
-    ParserCache,
-    SchemaExtension,
-    ValidationCache,
+from graphql.validation import (
+    ASTValidationRule,
+    MaxIntrospectionDepthRule,
+    NoSchemaIntrospectionCustomRule,
 )
+from strawberry.extensions import AddValidationRules, MaskErrors, MaxTokensLimiter, SchemaExtension
 
 from app.errors import ERROR_CODES, CinerecError, is_outage
 from graphql_schema.analysis import Price, TooComplex, price_operation
+from graphql_schema.document_cache import DocumentCache, Documents, digest
 
 if TYPE_CHECKING:
     from app.metrics import Metrics
@@ -57,8 +56,9 @@ class ErrorCodes(MaskErrors):
     limits) and are marked BAD_USER_INPUT.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, hide_suggestions: bool = False) -> None:
         super().__init__(should_mask_error=_is_internal, error_message="internal error")
+        self.hide_suggestions = hide_suggestions
 
     def anonymise_error(self, error: GraphQLError) -> GraphQLError:
         masked = super().anonymise_error(error)
@@ -76,7 +76,17 @@ class ErrorCodes(MaskErrors):
         for error in processed:
             if not (error.extensions or {}).get("code"):
                 error.extensions = {**(error.extensions or {}), "code": "BAD_USER_INPUT"}
+            if self.hide_suggestions:
+                error.message = without_suggestions(error.message)
         return processed
+
+
+# graphql-core's "Did you mean 'modelVersions'?" names fields that introspection would hide.
+_SUGGESTION = re.compile(r"\s*Did you mean [^?]*\?")
+
+
+def without_suggestions(message: str) -> str:
+    return _SUGGESTION.sub("", message)
 
 
 def _operation(document: Any, name: str | None) -> OperationDefinitionNode | None:
@@ -208,18 +218,20 @@ def _metrics(context: Any) -> Metrics | None:
     return getattr(app, "metrics", None)
 
 
-# Per document text (the parser cache hands back one document per text): the same query sent
-# again is neither walked for its string literals nor priced a second time.
-_LITERALS: LRUCache[str, bool] = LRUCache(maxsize=2048)
-_PRICES: LRUCache[tuple[str, str | None, str], Price] = LRUCache(maxsize=4096)
+# By the digest of the document's text (and of the variables): the same query sent again is
+# neither walked for its string literals nor priced a second time. Keys are 32 bytes whatever
+# the client sends, so these hold at most a few MB.
+_LITERALS: LRUCache[bytes, bool] = LRUCache(maxsize=4096)
+_PRICES: LRUCache[bytes, Price] = LRUCache(maxsize=8192)
 
 
 def _bad_literals(query: str, document: Any) -> bool:
-    found = _LITERALS.get(query)
+    key = digest(query)
+    found = _LITERALS.get(key)
     if found is None:
         literals = _StringLiterals()
         visit(document, literals)
-        found = _LITERALS[query] = literals.bad
+        found = _LITERALS[key] = literals.bad
     return found
 
 
@@ -232,7 +244,9 @@ def _price(
     variables: Any,
 ) -> Price:
     try:
-        key = (query, asked, json.dumps(variables or {}, sort_keys=True))
+        key: bytes | None = digest(
+            "\x1f".join((query, asked or "", json.dumps(variables or {}, sort_keys=True)))
+        )
     except (TypeError, ValueError):
         key = None
     if key is not None and (found := _PRICES.get(key)) is not None:
@@ -256,14 +270,56 @@ def _refusal(context: Any, message: str, code: str, **extra: Any) -> GraphQLErro
     return GraphQLError(message, extensions={"code": code, **extra})
 
 
+async def charge(context: Any, cost: int, what: str) -> GraphQLError | None:
+    """Take ``cost`` points from the caller's bucket (per user, or per client address when
+    anonymous): None when they fit, else a RATE_LIMITED error, with HTTP 429 and Retry-After.
+    Every charge of a request goes through here: its operation, and what persisted queries
+    cost before one runs (a registration, a lookup of an unknown hash)."""
+    app = getattr(context, "app", None)
+    if app is None or not app.settings.rate_limits:
+        return None
+    principal = context.principal
+    capacity, per_second = app.settings.rate_limit(principal.role.value if principal else None)
+    budget = await app.buckets.take(context.bucket_key, cost, capacity=capacity, per_second=per_second)
+    context.budget = budget
+    # HTTP only: a websocket's "response" is the socket itself
+    response = None if getattr(context, "is_websocket", True) else getattr(context, "response", None)
+    if response is not None:
+        response.headers["RateLimit-Limit"] = str(int(budget.capacity))
+        response.headers["RateLimit-Remaining"] = str(int(budget.remaining))
+        response.headers["RateLimit-Reset"] = str(max(int(budget.full_in + 0.999), 0))
+    if budget.allowed:
+        return None
+    wait = max(int(budget.retry_after + 0.999), 1)
+    return _refusal(
+        context,
+        f"rate limit: {what} costs {cost} and {int(budget.remaining)} of "
+        f"{int(budget.capacity)} points are left; try again in {wait} s",
+        "RATE_LIMITED",
+        cost=cost,
+        remaining=int(budget.remaining),
+        retryAfter=wait,
+        retryAfterSeconds=wait,
+    )
+
+
 class OperationGuard(SchemaExtension):
     """Before any resolver runs: exactly one operation is chosen, it is not a subscription
     over HTTP, every string is clean Unicode without NUL, and its depth, aliases and cost
     (priced as it will execute, see :mod:`graphql_schema.analysis`) are within the limits.
     A refused operation answers BAD_USER_INPUT or QUERY_TOO_COMPLEX with nothing run."""
 
-    def __init__(self, *, max_depth: int, max_aliases: int, max_cost: int, max_explanations: int = 0) -> None:
+    def __init__(
+        self,
+        *,
+        max_depth: int,
+        max_aliases: int,
+        max_cost: int,
+        max_explanations: int = 0,
+        max_introspection_depth: int = 14,
+    ) -> None:
         self.max_depth = max_depth
+        self.max_introspection_depth = max_introspection_depth
         self.max_aliases = max_aliases
         self.max_cost = max_cost
         self.max_explanations = max_explanations  # 0: no limit
@@ -273,6 +329,8 @@ class OperationGuard(SchemaExtension):
         context = ctx.context
         document = ctx.graphql_document
         assert document is not None
+        if context is not None and hasattr(context, "document_valid"):
+            context.document_valid = True  # parsed and validated: a persisted query may be kept
         # What the client sent: Strawberry's `operation_name` falls back to the first operation's
         # name, which would run the first of several operations instead of refusing.
         asked: str | None = getattr(ctx, "_provided_operation_name", ctx.operation_name)
@@ -314,6 +372,15 @@ class OperationGuard(SchemaExtension):
                 depth=depth,
                 maxDepth=self.max_depth,
             )
+        depth = max(price.introspection_depth - 1, 0)
+        if depth > self.max_introspection_depth:
+            return _refusal(
+                context,
+                f"introspection depth {depth} exceeds the maximum of {self.max_introspection_depth}",
+                "QUERY_TOO_COMPLEX",
+                depth=depth,
+                maxDepth=self.max_introspection_depth,
+            )
         if price.aliases > self.max_aliases:
             return _refusal(
                 context,
@@ -344,40 +411,10 @@ class OperationGuard(SchemaExtension):
         return None
 
     async def _charge(self) -> GraphQLError | None:
-        """Take the operation's cost from the caller's bucket (per user, or per client address
-        when anonymous); RATE_LIMITED with Retry-After when it does not fit."""
-        context = self.execution_context.context
-        app = getattr(context, "app", None)
-        price = getattr(context, "price", None)
-        if app is None or price is None or not app.settings.rate_limits:
+        price = getattr(self.execution_context.context, "price", None)
+        if price is None:
             return None
-        principal = context.principal
-        key = context.bucket_key
-        capacity, per_second = app.settings.rate_limit(principal.role.value if principal else None)
-        budget = await app.buckets.take(key, max(price.cost, 1), capacity=capacity, per_second=per_second)
-        context.budget = budget
-        # HTTP only: a websocket's "response" is the socket itself
-        response = None if getattr(context, "is_websocket", True) else getattr(context, "response", None)
-        if response is not None:
-            response.headers["RateLimit-Limit"] = str(int(budget.capacity))
-            response.headers["RateLimit-Remaining"] = str(int(budget.remaining))
-            response.headers["RateLimit-Reset"] = str(max(int(budget.full_in + 0.999), 0))
-        if budget.allowed:
-            return None
-        wait = max(int(budget.retry_after + 0.999), 1)
-        if response is not None:
-            response.headers["Retry-After"] = str(wait)
-            response.status_code = 429
-        return _refusal(
-            context,
-            f"rate limit: this operation costs {max(price.cost, 1)} and {int(budget.remaining)} of "
-            f"{int(budget.capacity)} points are left; try again in {wait} s",
-            "RATE_LIMITED",
-            cost=max(price.cost, 1),
-            remaining=int(budget.remaining),
-            retryAfter=wait,
-            retryAfterSeconds=wait,
-        )
+        return await charge(self.execution_context.context, max(price.cost, 1), "this operation")
 
     async def on_execute(self) -> AsyncIterator[None]:  # type: ignore[override]
         error = self._check()
@@ -410,30 +447,32 @@ class OperationGuard(SchemaExtension):
 def schema_extensions(settings: Settings) -> list[Callable[[], SchemaExtension] | type[SchemaExtension]]:
     """Extension factories: a fresh extension per request, the caches and rule classes shared.
 
-    The validation rules are built once so that ValidationCache, which is keyed by the rule
-    classes, hits across requests. Depth and alias limits are not validation rules: graphql
-    validation rules expand fragments without memoising, and a chain of fragments each
-    spreading the last twice froze the server. ``OperationGuard`` prices the document as it
-    will execute, in linear time.
+    The validation rules are built once so that the document cache, which keeps each
+    document's errors with the rules that found them, hits across requests. Depth and alias
+    limits are not validation rules: graphql validation rules expand fragments without
+    memoising, and a chain of fragments each spreading the last twice froze the server.
+    ``OperationGuard`` prices the document as it will execute, in linear time. Introspection
+    is priced and depth-limited like any field; ``MaxIntrospectionDepthRule`` (graphql-core's)
+    also refuses its cycles (``fields { type { fields { ... } } }``) before they are priced.
     """
-    rules: list[type[ASTValidationRule]] = (
-        [] if settings.introspection_enabled else [NoSchemaIntrospectionCustomRule]
-    )
+    rules: list[type[ASTValidationRule]] = [MaxIntrospectionDepthRule]
+    if not settings.introspection_enabled:
+        rules.append(NoSchemaIntrospectionCustomRule)
     known = frozenset(settings.metrics_operations)
-    extensions: list[Callable[[], SchemaExtension] | type[SchemaExtension]] = [
-        ErrorCodes,
+    hide = not settings.introspection_enabled  # suggestions would name what introspection hides
+    documents = Documents(max_bytes=settings.document_cache_bytes, hide_suggestions=hide)
+    return [
+        lambda: ErrorCodes(hide_suggestions=hide),
         lambda: OperationMetrics(known=known),
         ServedBy,
         lambda: MaxTokensLimiter(max_token_count=settings.max_tokens),
-        lambda: ParserCache(maxsize=1024),
-        lambda: ValidationCache(maxsize=1024),
+        lambda: AddValidationRules(rules),
+        lambda: DocumentCache(documents),
         lambda: OperationGuard(
             max_depth=settings.max_query_depth,
             max_aliases=settings.max_aliases,
             max_cost=settings.max_query_cost,
             max_explanations=settings.llm_max_explanations,
+            max_introspection_depth=settings.max_introspection_depth,
         ),
     ]
-    if rules:
-        extensions.insert(4, lambda: AddValidationRules(rules))
-    return extensions

@@ -104,5 +104,4 @@ async def link(ctx: Context, *, movie_id: int) -> Row[Any] | None:
 
 
 async def all_genres(ctx: Context) -> list[str]:
-    async with ctx.sessions() as session:
-        return await catalog.genre_names(session=session)
+    return await ctx.app.catalog.genre_names()

@@ -50,13 +50,11 @@ async def register(ctx: Context, *, email: str, password: str) -> tuple[str, Pri
 
 
 async def login(ctx: Context, *, email: str, password: str) -> tuple[str, Principal]:
-    throttle = ctx.app.login_throttle
-    await throttle.attempt(email, ctx.client)  # counted before the check: no race past the limit
-    async with ctx.sessions() as session:
+    # a place is held before the check (no race past the limit); only a failure is counted
+    async with ctx.app.login_throttle.attempt(email, ctx.client), ctx.sessions() as session:
         principal = await accounts.authenticate(
             session=session, hasher=ctx.app.hasher, email=email, password=password
         )
-    await throttle.succeeded(email, ctx.client)
     return issue_token(principal, ctx.settings), principal
 
 

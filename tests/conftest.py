@@ -20,6 +20,7 @@ import httpx
 import pytest
 import uvicorn
 
+from app.cli.serve import uvicorn_options
 from app.db import create_engine
 from app.main import create_app
 from app.migrate import upgrade
@@ -120,9 +121,10 @@ def _free_port() -> int:
 
 
 class ThreadedUvicorn:
-    """An ASGI app served by uvicorn on a free port, in a background thread."""
+    """An ASGI app served by uvicorn on a free port, in a background thread, with the options
+    `cinerec serve` gives uvicorn."""
 
-    def __init__(self, app: Any) -> None:
+    def __init__(self, app: Any, settings: Settings | None = None) -> None:
         self.app = app
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -132,8 +134,7 @@ class ThreadedUvicorn:
             port=self.port,
             log_level="warning",
             lifespan="on",
-            ws="app.websocket_protocol:GoingAwayProtocol",
-            proxy_headers=False,  # as `cinerec serve` runs it: only CINEREC_TRUSTED_PROXIES counts
+            **uvicorn_options(settings or Settings(env="test")),  # type: ignore[arg-type]
         )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
@@ -158,7 +159,7 @@ class LiveServer(ThreadedUvicorn):
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        super().__init__(create_app(settings))
+        super().__init__(create_app(settings), settings)
 
     def gql(self, query: str, variables: dict | None = None, token: str | None = None, **kw: object) -> dict:
         headers = {"authorization": f"Bearer {token}"} if token else {}
@@ -168,8 +169,18 @@ class LiveServer(ThreadedUvicorn):
             headers=headers,
             timeout=120,  # explanations run a real LLM on 2 shared cores
         )
+        return answer(response)
+
+
+def answer(response: httpx.Response) -> dict:
+    """A GraphQL answer over HTTP: 200, or 429 with Retry-After when it is RATE_LIMITED."""
+    if response.status_code == 429:
+        body = response.json()
+        assert body["errors"][0]["extensions"]["code"] == "RATE_LIMITED", response.text
+        assert int(response.headers["retry-after"]) >= 1
+    else:
         assert response.status_code == 200, response.text
-        return response.json()
+    return response.json()
 
 
 @pytest.fixture(scope="session")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -52,14 +52,24 @@ def serve(
         log_level="info",
         log_config=logging_config(settings.log_format),
         access_log=access_log,
+        **uvicorn_options(settings),
+    )
+
+
+def uvicorn_options(settings: Settings) -> dict[str, Any]:
+    """How uvicorn must run cinerec, wherever it is started (``cinerec serve``, the tests)."""
+    return {
         # SIGTERM: stop accepting, let in-flight requests finish, but never wait forever;
         # open websockets are told 1001 (going away) so that clients reconnect elsewhere
-        timeout_graceful_shutdown=int(settings.shutdown_timeout_seconds),
-        ws="app.websocket_protocol:GoingAwayProtocol",
+        "timeout_graceful_shutdown": int(settings.shutdown_timeout_seconds),
+        "ws": "app.websocket_protocol:GoingAwayProtocol",
+        # a websocket message is held to the HTTP body limit: uvicorn's default is 16 MiB, and the
+        # frame is read whole before the app sees it
+        "ws_max_size": settings.max_body_bytes,
         # X-Forwarded-For is believed by cinerec only from CINEREC_TRUSTED_PROXIES (app.clients);
         # uvicorn's own rewrite would trust it from 127.0.0.1 whatever the settings say
-        proxy_headers=False,
-    )
+        "proxy_headers": False,
+    }
 
 
 def logging_config(log_format: str) -> dict:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from datetime import UTC, datetime
 from functools import lru_cache
 from importlib import resources
 from typing import TYPE_CHECKING
@@ -20,7 +21,7 @@ from app.models import Account, User
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-    from app.auth import PasswordHasher
+    from app.auth import PasswordHasher, Token
 
 MIN_PASSWORD = 8
 MAX_PASSWORD = 256
@@ -148,34 +149,48 @@ async def delete_account(*, session: AsyncSession, email: str) -> int:
 
 
 class ActiveAccounts:
-    """Checks each token against its account: it must still exist, and its role and user are
-    read from the database, not trusted from the token. Read through a short cache (``ttl``
-    seconds), dropped at once when an account change is announced."""
+    """Checks each token against its account: it must still exist, be the account the token
+    was issued for (created no later than the token), and its role and user are read from the
+    database, not trusted from the token. Read through a short cache (``ttl`` seconds), dropped
+    at once when an account change is announced."""
 
     def __init__(self, sessions: async_sessionmaker[AsyncSession], *, ttl: float) -> None:
         self.sessions = sessions
-        self._cache: TTLCache[int, Principal | None] = TTLCache(maxsize=100_000, ttl=ttl)
+        # account id -> (its principal now, when it was created in Unix seconds), or None: gone
+        self._cache: TTLCache[int, tuple[Principal, float] | None] = TTLCache(maxsize=100_000, ttl=ttl)
 
-    async def verify(self, claimed: Principal) -> Principal:
-        if claimed.account_id in self._cache:
-            found = self._cache[claimed.account_id]
+    async def verify(self, token: Token) -> Principal:
+        account_id = token.claimed.account_id
+        if account_id in self._cache:
+            found = self._cache[account_id]
         else:
             async with self.sessions() as session:
                 row = (
                     await session.execute(
-                        select(accounts.c.user_id, accounts.c.role).where(
-                            accounts.c.account_id == claimed.account_id
+                        select(accounts.c.user_id, accounts.c.role, accounts.c.created_at).where(
+                            accounts.c.account_id == account_id
                         )
                     )
                 ).first()
-            found = Principal(claimed.account_id, row.user_id, Role(row.role)) if row else None
-            self._cache[claimed.account_id] = found
-        if found is None:
+            found = (
+                (Principal(account_id, row.user_id, Role(row.role)), _unix_seconds(row.created_at))
+                if row
+                else None
+            )
+            self._cache[account_id] = found
+        # A token older than its account was issued to an account that no longer exists, even
+        # if its id were given again (ids are never reused: migration 0006; this is the second lock).
+        if found is None or int(found[1]) > token.issued_at:
             raise Unauthenticated("this token's account no longer exists")
-        return found
+        return found[0]
 
     def forget(self, account_id: int | None = None) -> None:
         if account_id is None:
             self._cache.clear()
         else:
             self._cache.pop(account_id, None)
+
+
+def _unix_seconds(moment: datetime) -> float:
+    """A stored naive UTC time as Unix seconds."""
+    return moment.replace(tzinfo=UTC).timestamp() if moment.tzinfo is None else moment.timestamp()

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import and_, func, literal_column, or_, select
 
-from app.cache import GENRES, LINK, MOVIE, TAGS
+from app.cache import GENRE_NAMES, GENRES, LINK, MOVIE, TAGS
 from app.models import Genre, Link, Movie, MovieGenre, Tag
 
 if TYPE_CHECKING:
@@ -217,6 +217,18 @@ class CatalogReader:
                 return await movies_by_ids(session=session, movie_ids=ids)
 
         return await self.cache.get_many(MOVIE, movie_ids, lambda m: f"{m}:{gens[m]}", fetch)
+
+    async def genre_names(self) -> list[str]:
+        """Every genre name, through the cache (keyed by the catalog's generation, which an
+        ingest moves): one statement for any number of readers at once."""
+        generation = (await self.generations.get("catalog", [0]))[0]
+
+        async def fetch(_: list[int]) -> dict[int, list[str]]:
+            async with self.sessions() as session:
+                return {0: await genre_names(session=session)}
+
+        [names] = await self.cache.get_many(GENRE_NAMES, [0], lambda _: str(generation), fetch, default=[])
+        return list(names)
 
     async def genres(self, movie_ids: Sequence[int]) -> list[list[str]]:
         async def fetch(ids: list[int]) -> dict[int, list[str]]:

@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from app.settings import Settings
-from tests.conftest import BACKENDS, Databases, LiveServer, ingest_into
+from tests.conftest import BACKENDS, Databases, LiveServer, answer, ingest_into
 from tests.movielens_fixture import write_movielens
 from tests.redis_server import RedisServer
 
@@ -146,8 +146,7 @@ class Guarded:
 
     def gql(self, query: str, variables: dict | None = None, **kw: object) -> dict:
         response = self.post(query, variables, **kw)  # type: ignore[arg-type]
-        assert response.status_code == 200, response.text
-        return response.json()
+        return answer(response)
 
     def login(self, email: str, password: str, client: str = "10.1.0.1") -> dict:
         return self.gql(LOGIN, {"e": email, "p": password}, client=client)
@@ -196,6 +195,8 @@ def guarded(
         account_cache_seconds=3600,  # only an announcement can refresh a cached account here
         register_attempts=3,
         password_hash_queue=64,
+        login_attempts_per_address=10,  # failures from one address across accounts
+        persisted_queries_bytes=64_000,  # registrations beyond this push the oldest out of Redis
     )
     directory = tmp_path_factory.mktemp("ml") / "ml"
     write_movielens(directory)

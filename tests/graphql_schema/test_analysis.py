@@ -59,7 +59,7 @@ def test_merged_fields_from_several_fragments_are_one_field(schema: GraphQLSchem
 
 def test_aliases_and_skipped_fields(schema: GraphQLSchema) -> None:
     query = "{ a: movie(movieId: 1) { title } b: movie(movieId: 2) { title } c: genres }"
-    assert price(schema, query) == Price(cost=2, depth=2, aliases=3)
+    assert price(schema, query) == Price(cost=3, depth=2, aliases=3)  # genres: one read, 1
     skipped = (
         "query($s: Boolean!) { a: movie(movieId: 1) { title } b: movie(movieId: 2) @skip(if: $s) { title } }"
     )
@@ -88,3 +88,29 @@ def test_explanations_are_counted_per_item_once(schema: GraphQLSchema) -> None:
     one = "{ recommendations(userId: 1, first: 4) { explanation } }"
     assert price(schema, both).cost == price(schema, one).cost
     assert price(schema, "{ movie(movieId: 1) { title } }").generations == 0
+
+
+def test_introspection_is_priced_like_any_field(schema: GraphQLSchema) -> None:
+    types = list(schema.type_map.values())
+    fields = sum(
+        len(getattr(t, "fields", {})) for t in types if not hasattr(t, "of_type") and hasattr(t, "interfaces")
+    )
+    # the __schema object, then each type an object
+    assert price(schema, "{ __schema { types { name } } }").cost == 1 + len(types)
+    # read for every type, a list is priced at its average: the total is the schema's count
+    assert price(schema, "{ __schema { types { fields { name } } } }").cost == 1 + len(types) + fields
+    # one type named: its lists are priced at the largest any type holds
+    most = max(len(t.fields) for t in types if hasattr(t, "interfaces"))
+    assert price(schema, '{ __type(name: "Query") { fields { name } } }').cost == 1 + most
+    # aliases multiply it as they multiply the work
+    aliased = "{ __schema { a: types { name } b: types { name } } }"
+    assert price(schema, aliased).cost == 1 + 2 * len(types)
+
+
+def test_introspection_depth_is_counted_apart(schema: GraphQLSchema) -> None:
+    from graphql import get_introspection_query
+
+    standard = price(schema, get_introspection_query(descriptions=True))
+    assert standard.depth == 0 and standard.introspection_depth - 1 == 14  # GraphiQL's query
+    chain = '{ __type(name: "Query") { ' + "ofType { " * 16 + "name" + " }" * 16 + " } }"
+    assert price(schema, chain).introspection_depth - 1 == 17
