@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import sys
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Hashable, Sequence
@@ -180,12 +181,37 @@ def row_codec() -> tuple[Callable[[Any], Any], Callable[[Any], Any]]:
     return encode, decode
 
 
+def approx_size(value: Any, depth: int = 0) -> int:
+    """Roughly the bytes a cached value holds (its containers and what they hold, three
+    levels down): what bounds L1 by memory, not by entries."""
+    size = sys.getsizeof(value)
+    if depth >= 3:
+        return size
+    if isinstance(value, (list, tuple)):
+        return size + sum(approx_size(v, depth + 1) for v in value)
+    if isinstance(value, dict):
+        return size + sum(approx_size(k, depth + 1) + approx_size(v, depth + 1) for k, v in value.items())
+    if hasattr(value, "_mapping"):  # a database row
+        return size + sum(approx_size(v, depth + 1) for v in value)
+    if hasattr(value, "__dict__") and not isinstance(value, type):  # a namespace, a dataclass
+        return size + approx_size(vars(value), depth + 1)
+    return size
+
+
+_ENTRY_OVERHEAD = 200  # the key, the (expiry, value) pair, the cache's own links
+
+
 class TwoLevelCache:
-    def __init__(self, health: RedisHealth, metrics: Metrics, *, prefix: str, maxsize: int = 200_000) -> None:
+    def __init__(
+        self, health: RedisHealth, metrics: Metrics, *, prefix: str, max_bytes: int = 256 * 1024 * 1024
+    ) -> None:
         self.health = health
         self.metrics = metrics
         self.prefix = prefix
-        self._l1: TTLCache[str, tuple[float, Any]] = TTLCache(maxsize=maxsize, ttl=3600)
+        # bounded by memory: entries of 10 search hits and of a lone movie row differ 50-fold
+        self._l1: TTLCache[str, tuple[float, Any, int]] = TTLCache(
+            maxsize=max_bytes, ttl=3600, getsizeof=lambda entry: entry[2]
+        )
         self._inflight: dict[str, asyncio.Future[Any]] = {}
 
     def _count(self, kind: str, level: str, result: str, n: int) -> None:
@@ -199,7 +225,9 @@ class TwoLevelCache:
         return entry[1]
 
     def _l1_put(self, key: str, value: Any, ttl: float) -> None:
-        self._l1[key] = (time.monotonic() + ttl, value)
+        size = approx_size(value) + _ENTRY_OVERHEAD
+        if size <= self._l1.maxsize:
+            self._l1[key] = (time.monotonic() + ttl, value, size)
 
     def put(self, kind: Kind, key: str, value: Any) -> None:
         """Into L1 only (warming the catalog in each process)."""

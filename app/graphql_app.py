@@ -236,7 +236,7 @@ class GraphQLApp(GraphQL[Context, None]):
         entry["cost"] = context.price.cost if context.price else None
         if registers and context.document_valid and digest is not None and request_data.query is not None:
             await state.persisted.register(digest, request_data.query)  # kept once it parsed and validated
-        self._refused(sub_response, *(result.errors or ()))
+        self._mark_rate_limited(sub_response, result.errors or [])
         if (
             context.public
             and digest is not None
@@ -252,7 +252,7 @@ class GraphQLApp(GraphQL[Context, None]):
         return result
 
     @staticmethod
-    def _refused(sub_response: Any, *errors: GraphQLError) -> ExecutionResult:
+    def _mark_rate_limited(sub_response: Any, errors: list[GraphQLError]) -> None:
         """A RATE_LIMITED error answers HTTP 429 with Retry-After, whoever raised it (the
         bucket, a login or registration throttle, the password-hash queue)."""
         for error in errors:
@@ -260,8 +260,12 @@ class GraphQLApp(GraphQL[Context, None]):
             if extensions.get("code") == "RATE_LIMITED":
                 sub_response.status_code = 429
                 sub_response.headers["Retry-After"] = str(extensions.get("retryAfter", 1))
-                break
-        return ExecutionResult(data=None, errors=list(errors))
+                return
+
+    def _refused(self, sub_response: Any, error: GraphQLError) -> ExecutionResult:
+        """An answer refused before the operation runs."""
+        self._mark_rate_limited(sub_response, [error])
+        return ExecutionResult(data=None, errors=[error])
 
     def create_response(self, response_data: Any, sub_response: Response) -> Response:
         key = getattr(sub_response, "cinerec_cache_key", None)

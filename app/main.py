@@ -152,7 +152,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
         generations = Generations(health, settings.redis_prefix)
         generations.announcements = announcements
         announcements.on(INVALIDATIONS, generations.heard, resync=generations.forget)
-        cache = TwoLevelCache(health, metrics, prefix=settings.redis_prefix)
+        cache = TwoLevelCache(
+            health, metrics, prefix=settings.redis_prefix, max_bytes=settings.cache_l1_bytes
+        )
         accounts = ActiveAccounts(sessions, ttl=settings.account_cache_seconds)
         sockets = Sockets(per_account=settings.ws_max_per_account)
 
@@ -205,7 +207,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
             ),
             models=models,
             llm=llm,
-            recommendations=RecommendationService(parts, rerank_candidates=settings.llm_rerank_candidates),
+            recommendations=RecommendationService(
+                parts, rerank_candidates=settings.llm_rerank_candidates, max_hits=settings.max_recommendations
+            ),
             experiments=ExperimentService(
                 sessions,
                 models,

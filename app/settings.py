@@ -87,6 +87,8 @@ class Settings(BaseSettings):
     wandb_api_key: str | None = None
     max_recommendations: int = 100
     cache_ttl_seconds: float = 300.0
+    # the in-process cache level, bounded by memory (approx_size): a warmed movie row is about 1 KB
+    cache_l1_bytes: int = Field(default=256 * 1024 * 1024, gt=0)
     cache_warm_movies: int = 100_000
     login_attempts: int = Field(default=5, gt=0)  # wrong passwords per account and address
     login_window_seconds: int = Field(default=300, gt=0)

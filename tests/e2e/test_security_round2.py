@@ -191,7 +191,7 @@ async def test_a_websocket_message_over_the_body_limit_closes_the_socket(guarded
     async with ws_open(guarded.server.url, token, max_size=None) as ws:
         small = await ws_run(ws, "{ genres }", {"v": "x" * (limit // 2)})
         assert "errors" not in small, small
-        big = {"query": "{ genres }", "variables": {"v": "x" * (4 * limit)}}
+        big = {"query": "{ genres }", "variables": {"v": "x" * 10 * 2**20}}  # the probe sent 10 MiB
         await ws.send(json.dumps({"id": "big", "type": "subscribe", "payload": big}))
         assert await ws_close_code(ws) == 1009  # message too big
     async with ws_open(guarded.server.url, token) as ws:  # the server goes on
