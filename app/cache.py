@@ -31,7 +31,6 @@ from app.batching import Coalescer
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
-    from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
     from app.announcements import Announcements
     from app.metrics import Metrics
@@ -41,8 +40,15 @@ log = logging.getLogger(__name__)
 
 K = TypeVar("K", bound=Hashable)
 _MISSING = object()
-WARM_PAGE = 2000
 INVALIDATIONS = "invalidations"  # the announcements topic of generation bumps
+
+
+class Unavailable:
+    """What :meth:`RedisHealth.run` answers when Redis cannot."""
+
+
+UNAVAILABLE = Unavailable()
+T = TypeVar("T")
 
 
 class RedisHealth:
@@ -69,6 +75,21 @@ class RedisHealth:
 
     def ok(self) -> None:
         self.metrics.redis_up.set(1)
+
+    async def run(self, op: Callable[[Redis], Awaitable[T]]) -> T | Unavailable:
+        """The one place Redis degrades: ``op`` on Redis when it is set and up, else
+        ``UNAVAILABLE`` — unset, cooling down after a failure, or failing now (the breaker
+        opens, logged once) — and the caller answers from the process and the database."""
+        redis = self.usable()
+        if redis is None:
+            return UNAVAILABLE
+        try:
+            result = await op(redis)
+        except (RedisError, OSError) as exc:
+            self.failed(exc)
+            return UNAVAILABLE
+        self.ok()
+        return result
 
 
 class Generations:
@@ -102,24 +123,17 @@ class Generations:
         return found
 
     async def _read(self, keys: list[tuple[str, int]]) -> dict[tuple[str, int], int]:
-        if (redis := self.health.usable()) is not None:
-            try:
-                values = await redis.mget([self._key(kind, i) for kind, i in keys])
-                for (kind, i), v in zip(keys, values, strict=True):
-                    self._remember(kind, i, int(v or 0))
-                return {k: self._mirror[k] for k in keys}
-            except (RedisError, OSError) as exc:
-                self.health.failed(exc)
-        return {k: self._mirror.get(k, 0) for k in keys}
+        values = await self.health.run(lambda redis: redis.mget([self._key(kind, i) for kind, i in keys]))
+        if isinstance(values, Unavailable):
+            return {k: self._mirror.get(k, 0) for k in keys}
+        for (kind, i), v in zip(keys, values, strict=True):
+            self._remember(kind, i, int(v or 0))
+        return {k: self._mirror[k] for k in keys}
 
     async def bump(self, kind: str, id_: int) -> None:
         """A change to this user or movie: every cached entry keyed by it is stale now."""
-        value = self._mirror.get((kind, id_), 0) + 1
-        if (redis := self.health.usable()) is not None:
-            try:
-                value = int(await redis.incr(self._key(kind, id_)))
-            except (RedisError, OSError) as exc:
-                self.health.failed(exc)
+        counted = await self.health.run(lambda redis: redis.incr(self._key(kind, id_)))
+        value = self._mirror.get((kind, id_), 0) + 1 if isinstance(counted, Unavailable) else int(counted)
         self._remember(kind, id_, value)
         if self.announcements is not None:
             await self.announcements.publish(INVALIDATIONS, {"kind": kind, "id": id_, "gen": value})
@@ -264,13 +278,10 @@ class TwoLevelCache:
     async def _from_l2(
         self, kind: Kind, names: dict[K, str], missing: list[K], found: dict[K, Any]
     ) -> list[K]:
-        redis = self.health.usable()
-        if redis is None:
-            return missing
-        try:
-            raw = await redis.mget([f"{self.prefix}:c:{names[k]}" for k in missing])
-        except (RedisError, OSError) as exc:
-            self.health.failed(exc)
+        raw = await self.health.run(
+            lambda redis: redis.mget([f"{self.prefix}:c:{names[k]}" for k in missing])
+        )
+        if isinstance(raw, Unavailable):
             return missing
         still = []
         for k, value in zip(missing, raw, strict=True):
@@ -324,19 +335,15 @@ class TwoLevelCache:
             found[k] = await asyncio.shield(future)
 
     async def _to_l2(self, kind: Kind, values: dict[str, Any]) -> None:
-        redis = self.health.usable()
-        if redis is None:
-            return
-        try:
+        async def write(redis: Redis) -> None:
             async with redis.pipeline(transaction=False) as pipe:
                 for name, value in values.items():
                     pipe.set(
                         f"{self.prefix}:c:{name}", json.dumps(kind.encode(value)), px=int(kind.ttl * 1000)
                     )
                 await pipe.execute()
-            self.health.ok()
-        except (RedisError, OSError) as exc:
-            self.health.failed(exc)
+
+        await self.health.run(write)
 
 
 MOVIE = Kind("movie", 300, True, *row_codec())
@@ -344,41 +351,3 @@ GENRES = Kind("genres", 600)
 GENRE_NAMES = Kind("genre-names", 300)
 TAGS = Kind("tags", 600)
 LINK = Kind("link", 3600, True, *row_codec())
-
-
-async def warm_catalog(
-    cache: TwoLevelCache, sessions: async_sessionmaker[AsyncSession], *, limit: int
-) -> int:
-    """Load up to ``limit`` movies and their genres into this process's L1, a page at a time,
-    yielding to the event loop between pages so that serving never stalls on it. Movies are
-    keyed by their generation 0: a movie rated since is read through (its generation moved)."""
-    from app.services import catalog
-
-    loaded, after = 0, None
-    while loaded < limit:
-        async with sessions() as session:
-            rows = await catalog.movies_after(
-                session=session, after=after, limit=min(WARM_PAGE, limit - loaded)
-            )
-            if not rows:
-                break
-            ids = [r.movie_id for r in rows]
-            genres = await catalog.genres_by_movie_ids(session=session, movie_ids=ids)
-        for r in rows:
-            cache.put(MOVIE, f"{r.movie_id}:0", r)
-            cache.put(GENRES, str(r.movie_id), genres.get(r.movie_id, []))
-        loaded, after = loaded + len(rows), ids[-1]
-        await asyncio.sleep(0)
-    return loaded
-
-
-async def keep_catalog_warm(
-    cache: TwoLevelCache, sessions: async_sessionmaker[AsyncSession], *, every: float, limit: int
-) -> None:
-    """Re-warm the catalog every ``every`` seconds (entries expire after their TTL)."""
-    while True:
-        await asyncio.sleep(every)
-        try:
-            log.info("catalog cache refreshed: %d movies", await warm_catalog(cache, sessions, limit=limit))
-        except Exception:  # a failed refresh leaves reads to go through to the database
-            log.exception("catalog cache refresh failed")

@@ -31,7 +31,7 @@ from app.errors import CinerecError
 from app.persisted import PersistedQueryNotFound, ResponseCache, etag, registration_cost
 from app.websocket import AuthenticatedTransportWS
 from graphql_schema.context import Context, build_context
-from graphql_schema.extensions import charge
+from graphql_schema.limits import charge, empty_bucket
 
 if TYPE_CHECKING:
     from cross_web import AsyncHTTPRequestAdapter
@@ -69,6 +69,37 @@ def _log_request(request_id: str, entry: dict[str, Any], status: int, started: f
     )
 
 
+JSON = "application/json"
+GRAPHQL_RESPONSE = "application/graphql-response+json"
+
+
+def _media_type(accept: str) -> str:
+    """The response's media type (GraphQL over HTTP): application/graphql-response+json when
+    the client ranks it at least as high as application/json, else application/json, as
+    before the specification (any client that does not ask)."""
+    ranks: dict[str, float] = {}
+    for part in accept.split(","):
+        media, *params = (p.strip() for p in part.split(";"))
+        q = 1.0
+        for param in params:
+            name, _, value = param.partition("=")
+            if name.strip() == "q":
+                try:
+                    q = float(value)
+                except ValueError:
+                    q = 0.0
+        ranks[media.lower()] = max(q, ranks.get(media.lower(), 0.0))
+    wanted = ranks.get(GRAPHQL_RESPONSE, 0.0)
+    return GRAPHQL_RESPONSE if wanted > 0 and wanted >= ranks.get(JSON, 0.0) else JSON
+
+
+def _request_error(response_data: Any) -> bool:
+    """No data and errors that name no field: the request failed before execution (it did not
+    parse or validate, or was refused), as opposed to a field error during it."""
+    errors = response_data.get("errors") or []
+    return response_data.get("data") is None and bool(errors) and all("path" not in e for e in errors)
+
+
 def error_body(message: str, code: str, **extra: Any) -> dict[str, Any]:
     return {"data": None, "errors": [{"message": message, "extensions": {"code": code, **extra}}]}
 
@@ -99,6 +130,7 @@ class GraphQLApp(GraphQL[Context, None]):
         request_id = _request_id(request)
         entry: dict[str, Any] = {"cache": "bypass"}
         request.state.cinerec_log = entry
+        request.state.cinerec_media = _media_type(request.headers.get("accept", ""))
         response = await self._cached(request)
         if response is not None:
             entry["cache"] = "hit"
@@ -107,7 +139,11 @@ class GraphQLApp(GraphQL[Context, None]):
                 response = await self.run(request)
             except HTTPException as exc:
                 code = "BAD_USER_INPUT" if exc.status_code < 500 else "INTERNAL"
-                response = JSONResponse(error_body(exc.reason, code), status_code=exc.status_code)
+                response = JSONResponse(
+                    error_body(exc.reason, code),
+                    status_code=exc.status_code,
+                    media_type=request.state.cinerec_media,
+                )
                 if exc.status_code == 405:
                     response.headers["Allow"] = "GET, POST"
         response.headers["X-Request-ID"] = request_id
@@ -190,20 +226,15 @@ class GraphQLApp(GraphQL[Context, None]):
         root_value: None,
         request_data: GraphQLRequestData,
     ) -> ExecutionResult:
-        state = context.app
+        state: AppState = request.app.state.cinerec
+        sub_response.cinerec_request = request  # for create_response: the media type, the cache
         entry: dict[str, Any] = request.state.cinerec_log
         operation = request_data.operation_name
         entry["operation"] = operation[:100] if isinstance(operation, str) else None
         if context.principal is not None:
             entry["user"] = context.principal.user_id
-        if state.settings.rate_limits and (wait := state.buckets.empty_for(context.bucket_key)) > 0:
-            # this caller's bucket was empty a moment ago: refused before its query is even read
-            seconds = max(int(wait + 0.999), 1)
-            error = GraphQLError(
-                f"rate limit: your bucket is empty; try again in {seconds} s",
-                extensions={"code": "RATE_LIMITED", "retryAfter": seconds, "retryAfterSeconds": seconds},
-            )
-            return self._refused(sub_response, error)
+        if (empty := empty_bucket(context)) is not None:
+            return self._refused(sub_response, empty)
         try:
             request_data.query, digest, registers = await state.persisted.resolve(
                 request_data.query, request_data.extensions
@@ -247,7 +278,6 @@ class GraphQLApp(GraphQL[Context, None]):
             sub_response.cinerec_cache_key = ResponseCache.key(
                 digest, request_data.variables, request_data.operation_name, _response_depends(state)
             )
-            sub_response.cinerec_request = request
             entry["cache"] = "stored"
         return result
 
@@ -270,7 +300,15 @@ class GraphQLApp(GraphQL[Context, None]):
     def create_response(self, response_data: Any, sub_response: Response) -> Response:
         key = getattr(sub_response, "cinerec_cache_key", None)
         if key is None:
+            asked: Request | None = getattr(sub_response, "cinerec_request", None)
+            media = asked.state.cinerec_media if asked is not None else JSON
+            if media == GRAPHQL_RESPONSE and _request_error(response_data):
+                # GraphQL over HTTP: a request error has no `data`, and a 4xx status
+                response_data.pop("data", None)
+                if sub_response.status_code in (None, 200):
+                    sub_response.status_code = 400
             response = super().create_response(response_data, sub_response)
+            response.headers["Content-Type"] = media
             response.headers.setdefault("Cache-Control", "no-store")
             return response
         cost = (response_data.get("extensions") or {}).get("cost")

@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, TypeVar
 
-from app.serving import ChampionHolder
+from app.holders import ChampionHolder
 from ml.llm.backends import LLMBackend, LLMError, Overloaded
 from ml.llm.rerank import SEGMENTS, segment_of
 from ml.llm.template import TemplateBackend

@@ -25,24 +25,27 @@ from starlette.routing import Route, WebSocketRoute
 
 from app.announcements import ACCOUNTS, Announcements
 from app.auth import PasswordHasher
-from app.cache import INVALIDATIONS, Generations, RedisHealth, TwoLevelCache, keep_catalog_warm, warm_catalog
+from app.cache import INVALIDATIONS, Generations, RedisHealth, TwoLevelCache
 from app.clients import parse_networks
 from app.db import create_engine, session_factory
 from app.graphql_app import GraphQLApp
+from app.holders import RecommenderHolder
 from app.limits import BodySizeLimit
 from app.llm import Fallback, LLMHolder
 from app.metrics import Metrics
 from app.persisted import PersistedQueries, ResponseCache, read_manifest
-from app.ratelimit import Counters, LoginThrottle, RegisterThrottle, TokenBuckets
-from app.services.accounts import ActiveAccounts
-from app.services.catalog import CatalogReader
+from app.ratelimit import Counters, LoginThrottle, RateLimiter, RegisterThrottle, TokenBuckets
+from app.services.accounts import AccountService, ActiveAccounts
+from app.services.bundle import Services
+from app.services.catalog import CatalogService
 from app.services.drift import DriftMonitor
 from app.services.experiments import ExperimentService
 from app.services.explanations import ExplanationService
-from app.services.llm_inputs import Histories
-from app.services.ratings import UserReader
+from app.services.histories import Histories
+from app.services.model_versions import ModelVersions
+from app.services.parts import ServingParts
+from app.services.ratings import UserService
 from app.services.recommendations import RecommendationService
-from app.serving import RecommenderHolder, ServingParts
 from app.settings import Settings, get_settings
 from app.state import AppState
 from app.websocket import Sockets
@@ -50,6 +53,7 @@ from graphql_schema.schema import build_schema
 from ml import embeddings
 
 if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
     from starlette.requests import Request
 
 log = logging.getLogger(__name__)
@@ -120,6 +124,189 @@ async def _close(name: str, step: Awaitable[object]) -> None:
         log.exception("shutdown: closing %s failed", name)
 
 
+def _redis(settings: Settings) -> Redis | None:
+    if not settings.redis_url:
+        return None
+    return Redis.from_url(
+        settings.redis_url,
+        socket_connect_timeout=settings.redis_timeout_seconds,
+        socket_timeout=settings.redis_timeout_seconds,
+        # a pooled connection that died with a Redis restart is retried once on a fresh one,
+        # rather than read as an outage
+        retry=Retry(ExponentialBackoff(cap=0.05, base=0.01), 1),
+        retry_on_error=[RedisConnectionError, RedisTimeoutError],
+        health_check_interval=10,
+    )
+
+
+def _accounts(
+    settings: Settings, sessions: async_sessionmaker[AsyncSession], counters: Counters, hasher: PasswordHasher
+) -> AccountService:
+    return AccountService(
+        sessions,
+        settings=settings,
+        hasher=hasher,
+        logins=LoginThrottle(
+            counters,
+            attempts=settings.login_attempts,
+            window_seconds=settings.login_window_seconds,
+            per_address=settings.login_attempts_per_address,
+        ),
+        registrations=RegisterThrottle(
+            counters, per_window=settings.register_attempts, window_seconds=settings.register_window_seconds
+        ),
+        active=ActiveAccounts(sessions, ttl=settings.account_cache_seconds),
+    )
+
+
+def _follow_accounts(announcements: Announcements, accounts: AccountService, sockets: Sockets) -> None:
+    """An account changed (deleted, demoted) on any replica: its cached checks go, and its
+    open sockets lose the rights at once."""
+
+    async def account_changed(message: dict[str, object]) -> None:
+        account_id = message.get("accountId")
+        changed = account_id if isinstance(account_id, int) else None
+        accounts.active.forget(changed)
+        await sockets.account_changed(changed)
+
+    async def forget_accounts() -> None:
+        accounts.active.forget()
+        await sockets.account_changed(None)
+
+    announcements.on(ACCOUNTS, account_changed, resync=forget_accounts)
+
+
+def open_state(settings: Settings, metrics: Metrics) -> AppState:
+    """Everything a running app holds, wired together; nothing is loaded or started yet."""
+    engine = create_engine(settings, metrics)
+    sessions = session_factory(engine)
+    redis = _redis(settings)
+    announcements = Announcements(settings.redis_url, prefix=settings.redis_prefix, redis_up=metrics.redis_up)
+    health = RedisHealth(redis, metrics)
+    counters = Counters(health, prefix=settings.redis_prefix)
+    generations = Generations(health, settings.redis_prefix)
+    generations.announcements = announcements
+    announcements.on(INVALIDATIONS, generations.heard, resync=generations.forget)
+    cache = TwoLevelCache(health, metrics, prefix=settings.redis_prefix, max_bytes=settings.cache_l1_bytes)
+    models = RecommenderHolder(settings, announcements)
+    llm = LLMHolder(settings, announcements, metrics)
+    parts = ServingParts(
+        sessions,
+        models,
+        llm,
+        Fallback(metrics, settings.llm_timeout_seconds),
+        metrics,
+        Histories(sessions, cache, generations),
+        cache,
+        generations,
+    )
+    experiments = ExperimentService(
+        sessions, models, announcements, window_seconds=settings.experiment_window_seconds, metrics=metrics
+    )
+    recommendations = RecommendationService(
+        parts, rerank_candidates=settings.llm_rerank_candidates, max_hits=settings.max_recommendations
+    )
+    recommendations.experiments = experiments
+    hasher = PasswordHasher(
+        threads=settings.password_hash_threads, max_waiting=settings.password_hash_queue, metrics=metrics
+    )
+    accounts = _accounts(settings, sessions, counters, hasher)
+    sockets = Sockets(per_account=settings.ws_max_per_account)
+    _follow_accounts(announcements, accounts, sockets)
+    services = Services(
+        catalog=CatalogService(sessions, cache, generations),
+        users=UserService(sessions, cache, generations),
+        accounts=accounts,
+        recommendations=recommendations,
+        explanations=ExplanationService(parts),
+        models=ModelVersions(models, llm),
+        experiments=experiments,
+        drift=DriftMonitor(settings, sessions, metrics, redis),
+        limits=RateLimiter(settings, TokenBuckets(counters)),
+        metrics=metrics,
+    )
+    allowlist = (
+        read_manifest(settings.persisted_queries_manifest)
+        if settings.persisted_queries == "allowlist" and settings.persisted_queries_manifest
+        else None
+    )
+    return AppState(
+        settings=settings,
+        metrics=metrics,
+        engine=engine,
+        redis=redis,
+        announcements=announcements,
+        generations=generations,
+        persisted=PersistedQueries(
+            health,
+            prefix=settings.redis_prefix,
+            allowlist=allowlist,
+            enabled=settings.persisted_queries != "off",
+            max_bytes=settings.persisted_queries_bytes,
+        ),
+        responses=ResponseCache(health, prefix=settings.redis_prefix, ttl=settings.response_cache_seconds),
+        models=models,
+        llm=llm,
+        hasher=hasher,
+        sockets=sockets,
+        services=services,
+        trusted_proxies=parse_networks(settings.trusted_proxies),
+    )
+
+
+async def start(state: AppState) -> list[asyncio.Task[None]]:
+    """Load the models, warm the caches and start the background tasks, before traffic."""
+    settings, services = state.settings, state.services
+    await state.hasher.warm()
+    await state.generations.get("catalog", [0])  # the catalog's generation, for cached responses
+    state.metrics.redis_up.set(1 if state.redis is not None else 0)
+    try:
+        await state.models.load_champion()
+    except Exception:  # a broken registry must not keep the catalog down: popularity serves
+        log.exception("could not load the champion model; serving popularity")
+    await state.llm.load_champion()  # never raises: the template stands in
+    try:
+        await services.experiments.reload()  # an experiment running on the other replicas runs here too
+    except Exception:
+        log.exception("could not load the running experiment; serving the champion to everyone")
+    if state.models.current is not None:
+        # The text encoder behind searchMovies, loaded before traffic rather than by the first
+        # search (without a model there is no search; a later promotion loads it on first use).
+        await asyncio.to_thread(embeddings.load)
+    tasks = [
+        asyncio.create_task(state.announcements.follow()),
+        asyncio.create_task(services.experiments.impressions.run()),
+        asyncio.create_task(services.drift.run()),
+    ]
+    if settings.cache_warm_movies:
+        # Warm before taking traffic; afterwards, refresh in the background, page by page.
+        try:
+            await services.catalog.warm(limit=settings.cache_warm_movies)
+        except Exception:  # database down at start: serve anyway, /readyz says not ready
+            log.exception("could not warm the catalog cache")
+        warm = services.catalog.keep_warm(
+            every=settings.cache_ttl_seconds / 2, limit=settings.cache_warm_movies
+        )
+        tasks.append(asyncio.create_task(warm))
+    return tasks
+
+
+async def stop(state: AppState, tasks: list[asyncio.Task[None]]) -> None:
+    """Every step runs even when one before it fails."""
+    for task in tasks:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
+    await _close("impressions", state.services.experiments.impressions.flush())
+    await _close("the LLM", state.llm.aclose())
+    await _close("announcements", state.announcements.aclose())
+    if state.redis is not None:
+        await _close("redis", state.redis.aclose())
+    await _close("the database engine", state.engine.dispose())
+    state.hasher.close()
+    state.metrics.process_exiting()
+
+
 def create_app(settings: Settings | None = None) -> Starlette:
     """A cinerec ASGI app. Database engine, Redis and models are opened in the lifespan."""
     settings = settings or get_settings()
@@ -128,169 +315,15 @@ def create_app(settings: Settings | None = None) -> Starlette:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        engine = create_engine(settings, metrics)
-        sessions = session_factory(engine)
-        redis = (
-            Redis.from_url(
-                settings.redis_url,
-                socket_connect_timeout=settings.redis_timeout_seconds,
-                socket_timeout=settings.redis_timeout_seconds,
-                # a pooled connection that died with a Redis restart is retried once on a fresh one,
-                # rather than read as an outage
-                retry=Retry(ExponentialBackoff(cap=0.05, base=0.01), 1),
-                retry_on_error=[RedisConnectionError, RedisTimeoutError],
-                health_check_interval=10,
-            )
-            if settings.redis_url
-            else None
-        )
-        announcements = Announcements(
-            settings.redis_url, prefix=settings.redis_prefix, redis_up=metrics.redis_up
-        )
-        health = RedisHealth(redis, metrics)
-        counters = Counters(health, prefix=settings.redis_prefix)
-        generations = Generations(health, settings.redis_prefix)
-        generations.announcements = announcements
-        announcements.on(INVALIDATIONS, generations.heard, resync=generations.forget)
-        cache = TwoLevelCache(
-            health, metrics, prefix=settings.redis_prefix, max_bytes=settings.cache_l1_bytes
-        )
-        accounts = ActiveAccounts(sessions, ttl=settings.account_cache_seconds)
-        sockets = Sockets(per_account=settings.ws_max_per_account)
-
-        async def account_changed(message: dict[str, object]) -> None:
-            account_id = message.get("accountId")
-            changed = account_id if isinstance(account_id, int) else None
-            accounts.forget(changed)
-            await sockets.account_changed(changed)  # open sockets lose the rights at once
-
-        async def forget_accounts() -> None:
-            accounts.forget()
-            await sockets.account_changed(None)
-
-        announcements.on(ACCOUNTS, account_changed, resync=forget_accounts)
-        models = RecommenderHolder(settings, announcements)
-        llm = LLMHolder(settings, announcements, metrics)
-        parts = ServingParts(
-            sessions,
-            models,
-            llm,
-            Fallback(metrics, settings.llm_timeout_seconds),
-            metrics,
-            Histories(sessions, cache, generations),
-            cache,
-            generations,
-        )
-        state = AppState(
-            settings=settings,
-            metrics=metrics,
-            engine=engine,
-            sessions=sessions,
-            redis=redis,
-            announcements=announcements,
-            health=health,
-            generations=generations,
-            cache=cache,
-            catalog=CatalogReader(sessions, cache, generations),
-            users=UserReader(sessions, cache),
-            persisted=PersistedQueries(
-                health,
-                prefix=settings.redis_prefix,
-                allowlist=read_manifest(settings.persisted_queries_manifest)
-                if settings.persisted_queries == "allowlist" and settings.persisted_queries_manifest
-                else None,
-                enabled=settings.persisted_queries != "off",
-                max_bytes=settings.persisted_queries_bytes,
-            ),
-            responses=ResponseCache(
-                health, prefix=settings.redis_prefix, ttl=settings.response_cache_seconds
-            ),
-            models=models,
-            llm=llm,
-            recommendations=RecommendationService(
-                parts, rerank_candidates=settings.llm_rerank_candidates, max_hits=settings.max_recommendations
-            ),
-            experiments=ExperimentService(
-                sessions,
-                models,
-                announcements,
-                window_seconds=settings.experiment_window_seconds,
-                metrics=metrics,
-            ),
-            explanations=ExplanationService(parts),
-            drift=DriftMonitor(settings, sessions, metrics, redis),
-            hasher=PasswordHasher(
-                threads=settings.password_hash_threads,
-                max_waiting=settings.password_hash_queue,
-                metrics=metrics,
-            ),
-            buckets=TokenBuckets(counters),
-            login_throttle=LoginThrottle(
-                counters,
-                attempts=settings.login_attempts,
-                window_seconds=settings.login_window_seconds,
-                per_address=settings.login_attempts_per_address,
-            ),
-            register_throttle=RegisterThrottle(
-                counters,
-                per_window=settings.register_attempts,
-                window_seconds=settings.register_window_seconds,
-            ),
-            accounts=accounts,
-            sockets=sockets,
-            trusted_proxies=parse_networks(settings.trusted_proxies),
-        )
-        app.state.cinerec = state
-        await state.hasher.warm()
-        await generations.get("catalog", [0])  # the catalog's generation, for cached responses
-        metrics.redis_up.set(1 if redis is not None else 0)
-        try:
-            await state.models.load_champion()
-        except Exception:  # a broken registry must not keep the catalog down: popularity serves
-            log.exception("could not load the champion model; serving popularity")
-        await state.llm.load_champion()  # never raises: the template stands in
-        state.recommendations.experiments = state.experiments
-        try:
-            await state.experiments.reload()  # an experiment running on the other replicas runs here too
-        except Exception:
-            log.exception("could not load the running experiment; serving the champion to everyone")
-        if state.models.current is not None:
-            # The text encoder behind searchMovies, loaded before traffic rather than by the first
-            # search (without a model there is no search; a later promotion loads it on first use).
-            await asyncio.to_thread(embeddings.load)
-        tasks = [
-            asyncio.create_task(announcements.follow()),
-            asyncio.create_task(state.experiments.impressions.run()),
-            asyncio.create_task(state.drift.run()),
-        ]
-        if settings.cache_warm_movies:
-            # Warm before taking traffic; afterwards, refresh in the background, page by page.
-            try:
-                await warm_catalog(state.cache, sessions, limit=settings.cache_warm_movies)
-            except Exception:  # database down at start: serve anyway, /readyz says not ready
-                log.exception("could not warm the catalog cache")
-            warm = keep_catalog_warm(
-                state.cache, sessions, every=settings.cache_ttl_seconds / 2, limit=settings.cache_warm_movies
-            )
-            tasks.append(asyncio.create_task(warm))
+        state = app.state.cinerec = open_state(settings, metrics)
+        tasks = await start(state)
         # The warmed catalog and the model are long-lived: keep the collector from re-walking
         # them on every full collection (those walks were the p99 latency spikes).
         gc.freeze()
         try:
             yield
         finally:
-            for task in tasks:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
-            await _close("impressions", state.experiments.impressions.flush())
-            await _close("the LLM", state.llm.aclose())
-            await _close("announcements", announcements.aclose())
-            if redis is not None:
-                await _close("redis", redis.aclose())
-            await _close("the database engine", engine.dispose())
-            state.hasher.close()
-            metrics.process_exiting()
+            await stop(state, tasks)
 
     graphql = GraphQLApp(
         build_schema(settings), graphql_ide="graphiql" if settings.graphiql_enabled else None

@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cachetools import LRUCache, TTLCache
-from redis.exceptions import RedisError
 
+from app.cache import Unavailable
 from app.errors import BadUserInput, CinerecError
 
 if TYPE_CHECKING:
@@ -170,25 +170,20 @@ class PersistedQueries:
     async def register(self, digest: str, query: str) -> None:
         """Keep a query that parsed and validated, under its hash."""
         self._local[digest] = query
-        if self._store is not None and self.health.usable() is not None:
-            try:
-                await self._store(
-                    keys=self.keys,
-                    args=[digest, query, int(time.time() * 1000), self.max_bytes, ENTRY_OVERHEAD],
-                )
-            except (RedisError, OSError) as exc:
-                self.health.failed(exc)
+        if self._store is not None:
+            store = self._store
+            args: list[str | int] = [digest, query, int(time.time() * 1000), self.max_bytes, ENTRY_OVERHEAD]
+            await self.health.run(lambda _: store(keys=self.keys, args=args))
 
     async def _find(self, digest: str) -> str | None:
         if (found := self._local.get(digest)) is not None:
             return found
-        if self._lookup is not None and self.health.usable() is not None:
-            try:
-                raw = await self._lookup(keys=self.keys[:2], args=[digest, int(time.time() * 1000)])
-            except (RedisError, OSError) as exc:
-                self.health.failed(exc)
-                return None
-            if raw is not None:
+        if self._lookup is not None:
+            lookup = self._lookup
+            raw = await self.health.run(
+                lambda _: lookup(keys=self.keys[:2], args=[digest, int(time.time() * 1000)])
+            )
+            if raw is not None and not isinstance(raw, Unavailable):
                 query = raw.decode() if isinstance(raw, bytes) else str(raw)
                 self._local[digest] = query
                 return query
@@ -224,16 +219,11 @@ class ResponseCache:
         found = self.get_local(key)
         if found is not None:
             return found
-        if (redis := self.health.usable()) is not None:
-            try:
-                raw = await redis.get(f"{self.prefix}:resp:{key}")
-            except (RedisError, OSError) as exc:
-                self.health.failed(exc)
-                return None
-            if raw is not None:
-                body = raw.encode() if isinstance(raw, str) else bytes(raw)
-                self._put_local(key, body)
-                return body
+        raw = await self.health.run(lambda redis: redis.get(f"{self.prefix}:resp:{key}"))
+        if raw is not None and not isinstance(raw, Unavailable):
+            body = raw.encode() if isinstance(raw, str) else bytes(raw)
+            self._put_local(key, body)
+            return body
         return None
 
     def _put_local(self, key: str, body: bytes) -> None:
@@ -249,11 +239,9 @@ class ResponseCache:
             task.add_done_callback(self._tasks.discard)
 
     async def _put_shared(self, key: str, body: bytes) -> None:
-        if (redis := self.health.usable()) is not None:
-            try:
-                await redis.set(f"{self.prefix}:resp:{key}", body, px=int(self.ttl * 1000))
-            except (RedisError, OSError) as exc:
-                self.health.failed(exc)
+        await self.health.run(
+            lambda redis: redis.set(f"{self.prefix}:resp:{key}", body, px=int(self.ttl * 1000))
+        )
 
 
 def etag(body: bytes) -> str:

@@ -16,16 +16,18 @@ import logging
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from redis.exceptions import RedisError
-
+from app.cache import UNAVAILABLE, Unavailable
 from app.errors import RateLimited, Unauthenticated
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
+    from redis.commands.core import AsyncScript
+
     from app.cache import RedisHealth
+    from app.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -36,12 +38,6 @@ if n == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
 local ttl = redis.call('PTTL', KEYS[1])
 if ttl < 0 then redis.call('PEXPIRE', KEYS[1], ARGV[1]); ttl = tonumber(ARGV[1]) end
 return {n, ttl}
-"""
-# Lengthen a key's life to at least ARGV[1] ms (back-off), never shorten it.
-_EXTEND = """
-local ttl = redis.call('PTTL', KEYS[1])
-if ttl >= 0 and ttl < tonumber(ARGV[1]) then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
-return ttl
 """
 
 
@@ -63,17 +59,10 @@ class _LocalCounters:
             self._entries.popitem(last=False)
         return count + 1, ends - now
 
-    def extend(self, key: str, seconds: float) -> None:
-        if key in self._entries:
-            count, ends = self._entries[key]
-            self._entries[key] = (count, max(ends, time.monotonic() + seconds))
-
-    def clear(self, key: str) -> None:
-        self._entries.pop(key, None)
-
 
 class Counters:
-    """Windowed counters, in Redis when it answers, in the process otherwise."""
+    """Windowed counters, in Redis when it answers, in the process otherwise; the scripts of
+    the throttles below run through :meth:`run`, so that Redis degrades in one place."""
 
     def __init__(self, health: RedisHealth | None, *, prefix: str) -> None:
         self.health = health
@@ -82,44 +71,21 @@ class Counters:
         self.prefix = prefix
         self.local = _LocalCounters()
         self._hit = redis.register_script(_HIT) if redis is not None else None
-        self._extend = redis.register_script(_EXTEND) if redis is not None else None
 
-    def usable(self) -> bool:
-        return self.health is not None and self.health.usable() is not None
-
-    def _redis_failed(self, exc: Exception) -> None:
-        if self.health is not None:
-            self.health.failed(exc)
+    async def run(self, script: AsyncScript | None, keys: list[str], args: list[Any]) -> Any:
+        """The script's answer, or ``UNAVAILABLE`` (Redis unset, down or failing)."""
+        if script is None or self.health is None:
+            return UNAVAILABLE
+        return await self.health.run(lambda _: script(keys=keys, args=args))
 
     async def hit(self, key: str, window: float) -> tuple[int, float]:
         """Count one event under ``key``: (events in the current window, seconds it has left)."""
         key = f"{self.prefix}:{key}"
-        if self._hit is not None and self.usable():
-            try:
-                count, ttl_ms = await self._hit(keys=[key], args=[int(window * 1000)])
-                return int(count), int(ttl_ms) / 1000
-            except (RedisError, OSError) as exc:
-                self._redis_failed(exc)
-        return self.local.hit(key, window)
-
-    async def extend(self, key: str, seconds: float) -> None:
-        key = f"{self.prefix}:{key}"
-        if self._extend is not None and self.usable():
-            try:
-                await self._extend(keys=[key], args=[int(seconds * 1000)])
-                return
-            except (RedisError, OSError) as exc:
-                self._redis_failed(exc)
-        self.local.extend(key, seconds)
-
-    async def clear(self, key: str) -> None:
-        key = f"{self.prefix}:{key}"
-        self.local.clear(key)
-        if self.redis is not None and self.usable():
-            try:
-                await self.redis.delete(key)
-            except (RedisError, OSError) as exc:
-                self._redis_failed(exc)
+        found = await self.run(self._hit, [key], [int(window * 1000)])
+        if isinstance(found, Unavailable):
+            return self.local.hit(key, window)
+        count, ttl_ms = found
+        return int(count), int(ttl_ms) / 1000
 
 
 def _digest(*parts: str) -> str:
@@ -262,28 +228,19 @@ class LoginThrottle:
         return f"{prefix}:login:pair:{_digest(email, address)}", f"{prefix}:login:addr:{_digest(address)}"
 
     async def _try(self, pair: str, addr: str) -> tuple[int, float]:
-        if self._reserve is not None and self.counters.usable():
-            try:
-                args = [
-                    self.attempts,
-                    self.per_address,
-                    int(self.window * 1000),
-                    int(self.max_backoff * 1000),
-                ]
-                verdict, ms = await self._reserve(keys=[pair, addr], args=args)
-                return int(verdict), int(ms) / 1000
-            except (RedisError, OSError) as exc:
-                self.counters._redis_failed(exc)
-        return self.local.reserve(pair, addr, self.attempts, self.per_address, self.window, self.max_backoff)
+        args = [self.attempts, self.per_address, int(self.window * 1000), int(self.max_backoff * 1000)]
+        found = await self.counters.run(self._reserve, [pair, addr], args)
+        if isinstance(found, Unavailable):
+            return self.local.reserve(
+                pair, addr, self.attempts, self.per_address, self.window, self.max_backoff
+            )
+        verdict, ms = found
+        return int(verdict), int(ms) / 1000
 
     async def _done(self, pair: str, addr: str, failed: bool) -> None:
-        if self._settle is not None and self.counters.usable():
-            try:
-                await self._settle(keys=[pair, addr], args=[int(failed), int(self.window * 1000)])
-                return
-            except (RedisError, OSError) as exc:
-                self.counters._redis_failed(exc)
-        self.local.settle(pair, addr, failed, self.window)
+        found = await self.counters.run(self._settle, [pair, addr], [int(failed), int(self.window * 1000)])
+        if isinstance(found, Unavailable):
+            self.local.settle(pair, addr, failed, self.window)
 
     @contextlib.asynccontextmanager
     async def attempt(self, email: str, address: str) -> AsyncIterator[None]:
@@ -419,10 +376,33 @@ class TokenBuckets:
         return budget
 
     async def _take(self, key: str, cost: float, capacity: float, per_second: float) -> Budget:
-        if self._script is not None and self.counters.usable():
-            try:
-                allowed, left, wait_ms = await self._script(keys=[key], args=[capacity, per_second, cost])
-                return Budget(bool(allowed), capacity, int(left) / 1000, per_second, int(wait_ms) / 1000)
-            except (RedisError, OSError) as exc:
-                self.counters._redis_failed(exc)
-        return self._take_local(key, capacity, per_second, cost)
+        found = await self.counters.run(self._script, [key], [capacity, per_second, cost])
+        if isinstance(found, Unavailable):
+            return self._take_local(key, capacity, per_second, cost)
+        allowed, left, wait_ms = found
+        return Budget(bool(allowed), capacity, int(left) / 1000, per_second, int(wait_ms) / 1000)
+
+
+class RateLimiter:
+    """The one place an operation's cost is taken from its caller's bucket (a user's, or a
+    client address's when anonymous), with the bucket sizes of the caller's role."""
+
+    def __init__(self, settings: Settings, buckets: TokenBuckets) -> None:
+        self.settings = settings
+        self.buckets = buckets
+
+    @property
+    def enabled(self) -> bool:
+        return self.settings.rate_limits
+
+    def empty_for(self, key: str) -> float:
+        """Seconds until ``key``'s bucket holds a point again, as this replica last saw it (0:
+        it may hold one): a flood is refused before its query is read."""
+        return self.buckets.empty_for(key) if self.enabled else 0.0
+
+    async def take(self, key: str, role: str | None, cost: int) -> Budget | None:
+        """Take ``cost`` points (None: limits are off)."""
+        if not self.enabled:
+            return None
+        capacity, per_second = self.settings.rate_limit(role)
+        return await self.buckets.take(key, cost, capacity=capacity, per_second=per_second)

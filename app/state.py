@@ -7,53 +7,37 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
-    from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+    from sqlalchemy.ext.asyncio import AsyncEngine
 
     from app.announcements import Announcements
     from app.auth import PasswordHasher
-    from app.cache import Generations, RedisHealth, TwoLevelCache
+    from app.cache import Generations
     from app.clients import Network
+    from app.holders import RecommenderHolder
     from app.llm import LLMHolder
     from app.metrics import Metrics
     from app.persisted import PersistedQueries, ResponseCache
-    from app.ratelimit import LoginThrottle, RegisterThrottle, TokenBuckets
-    from app.services.accounts import ActiveAccounts
-    from app.services.catalog import CatalogReader
-    from app.services.drift import DriftMonitor
-    from app.services.experiments import ExperimentService
-    from app.services.explanations import ExplanationService
-    from app.services.ratings import UserReader
-    from app.services.recommendations import RecommendationService
-    from app.serving import RecommenderHolder
+    from app.services.bundle import Services
     from app.settings import Settings
     from app.websocket import Sockets
 
 
 @dataclass
 class AppState:
+    """The app's own parts. Requests reach them only through ``services``; the HTTP layer
+    (persisted queries, the response cache, websockets) and the lifespan use the rest."""
+
     settings: Settings
     metrics: Metrics
     engine: AsyncEngine
-    sessions: async_sessionmaker[AsyncSession]
     redis: Redis | None
     announcements: Announcements
-    health: RedisHealth
     generations: Generations
-    cache: TwoLevelCache
-    catalog: CatalogReader
-    users: UserReader
     persisted: PersistedQueries
     responses: ResponseCache
     models: RecommenderHolder
     llm: LLMHolder
-    recommendations: RecommendationService
-    experiments: ExperimentService
-    explanations: ExplanationService
-    drift: DriftMonitor
     hasher: PasswordHasher
-    buckets: TokenBuckets
-    login_throttle: LoginThrottle
-    register_throttle: RegisterThrottle
-    accounts: ActiveAccounts
     sockets: Sockets
+    services: Services
     trusted_proxies: list[Network]

@@ -122,7 +122,7 @@ class AuthenticatedTransportWS(BaseGraphQLTransportWSHandler[Any, None]):
             await self._close(UNAUTHORIZED, "Unauthorized")
             return
         principal: Principal = self.context.principal
-        sockets: Sockets = self.context.app.sockets
+        sockets: Sockets = self.context.request.app.state.cinerec.sockets
         if self._account_id is None:  # a second connection_init is strawberry's to refuse (4429)
             if not sockets.add(principal.account_id, self):
                 log.info(
@@ -199,7 +199,7 @@ class AuthenticatedTransportWS(BaseGraphQLTransportWSHandler[Any, None]):
         if self._watch is not None and self._watch is not asyncio.current_task():
             self._watch.cancel()
         if self._account_id is not None:
-            self.context.app.sockets.discard(self._account_id, self)
+            self.context.request.app.state.cinerec.sockets.discard(self._account_id, self)
         await super().shutdown()
 
     async def handle_task_exception(self, error: Exception) -> None:

@@ -1,5 +1,5 @@
 """What the expensive fields cost, measured, in units of one `movie(movieId)` lookup: the
-numbers behind ``graphql_schema.analysis.FIELD_COSTS``.
+numbers behind the `@cost` declarations (``graphql_schema.costs``).
 
     python -m benchmarks.field_costs [--database cinerec_bench_ingest] [--home DIR] [--n 40]
 

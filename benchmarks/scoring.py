@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 
 from app.db import create_engine, session_factory
+from app.registry import registry_for
 from app.services.llm_inputs import history_matrix, rated_by
-from app.serving import registry_for
 from app.settings import Settings
 from benchmarks.common import free_port, machine, pg_url, save, start
 from benchmarks.http_load import wrk

@@ -7,9 +7,12 @@ is analysed once (memoised on the field nodes it merges), so a chain of fragment
 spread the previous one twice costs linear time to price, however large the price. A hard
 cap on the walk's steps bounds the time whatever the document's shape.
 
-The price follows Shopify's calculated query cost: an object field costs 1, a scalar 0, a
-list or connection multiplies its selection by its size (``first``, or the bound the table
-below gives), and the expensive fields carry the cost measured for them.
+The price follows Shopify's calculated query cost, from what the schema declares beside each
+field (``graphql_schema.costs``: the IBM ``@cost`` and ``@listSize`` directives): an object
+costs its type's weight, a scalar 0, a field with its own ``@cost`` that weight instead, and a
+list or connection multiplies its selection by its size (its slicing argument ``first``, or
+its assumed size). Introspection is priced like any field, its lists sized by what the schema
+holds.
 """
 
 from __future__ import annotations
@@ -43,44 +46,9 @@ from graphql import (
 )
 from graphql.type.introspection import SchemaMetaFieldDef, TypeMetaFieldDef
 
-# Own cost of a field, beyond the default (1 for an object, 0 for a scalar). Keyed "Type.field".
-FIELD_COSTS: dict[str, int] = {
-    "Query.recommendations": 10,  # one scoring call; each item costs 1 more
-    "User.recommendations": 10,
-    "Query.similarMovies": 2,
-    "Query.searchMovies": 20,
-    "Query.genres": 1,  # one read of a cached list (64 aliases were 64 statements before it was cached)
-    # measured (benchmarks/field_costs.py, ML-100K, one worker, the in-process LLM on 2 cores):
-    # one explanation costs 471 movie lookups; the other fields here are priced above their
-    # measured cost (recommendations 5.4, searchMovies 8.6, similarMovies 1.1)
-    "Recommendation.explanation": 470,
-    "Recommendation.explanationSource": 470,  # it runs the same generation
-    "Recommendation.evidence": 2,
-    "MovieConnection.totalCount": 1,
-    "RatingConnection.totalCount": 1,
-    "Subscription.explanation": 470,
-    "Mutation.login": 20,
-    "Mutation.register": 20,
-    "Mutation.rateMovie": 5,
-    "Mutation.promoteModel": 50,
-    "Mutation.rollbackModel": 50,
-    "Query.modelVersions": 5,
-    "Query.rateLimit": 0,
-    "Query.experiment": 20,
-    "Query.drift": 5,
-    "Mutation.startExperiment": 50,
-    "Mutation.stopExperiment": 50,
-}
-# How many items a list without a ``first`` argument holds at most.
-LIST_BOUNDS: dict[str, int] = {
-    "Recommendation.evidence": 3,
-    "ExplanationChunk.evidence": 3,
-    "Query.modelVersions": 50,
-    "ModelVersion.metrics": 50,
-}
-# Connections: their ``first`` multiplies what is selected under ``edges``.
-CONNECTIONS = {"MovieConnection", "RatingConnection"}
-DEFAULT_LIST_BOUND = 100
+from graphql_schema.costs import Declared, declared, type_weight
+
+DEFAULT_LIST_BOUND = 100  # a list whose size is declared nowhere (a test keeps this from happening)
 MAX_STEPS = 50_000  # merged selections walked; beyond this the document is refused as too complex
 
 
@@ -148,7 +116,8 @@ class _Pricer:
         self.schema = schema
         self.fragments = fragments
         self.variables = variables
-        self.memo: dict[tuple[str, tuple[int, ...], float, bool], Price] = {}
+        self.declared = declared(schema)
+        self.memo: dict[tuple[str, tuple[int, ...], float, tuple[str, ...], bool], Price] = {}
         self.steps = 0
 
     def _included(self, node: FieldNode | FragmentSpreadNode | InlineFragmentNode) -> bool:
@@ -197,23 +166,39 @@ class _Pricer:
                     pending.append(self.fragments[name].selection_set)
             stack.extend(reversed(pending))
 
-    def _size(self, owner: str, definition: GraphQLField, node: FieldNode, every_type: bool = False) -> float:
-        """How many items a list or connection field returns at most: its ``first`` (a literal,
-        a variable or the argument's default), else the bound in ``LIST_BOUNDS``, or for
+    def _size(
+        self,
+        owner: str,
+        declaration: Declared | None,
+        definition: GraphQLField,
+        node: FieldNode,
+        every_type: bool,
+    ) -> float:
+        """How many items a list or connection field returns at most: its slicing argument (a
+        literal, a variable or the argument's default), else its assumed size, or for
         introspection what the schema holds."""
         if owner.startswith("__"):
             sizes = introspection_sizes(self.schema)
             return sizes.get((owner, every_type), sizes.get((owner, False), DEFAULT_LIST_BOUND))
-        argument = definition.args.get("first")
-        if argument is None:
-            return LIST_BOUNDS.get(owner, DEFAULT_LIST_BOUND)
+        if declaration is None:
+            return DEFAULT_LIST_BOUND
+        if declaration.slicing is None or (argument := definition.args.get(declaration.slicing)) is None:
+            return declaration.assumed if declaration.assumed is not None else DEFAULT_LIST_BOUND
         value: Any = argument.default_value
         for arg in node.arguments or ():
-            if arg.name.value == "first":
+            if arg.name.value == declaration.slicing:
                 value = value_from_ast(arg.value, argument.type, dict(self.variables))
         if isinstance(value, int) and not isinstance(value, bool):
             return max(value, 0)
         return DEFAULT_LIST_BOUND  # missing or invalid: execution refuses it; price it high meanwhile
+
+    @staticmethod
+    def _weight(named: GraphQLNamedType) -> int:
+        """What one object of ``named`` costs where a field returns it (a scalar or enum: 0)."""
+        if not isinstance(named, GraphQLObjectType):
+            return 0
+        declared_weight = type_weight(named)
+        return 1 if declared_weight is None else declared_weight  # introspection's types: 1
 
     def _definition(self, parent: GraphQLObjectType, name: str) -> GraphQLField | None:
         if name == "__schema" and parent is self.schema.query_type:
@@ -227,12 +212,13 @@ class _Pricer:
         parent: GraphQLNamedType,
         nodes: tuple[SelectionSetNode, ...],
         size: float = 1,
+        sized: tuple[str, ...] = (),
         every_type: bool = False,
     ) -> Price:
-        """The price of ``nodes`` merged, selected on ``parent``; ``size`` is the page size when
-        ``parent`` is a connection (it multiplies what ``edges`` selects); ``every_type`` when
-        ``parent`` is an introspection object read for every type of the schema."""
-        key = (parent.name, tuple(id(n) for n in nodes), size, every_type)
+        """The price of ``nodes`` merged, selected on ``parent``; ``size`` is the page size that
+        ``parent``'s lists named in ``sized`` hold (a connection's ``edges``); ``every_type``
+        when ``parent`` is an introspection object read for every type of the schema."""
+        key = (parent.name, tuple(id(n) for n in nodes), size, sized, every_type)
         if (found := self.memo.get(key)) is not None:
             return found
         if not isinstance(parent, GraphQLObjectType):
@@ -252,37 +238,37 @@ class _Pricer:
                 depth = max(depth, 1)
                 continue
             owner = f"{parent.name}.{name}"
+            declaration = self.declared.get(owner)
+            own = declaration.weight if declaration is not None else None
             if owner in GENERATING:
                 # explanation and explanationSource of one item are one generation: priced once
-                cost += 0 if generating else FIELD_COSTS[owner]
+                cost += 0 if generating else (own or 0)
                 generating = True
                 depth = max(depth, 1)
                 continue
             named = get_named_type(definition.type)
             nullable = definition.type.of_type if is_non_null_type(definition.type) else definition.type
-            is_object = isinstance(named, GraphQLObjectType)
             children = tuple(f.selection_set for f in fields if f.selection_set)
-            if named.name in CONNECTIONS:
-                child = (
-                    self.price(named, children, self._size(owner, definition, first)) if children else _ZERO
-                )
-                cost += FIELD_COSTS.get(owner, 1) + child.cost
+            if declaration is not None and declaration.sized_fields:  # a connection: `first` sizes its lists
+                page = self._size(owner, declaration, definition, first, every_type)
+                child = self.price(named, children, page, declaration.sized_fields) if children else _ZERO
+                cost += (self._weight(named) if own is None else own) + child.cost
                 generations += child.generations
             elif is_list_type(nullable):
-                items = (
-                    size if parent.name in CONNECTIONS else self._size(owner, definition, first, every_type)
-                )
+                if name in sized:
+                    items = size
+                else:
+                    items = self._size(owner, declaration, definition, first, every_type)
                 # a list read for every type: its items' own lists add up to the schema's totals
                 spread = owner in ("__Schema.types", "__Schema.directives") or (
                     every_type and name in (*_PER_TYPE, "args")
                 )
                 child = self.price(named, children, every_type=spread) if children else _ZERO
-                per_item = (1 if is_object else 0) + child.cost
-                cost += FIELD_COSTS.get(owner, 0) + items * per_item
+                cost += (own or 0) + items * (self._weight(named) + child.cost)
                 generations += items * child.generations
             else:
                 child = self.price(named, children) if children else _ZERO
-                cost += FIELD_COSTS.get(owner, 1 if is_object else 0) + child.cost
+                cost += (self._weight(named) if own is None else own) + child.cost
                 generations += child.generations
             if definition in (SchemaMetaFieldDef, TypeMetaFieldDef):
                 introspection_depth = max(introspection_depth, 1 + child.depth)

@@ -1,30 +1,28 @@
-"""The per-request context: settings, sessions, dataloaders, the caller and where they call from."""
+"""The per-request context: the caller, where they call from, the services and loaders a
+request may use, and what the request learns for its extensions (its price, what served it).
+It carries no application state: resolvers reach the app through ``services`` only."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from app.auth import Principal, Token, bearer_token, read_token
 from app.clients import client_address
 from app.errors import CinerecError, Unauthenticated, Unavailable, is_outage
 from resolvers.loaders import Loaders, create_loaders
 
 if TYPE_CHECKING:
-    from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
     from starlette.datastructures import State
     from starlette.requests import Request
     from starlette.responses import Response
     from starlette.websockets import WebSocket
 
-    from app.cache import TwoLevelCache
-    from app.llm import LLMHolder
+    from app.auth import Principal, Token
     from app.ratelimit import Budget
+    from app.services.bundle import Services
     from app.services.explanations import ExplanationsServed
     from app.services.recommendations import ServedBy
-    from app.serving import RecommenderHolder
     from app.settings import Settings
-    from app.state import AppState
     from graphql_schema.analysis import Price
 
 
@@ -40,7 +38,8 @@ class Served:
 class Context:
     request: Request | WebSocket
     response: Response | None
-    app: AppState
+    settings: Settings
+    services: Services
     loaders: Loaders
     client: str  # the caller's address (see app.clients)
     principal: Principal | None = None
@@ -51,26 +50,6 @@ class Context:
     public: bool = False  # an anonymous read of the catalog only: its response may be shared
     document_valid: bool = False  # the document parsed and validated (set by the operation guard)
     served: Served = field(default_factory=Served)
-
-    @property
-    def settings(self) -> Settings:
-        return self.app.settings
-
-    @property
-    def sessions(self) -> async_sessionmaker[AsyncSession]:
-        return self.app.sessions
-
-    @property
-    def models(self) -> RecommenderHolder:
-        return self.app.models
-
-    @property
-    def llm(self) -> LLMHolder:
-        return self.app.llm
-
-    @property
-    def cache(self) -> TwoLevelCache:
-        return self.app.cache
 
     @property
     def bucket_key(self) -> str:
@@ -94,11 +73,9 @@ class Context:
         current role counts, not the one the token was issued with."""
         self.principal, self.auth_error, self.token = None, None, None
         try:
-            given = bearer_token(authorization)
-            if given is not None:
-                token = read_token(given, self.settings)
-                self.principal = await self.app.accounts.verify(token)
-                self.token = token
+            found = await self.services.accounts.caller(authorization)
+            if found is not None:
+                self.principal, self.token = found
         except CinerecError as exc:
             self.auth_error = exc
         except Exception as exc:
@@ -109,13 +86,14 @@ class Context:
 
 async def build_context(*, request: Request | WebSocket, response: Response | None, state: State) -> Context:
     """A context for one request (or one websocket connection)."""
-    app: AppState = state.cinerec
+    app = state.cinerec
     peer = request.client.host if request.client else None
     ctx = Context(
         request=request,
         response=response,
-        app=app,
-        loaders=create_loaders(app),
+        settings=app.settings,
+        services=app.services,
+        loaders=create_loaders(app.services),
         client=client_address(peer, request.headers, app.trusted_proxies),
     )
     await ctx.authenticate(request.headers.get("authorization"))

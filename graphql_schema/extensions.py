@@ -33,6 +33,7 @@ from strawberry.extensions import AddValidationRules, MaskErrors, MaxTokensLimit
 from app.errors import ERROR_CODES, CinerecError, is_outage
 from graphql_schema.analysis import Price, TooComplex, price_operation
 from graphql_schema.document_cache import DocumentCache, Documents, digest
+from graphql_schema.limits import charge, refusal
 
 if TYPE_CHECKING:
     from app.metrics import Metrics
@@ -214,8 +215,8 @@ class _StringLiterals(Visitor):
 
 
 def _metrics(context: Any) -> Metrics | None:
-    app = getattr(context, "app", None)
-    return getattr(app, "metrics", None)
+    services = getattr(context, "services", None)
+    return services.metrics if services is not None else None
 
 
 # By the digest of the document's text (and of the variables): the same query sent again is
@@ -260,47 +261,8 @@ def _price(
 
 def _llm_writes(context: Any) -> bool:
     """Whether explanations come from an LLM now (the template costs nothing to write)."""
-    app = getattr(context, "app", None)
-    return app is not None and app.llm.current.backend.source == "llm"
-
-
-def _refusal(context: Any, message: str, code: str, **extra: Any) -> GraphQLError:
-    if (metrics := _metrics(context)) is not None:
-        metrics.refusals.labels(reason=code.lower()).inc()
-    return GraphQLError(message, extensions={"code": code, **extra})
-
-
-async def charge(context: Any, cost: int, what: str) -> GraphQLError | None:
-    """Take ``cost`` points from the caller's bucket (per user, or per client address when
-    anonymous): None when they fit, else a RATE_LIMITED error, with HTTP 429 and Retry-After.
-    Every charge of a request goes through here: its operation, and what persisted queries
-    cost before one runs (a registration, a lookup of an unknown hash)."""
-    app = getattr(context, "app", None)
-    if app is None or not app.settings.rate_limits:
-        return None
-    principal = context.principal
-    capacity, per_second = app.settings.rate_limit(principal.role.value if principal else None)
-    budget = await app.buckets.take(context.bucket_key, cost, capacity=capacity, per_second=per_second)
-    context.budget = budget
-    # HTTP only: a websocket's "response" is the socket itself
-    response = None if getattr(context, "is_websocket", True) else getattr(context, "response", None)
-    if response is not None:
-        response.headers["RateLimit-Limit"] = str(int(budget.capacity))
-        response.headers["RateLimit-Remaining"] = str(int(budget.remaining))
-        response.headers["RateLimit-Reset"] = str(max(int(budget.full_in + 0.999), 0))
-    if budget.allowed:
-        return None
-    wait = max(int(budget.retry_after + 0.999), 1)
-    return _refusal(
-        context,
-        f"rate limit: {what} costs {cost} and {int(budget.remaining)} of "
-        f"{int(budget.capacity)} points are left; try again in {wait} s",
-        "RATE_LIMITED",
-        cost=cost,
-        remaining=int(budget.remaining),
-        retryAfter=wait,
-        retryAfterSeconds=wait,
-    )
+    services = getattr(context, "services", None)
+    return services is not None and services.explanations.written_by_llm
 
 
 class OperationGuard(SchemaExtension):
@@ -338,20 +300,20 @@ class OperationGuard(SchemaExtension):
         if operation is None:
             count = sum(isinstance(d, OperationDefinitionNode) for d in document.definitions)
             if asked is None:
-                return _refusal(
+                return refusal(
                     context,
                     f"the document holds {count} operations: say which to run in operationName",
                     "BAD_USER_INPUT",
                 )
-            return _refusal(context, f"no operation named {asked!r} in the document", "BAD_USER_INPUT")
+            return refusal(context, f"no operation named {asked!r} in the document", "BAD_USER_INPUT")
         if operation.operation is OperationType.SUBSCRIPTION and not getattr(context, "is_websocket", True):
-            return _refusal(
+            return refusal(
                 context,
                 "subscriptions are served over websockets (graphql-transport-ws at /graphql), not HTTP",
                 "BAD_USER_INPUT",
             )
         if _bad_literals(ctx.query or "", document) or _find_bad_string(ctx.variables or {}):
-            return _refusal(
+            return refusal(
                 context,
                 "strings must be valid Unicode without NUL characters or unpaired surrogates",
                 "BAD_USER_INPUT",
@@ -359,13 +321,13 @@ class OperationGuard(SchemaExtension):
         try:
             price = _price(ctx.schema._schema, ctx.query or "", asked, operation, document, ctx.variables)
         except TooComplex:
-            return _refusal(context, "the query is too large to price", "QUERY_TOO_COMPLEX")
+            return refusal(context, "the query is too large to price", "QUERY_TOO_COMPLEX")
         if context is not None and hasattr(context, "price"):
             context.price = price
             context.public = _public(operation, context)
         depth = max(price.depth - 1, 0)  # nesting levels above the leaves, as graphql depth limits count
         if depth > self.max_depth:
-            return _refusal(
+            return refusal(
                 context,
                 f"query depth {depth} exceeds the maximum of {self.max_depth}",
                 "QUERY_TOO_COMPLEX",
@@ -374,7 +336,7 @@ class OperationGuard(SchemaExtension):
             )
         depth = max(price.introspection_depth - 1, 0)
         if depth > self.max_introspection_depth:
-            return _refusal(
+            return refusal(
                 context,
                 f"introspection depth {depth} exceeds the maximum of {self.max_introspection_depth}",
                 "QUERY_TOO_COMPLEX",
@@ -382,7 +344,7 @@ class OperationGuard(SchemaExtension):
                 maxDepth=self.max_introspection_depth,
             )
         if price.aliases > self.max_aliases:
-            return _refusal(
+            return refusal(
                 context,
                 f"{price.aliases} aliases exceed the maximum of {self.max_aliases}",
                 "QUERY_TOO_COMPLEX",
@@ -390,7 +352,7 @@ class OperationGuard(SchemaExtension):
                 maxAliases=self.max_aliases,
             )
         if price.cost > self.max_cost:
-            return _refusal(
+            return refusal(
                 context,
                 f"query cost {price.cost} exceeds the maximum of {self.max_cost}",
                 "QUERY_TOO_COMPLEX",
@@ -400,7 +362,7 @@ class OperationGuard(SchemaExtension):
         if self.max_explanations and price.generations > self.max_explanations and _llm_writes(context):
             # more than the LLM writes within a request's budget: refused now, not answered from
             # templates after the timeout
-            return _refusal(
+            return refusal(
                 context,
                 f"{price.generations} explanations requested; the LLM writes at most {self.max_explanations} "
                 "per request (ask for fewer, or stream them one by one with the explanation subscription)",

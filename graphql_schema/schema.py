@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 import strawberry
 from strawberry.types import Info
 
+from graphql_schema.costs import EXPLANATION, RECOMMENDATIONS, assumed, cost, sliced
 from graphql_schema.extensions import schema_extensions
 from graphql_schema.permissions import IsAdmin, IsAuthenticated, OwnerOrAdmin
 from graphql_schema.types import (
@@ -50,12 +51,15 @@ log = logging.getLogger(__name__)
 
 @strawberry.type
 class Query:
-    @strawberry.field
+    @strawberry.field(directives=[cost(1)])
     async def movie(self, info: Info, movie_id: int) -> Movie | None:
         row = await movie_resolvers.movie(info.context, movie_id=movie_id)
         return Movie.from_row(row) if row else None
 
-    @strawberry.field(description="Movies, filtered and ordered, Relay-style (at most 100 a page).")
+    @strawberry.field(
+        description="Movies, filtered and ordered, Relay-style (at most 100 a page).",
+        directives=[cost(1), sliced(sized=["edges"])],
+    )
     async def movies(
         self,
         info: Info,
@@ -80,12 +84,14 @@ class Query:
         )
         return Connection.from_page(page, Movie.from_row)
 
-    @strawberry.field(description="All genre names.")
+    @strawberry.field(description="All genre names.", directives=[cost(1), assumed(30)])
     async def genres(self, info: Info) -> list[str]:
         return await movie_resolvers.all_genres(info.context)
 
     @strawberry.field(
-        permission_classes=[OwnerOrAdmin], description="A user: yourself, or anyone for an admin."
+        permission_classes=[OwnerOrAdmin],
+        description="A user: yourself, or anyone for an admin.",
+        directives=[cost(1)],
     )
     async def user(self, info: Info, user_id: int) -> User | None:
         row = await user_resolvers.user(info.context, user_id=user_id)
@@ -94,6 +100,7 @@ class Query:
     @strawberry.field(
         permission_classes=[OwnerOrAdmin],
         description="Top movies for a user (yourself, or anyone for an admin), from the serving model.",
+        directives=[cost(RECOMMENDATIONS), sliced()],
     )
     async def recommendations(
         self, info: Info, user_id: int, first: int = 10, exclude_rated: bool = True
@@ -103,18 +110,26 @@ class Query:
         )
         return [Recommendation.from_result(r, user_id) for r in found]
 
-    @strawberry.field(description="Movies most alike in content (title, genres, tags embeddings).")
+    @strawberry.field(
+        description="Movies most alike in content (title, genres, tags embeddings).",
+        directives=[cost(2), sliced()],
+    )
     async def similar_movies(self, info: Info, movie_id: int, first: int = 10) -> list[Movie]:
-        found = await rec_resolvers.similar_movies(info.context, movie_id=movie_id, first=first)
-        return [Movie.from_row(await movie_resolvers.movie(info.context, movie_id=m)) for m, _ in found]
+        rows = await rec_resolvers.similar_movies(info.context, movie_id=movie_id, first=first)
+        return [Movie.from_row(row) for row in rows]
 
-    @strawberry.field(description="Semantic search: movies whose description is closest to the query.")
+    @strawberry.field(
+        description="Semantic search: movies whose description is closest to the query.",
+        directives=[cost(20), sliced()],
+    )
     async def search_movies(self, info: Info, query: str, first: int = 10) -> list[MovieSearchHit]:
         found = await rec_resolvers.search_movies(info.context, query=query, first=first)
         return [MovieSearchHit(score=s, movie_id=m) for m, s in found]
 
     @strawberry.field(
-        permission_classes=[IsAdmin], description="Registered versions of a model, newest first."
+        permission_classes=[IsAdmin],
+        description="Registered versions of a model, newest first.",
+        directives=[cost(5), assumed(50)],
     )
     async def model_versions(
         self, info: Info, model: ModelKind = ModelKind.RECOMMENDER
@@ -122,7 +137,9 @@ class Query:
         found = await rec_resolvers.model_versions(info.context, model=model.value)
         return [ModelVersion.from_info(v) for v in found]
 
-    @strawberry.field(description="Your rate-limit bucket: this operation's cost and what is left.")
+    @strawberry.field(
+        description="Your rate-limit bucket: this operation's cost and what is left.", directives=[cost(0)]
+    )
     def rate_limit(self, info: Info) -> RateLimit | None:
         ctx = info.context
         if ctx.budget is None or ctx.price is None:
@@ -136,7 +153,11 @@ class Query:
             restore_per_second=budget.restore_per_second,
         )
 
-    @strawberry.field(permission_classes=[IsAdmin], description="An A/B experiment and its outcome so far.")
+    @strawberry.field(
+        permission_classes=[IsAdmin],
+        description="An A/B experiment and its outcome so far.",
+        directives=[cost(20)],
+    )
     async def experiment(self, info: Info, name: str) -> Experiment:
         return Experiment.from_report(await experiment_resolvers.report(info.context, name=name))
 
@@ -144,12 +165,13 @@ class Query:
         permission_classes=[IsAdmin],
         description="The latest drift check of the serving data against the model's training sample; "
         "null before the first.",
+        directives=[cost(5)],
     )
     async def drift(self, info: Info) -> DriftReport | None:
         stored = await experiment_resolvers.drift(info.context)
         return DriftReport.from_stored(stored) if stored is not None else None
 
-    @strawberry.field(permission_classes=[IsAuthenticated], description="The caller.")
+    @strawberry.field(permission_classes=[IsAuthenticated], description="The caller.", directives=[cost(1)])
     async def me(self, info: Info) -> User:
         principal = info.context.require_principal()
         row = await user_resolvers.user(info.context, user_id=principal.user_id)
@@ -158,13 +180,13 @@ class Query:
 
 @strawberry.type
 class Mutation:
-    @strawberry.mutation(description="Create an account (a new user) and log in.")
+    @strawberry.mutation(description="Create an account (a new user) and log in.", directives=[cost(20)])
     async def register(self, info: Info, email: str, password: str) -> AuthPayload:
         token, principal = await user_resolvers.register(info.context, email=email, password=password)
         row = await user_resolvers.user(info.context, user_id=principal.user_id)
         return AuthPayload(token=token, user=User.from_row(row))
 
-    @strawberry.mutation
+    @strawberry.mutation(directives=[cost(20)])  # a password check, and the account's user
     async def login(self, info: Info, email: str, password: str) -> AuthPayload:
         token, principal = await user_resolvers.login(info.context, email=email, password=password)
         row = await user_resolvers.user(info.context, user_id=principal.user_id)
@@ -173,6 +195,7 @@ class Mutation:
     @strawberry.mutation(
         permission_classes=[IsAuthenticated],
         description="Rate a movie as the caller (0.5 to 5.0 in half stars); rating again replaces it.",
+        directives=[cost(5)],
     )
     async def rate_movie(self, info: Info, movie_id: int, rating: float) -> Rating:
         principal = info.context.require_principal()
@@ -184,6 +207,7 @@ class Mutation:
     @strawberry.mutation(
         permission_classes=[IsAdmin],
         description="Point an alias at a version; `champion` is what serves, swapped in without a restart.",
+        directives=[cost(50)],
     )
     async def promote_model(
         self, info: Info, version: str, alias: str = "champion", model: ModelKind = ModelKind.RECOMMENDER
@@ -195,6 +219,7 @@ class Mutation:
         permission_classes=[IsAdmin],
         description="Start an A/B experiment: each user is served by one arm (a hash of user and "
         "experiment), each arm's version fixed now. One experiment runs at a time.",
+        directives=[cost(50)],
     )
     async def start_experiment(self, info: Info, name: str, arms: list[ExperimentArmInput]) -> Experiment:
         report = await experiment_resolvers.start(
@@ -203,13 +228,17 @@ class Mutation:
         return Experiment.from_report(report)
 
     @strawberry.mutation(
-        permission_classes=[IsAdmin], description="Stop an experiment: the champion serves everyone."
+        permission_classes=[IsAdmin],
+        description="Stop an experiment: the champion serves everyone.",
+        directives=[cost(50)],
     )
     async def stop_experiment(self, info: Info, name: str) -> Experiment:
         return Experiment.from_report(await experiment_resolvers.stop(info.context, name=name))
 
     @strawberry.mutation(
-        permission_classes=[IsAdmin], description="Return an alias to the version it held before."
+        permission_classes=[IsAdmin],
+        description="Return an alias to the version it held before.",
+        directives=[cost(50)],
     )
     async def rollback_model(
         self, info: Info, alias: str = "champion", model: ModelKind = ModelKind.RECOMMENDER
@@ -225,6 +254,7 @@ class Subscription:
         permission_classes=[OwnerOrAdmin],
         description="A recommendation's explanation, streamed as the LLM writes it (graphql-transport-ws; "
         "send {authorization: 'Bearer <token>'} in connection_init). Yourself, or anyone for an admin.",
+        directives=[cost(EXPLANATION)],
     )
     async def explanation(
         self, info: Info, user_id: int, movie_id: int

@@ -10,6 +10,7 @@ from typing import Any, Generic, TypeVar
 import strawberry
 from strawberry.types import Info
 
+from graphql_schema.costs import EVIDENCE, EXPLANATION, OBJECT, RECOMMENDATIONS, assumed, cost, sliced
 from graphql_schema.permissions import OwnerOrAdmin
 from resolvers import explanations as explain_resolvers
 from resolvers import movies as movie_resolvers
@@ -47,7 +48,7 @@ class MovieFilter:
     min_ratings: int | None = strawberry.field(default=None, description="At least this many ratings.")
 
 
-@strawberry.type
+@strawberry.type(directives=OBJECT)
 class PageInfo:
     has_next_page: bool
     has_previous_page: bool
@@ -68,15 +69,17 @@ class PageInfo:
 T = TypeVar("T")
 
 
-@strawberry.type
+@strawberry.type(directives=OBJECT)
 class Edge(Generic[T]):
     cursor: str
     node: T
 
 
-@strawberry.type(description="A page of a list, Relay-style: edges, where the page is, and the total.")
+@strawberry.type(
+    directives=OBJECT, description="A page of a list, Relay-style: edges, where the page is, and the total."
+)
 class Connection(Generic[T]):
-    edges: list[Edge[T]]
+    edges: list[Edge[T]]  # sized by the field that returns the connection (@listSize sizedFields)
     page_info: PageInfo
     _page: strawberry.Private[Page]
 
@@ -85,12 +88,14 @@ class Connection(Generic[T]):
         edges = [Edge(cursor=c, node=node(r)) for c, r in page.edges]
         return cls(edges=edges, page_info=PageInfo.from_page(page), _page=page)
 
-    @strawberry.field(description="Items over all pages (for movies: those matching the filter).")
+    @strawberry.field(
+        description="Items over all pages (for movies: those matching the filter).", directives=[cost(1)]
+    )
     async def total_count(self) -> int:
         return await self._page.total()
 
 
-@strawberry.type
+@strawberry.type(directives=OBJECT)
 class Movie:
     movie_id: int
     title: str = strawberry.field(description="Title without the year, which is in `year`.")
@@ -108,26 +113,28 @@ class Movie:
             average_rating=row.rating_sum / row.ratings_count if row.ratings_count else None,
         )
 
-    @strawberry.field
+    @strawberry.field(directives=[cost(0), assumed(30)])  # read with the movie's row, cached
     async def genres(self, info: Info) -> list[str]:
         return await movie_resolvers.genres(info.context, movie_id=self.movie_id)
 
-    @strawberry.field(description="The most used tags, most used first.")
+    @strawberry.field(description="The most used tags, most used first.", directives=[cost(0), sliced()])
     async def tags(self, info: Info, first: int = 10) -> list[str]:
         return await movie_resolvers.tags(info.context, movie_id=self.movie_id, first=first)
 
-    @strawberry.field(description="IMDb id as MovieLens gives it (digits, leading zeros kept).")
+    @strawberry.field(
+        description="IMDb id as MovieLens gives it (digits, leading zeros kept).", directives=[cost(0)]
+    )
     async def imdb_id(self, info: Info) -> str | None:
         link = await movie_resolvers.link(info.context, movie_id=self.movie_id)
         return link.imdb_id if link else None
 
-    @strawberry.field
+    @strawberry.field(directives=[cost(0)])  # one batched, cached read with imdbId
     async def tmdb_id(self, info: Info) -> int | None:
         link = await movie_resolvers.link(info.context, movie_id=self.movie_id)
         return link.tmdb_id if link else None
 
 
-@strawberry.type
+@strawberry.type(directives=OBJECT)
 class Rating:
     user_id: int
     movie_id: int
@@ -138,17 +145,17 @@ class Rating:
     def from_row(cls, row: Any) -> Rating:
         return cls(user_id=row.user_id, movie_id=row.movie_id, rating=row.rating, timestamp=row.timestamp)
 
-    @strawberry.field
+    @strawberry.field(directives=[cost(0)])
     def rated_at(self) -> datetime:
         return datetime.fromtimestamp(self.timestamp, UTC)
 
-    @strawberry.field
+    @strawberry.field(directives=[cost(1)])
     async def movie(self, info: Info) -> Movie:
         row = await movie_resolvers.movie(info.context, movie_id=self.movie_id)
         return Movie.from_row(row)
 
 
-@strawberry.type
+@strawberry.type(directives=OBJECT)
 class User:
     user_id: int
     age: int | None
@@ -159,24 +166,32 @@ class User:
     def from_row(cls, row: Any) -> User:
         return cls(user_id=row.user_id, age=row.age, gender=row.gender, occupation=row.occupation)
 
-    @strawberry.field
+    @strawberry.field(directives=[cost(0)])  # one batched count for the request's users
     async def ratings_count(self, info: Info) -> int:
         return await user_resolvers.ratings_count(info.context, user_id=self.user_id)
 
-    @strawberry.field(permission_classes=[OwnerOrAdmin], description="Best first, unrated movies only.")
+    @strawberry.field(
+        permission_classes=[OwnerOrAdmin],
+        description="Best first, unrated movies only.",
+        directives=[cost(RECOMMENDATIONS), sliced()],
+    )
     async def recommendations(self, info: Info, first: int = 10) -> list[Recommendation]:
         found = await rec_resolvers.recommendations(
             info.context, user_id=self.user_id, first=first, exclude_rated=True
         )
         return [Recommendation.from_result(r, self.user_id) for r in found]
 
-    @strawberry.field(permission_classes=[OwnerOrAdmin], description="Newest first.")
+    @strawberry.field(
+        permission_classes=[OwnerOrAdmin],
+        description="Newest first.",
+        directives=[cost(1), sliced(sized=["edges"])],
+    )
     async def ratings(self, info: Info, first: int = 20, after: str | None = None) -> Connection[Rating]:
         page = await user_resolvers.user_ratings(info.context, user_id=self.user_id, first=first, after=after)
         return Connection.from_page(page, Rating.from_row)
 
 
-@strawberry.type
+@strawberry.type(directives=OBJECT)
 class AuthPayload:
     token: str = strawberry.field(description="A JWT for `Authorization: Bearer <token>`.")
     user: User
@@ -187,7 +202,9 @@ async def _movie(info: Info, movie_id: int) -> Movie:
     return Movie.from_row(row)
 
 
-@strawberry.type(description="A fact from the user's own ratings that an explanation rests on.")
+@strawberry.type(
+    directives=OBJECT, description="A fact from the user's own ratings that an explanation rests on."
+)
 class ExplanationEvidence:
     reason: str = strawberry.field(
         description="The fact in words, e.g. 'you rated X 5/5 and it shares Drama'."
@@ -201,7 +218,7 @@ class ExplanationEvidence:
     def from_evidence(cls, evidence: Any) -> ExplanationEvidence:
         return cls(reason=evidence.reason, similarity=evidence.similarity, movie_id=evidence.movie_id)
 
-    @strawberry.field(description="The user's movie the fact is about.")
+    @strawberry.field(description="The user's movie the fact is about.", directives=[cost(1)])
     async def movie(self, info: Info) -> Movie:
         return await _movie(info, self.movie_id)
 
@@ -212,14 +229,15 @@ class ExplanationSource(Enum):
     TEMPLATE = "template"  # the server's sentence over the evidence: the LLM failed, was off, or made claims
 
 
-@strawberry.type(description="A piece of a streamed explanation.")
+@strawberry.type(directives=OBJECT, description="A piece of a streamed explanation.")
 class ExplanationChunk:
     text: str = strawberry.field(
         description="Text since the previous chunk; the chunks of a stream concatenate to the explanation."
     )
     done: bool = strawberry.field(description="True on the last chunk, which carries no new text.")
     evidence: list[ExplanationEvidence] | None = strawberry.field(
-        description="On the first and the last chunk: the facts the explanation was given."
+        description="On the first and the last chunk: the facts the explanation was given.",
+        directives=[assumed(EVIDENCE)],
     )
     source: ExplanationSource = strawberry.field(
         description="LLM, or TEMPLATE when the LLM was unavailable, failed, or its first clause made a claim "
@@ -230,7 +248,7 @@ class ExplanationChunk:
     )
 
 
-@strawberry.type
+@strawberry.type(directives=OBJECT)
 class Recommendation:
     score: float = strawberry.field(description="The hybrid's blended score; higher is better.")
     rank: int
@@ -241,13 +259,14 @@ class Recommendation:
     def from_result(cls, result: Any, user_id: int) -> Recommendation:
         return cls(score=result.score, rank=result.rank, movie_id=result.movie_id, user_id=user_id)
 
-    @strawberry.field
+    @strawberry.field(directives=[cost(1)])
     async def movie(self, info: Info) -> Movie:
         return await _movie(info, self.movie_id)
 
     @strawberry.field(
         description="Why this movie, in words, from the LLM (one batch for the whole request); "
-        "the template when the LLM is unavailable (see extensions.explanations)."
+        "the template when the LLM is unavailable (see extensions.explanations).",
+        directives=[cost(EXPLANATION)],
     )
     async def explanation(self, info: Info) -> str:
         found = await explain_resolvers.explanation(
@@ -257,7 +276,8 @@ class Recommendation:
 
     @strawberry.field(
         description="Who wrote the explanation: LLM (every claim checked against the facts the server "
-        "holds: titles, years, genres, ratings, the evidence) or TEMPLATE."
+        "holds: titles, years, genres, ratings, the evidence) or TEMPLATE.",
+        directives=[cost(EXPLANATION)],  # the same generation as `explanation`: priced once for both
     )
     async def explanation_source(self, info: Info) -> ExplanationSource:
         found = await explain_resolvers.explanation(
@@ -265,7 +285,10 @@ class Recommendation:
         )
         return ExplanationSource(found.source)
 
-    @strawberry.field(description="The facts from the user's ratings that the explanation rests on.")
+    @strawberry.field(
+        description="The facts from the user's ratings that the explanation rests on.",
+        directives=[cost(2), assumed(EVIDENCE)],
+    )
     async def evidence(self, info: Info) -> list[ExplanationEvidence]:
         found = await explain_resolvers.explanation(
             info.context, user_id=self.user_id, movie_id=self.movie_id
@@ -273,12 +296,12 @@ class Recommendation:
         return [ExplanationEvidence.from_evidence(e) for e in found.evidence]
 
 
-@strawberry.type
+@strawberry.type(directives=OBJECT)
 class MovieSearchHit:
     score: float = strawberry.field(description="Cosine similarity of the query and the movie's description.")
     movie_id: strawberry.Private[int]
 
-    @strawberry.field
+    @strawberry.field(directives=[cost(1)])
     async def movie(self, info: Info) -> Movie:
         return await _movie(info, self.movie_id)
 
@@ -289,7 +312,9 @@ class ExperimentArmInput:
     weight: float
 
 
-@strawberry.type(description="One arm: the version its alias held at the start, and what it scored.")
+@strawberry.type(
+    directives=OBJECT, description="One arm: the version its alias held at the start, and what it scored."
+)
 class ExperimentArm:
     alias: str
     version: str
@@ -308,14 +333,16 @@ class ExperimentArm:
     hit_rate_high: float
 
 
-@strawberry.type(description="An A/B experiment between registry aliases, and its outcome so far.")
+@strawberry.type(
+    directives=OBJECT, description="An A/B experiment between registry aliases, and its outcome so far."
+)
 class Experiment:
     name: str
     active: bool
     started_at: datetime
     stopped_at: datetime | None
     window_seconds: int
-    arms: list[ExperimentArm]
+    arms: list[ExperimentArm] = strawberry.field(directives=[assumed(100)])
     difference: float | None = strawberry.field(description="First arm's hit rate minus the second's.")
     difference_low: float | None = strawberry.field(description="95% interval of the difference.")
     difference_high: float | None
@@ -356,7 +383,9 @@ class Experiment:
         )
 
 
-@strawberry.type(description="The caller's rate-limit bucket, as GitHub's `rateLimit` reports it.")
+@strawberry.type(
+    directives=OBJECT, description="The caller's rate-limit bucket, as GitHub's `rateLimit` reports it."
+)
 class RateLimit:
     cost: int = strawberry.field(description="What this operation took from the bucket.")
     limit: int = strawberry.field(description="The bucket's size in points.")
@@ -365,18 +394,18 @@ class RateLimit:
     restore_per_second: float
 
 
-@strawberry.type
+@strawberry.type(directives=OBJECT)
 class ModelMetric:
     name: str
     value: float
 
 
-@strawberry.type
+@strawberry.type(directives=OBJECT)
 class ModelVersion:
     name: str
     version: str
-    aliases: list[str]
-    metrics: list[ModelMetric]
+    aliases: list[str] = strawberry.field(directives=[assumed(100)])
+    metrics: list[ModelMetric] = strawberry.field(directives=[assumed(50)])
     created_at: datetime
     run_id: str | None
 
@@ -393,7 +422,8 @@ class ModelVersion:
 
 
 @strawberry.type(
-    description="One drift column: how far the ratings since the cut-off moved from the training sample."
+    directives=OBJECT,
+    description="One drift column: how far the ratings since the cut-off moved from the training sample.",
 )
 class DriftColumn:
     name: str = strawberry.field(
@@ -408,7 +438,8 @@ class DriftColumn:
 
 
 @strawberry.type(
-    description="The latest drift check (`cinerec monitor drift --store`, or the server's interval)."
+    directives=OBJECT,
+    description="The latest drift check (`cinerec monitor drift --store`, or the server's interval).",
 )
 class DriftReport:
     generated_at: datetime
@@ -420,7 +451,7 @@ class DriftReport:
     threshold: float
     reference_rows: int
     current_rows: int = strawberry.field(description="Ratings made since the model's data cut-off, compared.")
-    columns: list[DriftColumn]
+    columns: list[DriftColumn] = strawberry.field(directives=[assumed(100)])
 
     @classmethod
     def from_stored(cls, stored: Any) -> DriftReport:

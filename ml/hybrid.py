@@ -19,7 +19,7 @@ from typing import Any, Protocol
 import numpy as np
 import scipy.sparse as sp
 
-from ml.models import EASE, LightFMModel, Popularity
+from ml.components import COMPONENTS
 
 ARRAYS = "model.npz"  # the format before arrays were saved one .npy each (still read)
 META = "meta.json"
@@ -34,9 +34,6 @@ class Component(Protocol):
         ...
 
     def arrays(self) -> dict[str, np.ndarray]: ...
-
-
-_KINDS: dict[str, Any] = {"popularity": Popularity, "ease": EASE, "lightfm": LightFMModel}
 
 
 def standardise(scores: np.ndarray, *, in_place: bool = False) -> np.ndarray:
@@ -215,7 +212,7 @@ class HybridRecommender:
         for name in meta["components"]:
             prefix = f"{name}."
             parts = {k[len(prefix) :]: v for k, v in arrays.items() if k.startswith(prefix)}
-            components[name] = _KINDS[name].from_arrays(parts)
+            components[name] = COMPONENTS[name].load(parts)
         return cls(
             item_ids=arrays["item_ids"],
             user_ids=arrays["user_ids"],

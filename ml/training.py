@@ -22,10 +22,10 @@ from tqdm import tqdm
 
 from ml import embeddings
 from ml import metrics as m
+from ml.components import COMPONENTS, FitInputs
 from ml.features import embedding_clusters, item_features, user_features
 from ml.hybrid import Component, HybridRecommender, rank_unrated, standardise
 from ml.interactions import Catalog, Interactions, stratified_split
-from ml.models import EASE, LightFMModel, Popularity
 
 log = logging.getLogger(__name__)
 
@@ -80,18 +80,10 @@ def _timed(timings: dict[str, float], name: str) -> Iterator[None]:
 def fit_components(
     train: Interactions, data: TrainData, config: TrainConfig, item_feats: sp.csr_matrix
 ) -> dict[str, Component]:
-    components: dict[str, Component] = {"popularity": Popularity().fit(train.matrix)}
-    ease = EASE(config.ease_lambda, config.ease_max_items)
-    if ease.fits(train.matrix.shape[1]):
-        components["ease"] = ease.fit(train.matrix)
-    components["lightfm"] = LightFMModel(
-        components=config.components,
-        epochs=config.epochs,
-        learning_rate=config.learning_rate,
-        threads=config.threads,
-        seed=config.seed,
-    ).fit(train.matrix, item_feats, user_features(train.user_ids, data.users), progress=config.progress)
-    return components
+    """Every registered component that fits this data (``ml.components``)."""
+    inputs = FitInputs(train.matrix, item_feats, user_features(train.user_ids, data.users), config)
+    fitted = {name: spec.train(inputs) for name, spec in COMPONENTS.items()}
+    return {name: component for name, component in fitted.items() if component is not None}
 
 
 def _batches(users: np.ndarray, size: int, progress: bool, desc: str) -> Iterator[np.ndarray]:
@@ -136,10 +128,11 @@ def evaluate_scorer(
 
 
 def _weight_grid(names: list[str]) -> list[dict[str, float]]:
-    options = {"lightfm": [0.0, 0.25, 0.5, 1.0], "ease": [0.0, 0.5, 1.0], "popularity": [0.0, 0.1, 0.3]}
+    """Every combination of the components' registered weights in which a component that is
+    not only a prior counts."""
     grid = []
-    for values in itertools.product(*(options[n] for n in names)):
-        if any(v for n, v in zip(names, values, strict=True) if n != "popularity"):
+    for values in itertools.product(*(COMPONENTS[n].weights for n in names)):
+        if any(v for n, v in zip(names, values, strict=True) if not COMPONENTS[n].prior):
             grid.append(dict(zip(names, values, strict=True)))
     return grid
 

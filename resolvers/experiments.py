@@ -12,17 +12,16 @@ if TYPE_CHECKING:
 
 
 async def start(ctx: Context, *, name: str, arms: Sequence[tuple[str, float]]) -> Report:
-    return await ctx.app.experiments.start(name, arms)
+    return await ctx.services.experiments.start(name, arms)
 
 
 async def stop(ctx: Context, *, name: str) -> Report:
-    return await ctx.app.experiments.stop(name)
+    return await ctx.services.experiments.stop(name)
 
 
 async def report(ctx: Context, *, name: str) -> Report:
-    await ctx.app.experiments.impressions.flush()  # what was shown so far counts
-    return await ctx.app.experiments.report(name)
+    return await ctx.services.experiments.report(name)
 
 
 async def drift(ctx: Context) -> StoredDrift | None:
-    return await ctx.app.drift.refresh()
+    return await ctx.services.drift.refresh()

@@ -18,4 +18,4 @@ async def explanation(ctx: Context, *, user_id: int, movie_id: int) -> Explained
 
 
 def stream(ctx: Context, *, user_id: int, movie_id: int) -> AsyncIterator[Chunk]:
-    return ctx.app.explanations.stream(user_id=user_id, movie_id=movie_id)
+    return ctx.services.explanations.stream(user_id=user_id, movie_id=movie_id)

@@ -74,15 +74,13 @@ async def movies(
         position = (value, movie_id)
 
     async def total() -> int:
-        async with ctx.sessions() as session:
-            return await catalog.count_movies(session=session, query=query)
+        return await ctx.services.catalog.count(query)
 
     if first == 0:
         return Page([], False, position is not None, total)
-    async with ctx.sessions() as session:
-        page = await catalog.movie_page(
-            session=session, query=query, sort=sort, descending=descending, after=position, limit=first
-        )
+    page = await ctx.services.catalog.page(
+        query, sort=sort, descending=descending, after=position, limit=first
+    )
     tag = _cursor_tag(sort, descending)
     edges = [(encode_cursor(tag, v, r.movie_id), r) for r, v in zip(page.rows, page.sort_values, strict=True)]
     for _, row in edges:  # prime the loader: a later movie(movieId) in the same request costs nothing
@@ -104,4 +102,4 @@ async def link(ctx: Context, *, movie_id: int) -> Row[Any] | None:
 
 
 async def all_genres(ctx: Context) -> list[str]:
-    return await ctx.app.catalog.genre_names()
+    return await ctx.services.catalog.genre_names()

@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import asyncio
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from app.errors import BadUserInput, NotFound
 from app.services.recommendations import Recommended, RecRequest
-from ml.registry import LLM, RECOMMENDER, ModelVersionInfo, RegistryError
 from resolvers.pagination import check_first
 
 if TYPE_CHECKING:
-    from app.llm import LLMHolder
-    from app.serving import RecommenderHolder
+    from sqlalchemy import Row
+
     from graphql_schema.context import Context
+    from ml.registry import ModelVersionInfo
 
 
 async def recommendations(
@@ -27,39 +26,28 @@ async def recommendations(
     return answer
 
 
-async def similar_movies(ctx: Context, *, movie_id: int, first: int) -> list[tuple[int, float]]:
+async def similar_movies(ctx: Context, *, movie_id: int, first: int) -> list[Row[Any]]:
+    """The similar movies' rows, read in one batch."""
     check_first(first, ctx.settings.max_recommendations)
-    return await ctx.app.recommendations.similar(movie_id, first)
+    found = await ctx.services.recommendations.similar(movie_id, first)
+    rows = await ctx.loaders.movie.load_many([m for m, _ in found])
+    return [row for row in rows if row is not None]
 
 
 async def search_movies(ctx: Context, *, query: str, first: int) -> list[tuple[int, float]]:
     check_first(first, ctx.settings.max_recommendations)
     if not query.strip() or len(query) > 500:
         raise BadUserInput("query must be 1 to 500 characters", field="query")
-    return await ctx.app.recommendations.search(query, first)
-
-
-# The GraphQL ModelKind values, and the registered model each names.
-_KINDS = {"recommender": RECOMMENDER, "llm": LLM}
-
-
-def _holder(ctx: Context, kind: str) -> RecommenderHolder | LLMHolder:
-    return ctx.llm if _KINDS[kind] == LLM else ctx.models
+    return await ctx.services.recommendations.search(query, first)
 
 
 async def model_versions(ctx: Context, *, model: str = "recommender") -> list[ModelVersionInfo]:
-    return await asyncio.to_thread(_holder(ctx, model).registry.versions, _KINDS[model])
+    return await ctx.services.models.versions(model)
 
 
 async def promote(ctx: Context, *, version: str, alias: str, model: str = "recommender") -> ModelVersionInfo:
-    try:
-        return await _holder(ctx, model).promote(version, alias)
-    except RegistryError as exc:
-        raise NotFound(str(exc)) from exc
+    return await ctx.services.models.promote(model, version=version, alias=alias)
 
 
 async def rollback(ctx: Context, *, alias: str, model: str = "recommender") -> ModelVersionInfo:
-    try:
-        return await _holder(ctx, model).rollback(alias)
-    except RegistryError as exc:
-        raise BadUserInput(str(exc), field="alias") from exc
+    return await ctx.services.models.rollback(model, alias=alias)

@@ -5,8 +5,7 @@ from __future__ import annotations
 import contextlib
 from typing import TYPE_CHECKING, Any
 
-from app.auth import issue_token
-from app.services import accounts, ratings
+from app.services import ratings
 from resolvers.movies import Page
 from resolvers.pagination import check_first, decode_cursor, encode_cursor
 
@@ -22,7 +21,7 @@ async def user(ctx: Context, *, user_id: int) -> Row[Any] | None:
 
 
 async def ratings_count(ctx: Context, *, user_id: int) -> int:
-    return await ctx.loaders.ratings_count.load(user_id) or 0
+    return await ctx.loaders.ratings_count.load(user_id)
 
 
 async def user_ratings(ctx: Context, *, user_id: int, first: int, after: str | None) -> Page:
@@ -34,41 +33,23 @@ async def user_ratings(ctx: Context, *, user_id: int, first: int, after: str | N
 
     if first == 0:
         return Page([], False, position is not None, total)
-    async with ctx.sessions() as session:
-        page = await ratings.ratings_page(session=session, user_id=user_id, after=position, limit=first)  # type: ignore[arg-type]
+    page = await ctx.services.users.ratings(user_id, after=position, limit=first)  # type: ignore[arg-type]
     edges = [(encode_cursor(r.timestamp, r.movie_id), r) for r in page.rows]
     return Page(edges, page.has_next, position is not None, total)
 
 
 async def register(ctx: Context, *, email: str, password: str) -> tuple[str, Principal]:
-    await ctx.app.register_throttle.attempt(ctx.client)
-    async with ctx.sessions() as session:
-        principal = await accounts.create_account(
-            session=session, hasher=ctx.app.hasher, email=email, password=password
-        )
-    return issue_token(principal, ctx.settings), principal
+    return await ctx.services.accounts.register(email=email, password=password, client=ctx.client)
 
 
 async def login(ctx: Context, *, email: str, password: str) -> tuple[str, Principal]:
-    # a place is held before the check (no race past the limit); only a failure is counted
-    async with ctx.app.login_throttle.attempt(email, ctx.client), ctx.sessions() as session:
-        principal = await accounts.authenticate(
-            session=session, hasher=ctx.app.hasher, email=email, password=password
-        )
-    return issue_token(principal, ctx.settings), principal
+    return await ctx.services.accounts.login(email=email, password=password, client=ctx.client)
 
 
 async def rate_movie(
     ctx: Context, *, principal: Principal, movie_id: int, rating: float
 ) -> ratings.RatingRow:
-    async with ctx.sessions() as session:
-        row = await ratings.rate_movie(
-            session=session, user_id=principal.user_id, movie_id=movie_id, rating=rating
-        )
-    # Everything cached about this user (history, recommendations, explanations) and this
-    # movie (its rating statistics) is stale now, on every replica.
-    await ctx.app.generations.bump("user", principal.user_id)
-    await ctx.app.generations.bump("movie", movie_id)
+    row = await ctx.services.users.rate(user_id=principal.user_id, movie_id=movie_id, rating=rating)
     with contextlib.suppress(KeyError):  # the request's own memo, when it holds the movie
         ctx.loaders.movie.clear(movie_id)
     return row

@@ -37,7 +37,7 @@ def serve(
     if workers > 1:
         _share_metrics(settings)
         _share_cores(workers)
-        from app.serving import registry_for
+        from app.registry import registry_for
 
         registry_for(settings).ensure_store()  # once, before the workers race to create it
     typer.echo(

@@ -14,7 +14,7 @@ from cachetools import TTLCache
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 
-from app.auth import Principal, Role
+from app.auth import Principal, Role, bearer_token, issue_token, read_token
 from app.errors import BadUserInput, NotFound, Unauthenticated
 from app.models import Account, User
 
@@ -22,6 +22,8 @@ if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
     from app.auth import PasswordHasher, Token
+    from app.ratelimit import LoginThrottle, RegisterThrottle
+    from app.settings import Settings
 
 MIN_PASSWORD = 8
 MAX_PASSWORD = 256
@@ -194,3 +196,53 @@ class ActiveAccounts:
 def _unix_seconds(moment: datetime) -> float:
     """A stored naive UTC time as Unix seconds."""
     return moment.replace(tzinfo=UTC).timestamp() if moment.tzinfo is None else moment.timestamp()
+
+
+class AccountService:
+    """Registration, login and the caller behind a token: what the API's account fields use.
+
+    A registration is limited per client address; a login holds a place in the login throttle
+    while its password is checked (only a failure counts); a token's account is checked on
+    every use (``ActiveAccounts``)."""
+
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        *,
+        settings: Settings,
+        hasher: PasswordHasher,
+        logins: LoginThrottle,
+        registrations: RegisterThrottle,
+        active: ActiveAccounts,
+    ) -> None:
+        self.sessions = sessions
+        self.settings = settings
+        self.hasher = hasher
+        self.logins = logins
+        self.registrations = registrations
+        self.active = active
+
+    async def register(self, *, email: str, password: str, client: str) -> tuple[str, Principal]:
+        """(a token, the new account's principal)."""
+        await self.registrations.attempt(client)
+        async with self.sessions() as session:
+            principal = await create_account(
+                session=session, hasher=self.hasher, email=email, password=password
+            )
+        return issue_token(principal, self.settings), principal
+
+    async def login(self, *, email: str, password: str, client: str) -> tuple[str, Principal]:
+        async with self.logins.attempt(email, client), self.sessions() as session:
+            principal = await authenticate(
+                session=session, hasher=self.hasher, email=email, password=password
+            )
+        return issue_token(principal, self.settings), principal
+
+    async def caller(self, authorization: str | None) -> tuple[Principal, Token] | None:
+        """Who an ``Authorization`` value names (None: no token); UNAUTHENTICATED for a bad,
+        expired or orphaned token."""
+        given = bearer_token(authorization)
+        if given is None:
+            return None
+        token = read_token(given, self.settings)
+        return await self.active.verify(token), token

@@ -6,6 +6,8 @@ per batch. Pages use keyset pagination: the position is (sort value, movie_id).
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -28,6 +30,8 @@ genres = Genre.__table__  # type: ignore[attr-defined]
 movie_genres = MovieGenre.__table__  # type: ignore[attr-defined]
 tags = Tag.__table__  # type: ignore[attr-defined]
 links = Link.__table__  # type: ignore[attr-defined]
+log = logging.getLogger(__name__)
+WARM_PAGE = 2000  # movies read into the cache at a time
 
 
 class MovieSort(Enum):
@@ -197,7 +201,7 @@ async def genre_names(*, session: AsyncSession) -> list[str]:
     return list((await session.execute(select(genres.c.name).order_by(genres.c.name))).scalars())
 
 
-class CatalogReader:
+class CatalogService:
     """Catalog reads by key, in bulk, through the two cache levels (one statement per kind
     for whatever is not cached). A movie's row is keyed by its generation: ``rateMovie``
     bumps it, so its rating statistics are fresh on every replica at once."""
@@ -217,6 +221,25 @@ class CatalogReader:
                 return await movies_by_ids(session=session, movie_ids=ids)
 
         return await self.cache.get_many(MOVIE, movie_ids, lambda m: f"{m}:{gens[m]}", fetch)
+
+    async def page(
+        self,
+        query: MovieQuery,
+        *,
+        sort: MovieSort,
+        descending: bool | None,
+        after: tuple[Any, int] | None,
+        limit: int,
+    ) -> MoviePage:
+        """A page of the movies matching ``query``, in ``sort`` order, after a keyset position."""
+        async with self.sessions() as session:
+            return await movie_page(
+                session=session, query=query, sort=sort, descending=descending, after=after, limit=limit
+            )
+
+    async def count(self, query: MovieQuery) -> int:
+        async with self.sessions() as session:
+            return await count_movies(session=session, query=query)
 
     async def genre_names(self) -> list[str]:
         """Every genre name, through the cache (keyed by the catalog's generation, which an
@@ -259,3 +282,32 @@ class CatalogReader:
             return found
 
         return await self.cache.get_many(TAGS, keys, lambda k: f"{k[0]}:{k[1]}", fetch, default=[])
+
+    async def warm(self, *, limit: int) -> int:
+        """Load up to ``limit`` movies and their genres into this process's L1, a page at a
+        time, yielding to the event loop between pages so that serving never stalls on it.
+        Movies are keyed by their generation 0: a movie rated since is read through (its
+        generation moved)."""
+        loaded, after = 0, None
+        while loaded < limit:
+            async with self.sessions() as session:
+                rows = await movies_after(session=session, after=after, limit=min(WARM_PAGE, limit - loaded))
+                if not rows:
+                    break
+                ids = [r.movie_id for r in rows]
+                genres = await genres_by_movie_ids(session=session, movie_ids=ids)
+            for r in rows:
+                self.cache.put(MOVIE, f"{r.movie_id}:0", r)
+                self.cache.put(GENRES, str(r.movie_id), genres.get(r.movie_id, []))
+            loaded, after = loaded + len(rows), ids[-1]
+            await asyncio.sleep(0)
+        return loaded
+
+    async def keep_warm(self, *, every: float, limit: int) -> None:
+        """Re-warm the catalog every ``every`` seconds (entries expire after their TTL)."""
+        while True:
+            await asyncio.sleep(every)
+            try:
+                log.info("catalog cache refreshed: %d movies", await self.warm(limit=limit))
+            except Exception:  # a failed refresh leaves reads to go through to the database
+                log.exception("catalog cache refresh failed")

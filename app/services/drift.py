@@ -26,8 +26,8 @@ from sqlalchemy import insert, select, text
 
 from app.errors import BadUserInput, NotFound
 from app.models import DriftCheck
+from app.registry import registry_for
 from app.services import catalog
-from app.serving import registry_for
 from ml.drift import DriftResult, describe, load_reference
 from ml.registry import CHAMPION, RECOMMENDER
 

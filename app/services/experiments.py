@@ -30,8 +30,8 @@ if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
     from app.announcements import Announcements
+    from app.holders import RecommenderHolder
     from app.metrics import Metrics
-    from app.serving import RecommenderHolder
 
 log = logging.getLogger(__name__)
 experiments_table = Experiment.__table__  # type: ignore[attr-defined]
@@ -313,7 +313,9 @@ class ExperimentService:
         )
 
     async def report(self, name: str) -> Report:
-        """Users, impressions and hits per arm, in the order the arms were given."""
+        """Users, impressions and hits per arm, in the order the arms were given (the
+        impressions written so far included)."""
+        await self.impressions.flush()
         async with self.sessions() as session:
             row = (
                 await session.execute(select(experiments_table).where(experiments_table.c.name == name))

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from app.serving import registry_for
+from app.registry import registry_for
 from ml.llm.faithfulness import KINDS, TitleIndex, check, vet
 from ml.registry import CHAMPION, LLM, RECOMMENDER
 

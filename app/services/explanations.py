@@ -24,7 +24,7 @@ from ml.llm.template import template_explanation
 
 if TYPE_CHECKING:
     from app.llm import ServedLLM
-    from app.serving import ServingParts
+    from app.services.parts import ServingParts
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +99,11 @@ class ExplanationService:
         self.cache = parts.cache
         self.generations = parts.generations
         self._titles: tuple[int, TitleIndex] | None = None
+
+    @property
+    def written_by_llm(self) -> bool:
+        """Whether explanations come from an LLM now (the template costs nothing to write)."""
+        return self.llm.current.backend.source == "llm"
 
     async def titles(self) -> TitleIndex:
         """Every catalog title, for finding titles in what the LLM wrote; rebuilt when the

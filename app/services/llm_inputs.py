@@ -9,13 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import scipy.sparse as sp
 from sqlalchemy import select
 
-from app.cache import Kind
 from app.models import Rating
 from app.services import catalog
 from ml.llm.evidence import Evidence, gather_evidence
@@ -32,9 +31,8 @@ from ml.llm.prompts import (
 )
 
 if TYPE_CHECKING:
-    from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+    from sqlalchemy.ext.asyncio import AsyncSession
 
-    from app.cache import Generations, TwoLevelCache
     from ml.hybrid import HybridRecommender
 
 ratings_table = Rating.__table__  # type: ignore[attr-defined]
@@ -171,98 +169,3 @@ def history_matrix(model: HybridRecommender, users: Sequence[int], rated: Rating
             cols += index[keep].tolist()
             values += np.asarray(vals)[keep].tolist()
     return sp.csr_matrix((np.asarray(values, np.float32), (rows, cols)), shape=(len(users), model.n_items))
-
-
-async def rated_since(*, session: AsyncSession, user_ids: Sequence[int], since: float) -> Ratings:
-    """Each user's ratings made at or after ``since`` (an index range per user: usually none)."""
-    stmt = select(ratings_table.c.user_id, ratings_table.c.movie_id, ratings_table.c.rating).where(
-        ratings_table.c.user_id.in_(user_ids), ratings_table.c.timestamp >= int(since)
-    )
-    out: Ratings = {u: [] for u in user_ids}
-    for user_id, movie_id, rating in (await session.execute(stmt)).all():
-        out[user_id].append((movie_id, rating))
-    return out
-
-
-HISTORY = Kind("history", 600)
-SINCE = Kind("history-since", 600)
-
-
-def _pairs(value: Any) -> list[tuple[int, float]]:
-    return [(int(m), float(r)) for m, r in value]
-
-
-class Histories:
-    """Users' ratings as serving needs them, without reading whole histories per request:
-    what the serving model was trained on (in memory, memory-mapped) plus the ratings made
-    since (one indexed read), cached per user *generation* so that a new rating counts on the
-    next request (``rateMovie`` bumps it). Without a model, whole histories, cached the same way."""
-
-    def __init__(
-        self, sessions: async_sessionmaker[AsyncSession], cache: TwoLevelCache, generations: Generations
-    ) -> None:
-        self.sessions = sessions
-        self.cache = cache
-        self.generations = generations
-
-    async def _since(self, model: HybridRecommender, users: list[int]) -> Ratings:
-        """Each user's ratings made since ``model`` read its training data (usually none)."""
-        gens = await self.generations.get("user", users)
-        cutoff = model.data_cutoff
-        assert cutoff is not None
-
-        async def since(keys: list[int]) -> Ratings:
-            async with self.sessions() as session:
-                return await rated_since(session=session, user_ids=keys, since=cutoff)
-
-        recent = await self.cache.get_many(
-            SINCE, users, lambda u: f"{u}:{gens[u]}:{int(cutoff)}", since, default=[]
-        )
-        return {u: _pairs(v) for u, v in zip(users, recent, strict=True)}
-
-    def _trained(self, model: HybridRecommender | None) -> bool:
-        return model is not None and model.history is not None and model.data_cutoff is not None
-
-    async def matrix(self, model: HybridRecommender, user_ids: Sequence[int]) -> sp.csr_matrix:
-        """(len(user_ids), n_items) ratings over the model's columns, for scoring: the trained
-        rows sliced from the model's matrix, the few ratings made since written over them."""
-        users = list(user_ids)
-        if not self._trained(model):
-            return history_matrix(model, users, await self.of(model, users))
-        rows = model.trained_rows(users).tolil()
-        for i, new in enumerate((await self._since(model, users)).values()):
-            if new:
-                index = model.item_index([m for m, _ in new])
-                for j, (_, rating) in zip(index, new, strict=True):
-                    if j >= 0:
-                        rows[i, int(j)] = rating
-        return rows.tocsr()
-
-    async def of(self, model: HybridRecommender | None, user_ids: Sequence[int]) -> Ratings:
-        users = list(dict.fromkeys(user_ids))
-        gens = await self.generations.get("user", users)
-        cutoff = model.data_cutoff if model is not None and model.history is not None else None
-        if cutoff is None:
-
-            async def whole(keys: list[int]) -> Ratings:
-                async with self.sessions() as session:
-                    return await rated_by(session=session, user_ids=keys)
-
-            found = await self.cache.get_many(HISTORY, users, lambda u: f"{u}:{gens[u]}", whole, default=[])
-            return {u: _pairs(v) for u, v in zip(users, found, strict=True)}
-
-        async def since(keys: list[int]) -> Ratings:
-            async with self.sessions() as session:
-                return await rated_since(session=session, user_ids=keys, since=cutoff)
-
-        assert model is not None
-        recent = await self.cache.get_many(
-            SINCE, users, lambda u: f"{u}:{gens[u]}:{int(cutoff)}", since, default=[]
-        )
-        trained = model.trained_ratings(users)
-        out: Ratings = {}
-        for user, new in zip(users, recent, strict=True):
-            merged = dict(trained[user])
-            merged.update(_pairs(new))  # a rating changed since training replaces the trained one
-            out[user] = list(merged.items())
-        return out

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from sqlalchemy import Row
     from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-    from app.cache import TwoLevelCache
+    from app.cache import Generations, TwoLevelCache
 
 ratings = Rating.__table__  # type: ignore[attr-defined]
 movies = Movie.__table__  # type: ignore[attr-defined]
@@ -131,13 +131,18 @@ async def rate_movie(*, session: AsyncSession, user_id: int, movie_id: int, rati
 USER = Kind("user", 60, False, keep=lambda row: row is not None)  # who exists: rows never go away
 
 
-class UserReader:
-    """Users by id, through this process's cache; concurrent requests' misses are one
-    statement. A user row is never deleted (logins are), so only found rows are kept."""
+class UserService:
+    """Users by id, through this process's cache (concurrent requests' misses are one
+    statement; a user row is never deleted, logins are, so only found rows are kept), their
+    ratings, and rating a movie, which makes stale whatever was cached of the user and the
+    movie, on every replica."""
 
-    def __init__(self, sessions: async_sessionmaker[AsyncSession], cache: TwoLevelCache) -> None:
+    def __init__(
+        self, sessions: async_sessionmaker[AsyncSession], cache: TwoLevelCache, generations: Generations
+    ) -> None:
         self.sessions = sessions
         self.cache = cache
+        self.generations = generations
         self._reads: Coalescer[int, Row[Any] | None] = Coalescer(self._read)
 
     async def _read(self, user_ids: list[int]) -> dict[int, Row[Any] | None]:
@@ -150,3 +155,23 @@ class UserReader:
             return dict(zip(missing, await self._reads.get_many(missing), strict=True))
 
         return await self.cache.get_many(USER, user_ids, str, fetch)
+
+    async def ratings_counts(self, user_ids: Sequence[int]) -> list[int]:
+        ids = list(dict.fromkeys(user_ids))
+        async with self.sessions() as session:
+            found = await ratings_count_by_user_ids(session=session, user_ids=ids)
+        return [found.get(u, 0) for u in user_ids]
+
+    async def ratings(self, user_id: int, *, after: tuple[int, int] | None, limit: int) -> RatingPage:
+        """A page of the user's ratings, newest first, after a keyset position (timestamp, movie)."""
+        async with self.sessions() as session:
+            return await ratings_page(session=session, user_id=user_id, after=after, limit=limit)
+
+    async def rate(self, *, user_id: int, movie_id: int, rating: float) -> RatingRow:
+        async with self.sessions() as session:
+            row = await rate_movie(session=session, user_id=user_id, movie_id=movie_id, rating=rating)
+        # Everything cached about this user (history, recommendations, explanations) and this
+        # movie (its rating statistics) is stale now, on every replica.
+        await self.generations.bump("user", user_id)
+        await self.generations.bump("movie", movie_id)
+        return row

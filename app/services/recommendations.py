@@ -27,11 +27,11 @@ from ml.llm.rerank import blend
 from ml.registry import RECOMMENDER
 
 if TYPE_CHECKING:
-    from sqlalchemy.ext.asyncio import AsyncSession
-
+    from app.holders import Served
     from app.llm import ServedLLM
     from app.services.experiments import ExperimentService
-    from app.serving import Served, ServingParts
+    from app.services.histories import History
+    from app.services.parts import ServingParts
     from ml.hybrid import HybridRecommender
 
 movies = Movie.__table__  # type: ignore[attr-defined]
@@ -215,20 +215,18 @@ class RecommendationService:
             else requests
         )
         by = NO_MODEL if served is None else ServedBy(served.version)
-        users = [r.user_id for r in requests]
-        async with self.sessions() as session:
-            if served is None:
-                answers = await self._popular(session, wide, await self.histories.of(None, users))
-            else:
-                answers = await self._recommend(served.model, wide)
-            if use_llm:
-                # the rerank prompts name rated movies: the ratings as pairs, for these users only
-                rated = await self.histories.of(served.model if served else None, users)
-                answers, error = await self._rerank(session, served_llm, requests, answers, rated)
-                rerank = {**served_llm.describe(), "weights": served_llm.rerank_weights.describe()}
-                if error:
-                    rerank["error"] = error
-                by = ServedBy(by.version, rerank=rerank)
+        # one read of the users' ratings: scoring takes the matrix, the rerank's prompts the pairs
+        history = await self.histories.read(served.model if served else None, [r.user_id for r in requests])
+        if served is None:
+            answers = await self._popular(wide, history.pairs())
+        else:
+            answers = await self._recommend(served.model, wide, history)
+        if use_llm:
+            answers, error = await self._rerank(served_llm, requests, answers, history.pairs())
+            rerank = {**served_llm.describe(), "weights": served_llm.rerank_weights.describe()}
+            if error:
+                rerank["error"] = error
+            by = ServedBy(by.version, rerank=rerank)
         return [(a[: r.first], by) for a, r in zip(answers, requests, strict=True)]
 
     def _model(self) -> HybridRecommender:
@@ -267,12 +265,12 @@ class RecommendationService:
         return _first(found, first)
 
     async def _recommend(
-        self, model: HybridRecommender, requests: Sequence[RecRequest]
+        self, model: HybridRecommender, requests: Sequence[RecRequest], read: History
     ) -> list[list[Recommended]]:
-        users = list(dict.fromkeys(r.user_id for r in requests))
+        users = read.users  # each user once, in the order of the requests
         row_of = {u: i for i, u in enumerate(users)}
         rows = np.array([row_of[r.user_id] for r in requests])  # each user scored once, ranked per request
-        history = await self.histories.matrix(model, users)
+        history = read.matrix()
         exclude = np.array([r.exclude_rated for r in requests])
         k = max(r.first for r in requests)
         # Off the event loop: numpy releases the GIL, other requests keep being served.
@@ -305,9 +303,7 @@ class RecommendationService:
         self.metrics.score_batch_size.observe(history.shape[0])
         return model.recommend(history, users, k, exclude_rated=exclude, rows=rows)
 
-    async def _popular(
-        self, session: AsyncSession, requests: Sequence[RecRequest], rated: Ratings
-    ) -> list[list[Recommended]]:
+    async def _popular(self, requests: Sequence[RecRequest], rated: Ratings) -> list[list[Recommended]]:
         """Most-rated movies: the answer before any model is trained."""
         need = max(r.first for r in requests) + max((len(v) for v in rated.values()), default=0)
         stmt = (
@@ -315,7 +311,8 @@ class RecommendationService:
             .order_by(movies.c.ratings_count.desc(), movies.c.movie_id)
             .limit(need)
         )
-        popular = (await session.execute(stmt)).all()
+        async with self.sessions() as session:
+            popular = (await session.execute(stmt)).all()
         answers = []
         for request in requests:
             seen = {m for m, _ in rated[request.user_id]} if request.exclude_rated else set()
@@ -325,7 +322,6 @@ class RecommendationService:
 
     async def _rerank(
         self,
-        session: AsyncSession,
         served: ServedLLM,
         requests: Sequence[RecRequest],
         answers: list[list[Recommended]],
@@ -339,12 +335,13 @@ class RecommendationService:
         todo = [i for i, a in enumerate(answers) if len(a) > 1 and weights[i] > 0]
         if not todo:
             return answers, None
-        score_requests = await preference_requests(
-            session=session,
-            users=[requests[i].user_id for i in todo],
-            candidates=[[r.movie_id for r in answers[i]] for i in todo],
-            rated=rated,
-        )
+        async with self.sessions() as session:
+            score_requests = await preference_requests(
+                session=session,
+                users=[requests[i].user_id for i in todo],
+                candidates=[[r.movie_id for r in answers[i]] for i in todo],
+                rated=rated,
+            )
         probabilities, error = await self.fallback.call("rerank", served.backend.score(score_requests))
         if probabilities is None:
             return answers, error

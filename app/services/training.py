@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from app.announcements import PROMOTIONS, publish_sync
 from app.errors import BadUserInput
-from app.serving import register_version, registry_for
+from app.registry import register_version, registry_for
 from ml.registry import CHAMPION, LLM, RECOMMENDER, RERANK_WEIGHTS_TAG
 
 if TYPE_CHECKING:

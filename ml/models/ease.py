@@ -6,8 +6,13 @@ n_items^2 floats, so it is used only where the catalog fits (``max_items``).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import scipy.sparse as sp
+
+if TYPE_CHECKING:
+    from ml.components import FitInputs
 
 
 class EASE:
@@ -20,6 +25,12 @@ class EASE:
 
     def fits(self, n_items: int) -> bool:
         return n_items <= self.max_items
+
+    @classmethod
+    def train(cls, inputs: FitInputs) -> EASE | None:
+        """Fitted on the ratings, or None where the catalog is too large for an n_items^2 matrix."""
+        model = cls(inputs.config.ease_lambda, inputs.config.ease_max_items)
+        return model.fit(inputs.matrix) if model.fits(inputs.matrix.shape[1]) else None
 
     def fit(self, train: sp.csr_matrix) -> EASE:
         if not self.fits(train.shape[1]):

@@ -7,8 +7,13 @@ vector is the rating-weighted mean of the vectors of the items they rated.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import scipy.sparse as sp
+
+if TYPE_CHECKING:
+    from ml.components import FitInputs
 
 
 class LightFMModel:
@@ -37,6 +42,18 @@ class LightFMModel:
         self.user_bias = np.zeros(0, dtype=np.float32)
         self.item_vectors = np.zeros((0, components), dtype=np.float32)
         self.item_bias = np.zeros(0, dtype=np.float32)
+
+    @classmethod
+    def train(cls, inputs: FitInputs) -> LightFMModel:
+        config = inputs.config
+        model = cls(
+            components=config.components,
+            epochs=config.epochs,
+            learning_rate=config.learning_rate,
+            threads=config.threads,
+            seed=config.seed,
+        )
+        return model.fit(inputs.matrix, inputs.item_features, inputs.user_features, progress=config.progress)
 
     def fit(
         self,

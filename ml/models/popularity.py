@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import scipy.sparse as sp
+
+if TYPE_CHECKING:
+    from ml.components import FitInputs
 
 
 class Popularity:
@@ -12,6 +17,10 @@ class Popularity:
 
     def __init__(self) -> None:
         self.counts = np.zeros(0, dtype=np.float32)
+
+    @classmethod
+    def train(cls, inputs: FitInputs) -> Popularity:
+        return cls().fit(inputs.matrix)
 
     def fit(self, train: sp.csr_matrix) -> Popularity:
         self.counts = np.asarray((train > 0).sum(axis=0), dtype=np.float32).ravel()

@@ -138,7 +138,7 @@ def movie_reads(i: int) -> tuple[str, dict]:
 def test_a_promotion_through_one_replica_is_served_by_the_other_and_prometheus_scrapes_both(
     cluster: LocalCluster,
 ) -> None:
-    from app.serving import registry_for
+    from app.registry import registry_for
     from app.settings import Settings
 
     a, b = cluster.replica_urls()
@@ -218,7 +218,7 @@ def test_sigterm_to_a_replica_under_load(cluster: LocalCluster) -> None:
 
 
 def test_redis_stopped_under_load(cluster: LocalCluster) -> None:
-    from app.serving import registry_for
+    from app.registry import registry_for
     from app.settings import Settings
 
     a, b = cluster.replica_urls()

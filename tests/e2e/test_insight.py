@@ -32,8 +32,8 @@ import pytest
 from sqlalchemy import text
 
 from app.db import create_engine, session_factory
+from app.registry import registry_for
 from app.services.ratings import rate_movie
-from app.serving import registry_for
 from app.settings import Settings
 from ml.registry import RECOMMENDER
 from tests.conftest import Databases, LiveServer, _free_port, ingest_into

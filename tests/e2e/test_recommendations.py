@@ -7,8 +7,9 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
-from app.serving import registry_for
+from app.registry import registry_for
 from ml.registry import CHAMPION, RECOMMENDER
 from tests.e2e.conftest import Catalog, Recommender
 
@@ -82,6 +83,24 @@ def test_semantic_search_and_similar_movies(recommender: Recommender) -> None:
     assert sum("Animation" in m["genres"] or "Children's" in m["genres"] for m in similar) >= 3
     assert code(gql('{ searchMovies(query: "  ") { score } }')) == "BAD_USER_INPUT"
     assert code(gql("{ similarMovies(movieId: 999999) { title } }")) == "NOT_FOUND"
+
+
+def test_similar_movies_read_their_rows_in_one_batch(
+    recommender: Recommender, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before: each similar movie's row was awaited alone, N batches of one."""
+    catalog = recommender.server.app.state.cinerec.services.catalog
+    batches: list[list[int]] = []
+    read = catalog.movies
+
+    async def counted(movie_ids: list[int]) -> list:
+        batches.append(list(movie_ids))
+        return await read(movie_ids)
+
+    monkeypatch.setattr(catalog, "movies", counted)
+    similar = recommender.server.gql("{ similarMovies(movieId: 50, first: 10) { movieId title } }")
+    assert len(similar["data"]["similarMovies"]) == 10
+    assert [len(b) for b in batches] == [10]
 
 
 def test_admin_only_model_operations(recommender: Recommender) -> None:

@@ -26,7 +26,7 @@ import httpx
 import pytest
 from sqlalchemy import event
 
-from graphql_schema.analysis import FIELD_COSTS
+from graphql_schema.costs import EXPLANATION
 from ml.registry import CHAMPION, RECOMMENDER
 from tests.conftest import Databases, LiveServer, _free_port, ingest_into
 from tests.e2e.conftest import (
@@ -94,7 +94,7 @@ def test_an_over_cost_query_is_refused_before_anything_runs(guarded: Guarded) ->
     assert code(result) == "QUERY_TOO_COMPLEX"
     extensions = result["errors"][0]["extensions"]
     assert extensions["cost"] > extensions["limit"] == guarded.settings.max_query_cost
-    explanation = FIELD_COSTS["Recommendation.explanation"]
+    explanation = EXPLANATION
     assert extensions["cost"] == 64 * (10 + 100 * (1 + explanation))  # priced as the table says
     assert guarded.metric("cinerec_sql_queries_total") == before  # no resolver ran
 
@@ -163,7 +163,7 @@ def test_concurrent_logins_all_answer(guarded: Guarded) -> None:
 
 
 def test_redis_outage_degrades_then_recovers_and_resyncs(guarded: Guarded, tmp_path: Path) -> None:
-    from app.serving import registry_for
+    from app.registry import registry_for
 
     server, redis = guarded.server, guarded.redis
     channel = f"{guarded.settings.redis_prefix}:model-promotions"

@@ -17,7 +17,7 @@ import websockets
 from app.cache import bump_generation_sync
 from app.persisted import sha256
 from app.settings import Settings
-from graphql_schema.analysis import FIELD_COSTS
+from graphql_schema.costs import EXPLANATION
 from tests.conftest import Databases, LiveServer, ingest_into
 from tests.e2e.conftest import USER, USER_ID, cli, code, wait_until
 from tests.movielens_fixture import write_movielens
@@ -189,7 +189,7 @@ async def test_a_subscription_takes_its_cost(replicas: Replicas) -> None:
     after = replicas.gql(replicas.a, limit, token=token)["data"]["rateLimit"]["remaining"]
     refill = (time.monotonic() - started) * replicas.settings.rate_user_per_second
     # the explanation's cost and the second rateLimit query's (1), less what flowed back
-    assert before - after >= FIELD_COSTS["Subscription.explanation"] + 1 - refill - 1
+    assert before - after >= EXPLANATION + 1 - refill - 1
 
 
 def test_a_flood_gets_rate_limited_fast_and_others_still_answer(replicas: Replicas) -> None:

@@ -1,4 +1,5 @@
-"""The serving model: loaded from the MLflow alias at start-up, swapped atomically on promotion.
+"""What serves each registered model: loaded from the MLflow alias at start-up, swapped
+atomically on promotion.
 
 A request takes one reference to the current model at the start of its scoring batch,
 so a swap never mixes two models inside a batch and never fails a request. With several
@@ -12,18 +13,13 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from app.announcements import PROMOTIONS, publish_sync
+from app.announcements import PROMOTIONS
+from app.registry import registry_for
 from ml.hybrid import HybridRecommender
-from ml.registry import CHAMPION, RECOMMENDER, ModelVersionInfo, Registry
+from ml.registry import CHAMPION, RECOMMENDER, ModelVersionInfo
 
 if TYPE_CHECKING:
-    from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-
     from app.announcements import Announcements
-    from app.cache import Generations, TwoLevelCache
-    from app.llm import Fallback, LLMHolder
-    from app.metrics import Metrics
-    from app.services.llm_inputs import Histories
     from app.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -31,51 +27,9 @@ S = TypeVar("S")
 
 
 @dataclass(frozen=True)
-class ServingParts:
-    """What the model-backed services share: sessions, the champions, the LLM fallback policy,
-    the app's metrics."""
-
-    sessions: async_sessionmaker[AsyncSession]
-    models: RecommenderHolder
-    llm: LLMHolder
-    fallback: Fallback
-    metrics: Metrics
-    histories: Histories
-    cache: TwoLevelCache
-    generations: Generations
-
-
-@dataclass(frozen=True)
 class Served:
     model: HybridRecommender
     version: str
-
-
-def registry_for(settings: Settings) -> Registry:
-    """The MLflow store of ``settings``. A local store keeps artifacts under ``home``; a
-    tracking server (http) keeps them where it was told to (a shared store, proxied)."""
-    remote = settings.mlflow_tracking_uri.startswith(("http://", "https://"))
-    return Registry(settings.mlflow_tracking_uri, None if remote else settings.home / "mlartifacts")
-
-
-def announce_sync(settings: Settings, model: str, version: str) -> None:
-    """Tell running servers (through Redis, when configured) that ``model``'s champion moved."""
-    publish_sync(settings, PROMOTIONS, {"model": model, "alias": CHAMPION, "version": version})
-
-
-def register_version(
-    settings: Settings, registry: Registry, name: str, *, source: str, run_id: str, promote: bool
-) -> tuple[str, str | None]:
-    """A new version of ``name``: the champion when ``promote`` or when none is yet. Running
-    servers hear of a champion move. Returns (new version, champion now)."""
-    before = registry.alias_version(name, CHAMPION)
-    version = registry.register(name, source=source, run_id=run_id)
-    if promote:
-        registry.set_alias(name, CHAMPION, version)
-    champion = registry.alias_version(name, CHAMPION)
-    if champion != before and champion is not None:
-        announce_sync(settings, name, champion)
-    return version, champion
 
 
 class ChampionHolder(Generic[S]):
