@@ -27,16 +27,46 @@ from benchmarks.http_load import MOVIE_QUERY, wrk
 
 def _frames(line: str) -> tuple[list[str], int]:
     stack, _, count = line.rpartition(" ")
-    return stack.split(";"), int(count)
+    # "name (file:line)" -> "name (file)": the flame graph's frames, not its lines
+    return [frame.rsplit(":", 1)[0] + ")" if ":" in frame else frame for frame in stack.split(";")], int(
+        count
+    )
+
+
+# frames every sample of the event loop passes through: not where the time goes
+_ABOVE = (
+    "_run_module_as_main",
+    "_run_code",
+    "<module>",
+    "main (",
+    "Typer",
+    "Command.",
+    "Context.invoke",
+    "_main (",
+    "serve (",
+    "run (uvicorn",
+    "Server.",
+    "Runner.run",
+    "asyncio_run",
+    "BaseEventLoop",
+    "Handle._run",
+    "Task.__step",
+    "Context.run",
+)
+
+
+# where the per-request work is: cinerec's own modules and the GraphQL library's stages
+_OURS = ("app/", "graphql_schema/", "resolvers/", "strawberry/", "graphql/")
 
 
 def top(raw: Path, n: int = 15) -> dict[str, list[tuple[str, float]]]:
-    """The ``n`` frames with the most samples of their own, and under them, as shares."""
+    """The ``n`` functions with the most samples of their own and under them, as shares of
+    the event loop thread's samples (other threads: the pools, idle)."""
     own: collections.Counter[str] = collections.Counter()
     under: collections.Counter[str] = collections.Counter()
     total = 0
     for line in raw.read_text().splitlines():
-        if not line.strip():
+        if not line.strip() or "Runner.run" not in line:
             continue
         frames, count = _frames(line)
         total += count
@@ -44,10 +74,15 @@ def top(raw: Path, n: int = 15) -> dict[str, list[tuple[str, float]]]:
         for frame in set(frames):
             under[frame] += count
     share = lambda c: round(100 * c / max(total, 1), 1)  # noqa: E731
+    inclusive = [
+        (f, share(c))
+        for f, c in under.most_common()
+        if not f.startswith(_ABOVE) and any(f"({m}" in f for m in _OURS)
+    ]
     return {
         "own": [(f, share(c)) for f, c in own.most_common(n)],
-        "inclusive": [(f, share(c)) for f, c in under.most_common(n + 10) if "<module>" not in f][:n],
-        "samples": [("total", float(total))],
+        "inclusive": inclusive[: 2 * n],
+        "samples": [("event loop", float(total))],
     }
 
 
@@ -81,7 +116,7 @@ def main() -> None:
         wrk(url, path="/graphql", body=body, max_id=1682, duration=5, connections=32)  # warm
         spy = subprocess.Popen(
             [
-                shutil.which("py-spy") or "py-spy",
+                shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy"),
                 "record",
                 "--pid",
                 str(server.pid),

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from app.clients import client_address
 from app.errors import CinerecError, Unauthenticated, Unavailable, is_outage
+from graphql_schema.limits import bucket_key
 from resolvers.loaders import Loaders, create_loaders
 
 if TYPE_CHECKING:
@@ -54,7 +55,7 @@ class Context:
     @property
     def bucket_key(self) -> str:
         """Whose rate-limit bucket this request draws on: the user's, else the address's."""
-        return f"user:{self.principal.user_id}" if self.principal is not None else f"addr:{self.client}"
+        return bucket_key(self.principal.user_id if self.principal is not None else None, self.client)
 
     @property
     def is_websocket(self) -> bool:

@@ -96,14 +96,20 @@ class Documents:
 
 
 class DocumentCache(SchemaExtension):
-    """Parse and validate through :class:`Documents`; replaces ParserCache and ValidationCache."""
+    """Parse (at most ``max_tokens`` tokens, as Strawberry's MaxTokensLimiter would) and
+    validate (with ``rules`` added, as AddValidationRules would) through :class:`Documents`;
+    it replaces those two and ParserCache and ValidationCache, one extension where four each
+    cost every request their hooks."""
 
-    def __init__(self, documents: Documents) -> None:
+    def __init__(self, documents: Documents, *, max_tokens: int, rules: tuple[Any, ...] = ()) -> None:
         self.documents = documents
+        self.max_tokens = max_tokens
+        self.rules = rules
         self._key: bytes | None = None
 
     def on_parse(self) -> Iterator[None]:
         ctx = self.execution_context
+        ctx.parse_options["max_tokens"] = self.max_tokens
         if ctx.graphql_document is None and ctx.query:
             self._key, ctx.graphql_document = self.documents.parse(ctx.query, ctx.parse_options)
         yield
@@ -111,7 +117,8 @@ class DocumentCache(SchemaExtension):
     def on_validate(self) -> Iterator[None]:
         ctx = self.execution_context
         if ctx.graphql_document is not None and self._key is not None:
+            rules = (*ctx.validation_rules, *self.rules)
             ctx.pre_execution_errors = self.documents.validate(
-                self._key, ctx.schema._schema, ctx.graphql_document, tuple(ctx.validation_rules)
+                self._key, ctx.schema._schema, ctx.graphql_document, rules
             )
         yield

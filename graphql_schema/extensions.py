@@ -28,7 +28,7 @@ from graphql.validation import (
     MaxIntrospectionDepthRule,
     NoSchemaIntrospectionCustomRule,
 )
-from strawberry.extensions import AddValidationRules, MaskErrors, MaxTokensLimiter, SchemaExtension
+from strawberry.extensions import MaskErrors, SchemaExtension
 
 from app.errors import ERROR_CODES, CinerecError, is_outage
 from graphql_schema.analysis import Price, TooComplex, price_operation
@@ -423,13 +423,12 @@ def schema_extensions(settings: Settings) -> list[Callable[[], SchemaExtension] 
     known = frozenset(settings.metrics_operations)
     hide = not settings.introspection_enabled  # suggestions would name what introspection hides
     documents = Documents(max_bytes=settings.document_cache_bytes, hide_suggestions=hide)
+    extra_rules = tuple(rules)
     return [
         lambda: ErrorCodes(hide_suggestions=hide),
         lambda: OperationMetrics(known=known),
         ServedBy,
-        lambda: MaxTokensLimiter(max_token_count=settings.max_tokens),
-        lambda: AddValidationRules(rules),
-        lambda: DocumentCache(documents),
+        lambda: DocumentCache(documents, max_tokens=settings.max_tokens, rules=extra_rules),
         lambda: OperationGuard(
             max_depth=settings.max_query_depth,
             max_aliases=settings.max_aliases,

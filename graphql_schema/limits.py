@@ -1,7 +1,7 @@
 """Rate limits as the API answers them: every charge a request makes goes through
 :func:`charge` (its operation's price, and what persisted queries cost before one runs), and
 a caller whose bucket was empty a moment ago is refused by :func:`empty_bucket` before its
-query is read. The buckets themselves are ``app.ratelimit.RateLimiter``'s."""
+body is read. The buckets themselves are ``app.ratelimit.RateLimiter``'s."""
 
 from __future__ import annotations
 
@@ -51,17 +51,20 @@ async def charge(context: Any, cost: int, what: str) -> GraphQLError | None:
     )
 
 
-def empty_bucket(context: Any) -> GraphQLError | None:
-    """RATE_LIMITED when this caller's bucket was empty a moment ago (as this replica saw it):
-    a flood is refused before its query is even read."""
-    wait = context.services.limits.empty_for(context.bucket_key)
+def bucket_key(user_id: int | None, client: str) -> str:
+    """Whose bucket a request draws on: the user's, else the client address's."""
+    return f"user:{user_id}" if user_id is not None else f"addr:{client}"
+
+
+def empty_bucket(services: Any, key: str) -> GraphQLError | None:
+    """RATE_LIMITED when the bucket ``key`` was empty a moment ago (as this replica saw it): a
+    flood is refused before its body is even read."""
+    wait = services.limits.empty_for(key)
     if wait <= 0:
         return None
     seconds = max(int(wait + 0.999), 1)
-    return refusal(
-        context,
+    services.metrics.refusals.labels(reason="rate_limited").inc()
+    return GraphQLError(
         f"rate limit: your bucket is empty; try again in {seconds} s",
-        "RATE_LIMITED",
-        retryAfter=seconds,
-        retryAfterSeconds=seconds,
+        extensions={"code": "RATE_LIMITED", "retryAfter": seconds, "retryAfterSeconds": seconds},
     )

@@ -4,7 +4,7 @@ or one scoring batch)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from strawberry.dataloader import DataLoader
@@ -33,29 +33,47 @@ def _explanations_loader(
     return DataLoader(load_fn=batch)
 
 
-@dataclass
 class Loaders:
-    movie: DataLoader[int, Row[Any] | None]
-    genres: DataLoader[int, list[str] | None]
-    tags: DataLoader[tuple[int, int], list[str]]
-    link: DataLoader[int, Row[Any] | None]
-    user: DataLoader[int, Row[Any] | None]
-    ratings_count: DataLoader[int, int]
-    recommendations: DataLoader[RecRequest, tuple[list[Recommended], ServedBy]]
-    explanations: DataLoader[tuple[int, int], tuple[Explained, ExplanationsServed]]
+    """Fresh loaders for one request (never shared: their own memo is per request), each made
+    on its first use: most requests touch one or two, and making all eight took 9% of an
+    executed `movie` lookup (benchmarks/profile_path.py). Catalog loaders read through the
+    app's cache; user data is never cached across requests."""
+
+    def __init__(self, services: Services) -> None:
+        self._services = services
+
+    @cached_property
+    def movie(self) -> DataLoader[int, Row[Any] | None]:
+        return DataLoader(load_fn=self._services.catalog.movies)
+
+    @cached_property
+    def genres(self) -> DataLoader[int, list[str] | None]:
+        return DataLoader(load_fn=self._services.catalog.genres)
+
+    @cached_property
+    def tags(self) -> DataLoader[tuple[int, int], list[str]]:
+        return DataLoader(load_fn=self._services.catalog.tags)
+
+    @cached_property
+    def link(self) -> DataLoader[int, Row[Any] | None]:
+        return DataLoader(load_fn=self._services.catalog.links)
+
+    @cached_property
+    def user(self) -> DataLoader[int, Row[Any] | None]:
+        return DataLoader(load_fn=self._services.users.users)
+
+    @cached_property
+    def ratings_count(self) -> DataLoader[int, int]:
+        return DataLoader(load_fn=self._services.users.ratings_counts)
+
+    @cached_property
+    def recommendations(self) -> DataLoader[RecRequest, tuple[list[Recommended], ServedBy]]:
+        return _recommendations_loader(self._services.recommendations)
+
+    @cached_property
+    def explanations(self) -> DataLoader[tuple[int, int], tuple[Explained, ExplanationsServed]]:
+        return _explanations_loader(self._services.explanations)
 
 
 def create_loaders(services: Services) -> Loaders:
-    """Fresh loaders for one request (never shared: their own memo is per request). Catalog
-    loaders read through the app's cache; user data is never cached across requests."""
-    catalog, users = services.catalog, services.users
-    return Loaders(
-        movie=DataLoader(load_fn=catalog.movies),
-        genres=DataLoader(load_fn=catalog.genres),
-        tags=DataLoader(load_fn=catalog.tags),
-        link=DataLoader(load_fn=catalog.links),
-        user=DataLoader(load_fn=users.users),
-        ratings_count=DataLoader(load_fn=users.ratings_counts),
-        recommendations=_recommendations_loader(services.recommendations),
-        explanations=_explanations_loader(services.explanations),
-    )
+    return Loaders(services)
