@@ -12,6 +12,7 @@ before Strawberry sees it (``_cached``): that path costs about what a bare route
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import logging
 import re
@@ -30,7 +31,7 @@ from strawberry.types import ExecutionResult
 from app.auth import bearer_token, read_token
 from app.clients import client_address
 from app.errors import CinerecError
-from app.persisted import PersistedQueryNotFound, ResponseCache, etag, registration_cost
+from app.persisted import PersistedQueryNotFound, ResponseCache, registration_cost
 from app.websocket import AuthenticatedTransportWS
 from graphql_schema.context import Context, build_context
 from graphql_schema.limits import bucket_key, charge, empty_bucket
@@ -48,10 +49,15 @@ requests_log = logging.getLogger("cinerec.requests")
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
 
+_PROCESS = uuid.uuid4().hex[:16]  # request ids made here: this process's random prefix and a count
+_COUNT = itertools.count()
+
+
 def _request_id(request: Request) -> str:
-    """The caller's X-Request-ID when it is a plain token (nginx sets one), else a new one."""
+    """The caller's X-Request-ID when it is a plain token (nginx sets one), else a new one
+    (unique across processes without a call to the system's random source per request)."""
     given = request.headers.get("x-request-id", "")
-    return given if _REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
+    return given if given and _REQUEST_ID.fullmatch(given) else f"{_PROCESS}{next(_COUNT):016x}"
 
 
 def _log_request(request_id: str, entry: dict[str, Any], status: int, started: float) -> None:
@@ -71,6 +77,8 @@ def _log_request(request_id: str, entry: dict[str, Any], status: int, started: f
     )
 
 
+TARPIT_SECONDS = 0.2  # how long a refusal of a caller already told to wait is held
+TARPIT_MAX = 512  # refusals held at once; beyond, they answer at once
 JSON = "application/json"
 GRAPHQL_RESPONSE = "application/graphql-response+json"
 
@@ -79,6 +87,8 @@ def _media_type(accept: str) -> str:
     """The response's media type (GraphQL over HTTP): application/graphql-response+json when
     the client ranks it at least as high as application/json, else application/json, as
     before the specification (any client that does not ask)."""
+    if "graphql-response" not in accept:
+        return JSON
     ranks: dict[str, float] = {}
     for part in accept.split(","):
         media, *params = (p.strip() for p in part.split(";"))
@@ -122,6 +132,7 @@ class GraphQLApp(GraphQL[Context, None]):
     """Strawberry's ASGI app with cinerec's per-request context and websocket auth."""
 
     graphql_transport_ws_handler_class = AuthenticatedTransportWS
+    _tarpitted = 0  # refusals waiting now
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -136,7 +147,7 @@ class GraphQLApp(GraphQL[Context, None]):
         response = await self._cached(request)
         if response is not None:
             entry["cache"] = "hit"
-        elif (refused := self._refused_early(request)) is not None:
+        elif (refused := await self._refused_early(request)) is not None:
             entry["cache"] = "refused"
             response = refused
         else:
@@ -155,9 +166,12 @@ class GraphQLApp(GraphQL[Context, None]):
         await response(scope, receive, send)
         _log_request(request_id, entry, response.status_code, started)
 
-    def _refused_early(self, request: Request) -> Response | None:
-        """429 at once for a caller whose bucket was empty a moment ago: a flood costs no body
-        parsing, no context and no GraphQL work (a victim's latency beside it is the measure)."""
+    async def _refused_early(self, request: Request) -> Response | None:
+        """429 for a caller whose bucket was empty a moment ago: a flood costs no body parsing,
+        no context and no GraphQL work. The answer waits a moment (``TARPIT_SECONDS``, at most
+        ``TARPIT_MAX`` answers at once): a client that does not wait as told sends a few
+        requests a second per connection instead of thousands, and others keep the cores (a
+        victim's latency beside a flood is the measure)."""
         state: AppState = request.app.state.cinerec
         if not state.services.limits.enabled:
             return None
@@ -173,6 +187,12 @@ class GraphQLApp(GraphQL[Context, None]):
         error = empty_bucket(state.services, key)
         if error is None:
             return None
+        if self._tarpitted < TARPIT_MAX:
+            self._tarpitted += 1
+            try:
+                await asyncio.sleep(TARPIT_SECONDS)
+            finally:
+                self._tarpitted -= 1
         retry = str((error.extensions or {}).get("retryAfter", 1))
         body = error_body(
             error.message,
@@ -201,15 +221,14 @@ class GraphQLApp(GraphQL[Context, None]):
             return None
         operation = params.get("operationName", [None])[0]
         key = ResponseCache.key(digest, variables, operation, _response_depends(state))
-        body = await state.responses.get(key)
-        if body is None:
+        found = await state.responses.get(key)
+        if found is None:
             request.state.cinerec_log["cache"] = "miss"
             return None
-        return self._cacheable_response(request, body, state.settings.response_cache_seconds)
+        return self._cacheable_response(request, *found, state.settings.response_cache_seconds)
 
     @staticmethod
-    def _cacheable_response(request: Request, body: bytes, max_age: float) -> Response:
-        tag = etag(body)
+    def _cacheable_response(request: Request, body: bytes, tag: str, max_age: float) -> Response:
         headers = {"Cache-Control": f"public, max-age={int(max_age)}", "ETag": tag, "Vary": "Authorization"}
         if request.headers.get("if-none-match") == tag:
             return Response(status_code=304, headers=headers)
@@ -350,8 +369,8 @@ class GraphQLApp(GraphQL[Context, None]):
         body = body.encode() if isinstance(body, str) else body
         request: Request = sub_response.cinerec_request  # type: ignore[attr-defined]
         state: AppState = request.app.state.cinerec
-        state.responses.put_soon(key, body)
-        response = self._cacheable_response(request, body, state.settings.response_cache_seconds)
+        tag = state.responses.put_soon(key, body)
+        response = self._cacheable_response(request, body, tag, state.settings.response_cache_seconds)
         response.headers.raw.extend(sub_response.headers.raw)
         return response
 

@@ -38,10 +38,12 @@ from app.ratelimit import Counters, LoginThrottle, RateLimiter, RegisterThrottle
 from app.services.accounts import AccountService, ActiveAccounts
 from app.services.bundle import Services
 from app.services.catalog import CatalogService
+from app.services.catalog_changes import CatalogChanges
 from app.services.drift import DriftMonitor
 from app.services.experiments import ExperimentService
 from app.services.explanations import ExplanationService
 from app.services.histories import Histories
+from app.services.home import HomePages
 from app.services.model_versions import ModelVersions
 from app.services.parts import ServingParts
 from app.services.ratings import UserService
@@ -204,7 +206,10 @@ def open_state(settings: Settings, metrics: Metrics) -> AppState:
         sessions, models, announcements, window_seconds=settings.experiment_window_seconds, metrics=metrics
     )
     recommendations = RecommendationService(
-        parts, rerank_candidates=settings.llm_rerank_candidates, max_hits=settings.max_recommendations
+        parts,
+        rerank_candidates=settings.llm_rerank_candidates,
+        secret=settings.signing_secret(),
+        max_hits=settings.max_recommendations,
     )
     recommendations.experiments = experiments
     hasher = PasswordHasher(
@@ -215,9 +220,11 @@ def open_state(settings: Settings, metrics: Metrics) -> AppState:
     _follow_accounts(announcements, accounts, sockets)
     services = Services(
         catalog=CatalogService(sessions, cache, generations),
+        catalog_changes=CatalogChanges(sessions, generations),
         users=UserService(sessions, cache, generations),
         accounts=accounts,
         recommendations=recommendations,
+        home=HomePages(recommendations),
         explanations=ExplanationService(parts),
         models=ModelVersions(models, llm),
         experiments=experiments,

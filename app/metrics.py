@@ -65,6 +65,12 @@ class Metrics:
             ["experiment", "arm"],
             registry=r,
         )
+        self.recommendation_clicks = Counter(
+            "cinerec_recommendation_clicks_total",
+            "Clicks on recommendations (recordClick), by experiment and arm ('none' outside one).",
+            ["experiment", "arm"],
+            registry=r,
+        )
         self.sql_queries = Counter(
             "cinerec_sql_queries_total", "SQL statements sent to the database.", registry=r
         )

@@ -17,10 +17,12 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     PrimaryKeyConstraint,
     String,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlmodel import Field, SQLModel
 
@@ -56,6 +58,9 @@ class Movie(SQLModel, table=True):
     rating_mean: float = Field(
         default=0.0, sa_column=Column(Float, nullable=False, server_default="0", index=True)
     )
+    # a retired movie leaves every list at once (its ratings stay); added_at: added while serving
+    retired: bool = Field(default=False, sa_column=Column(Boolean, nullable=False, server_default=false()))
+    added_at: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
 
 
 class Genre(SQLModel, table=True):
@@ -237,3 +242,63 @@ class DriftCheck(SQLModel, table=True):
     generated_at: int = Field(sa_column=Column(BigInteger, nullable=False, index=True))
     model_version: str = Field(sa_column=Column(String(32), nullable=False))
     report: str = Field(sa_column=Column(Text, nullable=False))  # JSON: DriftResult.as_dict()
+
+
+class Dismissal(SQLModel, table=True):
+    """ "Not interested": never recommended again to that user, and negative taste."""
+
+    __tablename__ = "dismissals"
+
+    user_id: int = Field(
+        sa_column=Column(Integer, ForeignKey("users.user_id", ondelete="CASCADE"), primary_key=True)
+    )
+    movie_id: int = Field(
+        sa_column=Column(Integer, ForeignKey("movies.movie_id", ondelete="CASCADE"), primary_key=True)
+    )
+    dismissed_at: int = Field(sa_column=Column(BigInteger, nullable=False))
+
+
+class DeletedRating(SQLModel, table=True):
+    """A rating deleted after the serving model read its data: the model's stored history still
+    holds it, so serving removes it from there."""
+
+    __tablename__ = "deleted_ratings"
+    __table_args__ = (Index("ix_deleted_ratings_user_time", "user_id", "deleted_at"),)
+
+    user_id: int = Field(sa_column=Column(Integer, primary_key=True, autoincrement=False))
+    movie_id: int = Field(sa_column=Column(Integer, primary_key=True, autoincrement=False))
+    deleted_at: int = Field(sa_column=Column(BigInteger, nullable=False))
+
+
+class Click(SQLModel, table=True):
+    """A click on a recommendation, named by the id the recommendation carried (once each)."""
+
+    __tablename__ = "clicks"
+    __table_args__ = (
+        UniqueConstraint("recommendation", name="uq_clicks_recommendation"),
+        Index("ix_clicks_experiment_arm", "experiment", "arm"),
+    )
+
+    click_id: int | None = Field(
+        default=None,
+        sa_column=Column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    )
+    recommendation: str = Field(sa_column=Column(String(64), nullable=False))
+    user_id: int = Field(sa_column=Column(Integer, nullable=False))
+    movie_id: int = Field(sa_column=Column(Integer, nullable=False))
+    version: str | None = Field(default=None, sa_column=Column(String(32), nullable=True))
+    experiment: str | None = Field(default=None, sa_column=Column(String(64), nullable=True))
+    arm: str | None = Field(default=None, sa_column=Column(String(64), nullable=True))
+    clicked_at: int = Field(sa_column=Column(BigInteger, nullable=False))
+
+
+class MovieEmbedding(SQLModel, table=True):
+    """The content embedding of a movie added while serving (float32 bytes), so that every
+    replica finds it without encoding it again."""
+
+    __tablename__ = "movie_embeddings"
+
+    movie_id: int = Field(
+        sa_column=Column(Integer, ForeignKey("movies.movie_id", ondelete="CASCADE"), primary_key=True)
+    )
+    vector: bytes = Field(sa_column=Column(LargeBinary, nullable=False))

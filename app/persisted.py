@@ -200,8 +200,9 @@ class ResponseCache:
         self.health = health
         self.prefix = prefix
         self.ttl = ttl
-        self._local: TTLCache[str, bytes] = TTLCache(
-            maxsize=local_bytes, ttl=max(ttl, 1e-3), getsizeof=lambda body: len(body) + 128
+        # (body, its ETag): the tag is worked out once, when the body is kept, not on each hit
+        self._local: TTLCache[str, tuple[bytes, str]] = TTLCache(
+            maxsize=local_bytes, ttl=max(ttl, 1e-3), getsizeof=lambda entry: len(entry[0]) + 192
         )
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -212,31 +213,31 @@ class ResponseCache:
             f"{digest}\x1f{canonical}\x1f{operation or ''}\x1f{depends}".encode()
         ).hexdigest()
 
-    def get_local(self, key: str) -> bytes | None:
-        return self._local.get(key)
-
-    async def get(self, key: str) -> bytes | None:
-        found = self.get_local(key)
+    async def get(self, key: str) -> tuple[bytes, str] | None:
+        """(the stored body, its ETag), or None."""
+        found = self._local.get(key)
         if found is not None:
             return found
         raw = await self.health.run(lambda redis: redis.get(f"{self.prefix}:resp:{key}"))
         if raw is not None and not isinstance(raw, Unavailable):
-            body = raw.encode() if isinstance(raw, str) else bytes(raw)
-            self._put_local(key, body)
-            return body
+            return self._put_local(key, raw.encode() if isinstance(raw, str) else bytes(raw))
         return None
 
-    def _put_local(self, key: str, body: bytes) -> None:
-        if len(body) + 128 <= self._local.maxsize:
-            self._local[key] = body
+    def _put_local(self, key: str, body: bytes) -> tuple[bytes, str]:
+        entry = (body, etag(body))
+        if len(body) + 192 <= self._local.maxsize:
+            self._local[key] = entry
+        return entry
 
-    def put_soon(self, key: str, body: bytes) -> None:
-        """Into this process now, into Redis in the background (the response is not kept waiting)."""
-        self._put_local(key, body)
+    def put_soon(self, key: str, body: bytes) -> str:
+        """Into this process now, into Redis in the background (the response is not kept
+        waiting); returns the body's ETag."""
+        _, tag = self._put_local(key, body)
         if self.health.usable() is not None:
             task = asyncio.get_running_loop().create_task(self._put_shared(key, body))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
+        return tag
 
     async def _put_shared(self, key: str, body: bytes) -> None:
         await self.health.run(

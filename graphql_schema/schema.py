@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncGenerator
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Annotated
 
 import strawberry
 from strawberry.types import Info
@@ -22,15 +22,21 @@ from graphql_schema.types import (
     ExplanationChunk,
     ExplanationEvidence,
     ExplanationSource,
+    HomePage,
+    HomeRow,
+    HomeRowKind,
     ModelKind,
     ModelVersion,
     Movie,
     MovieFilter,
+    MovieInput,
     MovieOrder,
+    MoviePatch,
     MovieSearchHit,
     RateLimit,
     Rating,
     Recommendation,
+    RecommendationFilter,
     SortDirection,
     User,
 )
@@ -103,12 +109,43 @@ class Query:
         directives=[cost(RECOMMENDATIONS), sliced()],
     )
     async def recommendations(
-        self, info: Info, user_id: int, first: int = 10, exclude_rated: bool = True
+        self,
+        info: Info,
+        user_id: int,
+        first: int = 10,
+        exclude_rated: bool = True,
+        filter: RecommendationFilter | None = None,
+        after: Annotated[
+            str | None, strawberry.argument(description="The `cursor` of the last item of the page before.")
+        ] = None,
+        diversity: Annotated[
+            float,
+            strawberry.argument(
+                description="0 (pure relevance) to 1: reorders by maximal marginal relevance over the "
+                "movies' content, so that the list covers more kinds of film."
+            ),
+        ] = 0.0,
     ) -> list[Recommendation]:
-        found = await rec_resolvers.recommendations(
-            info.context, user_id=user_id, first=first, exclude_rated=exclude_rated
+        page = await rec_resolvers.recommendations(
+            info.context,
+            user_id=user_id,
+            first=first,
+            exclude_rated=exclude_rated,
+            filter=filter.to_filter() if filter else rec_resolvers.NO_FILTER,
+            after=after,
+            diversity=diversity,
         )
-        return [Recommendation.from_result(r, user_id) for r in found]
+        return Recommendation.from_page(page)
+
+    @strawberry.field(
+        permission_classes=[OwnerOrAdmin],
+        description="A home page for a user (yourself, or anyone for an admin): rows with titles a person "
+        "reads, scored in one batch, no movie twice.",
+        directives=[cost(2 * RECOMMENDATIONS)],
+    )
+    async def home_page(self, info: Info, user_id: int) -> HomePage:
+        rows, _ = await rec_resolvers.home_page(info.context, user_id=user_id)
+        return HomePage(rows=[HomeRow(title=t, kind=HomeRowKind(k), page=p) for t, k, p in rows])
 
     @strawberry.field(
         description="Movies most alike in content (title, genres, tags embeddings).",
@@ -203,6 +240,84 @@ class Mutation:
             info.context, principal=principal, movie_id=movie_id, rating=rating
         )
         return Rating.from_row(row)
+
+    @strawberry.mutation(
+        permission_classes=[IsAdmin],
+        description="Add a movie to the catalog: searchable, similar and recommendable by its content at "
+        "once, before any retraining, on every replica.",
+        directives=[cost(50)],
+    )
+    async def add_movie(self, info: Info, movie: MovieInput) -> Movie:
+        principal = info.context.require_principal()
+        row = await movie_resolvers.add_movie(info.context, principal=principal, movie=movie)
+        return Movie.from_row(row)
+
+    @strawberry.mutation(
+        permission_classes=[IsAdmin],
+        description="Change a movie's title, year, genres, tags or links.",
+        directives=[cost(50)],
+    )
+    async def update_movie(self, info: Info, movie_id: int, patch: MoviePatch) -> Movie:
+        principal = info.context.require_principal()
+        row = await movie_resolvers.update_movie(
+            info.context, principal=principal, movie_id=movie_id, patch=patch
+        )
+        return Movie.from_row(row)
+
+    @strawberry.mutation(
+        permission_classes=[IsAdmin],
+        description="Retire a movie: out of every recommendation, row, search and similar list at once, on "
+        "every replica; its ratings stay.",
+        directives=[cost(50)],
+    )
+    async def retire_movie(self, info: Info, movie_id: int) -> Movie:
+        return Movie.from_row(await movie_resolvers.retire_movie(info.context, movie_id=movie_id))
+
+    @strawberry.mutation(
+        permission_classes=[IsAuthenticated],
+        description="Delete the caller's rating of a movie: gone from its statistics, the caller's history "
+        "and their next recommendations. Answers the movie as it stands now.",
+        directives=[cost(5)],
+    )
+    async def delete_rating(self, info: Info, movie_id: int) -> Movie:
+        principal = info.context.require_principal()
+        row = await user_resolvers.delete_rating(info.context, principal=principal, movie_id=movie_id)
+        return Movie.from_row(row)
+
+    @strawberry.mutation(
+        permission_classes=[IsAuthenticated],
+        description="'Not interested': never recommend this movie to the caller again, and count it as taste "
+        "against. True when it was not dismissed before.",
+        directives=[cost(5)],
+    )
+    async def dismiss_movie(self, info: Info, movie_id: int) -> bool:
+        principal = info.context.require_principal()
+        return await user_resolvers.dismiss(
+            info.context, principal=principal, movie_id=movie_id, dismissed=True
+        )
+
+    @strawberry.mutation(
+        permission_classes=[IsAuthenticated],
+        description="Take back a dismissal. True when the movie was dismissed.",
+        directives=[cost(5)],
+    )
+    async def undismiss_movie(self, info: Info, movie_id: int) -> bool:
+        principal = info.context.require_principal()
+        return await user_resolvers.dismiss(
+            info.context, principal=principal, movie_id=movie_id, dismissed=False
+        )
+
+    @strawberry.mutation(
+        permission_classes=[IsAuthenticated],
+        description="A click on a recommendation, named by its `id`; counted once per recommendation, per "
+        "experiment arm beside its hits. True when it was not recorded before.",
+        directives=[cost(2)],
+    )
+    async def record_click(self, info: Info, recommendation_id: strawberry.ID) -> bool:
+        principal = info.context.require_principal()
+        return await rec_resolvers.record_click(
+            info.context, principal=principal, recommendation_id=recommendation_id
+        )
 
     @strawberry.mutation(
         permission_classes=[IsAdmin],

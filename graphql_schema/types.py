@@ -10,6 +10,7 @@ from typing import Any, Generic, TypeVar
 import strawberry
 from strawberry.types import Info
 
+from app.errors import BadUserInput
 from graphql_schema.costs import EVIDENCE, EXPLANATION, OBJECT, RECOMMENDATIONS, assumed, cost, sliced
 from graphql_schema.permissions import OwnerOrAdmin
 from resolvers import explanations as explain_resolvers
@@ -102,6 +103,10 @@ class Movie:
     year: int | None
     ratings_count: int
     average_rating: float | None = strawberry.field(description="Mean rating, null when unrated.")
+    retired: bool = strawberry.field(
+        description="Retired by an admin: in no recommendation, row, search or similar list; "
+        "its ratings stay."
+    )
 
     @classmethod
     def from_row(cls, row: Any) -> Movie:
@@ -111,6 +116,7 @@ class Movie:
             year=row.year,
             ratings_count=row.ratings_count,
             average_rating=row.rating_sum / row.ratings_count if row.ratings_count else None,
+            retired=bool(getattr(row, "retired", False)),
         )
 
     @strawberry.field(directives=[cost(0), assumed(30)])  # read with the movie's row, cached
@@ -172,14 +178,27 @@ class User:
 
     @strawberry.field(
         permission_classes=[OwnerOrAdmin],
-        description="Best first, unrated movies only.",
+        description="Best first, unrated movies only (as `Query.recommendations`).",
         directives=[cost(RECOMMENDATIONS), sliced()],
     )
-    async def recommendations(self, info: Info, first: int = 10) -> list[Recommendation]:
-        found = await rec_resolvers.recommendations(
-            info.context, user_id=self.user_id, first=first, exclude_rated=True
+    async def recommendations(
+        self,
+        info: Info,
+        first: int = 10,
+        filter: RecommendationFilter | None = None,
+        after: str | None = None,
+        diversity: float = 0.0,
+    ) -> list[Recommendation]:
+        page = await rec_resolvers.recommendations(
+            info.context,
+            user_id=self.user_id,
+            first=first,
+            exclude_rated=True,
+            filter=filter.to_filter() if filter else rec_resolvers.NO_FILTER,
+            after=after,
+            diversity=diversity,
         )
-        return [Recommendation.from_result(r, self.user_id) for r in found]
+        return Recommendation.from_page(page)
 
     @strawberry.field(
         permission_classes=[OwnerOrAdmin],
@@ -248,16 +267,84 @@ class ExplanationChunk:
     )
 
 
+@strawberry.input(
+    description="What a recommendation must be. Applied to the whole ranking before the top is taken: "
+    "`first` matching movies come back even when none is among the unfiltered best."
+)
+class RecommendationFilter:
+    any_genres: list[str] | None = strawberry.field(default=None, description="At least one of these genres.")
+    all_genres: list[str] | None = strawberry.field(default=None, description="Every one of these genres.")
+    year_from: int | None = None
+    year_to: int | None = None
+    min_ratings: int | None = strawberry.field(default=None, description="Rated by at least this many users.")
+    exclude_movie_ids: list[int] | None = strawberry.field(
+        default=None, description="Never these (at most 1,000)."
+    )
+    include_dismissed: bool = strawberry.field(
+        default=False, description="Movies the user dismissed come back too (they never do otherwise)."
+    )
+
+    def to_filter(self) -> Any:
+        return rec_resolvers.rec_filter(
+            any_genres=self.any_genres,
+            all_genres=self.all_genres,
+            year_from=self.year_from,
+            year_to=self.year_to,
+            min_ratings=self.min_ratings,
+            exclude_movie_ids=self.exclude_movie_ids,
+            include_dismissed=self.include_dismissed,
+        )
+
+
+@strawberry.input(description="A movie as an admin adds it.")
+class MovieInput:
+    title: str
+    year: int | None = None
+    genres: list[str]
+    tags: list[str] | None = None
+    imdb_id: str | None = None
+    tmdb_id: int | None = None
+
+
+@strawberry.input(description="What an admin changes of a movie; what is left out stays as it is.")
+class MoviePatch:
+    title: str | None = None
+    year: int | None = None
+    genres: list[str] | None = None
+    tags: list[str] | None = None
+    imdb_id: str | None = None
+    tmdb_id: int | None = None
+
+
 @strawberry.type(directives=OBJECT)
 class Recommendation:
     score: float = strawberry.field(description="The hybrid's blended score; higher is better.")
-    rank: int
+    rank: int = strawberry.field(description="The position in the whole ranking (pages go on counting).")
     movie_id: strawberry.Private[int]
     user_id: strawberry.Private[int]
+    page: strawberry.Private[Any]
 
     @classmethod
-    def from_result(cls, result: Any, user_id: int) -> Recommendation:
-        return cls(score=result.score, rank=result.rank, movie_id=result.movie_id, user_id=user_id)
+    def from_page(cls, page: Any) -> list[Recommendation]:
+        return [
+            cls(score=r.score, rank=r.rank, movie_id=r.movie_id, user_id=page.user_id, page=page)
+            for r in page.items
+        ]
+
+    @strawberry.field(
+        description="Where this item stands in its list: pass it as `after` for the page after it. "
+        "Opaque; tied to the user, the list (filter, diversity) and the model version. Null on a home "
+        "page's row.",
+        directives=[cost(0)],
+    )
+    def cursor(self, info: Info) -> str | None:
+        return rec_resolvers.cursor(info.context, self.page, self.rank)
+
+    @strawberry.field(description="This recommendation, as `recordClick` takes it.", directives=[cost(0)])
+    def id(self, info: Info) -> strawberry.ID:
+        return strawberry.ID(
+            rec_resolvers.recommendation_id(info.context, self.page, self.movie_id, self.rank)
+        )
 
     @strawberry.field(directives=[cost(1)])
     async def movie(self, info: Info) -> Movie:
@@ -290,10 +377,39 @@ class Recommendation:
         directives=[cost(2), assumed(EVIDENCE)],
     )
     async def evidence(self, info: Info) -> list[ExplanationEvidence]:
-        found = await explain_resolvers.explanation(
-            info.context, user_id=self.user_id, movie_id=self.movie_id
-        )
-        return [ExplanationEvidence.from_evidence(e) for e in found.evidence]
+        found = await explain_resolvers.evidence(info.context, user_id=self.user_id, movie_id=self.movie_id)
+        return [ExplanationEvidence.from_evidence(e) for e in found]
+
+
+@strawberry.enum(description="What a home page's row holds.")
+class HomeRowKind(Enum):
+    TOP = "top"  # the user's best scores
+    BECAUSE = "because"  # close in content to a movie the user liked
+    GENRE = "genre"  # the genre of most of the user's likes
+    POPULAR = "popular"  # the most rated lately
+    NEW = "new"  # added since the model was trained
+
+
+@strawberry.type(
+    directives=OBJECT, description="One row of a home page: a title a person reads, and its movies."
+)
+class HomeRow:
+    title: str = strawberry.field(description='e.g. "Because you liked Heat (1995)".')
+    kind: HomeRowKind
+    page: strawberry.Private[Any]
+
+    @strawberry.field(
+        description="Best first; no movie is in two rows of a page.", directives=[cost(0), sliced()]
+    )
+    def items(self, first: int = 10) -> list[Recommendation]:
+        if not 0 <= first <= rec_resolvers.ROW_LENGTH:
+            raise BadUserInput(f"first must be between 0 and {rec_resolvers.ROW_LENGTH}", field="first")
+        return Recommendation.from_page(self.page)[:first]
+
+
+@strawberry.type(directives=OBJECT, description="A home page: rows of recommendations scored in one batch.")
+class HomePage:
+    rows: list[HomeRow] = strawberry.field(directives=[assumed(5)])
 
 
 @strawberry.type(directives=OBJECT)
@@ -331,6 +447,10 @@ class ExperimentArm:
         description="95% interval of the hit rate, with the user as the unit (delta method over users)."
     )
     hit_rate_high: float
+    clicks: int = strawberry.field(description="Impressions clicked (recordClick) within the window.")
+    click_through_rate: float
+    click_through_rate_low: float = strawberry.field(description="95% interval, clustered by user as above.")
+    click_through_rate_high: float
 
 
 @strawberry.type(
@@ -356,6 +476,7 @@ class Experiment:
         arms = []
         for a in report.arms:
             low, high = a.interval()
+            clicks_low, clicks_high = a.click_interval()
             arms.append(
                 ExperimentArm(
                     alias=a.alias,
@@ -367,6 +488,10 @@ class Experiment:
                     hit_rate=a.hit_rate,
                     hit_rate_low=low,
                     hit_rate_high=high,
+                    clicks=a.clicks,
+                    click_through_rate=a.click_rate,
+                    click_through_rate_low=clicks_low,
+                    click_through_rate_high=clicks_high,
                 )
             )
         return cls(

@@ -139,26 +139,35 @@ class HybridRecommender:
         *,
         exclude_rated: bool | np.ndarray = True,
         rows: np.ndarray | None = None,
+        allowed: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Top-k item indices and scores per row, best first: (batch, k) each. What serving,
         evaluation, rerank evaluation and the benchmarks all call (see ``rank_unrated``).
 
         With ``rows``, each user is scored once and ranked once per entry of ``rows`` (a user
-        asked for twice in one batch, with and without rated movies, say)."""
+        asked for twice in one batch, with and without rated movies, say). ``allowed``, one
+        boolean per column (or per row and column), keeps the rest out before the top."""
         scores = self.score(history, users)
         if rows is not None:
             scores, history = scores[rows], history[rows]
-        return rank_unrated(scores, history, k, exclude_rated=exclude_rated)
+        return rank_unrated(scores, history, k, exclude_rated=exclude_rated, allowed=allowed)
 
-    def similar(self, item: int, k: int) -> tuple[np.ndarray, np.ndarray]:
-        similarity = self.item_embeddings @ self.item_embeddings[item]
-        similarity[item] = -np.inf
+    def similar(self, item: int, k: int, allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        return self.search(self.item_embeddings[item], k, allowed, leave_out=item)
+
+    def search(
+        self, query: np.ndarray, k: int, allowed: np.ndarray | None = None, leave_out: int | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The ``k`` columns whose content embedding is closest to ``query`` (cosine), among the
+        ``allowed`` ones, best first; -inf scores (nothing allowed left) are dropped."""
+        similarity = self.item_embeddings @ query
+        if allowed is not None:
+            similarity = np.where(allowed, similarity, -np.inf)
+        if leave_out is not None:
+            similarity[leave_out] = -np.inf
         top, values = top_k(similarity[None, :], k)
-        return top[0], values[0]
-
-    def search(self, query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        top, values = top_k((self.item_embeddings @ query)[None, :], k)
-        return top[0], values[0]
+        keep = np.isfinite(values[0])
+        return top[0][keep], values[0][keep]
 
     def save(self, directory: Path) -> None:
         directory.mkdir(parents=True, exist_ok=True)
@@ -235,15 +244,23 @@ def _load_array(path: Path, mmap: bool) -> np.ndarray:
 
 
 def rank_unrated(
-    scores: np.ndarray, history: sp.csr_matrix, k: int, *, exclude_rated: bool | np.ndarray = True
+    scores: np.ndarray,
+    history: sp.csr_matrix,
+    k: int,
+    *,
+    exclude_rated: bool | np.ndarray = True,
+    allowed: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The one ranking path: mask each row's rated items (``history``'s nonzeros) out of
-    ``scores`` (overwritten in place) and take the top ``k``, best first.
+    """The one ranking path: mask each row's rated items (``history``'s positive entries) out of
+    ``scores`` (overwritten in place), and what ``allowed`` does not allow, then take the top
+    ``k``, best first: a filter applies to the whole vector, never to a short list after it.
 
     ``exclude_rated`` is one flag for every row or a boolean per row. A masked item scores
     -inf; when a row has fewer than ``k`` unrated items its tail is -inf, which callers drop.
     """
-    rows, cols = history.nonzero()
+    if allowed is not None:
+        np.putmask(scores, ~np.broadcast_to(allowed, scores.shape), -np.inf)
+    rows, cols = (history > 0).nonzero()  # rated; a negative entry (dismissed) is ``allowed``'s to keep out
     if isinstance(exclude_rated, np.ndarray):
         keep = exclude_rated[rows]
         rows, cols = rows[keep], cols[keep]

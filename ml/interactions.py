@@ -71,12 +71,20 @@ class Catalog:
 
     def text(self, i: int) -> str:
         """What the content embedding reads for item ``i``."""
-        parts = [self.titles[i] + (f" ({self.years[i]})" if self.years[i] else "")]
-        if self.genres[i]:
-            parts.append("Genres: " + ", ".join(self.genres[i]))
-        if self.tags and self.tags[i]:
-            parts.append("Tags: " + ", ".join(self.tags[i][:10]))
-        return ". ".join(parts)
+        return content_text(
+            self.titles[i], int(self.years[i]) or None, self.genres[i], self.tags[i] if self.tags else []
+        )
+
+
+def content_text(title: str, year: int | None, genres: list[str], tags: list[str]) -> str:
+    """What the content embedding reads for a movie: training's catalog and a movie added while
+    serving both read it this way."""
+    parts = [title + (f" ({year})" if year else "")]
+    if genres:
+        parts.append("Genres: " + ", ".join(genres))
+    if tags:
+        parts.append("Tags: " + ", ".join(tags[:10]))
+    return ". ".join(parts)
 
 
 def _genome_lists(genome: pd.DataFrame | None, ids: np.ndarray) -> list[list[tuple[str, float]]]:

@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from app.services.bundle import Services
     from app.services.explanations import Explained, ExplanationService, ExplanationsServed
     from app.services.recommendations import RecommendationService, Recommended, RecRequest, ServedBy
+    from ml.llm.evidence import Evidence
 
 
 def _recommendations_loader(
@@ -69,6 +70,10 @@ class Loaders:
     @cached_property
     def recommendations(self) -> DataLoader[RecRequest, tuple[list[Recommended], ServedBy]]:
         return _recommendations_loader(self._services.recommendations)
+
+    @cached_property
+    def evidence(self) -> DataLoader[tuple[int, int], list[Evidence]]:
+        return DataLoader(load_fn=self._services.explanations.evidence)
 
     @cached_property
     def explanations(self) -> DataLoader[tuple[int, int], tuple[Explained, ExplanationsServed]]:

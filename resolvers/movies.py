@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from app.errors import BadUserInput
 from app.services import catalog
+from app.services.catalog_changes import MovieDraft
 from resolvers.pagination import check_first, decode_cursor, encode_cursor
 
 if TYPE_CHECKING:
     from sqlalchemy import Row
 
+    from app.auth import Principal
     from graphql_schema.context import Context
 
 
@@ -103,3 +106,35 @@ async def link(ctx: Context, *, movie_id: int) -> Row[Any] | None:
 
 async def all_genres(ctx: Context) -> list[str]:
     return await ctx.services.catalog.genre_names()
+
+
+def _draft(given: Any) -> MovieDraft:
+    def listed(values: list[str] | None) -> tuple[str, ...] | None:
+        return tuple(values) if values is not None else None
+
+    return MovieDraft(
+        given.title, given.year, listed(given.genres), listed(given.tags), given.imdb_id, given.tmdb_id
+    )
+
+
+async def _fresh(ctx: Context, movie_id: int) -> Row[Any]:
+    with contextlib.suppress(KeyError):
+        ctx.loaders.movie.clear(movie_id)  # the request's own memo held it before the change
+    row = await ctx.loaders.movie.load(movie_id)
+    assert row is not None
+    return row
+
+
+async def add_movie(ctx: Context, *, principal: Principal, movie: Any) -> Row[Any]:
+    movie_id = await ctx.services.catalog_changes.add(_draft(movie), by_user=principal.user_id)
+    return await _fresh(ctx, movie_id)
+
+
+async def update_movie(ctx: Context, *, principal: Principal, movie_id: int, patch: Any) -> Row[Any]:
+    await ctx.services.catalog_changes.update(movie_id, _draft(patch), by_user=principal.user_id)
+    return await _fresh(ctx, movie_id)
+
+
+async def retire_movie(ctx: Context, *, movie_id: int) -> Row[Any]:
+    await ctx.services.catalog_changes.retire(movie_id)
+    return await _fresh(ctx, movie_id)

@@ -53,3 +53,16 @@ async def rate_movie(
     with contextlib.suppress(KeyError):  # the request's own memo, when it holds the movie
         ctx.loaders.movie.clear(movie_id)
     return row
+
+
+async def delete_rating(ctx: Context, *, principal: Principal, movie_id: int) -> Row[Any]:
+    await ctx.services.users.delete_rating(user_id=principal.user_id, movie_id=movie_id)
+    with contextlib.suppress(KeyError):
+        ctx.loaders.movie.clear(movie_id)  # the request's own memo: its statistics moved
+    row = await ctx.loaders.movie.load(movie_id)
+    assert row is not None  # it was rated a moment ago
+    return row
+
+
+async def dismiss(ctx: Context, *, principal: Principal, movie_id: int, dismissed: bool) -> bool:
+    return await ctx.services.users.dismiss(user_id=principal.user_id, movie_id=movie_id, dismissed=dismissed)

@@ -12,9 +12,11 @@ if TYPE_CHECKING:
     from app.ratelimit import RateLimiter
     from app.services.accounts import AccountService
     from app.services.catalog import CatalogService
+    from app.services.catalog_changes import CatalogChanges
     from app.services.drift import DriftMonitor
     from app.services.experiments import ExperimentService
     from app.services.explanations import ExplanationService
+    from app.services.home import HomePages
     from app.services.model_versions import ModelVersions
     from app.services.ratings import UserService
     from app.services.recommendations import RecommendationService
@@ -23,9 +25,11 @@ if TYPE_CHECKING:
 @dataclass(frozen=True)
 class Services:
     catalog: CatalogService  # movies, pages, genres, tags, links
+    catalog_changes: CatalogChanges  # movies added, updated, retired (admin)
     users: UserService  # users, their ratings, rating a movie
     accounts: AccountService  # registration, login, who a token names
     recommendations: RecommendationService  # recommendations, similar movies, search
+    home: HomePages  # a home page's rows
     explanations: ExplanationService
     models: ModelVersions  # versions and aliases of both models (admin)
     experiments: ExperimentService

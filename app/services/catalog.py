@@ -258,14 +258,16 @@ class CatalogService:
             async with self.sessions() as session:
                 return await genres_by_movie_ids(session=session, movie_ids=ids)
 
-        return await self.cache.get_many(GENRES, movie_ids, str, fetch, default=[])
+        gens = await self.generations.get("movie", movie_ids)  # an update moves it
+        return await self.cache.get_many(GENRES, movie_ids, lambda m: f"{m}:{gens[m]}", fetch, default=[])
 
     async def links(self, movie_ids: Sequence[int]) -> list[Row[Any] | None]:
         async def fetch(ids: list[int]) -> dict[int, Row[Any]]:
             async with self.sessions() as session:
                 return await links_by_movie_ids(session=session, movie_ids=ids)
 
-        return await self.cache.get_many(LINK, movie_ids, str, fetch)
+        gens = await self.generations.get("movie", movie_ids)
+        return await self.cache.get_many(LINK, movie_ids, lambda m: f"{m}:{gens[m]}", fetch)
 
     async def tags(self, keys: Sequence[tuple[int, int]]) -> list[list[str]]:
         """Tags per (movie, first): up to ``first`` of them, most used first."""
@@ -281,7 +283,10 @@ class CatalogService:
                     found.update({(m, first): tags.get(m, []) for m in movie_ids})
             return found
 
-        return await self.cache.get_many(TAGS, keys, lambda k: f"{k[0]}:{k[1]}", fetch, default=[])
+        gens = await self.generations.get("movie", [m for m, _ in keys])
+        return await self.cache.get_many(
+            TAGS, keys, lambda k: f"{k[0]}:{k[1]}:{gens[k[0]]}", fetch, default=[]
+        )
 
     async def warm(self, *, limit: int) -> int:
         """Load up to ``limit`` movies and their genres into this process's L1, a page at a
@@ -298,7 +303,7 @@ class CatalogService:
                 genres = await genres_by_movie_ids(session=session, movie_ids=ids)
             for r in rows:
                 self.cache.put(MOVIE, f"{r.movie_id}:0", r)
-                self.cache.put(GENRES, str(r.movie_id), genres.get(r.movie_id, []))
+                self.cache.put(GENRES, f"{r.movie_id}:0", genres.get(r.movie_id, []))
             loaded, after = loaded + len(rows), ids[-1]
             await asyncio.sleep(0)
         return loaded

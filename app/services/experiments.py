@@ -22,9 +22,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import delete, insert, select, text, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from app.errors import BadUserInput, NotFound
-from app.models import Experiment, Impression
+from app.models import Click, Experiment, Impression
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -32,9 +34,11 @@ if TYPE_CHECKING:
     from app.announcements import Announcements
     from app.holders import RecommenderHolder
     from app.metrics import Metrics
+    from app.services.recommendations import RecommendationShown
 
 log = logging.getLogger(__name__)
 experiments_table = Experiment.__table__  # type: ignore[attr-defined]
+clicks_table = Click.__table__  # type: ignore[attr-defined]
 impressions_table = Impression.__table__  # type: ignore[attr-defined]
 EXPERIMENTS = "experiments"  # announcements topic: an experiment started or stopped
 POSITIVE = 4.0  # a rating of at least this is a hit
@@ -80,6 +84,7 @@ class ArmReport:
     weight: float
     shown: tuple[int, ...]  # per user in the arm: distinct movies shown
     hit: tuple[int, ...]  # per user: how many of those were hits
+    clicked: tuple[int, ...] = ()  # per user: how many of those were clicked (recordClick)
 
     @property
     def users(self) -> int:
@@ -97,20 +102,38 @@ class ArmReport:
     def hit_rate(self) -> float:
         return self.hits / self.impressions if self.impressions else 0.0
 
-    def variance(self) -> float:
-        """The variance of the hit rate, clustered by user."""
+    @property
+    def clicks(self) -> int:
+        return sum(self.clicked)
+
+    @property
+    def click_rate(self) -> float:
+        return self.clicks / self.impressions if self.impressions else 0.0
+
+    def _variance(self, successes: tuple[int, ...], rate: float) -> float:
+        """The variance of a rate of successes per impression, clustered by user."""
         n, total = self.users, self.impressions
-        if n < 2 or not total:
+        if n < 2 or not total or len(successes) != n:
             return 0.0
-        p = self.hit_rate
-        residuals = sum((h - p * s) ** 2 for h, s in zip(self.hit, self.shown, strict=True))
+        residuals = sum((h - rate * s) ** 2 for h, s in zip(successes, self.shown, strict=True))
         return residuals / (n - 1) * n / total**2
 
-    def interval(self) -> tuple[float, float]:
+    def variance(self) -> float:
+        """The variance of the hit rate, clustered by user."""
+        return self._variance(self.hit, self.hit_rate)
+
+    def _interval(self, rate: float, variance: float) -> tuple[float, float]:
         if not self.impressions:
             return 0.0, 0.0
-        half = Z95 * math.sqrt(self.variance())
-        return max(0.0, self.hit_rate - half), min(1.0, self.hit_rate + half)
+        half = Z95 * math.sqrt(variance)
+        return max(0.0, rate - half), min(1.0, rate + half)
+
+    def interval(self) -> tuple[float, float]:
+        return self._interval(self.hit_rate, self.variance())
+
+    def click_interval(self) -> tuple[float, float]:
+        """The click-through rate's 95% interval, clustered by user as the hit rate's is."""
+        return self._interval(self.click_rate, self._variance(self.clicked, self.click_rate))
 
 
 @dataclass(frozen=True)
@@ -291,6 +314,36 @@ class ExperimentService:
         if self.announcements is not None:
             await self.announcements.publish(EXPERIMENTS, {"changed": True})
 
+    async def record_click(self, shown: RecommendationShown, recommendation_id: str) -> bool:
+        """A click on a recommendation; True when it is new (one per recommendation id)."""
+        digest = hashlib.sha256(recommendation_id.encode()).hexdigest()[:64]
+        async with self.sessions() as session:
+            insert_ = (
+                pg_insert
+                if session.bind is not None and session.bind.dialect.name == "postgresql"
+                else sqlite_insert
+            )
+            result = await session.execute(
+                insert_(clicks_table)
+                .values(
+                    recommendation=digest,
+                    user_id=shown.user_id,
+                    movie_id=shown.movie_id,
+                    version=shown.version,
+                    experiment=shown.experiment,
+                    arm=shown.arm,
+                    clicked_at=int(time.time()),
+                )
+                .on_conflict_do_nothing(index_elements=["recommendation"])
+            )
+            await session.commit()
+        new = bool(result.rowcount)  # type: ignore[attr-defined]
+        if new and self.metrics is not None:
+            self.metrics.recommendation_clicks.labels(
+                experiment=shown.experiment or "none", arm=shown.arm or "none"
+            ).inc()
+        return new
+
     def record(self, experiment: Running, arm: Arm, user_id: int, movie_ids: Sequence[int]) -> None:
         now = int(time.time())
         if self.metrics is not None:
@@ -327,7 +380,11 @@ class ExperimentService:
                     text(
                         "WITH shown AS (SELECT arm, user_id, movie_id, min(shown_at) AS shown_at "
                         "FROM impressions WHERE experiment = :name GROUP BY arm, user_id, movie_id) "
-                        "SELECT s.arm, count(*) AS shown, count(r.user_id) AS hits FROM shown s "
+                        "SELECT s.arm, count(*) AS shown, count(r.user_id) AS hits, "
+                        "sum(CASE WHEN EXISTS (SELECT 1 FROM clicks c WHERE c.experiment = :name "
+                        "AND c.arm = s.arm AND c.user_id = s.user_id AND c.movie_id = s.movie_id "
+                        "AND c.clicked_at >= s.shown_at AND c.clicked_at <= s.shown_at + :window) "
+                        "THEN 1 ELSE 0 END) AS clicks FROM shown s "
                         "LEFT JOIN ratings r ON r.user_id = s.user_id AND r.movie_id = s.movie_id "
                         "AND r.rating >= :positive AND r.timestamp >= s.shown_at "
                         "AND r.timestamp <= s.shown_at + :window GROUP BY s.arm, s.user_id"
@@ -337,9 +394,11 @@ class ExperimentService:
             ).all()
         shown: dict[str, list[int]] = {}
         hits: dict[str, list[int]] = {}
+        clicked: dict[str, list[int]] = {}
         for r in per_user:
             shown.setdefault(r.arm, []).append(int(r.shown))
             hits.setdefault(r.arm, []).append(int(r.hits))
+            clicked.setdefault(r.arm, []).append(int(r.clicks or 0))
         arms = [
             ArmReport(
                 arm["alias"],
@@ -347,6 +406,7 @@ class ExperimentService:
                 float(arm["weight"]),
                 tuple(shown.get(arm["alias"], ())),
                 tuple(hits.get(arm["alias"], ())),
+                tuple(clicked.get(arm["alias"], ())),
             )
             for arm in json.loads(row.arms)
         ]

@@ -140,6 +140,10 @@ class ExplanationService:
         async with self.sessions() as session:
             return await explanation_inputs(session=session, model=model, pairs=pairs, rated=rated)
 
+    async def evidence(self, pairs: Sequence[tuple[int, int]]) -> list[list[Evidence]]:
+        """The facts each explanation would rest on, without writing one (no LLM)."""
+        return [found for _, found in await self._inputs(pairs)]
+
     async def explain(self, pairs: Sequence[tuple[int, int]]) -> tuple[list[Explained], ExplanationsServed]:
         """All explanations of a request as one batch; the template for every one if the LLM
         fails or runs out of time. What the LLM wrote is cached per (user, movie), the user's

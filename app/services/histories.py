@@ -1,5 +1,5 @@
-"""Users' ratings as serving needs them: what the serving model was trained on, and the
-ratings made since, cached per user generation."""
+"""Users' ratings as serving needs them: what the serving model was trained on, and what
+changed since (ratings made, ratings deleted, movies dismissed), cached per user generation."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import select
 
 from app.cache import Kind
-from app.models import Rating
+from app.models import DeletedRating, Dismissal, Rating
 from app.services.llm_inputs import Ratings, history_matrix, rated_by
 
 if TYPE_CHECKING:
@@ -21,6 +21,9 @@ if TYPE_CHECKING:
     from ml.hybrid import HybridRecommender
 
 ratings_table = Rating.__table__  # type: ignore[attr-defined]
+dismissals = Dismissal.__table__  # type: ignore[attr-defined]
+deleted = DeletedRating.__table__  # type: ignore[attr-defined]
+DISMISSED = -1.0  # a dismissal's value in the scoring matrix: taste against, not for
 
 
 async def rated_since(*, session: AsyncSession, user_ids: Sequence[int], since: float) -> Ratings:
@@ -34,8 +37,29 @@ async def rated_since(*, session: AsyncSession, user_ids: Sequence[int], since: 
     return out
 
 
-HISTORY = Kind("history", 600)
-SINCE = Kind("history-since", 600)
+async def _ids_by_user(session: AsyncSession, stmt: Any, user_ids: Sequence[int]) -> dict[int, list[int]]:
+    out: dict[int, list[int]] = {u: [] for u in user_ids}
+    for user_id, movie_id in (await session.execute(stmt)).all():
+        out[user_id].append(movie_id)
+    return out
+
+
+async def dismissed_by(*, session: AsyncSession, user_ids: Sequence[int]) -> dict[int, list[int]]:
+    stmt = select(dismissals.c.user_id, dismissals.c.movie_id).where(dismissals.c.user_id.in_(user_ids))
+    return await _ids_by_user(session, stmt, user_ids)
+
+
+async def deleted_since(
+    *, session: AsyncSession, user_ids: Sequence[int], since: float
+) -> dict[int, list[int]]:
+    stmt = select(deleted.c.user_id, deleted.c.movie_id).where(
+        deleted.c.user_id.in_(user_ids), deleted.c.deleted_at >= int(since)
+    )
+    return await _ids_by_user(session, stmt, user_ids)
+
+
+HISTORY = Kind("user-history", 600)
+SINCE = Kind("user-changes", 600)
 
 
 def _pairs(value: Any) -> list[tuple[int, float]]:
@@ -43,50 +67,86 @@ def _pairs(value: Any) -> list[tuple[int, float]]:
 
 
 @dataclass(frozen=True)
+class Changes:
+    """One user's ratings against the model's stored history: made since, deleted since, and
+    the movies they dismissed (or, without a trained model, their whole history)."""
+
+    rated: list[tuple[int, float]]
+    deleted: list[int]
+    dismissed: list[int]
+
+    def encode(self) -> dict[str, Any]:
+        return {"r": self.rated, "x": self.deleted, "d": self.dismissed}
+
+    @classmethod
+    def decode(cls, value: Any) -> Changes:
+        return cls(_pairs(value["r"]), [int(m) for m in value["x"]], [int(m) for m in value["d"]])
+
+
+NOTHING = Changes([], [], [])
+
+
+@dataclass(frozen=True)
 class History:
-    """One read of some users' ratings: the model's trained rows and what they rated since,
-    or, without a trained model, their whole histories. Scoring and prompts both use it."""
+    """One read of some users' ratings: the model's trained rows and what changed since, or,
+    without a trained model, their whole histories. Scoring and prompts both use it."""
 
     model: HybridRecommender | None
     users: list[int]
-    since: Ratings | None  # with a trained model: the ratings made since its data cut-off
-    whole: Ratings | None  # without one: every rating
+    changes: dict[int, Changes]
+    trained: bool  # False: ``changes`` hold whole histories
 
     def matrix(self) -> sp.csr_matrix:
-        """(len(users), n_items) ratings over the model's columns, for scoring: the trained
-        rows sliced from the model's matrix, the few ratings made since written over them."""
+        """(len(users), n_items) over the model's columns, for scoring: the trained rows sliced
+        from the model's matrix, the ratings made since written over them, deleted ones gone,
+        and dismissed movies as ``DISMISSED`` (taste against them, and never recommended)."""
         assert self.model is not None
-        if self.since is None:
-            return history_matrix(self.model, self.users, self.pairs())
-        rows = self.model.trained_rows(self.users).tolil()
+        if not self.trained:
+            rows = history_matrix(self.model, self.users, self.pairs()).tolil()
+        else:
+            rows = self.model.trained_rows(self.users).tolil()
         for i, user in enumerate(self.users):
-            new = self.since[user]
-            if new:
-                index = self.model.item_index([m for m, _ in new])
-                for j, (_, rating) in zip(index, new, strict=True):
+            change = self.changes[user]
+            # deletions first: a movie rated again since its rating was deleted keeps the new one
+            writes = [(m, 0.0) for m in change.deleted]
+            writes += [(m, r) for m, r in change.rated] if self.trained else []
+            writes += [(m, DISMISSED) for m in change.dismissed]
+            if writes:
+                index = self.model.item_index([m for m, _ in writes])
+                for j, (_, value) in zip(index, writes, strict=True):
                     if j >= 0:
-                        rows[i, int(j)] = rating
-        return rows.tocsr()
+                        rows[i, int(j)] = value
+        out = rows.tocsr()
+        out.eliminate_zeros()
+        return out
 
     def pairs(self) -> Ratings:
         """Each user's (movie, rating) pairs."""
-        if self.whole is not None:
-            return self.whole
-        assert self.model is not None and self.since is not None
+        if not self.trained:
+            return {u: self.changes[u].rated for u in self.users}
+        assert self.model is not None
         trained = self.model.trained_ratings(self.users)
         out: Ratings = {}
         for user in self.users:
+            change = self.changes[user]
             merged = dict(trained[user])
-            merged.update(self.since[user])  # a rating changed since training replaces the trained one
+            merged.update(change.rated)  # a rating changed since training replaces the trained one
+            for movie in change.deleted:
+                if movie not in dict(change.rated):
+                    merged.pop(movie, None)
             out[user] = list(merged.items())
         return out
+
+    def dismissed(self, user: int) -> list[int]:
+        return self.changes[user].dismissed
 
 
 class Histories:
     """Users' ratings as serving needs them, without reading whole histories per request:
-    what the serving model was trained on (in memory, memory-mapped) plus the ratings made
-    since (one indexed read), cached per user *generation* so that a new rating counts on the
-    next request (``rateMovie`` bumps it). Without a model, whole histories, cached the same way."""
+    what the serving model was trained on (in memory, memory-mapped) plus what changed since
+    (one indexed read per kind), cached per user *generation* so that a new rating, a deleted
+    one or a dismissal counts on the next request (each bumps it). Without a model, whole
+    histories, cached the same way."""
 
     def __init__(
         self, sessions: async_sessionmaker[AsyncSession], cache: TwoLevelCache, generations: Generations
@@ -100,25 +160,26 @@ class Histories:
         users = list(dict.fromkeys(user_ids))
         gens = await self.generations.get("user", users)
         trained = model is not None and model.history is not None and model.data_cutoff is not None
-        if not trained:
+        cutoff = model.data_cutoff if trained and model is not None else None
 
-            async def whole(keys: list[int]) -> Ratings:
-                async with self.sessions() as session:
-                    return await rated_by(session=session, user_ids=keys)
-
-            found = await self.cache.get_many(HISTORY, users, lambda u: f"{u}:{gens[u]}", whole, default=[])
-            return History(model, users, None, {u: _pairs(v) for u, v in zip(users, found, strict=True)})
-        assert model is not None and model.data_cutoff is not None
-        cutoff = model.data_cutoff
-
-        async def since(keys: list[int]) -> Ratings:
+        async def fetch(keys: list[int]) -> dict[int, Any]:
             async with self.sessions() as session:
-                return await rated_since(session=session, user_ids=keys, since=cutoff)
+                if cutoff is None:
+                    rated, gone = await rated_by(session=session, user_ids=keys), {}
+                else:
+                    rated = await rated_since(session=session, user_ids=keys, since=cutoff)
+                    gone = await deleted_since(session=session, user_ids=keys, since=cutoff)
+                dismissed = await dismissed_by(session=session, user_ids=keys)
+            return {u: Changes(rated[u], gone.get(u, []), dismissed[u]).encode() for u in keys}
 
-        recent = await self.cache.get_many(
-            SINCE, users, lambda u: f"{u}:{gens[u]}:{int(cutoff)}", since, default=[]
-        )
-        return History(model, users, {u: _pairs(v) for u, v in zip(users, recent, strict=True)}, None)
+        if cutoff is None:
+            found = await self.cache.get_many(HISTORY, users, lambda u: f"{u}:{gens[u]}", fetch)
+        else:
+            found = await self.cache.get_many(SINCE, users, lambda u: f"{u}:{gens[u]}:{int(cutoff)}", fetch)
+        changes = {
+            u: Changes.decode(v) if v is not None else NOTHING for u, v in zip(users, found, strict=True)
+        }
+        return History(model, users, changes, cutoff is not None)
 
     async def of(self, model: HybridRecommender | None, user_ids: Sequence[int]) -> Ratings:
         """Each user's (movie, rating) pairs."""

@@ -15,7 +15,7 @@ import numpy as np
 import scipy.sparse as sp
 from sqlalchemy import select
 
-from app.models import Rating
+from app.models import MovieEmbedding, Rating
 from app.services import catalog
 from ml.llm.evidence import Evidence, gather_evidence
 from ml.llm.faithfulness import FactMovie, Facts
@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from ml.hybrid import HybridRecommender
 
 ratings_table = Rating.__table__  # type: ignore[attr-defined]
+movie_vectors = MovieEmbedding.__table__  # type: ignore[attr-defined]
 Ratings = dict[int, list[tuple[int, float]]]  # user id -> (movie id, rating) pairs
 
 
@@ -104,6 +105,12 @@ async def explanation_inputs(
     movies = [m for _, m in pairs] + [m for u in users for m, _ in liked[u]]
     facts = await catalog_facts(session, movies)
     embedding_of = _embeddings(model, list(dict.fromkeys(movies)))
+    if added := [m for m in dict.fromkeys(movies) if m not in embedding_of]:  # added since training
+        stmt = select(movie_vectors.c.movie_id, movie_vectors.c.vector).where(
+            movie_vectors.c.movie_id.in_(added)
+        )
+        for movie_id, vector in (await session.execute(stmt)).all():
+            embedding_of[movie_id] = np.frombuffer(vector, dtype=np.float32)
     out = []
     shown = {m: display_title(label) for m, label in facts.labels.items()}  # as a person reads them
     for user, movie in pairs:

@@ -7,13 +7,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import and_, case, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from app.batching import Coalescer
 from app.cache import Kind
 from app.errors import BadUserInput, NotFound
-from app.models import RATING_MAX, RATING_MIN, Movie, Rating, User
+from app.models import RATING_MAX, RATING_MIN, DeletedRating, Dismissal, Movie, Rating, User
 
 if TYPE_CHECKING:
     from sqlalchemy import Row
@@ -22,6 +22,8 @@ if TYPE_CHECKING:
     from app.cache import Generations, TwoLevelCache
 
 ratings = Rating.__table__  # type: ignore[attr-defined]
+dismissals = Dismissal.__table__  # type: ignore[attr-defined]
+deleted_ratings = DeletedRating.__table__  # type: ignore[attr-defined]
 movies = Movie.__table__  # type: ignore[attr-defined]
 users = User.__table__  # type: ignore[attr-defined]
 
@@ -123,9 +125,79 @@ async def rate_movie(*, session: AsyncSession, user_id: int, movie_id: int, rati
             rating_mean=(movies.c.rating_sum + d_sum) / (movies.c.ratings_count + d_count),
         )
     )
+    # rated again after a deletion: the deletion no longer hides a trained rating
+    await session.execute(
+        deleted_ratings.delete().where(
+            deleted_ratings.c.user_id == user_id, deleted_ratings.c.movie_id == movie_id
+        )
+    )
     await session.commit()
     # What was written, not a re-read: once the commit succeeded the answer is known.
     return RatingRow(user_id, movie_id, value, now)
+
+
+def _insert(session: AsyncSession) -> Any:
+    """The dialect's INSERT (for ON CONFLICT)."""
+    return (
+        postgresql if session.bind is not None and session.bind.dialect.name == "postgresql" else sqlite
+    ).insert
+
+
+async def _movie_exists(session: AsyncSession, movie_id: int, field: str) -> None:
+    if (
+        await session.execute(select(movies.c.movie_id).where(movies.c.movie_id == movie_id))
+    ).first() is None:
+        raise BadUserInput(f"movie {movie_id} does not exist", field=field)
+
+
+async def delete_rating(*, session: AsyncSession, user_id: int, movie_id: int) -> None:
+    """Remove the user's rating and take it out of the movie's statistics, in one transaction;
+    a tombstone tells serving to forget it in the model's stored history too."""
+    lock = select(ratings.c.rating).where(ratings.c.user_id == user_id, ratings.c.movie_id == movie_id)
+    if session.bind is not None and session.bind.dialect.name == "postgresql":
+        lock = lock.with_for_update()
+    old = (await session.execute(lock)).scalar_one_or_none()
+    if old is None:
+        raise NotFound(f"you have not rated movie {movie_id}")
+    await session.execute(
+        ratings.delete().where(ratings.c.user_id == user_id, ratings.c.movie_id == movie_id)
+    )
+    await session.execute(
+        update(movies)
+        .where(movies.c.movie_id == movie_id)
+        .values(
+            ratings_count=movies.c.ratings_count - 1,
+            rating_sum=movies.c.rating_sum - old,
+            rating_mean=case(
+                (movies.c.ratings_count > 1, (movies.c.rating_sum - old) / (movies.c.ratings_count - 1)),
+                else_=0.0,
+            ),
+        )
+    )
+    now = int(time.time())
+    await session.execute(
+        _insert(session)(deleted_ratings)
+        .values(user_id=user_id, movie_id=movie_id, deleted_at=now)
+        .on_conflict_do_update(index_elements=["user_id", "movie_id"], set_={"deleted_at": now})
+    )
+    await session.commit()
+
+
+async def dismiss(*, session: AsyncSession, user_id: int, movie_id: int, dismissed: bool) -> bool:
+    """Dismiss (or take back the dismissal of) a movie; True when that changed anything."""
+    await _movie_exists(session, movie_id, "movieId")
+    if dismissed:
+        result = await session.execute(
+            _insert(session)(dismissals)
+            .values(user_id=user_id, movie_id=movie_id, dismissed_at=int(time.time()))
+            .on_conflict_do_nothing(index_elements=["user_id", "movie_id"])
+        )
+    else:
+        result = await session.execute(
+            dismissals.delete().where(dismissals.c.user_id == user_id, dismissals.c.movie_id == movie_id)
+        )
+    await session.commit()
+    return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
 USER = Kind("user", 60, False, keep=lambda row: row is not None)  # who exists: rows never go away
@@ -175,3 +247,18 @@ class UserService:
         await self.generations.bump("user", user_id)
         await self.generations.bump("movie", movie_id)
         return row
+
+    async def delete_rating(self, *, user_id: int, movie_id: int) -> None:
+        async with self.sessions() as session:
+            await delete_rating(session=session, user_id=user_id, movie_id=movie_id)
+        await self.generations.bump("user", user_id)
+        await self.generations.bump("movie", movie_id)
+
+    async def dismiss(self, *, user_id: int, movie_id: int, dismissed: bool = True) -> bool:
+        """Never recommend ``movie_id`` to the user again (and count it as taste against), or
+        take that back; their cached recommendations are stale at once, on every replica."""
+        async with self.sessions() as session:
+            changed = await dismiss(session=session, user_id=user_id, movie_id=movie_id, dismissed=dismissed)
+        if changed:
+            await self.generations.bump("user", user_id)
+        return changed

@@ -45,8 +45,9 @@ class EASE:
         return self
 
     def score(self, history: sp.csr_matrix, users: np.ndarray) -> np.ndarray:
-        """(batch, n_items) = binary history @ B: one matrix product for the batch."""
-        return np.asarray((history > 0).astype(np.float32) @ self.weights)
+        """(batch, n_items) = signed binary history @ B: one matrix product for the batch. A rated
+        item counts +1; a negative entry (a dismissal) counts -1, so what is like it falls."""
+        return np.asarray(history.sign().astype(np.float32) @ self.weights)
 
     def arrays(self) -> dict[str, np.ndarray]:
         return {"weights": self.weights, "lam": np.array(self.lam)}

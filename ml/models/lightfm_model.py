@@ -91,9 +91,10 @@ class LightFMModel:
         return self
 
     def fold_in(self, history: sp.csr_matrix) -> np.ndarray:
-        """(batch, components): rating-weighted mean of the rated items' vectors."""
+        """(batch, components): rating-weighted mean of the rated items' vectors; a negative
+        weight (a dismissal) pulls the user away from that item."""
         weights = history.astype(np.float32)
-        totals = np.asarray(weights.sum(axis=1)).ravel()
+        totals = np.asarray(abs(weights).sum(axis=1)).ravel()
         return np.asarray(weights @ self.item_vectors) / np.where(totals == 0, 1, totals)[:, None]
 
     def score(self, history: sp.csr_matrix, users: np.ndarray) -> np.ndarray:

@@ -61,7 +61,23 @@ def test_generated_queries_never_fail_the_server(
 
 @FUZZ
 @given(
-    mutation=mutations(SCHEMA, fields=["register", "login", "rateMovie", "promoteModel", "rollbackModel"]),
+    mutation=mutations(
+        SCHEMA,
+        fields=[
+            "register",
+            "login",
+            "rateMovie",
+            "promoteModel",
+            "rollbackModel",
+            "deleteRating",
+            "dismissMovie",
+            "undismissMovie",
+            "recordClick",
+            "addMovie",
+            "updateMovie",
+            "retireMovie",
+        ],
+    ),
     address=st.integers(0, 60_000),
 )
 def test_generated_mutations_never_fail_the_server(
@@ -69,6 +85,15 @@ def test_generated_mutations_never_fail_the_server(
 ) -> None:
     # as a user: admin mutations must answer FORBIDDEN, never run
     _check(guarded, mutation, user_token, address)
+
+
+@FUZZ
+@given(query=queries(SCHEMA, fields=["recommendations", "homePage"]), address=st.integers(0, 60_000))
+def test_generated_recommendation_arguments_never_fail_the_server(
+    guarded: Guarded, user_token: str, query: str, address: int
+) -> None:
+    # filters, cursors, diversity and home pages with whatever values the schema admits
+    _check(guarded, query, user_token, address)
 
 
 def test_the_server_is_healthy_after_fuzzing(guarded: Guarded) -> None:
