@@ -1,4 +1,6 @@
-"""Every benchmark in order (about 50 minutes on 2 cores): ingest, HTTP load, train, scoring, LLM streams.
+"""Every benchmark in order (about 80 minutes on 2 cores): ingest, HTTP load, train, scoring, LLM
+streams, serving at load (on the ingested set and trained model), the request path's profile and
+the product API.
 
     make bench        # or: python -m benchmarks.run_all
 Results land in bench-results/*.json; docs/benchmarks.md quotes them.
@@ -15,6 +17,9 @@ STEPS = [
     ["benchmarks.train"],
     ["benchmarks.scoring"],
     ["benchmarks.llm"],
+    ["benchmarks.serving"],
+    ["benchmarks.profile_path"],
+    ["benchmarks.product"],
 ]
 
 
