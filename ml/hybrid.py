@@ -36,6 +36,22 @@ class Component(Protocol):
     def arrays(self) -> dict[str, np.ndarray]: ...
 
 
+def score_parts(
+    components: dict[str, Component], names: list[str], history: sp.csr_matrix, users: np.ndarray
+) -> dict[str, np.ndarray]:
+    """Standardised (batch, n_items) scores of the named components, one matrix product each (a
+    read-only broadcast row for a component that scores every user alike)."""
+    out: dict[str, np.ndarray] = {}
+    for name in names:
+        component = components[name]
+        if getattr(component, "same_for_every_user", False):
+            row = standardise(component.score(history[:1], users[:1]))
+            out[name] = np.broadcast_to(row, (history.shape[0], row.shape[1]))
+        else:
+            out[name] = standardise(component.score(history, users), in_place=True)
+    return out
+
+
 def standardise(scores: np.ndarray, *, in_place: bool = False) -> np.ndarray:
     """Per-row z-scores in float32, so components on different scales blend by weight alone.
 
