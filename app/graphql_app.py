@@ -107,8 +107,12 @@ def _media_type(accept: str) -> str:
 
 def _request_error(response_data: Any) -> bool:
     """No data and errors that name no field: the request failed before execution (it did not
-    parse or validate, or was refused), as opposed to a field error during it."""
+    parse or validate, or was refused), as opposed to a field error during it. An unknown
+    persisted-query hash is not a failure but the protocol's first step (the client sends the
+    text next): it stays a 200, as Apollo's servers answer it, and a browser logs no error."""
     errors = response_data.get("errors") or []
+    if all((e.get("extensions") or {}).get("code") == "PERSISTED_QUERY_NOT_FOUND" for e in errors):
+        return False
     return response_data.get("data") is None and bool(errors) and all("path" not in e for e in errors)
 
 

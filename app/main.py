@@ -23,6 +23,7 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 
+from app import web
 from app.announcements import ACCOUNTS, Announcements
 from app.auth import PasswordHasher
 from app.cache import INVALIDATIONS, Generations, RedisHealth, TwoLevelCache
@@ -350,5 +351,6 @@ def create_app(settings: Settings | None = None) -> Starlette:
         Route("/healthz", healthz),
         Route("/readyz", readyz),
         Route("/metrics", metrics_endpoint(settings, metrics)),
+        *web.routes(),
     ]
     return Starlette(routes=routes, middleware=middleware, lifespan=lifespan)

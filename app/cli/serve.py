@@ -43,6 +43,7 @@ def serve(
     typer.echo(
         f"cinerec serving GraphQL at http://{host}:{port}/graphql ({settings.database_url.split(':')[0]})"
     )
+    _announce_when_ready(host, port)
     uvicorn.run(
         "app.main:create_app",
         factory=True,
@@ -54,6 +55,31 @@ def serve(
         access_log=access_log,
         **uvicorn_options(settings),
     )
+
+
+def _announce_when_ready(host: str, port: int) -> None:
+    """Print the web client's address once the server answers: the last line a person sees."""
+    import threading
+    import time
+
+    import httpx
+
+    shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+
+    def wait() -> None:
+        for _ in range(600):
+            try:
+                if httpx.get(f"http://{shown}:{port}/healthz", timeout=2).status_code == 200:
+                    typer.echo(
+                        f"\ncinerec is ready: open http://{shown}:{port}/ "
+                        "(demo account: demo@cinerec.local, password demo-password)"
+                    )
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+
+    threading.Thread(target=wait, name="announce-ready", daemon=True).start()
 
 
 def uvicorn_options(settings: Settings) -> dict[str, Any]:

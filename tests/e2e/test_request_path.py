@@ -56,3 +56,18 @@ def test_a_malformed_body_is_a_400_in_the_media_type_asked_for(catalog: Catalog)
         headers={"content-type": "application/json", "accept": GRAPHQL_RESPONSE},
     )
     assert response.status_code == 400 and response.headers["content-type"].startswith(GRAPHQL_RESPONSE)
+
+
+def test_an_unknown_persisted_hash_is_the_protocols_first_step_not_a_400(catalog: Catalog) -> None:
+    """A browser client (urql, Apollo) asks by hash first: a miss must not log a failed request."""
+    extensions = '{"persistedQuery": {"version": 1, "sha256Hash": "' + "ab" * 32 + '"}}'
+    response = httpx.get(
+        f"{catalog.server.url}/graphql",
+        params={"extensions": extensions},
+        headers={"accept": f"{GRAPHQL_RESPONSE}, application/json;q=0.9"},
+        timeout=30,
+    )
+    assert response.status_code == 200
+    assert response.json()["errors"][0]["extensions"]["code"] == "PERSISTED_QUERY_NOT_FOUND"
+    refused = _post(catalog, "{ movie(movieId: 1) { title ", GRAPHQL_RESPONSE)
+    assert refused.status_code == 400  # a real request error still is one

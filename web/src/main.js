@@ -1,0 +1,369 @@
+// cinerec's reference web client. urql sends every query as a persisted query (a hash first,
+// over GET, the text only when the server does not know it); graphql-ws streams explanations.
+// No request leaves for any host but the server that served the page.
+import { Client, fetchExchange, subscriptionExchange } from "@urql/core";
+import { persistedExchange } from "@urql/exchange-persisted";
+import { createClient as createSocket } from "graphql-ws";
+
+const TOKEN_KEY = "cinerec.token";
+const STREAMED_PER_PAGE = 4; // explanations streamed at once on the home page; the rest on demand
+
+const Q = {
+  login: `mutation Login($email: String!, $password: String!) { login(email: $email, password: $password) { token } }`,
+  register: `mutation Register($email: String!, $password: String!) { register(email: $email, password: $password) { token } }`,
+  home: `query Home($u: Int!) { homePage(userId: $u) { rows { title kind items(first: 6) { id rank movie { movieId title year genres } evidence { reason } } } } }`,
+  rate: `mutation Rate($m: Int!, $r: Float!) { rateMovie(movieId: $m, rating: $r) { rating } }`,
+  dismiss: `mutation Dismiss($m: Int!) { dismissMovie(movieId: $m) }`,
+  click: `mutation Click($id: ID!) { recordClick(recommendationId: $id) }`,
+  search: `query Search($q: String!) { searchMovies(query: $q, first: 10) { score movie { movieId title year genres } } }`,
+  movie: `query Movie($m: Int!) { movie(movieId: $m) { movieId title year genres tags(first: 8) ratingsCount averageRating } similarMovies(movieId: $m, first: 8) { movieId title year genres } }`,
+  versions: `query Versions { modelVersions { version aliases createdAt metrics { name value } } }`,
+  promote: `mutation Promote($v: String!) { promoteModel(version: $v) { version aliases } }`,
+  rollback: `mutation Rollback { rollbackModel { version aliases } }`,
+  experiment: `query Experiment($n: String!) { experiment(name: $n) { name active arms { alias version users impressions hits hitRate hitRateLow hitRateHigh clicks clickThroughRate } difference differenceLow differenceHigh } }`,
+  drift: `query Drift { drift { generatedAt modelVersion datasetDrift driftShare threshold } }`,
+  explanation: `subscription Explain($u: Int!, $m: Int!) { explanation(userId: $u, movieId: $m) { text done source error } }`,
+};
+
+// -- the session ----------------------------------------------------------------------------
+
+let token = localStorage.getItem(TOKEN_KEY);
+const claims = () => (token ? JSON.parse(atob(token.split(".")[1].replace(/-/g, "+").replace(/_/g, "/"))) : null);
+let socket = null;
+let client = connect();
+
+function connect() {
+  if (socket) socket.dispose();
+  socket = createSocket({
+    url: `${location.origin.replace(/^http/, "ws")}/graphql`,
+    lazy: true,
+    connectionParams: () => (token ? { authorization: `Bearer ${token}` } : {}),
+  });
+  return new Client({
+    url: "/graphql",
+    requestPolicy: "network-only",
+    fetchOptions: () => ({ headers: token ? { authorization: `Bearer ${token}` } : {} }),
+    exchanges: [
+      persistedExchange({ preferGetForPersistedQueries: true }),
+      fetchExchange,
+      subscriptionExchange({
+        forwardSubscription: (request) => ({
+          subscribe: (sink) => ({ unsubscribe: socket.subscribe({ ...request, query: request.query || "" }, sink) }),
+        }),
+      }),
+    ],
+  });
+}
+
+function signIn(newToken) {
+  token = newToken;
+  if (token) localStorage.setItem(TOKEN_KEY, token);
+  else localStorage.removeItem(TOKEN_KEY);
+  client = connect();
+  renderAccount();
+}
+
+async function run(kind, query, variables = {}) {
+  const op = kind === "mutation" ? client.mutation(query, variables) : client.query(query, variables);
+  const result = await op.toPromise();
+  if (result.error) {
+    const first = result.error.graphQLErrors[0];
+    const code = first?.extensions?.code;
+    if (code === "UNAUTHENTICATED") signIn(null);
+    throw new Error(first ? first.message : result.error.message);
+  }
+  return result.data;
+}
+
+// -- building the page ----------------------------------------------------------------------
+
+function h(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(attrs)) {
+    if (key.startsWith("on")) node.addEventListener(key.slice(2), value);
+    else if (value === true) node.setAttribute(key, "");
+    else if (value !== false && value != null) node.setAttribute(key, value);
+  }
+  for (const child of children.flat()) if (child != null) node.append(child);
+  return node;
+}
+
+const view = document.getElementById("view");
+function show(...nodes) {
+  view.replaceChildren(...nodes);
+}
+function problem(error) {
+  return h("p", { class: "error", role: "alert" }, String(error.message || error));
+}
+const label = (movie) => (movie.year ? `${movie.title} (${movie.year})` : movie.title);
+
+function renderAccount() {
+  const nav = document.getElementById("account");
+  const me = claims();
+  document.getElementById("search").hidden = !me;
+  if (!me) {
+    nav.replaceChildren();
+    return;
+  }
+  nav.replaceChildren(
+    ...[h("a", { href: "#/" }, "Home"), me.role === "admin" ? h("a", { href: "#/admin" }, "Admin") : null].filter(Boolean),
+    h("button", { type: "button", onclick: () => { signIn(null); location.hash = "#/signin"; } }, "Sign out"),
+  );
+}
+
+// -- sign in --------------------------------------------------------------------------------
+
+function signInView() {
+  const error = h("p", { class: "error", role: "alert" });
+  const form = h(
+    "form",
+    { class: "signin", "aria-labelledby": "signin-title" },
+    h("h1", { id: "signin-title" }, "Sign in"),
+    h("label", { for: "email" }, "Email"),
+    h("input", { id: "email", name: "email", type: "email", required: true, autocomplete: "username", value: "demo@cinerec.local" }),
+    h("label", { for: "password" }, "Password"),
+    h("input", { id: "password", name: "password", type: "password", required: true, autocomplete: "current-password" }),
+    h("p", { class: "hint" }, "The demo account: demo@cinerec.local, password demo-password."),
+    h("div", { class: "actions" },
+      h("button", { type: "submit", name: "action", value: "login" }, "Sign in"),
+      h("button", { type: "submit", name: "action", value: "register", class: "secondary" }, "Create an account")),
+    error,
+  );
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const action = event.submitter?.value || "login";
+    const data = new FormData(form);
+    try {
+      const answer = await run("mutation", Q[action], { email: data.get("email"), password: data.get("password") });
+      signIn(answer[action].token);
+      location.hash = "#/";
+      route();
+    } catch (e) {
+      error.textContent = e.message;
+    }
+  });
+  show(form);
+  form.querySelector("#password").focus();
+}
+
+// -- the home page --------------------------------------------------------------------------
+
+let streams = [];
+function stopStreams() {
+  for (const stop of streams) stop();
+  streams = [];
+}
+
+function stream(movieId, into, badge) {
+  into.textContent = "";
+  into.classList.add("writing");
+  const { unsubscribe } = client
+    .subscription(Q.explanation, { u: claims().uid, m: movieId })
+    .subscribe((result) => {
+      if (result.error) {
+        into.textContent = result.error.graphQLErrors[0]?.message || result.error.message;
+        into.classList.remove("writing");
+        return;
+      }
+      const chunk = result.data.explanation;
+      into.append(chunk.text);
+      badge.textContent = chunk.source === "TEMPLATE" ? "template" : "written by the model";
+      badge.className = chunk.source === "TEMPLATE" ? "badge template" : "badge llm";
+      if (chunk.error) badge.title = chunk.error; // why the template stood in, or why the stream ended
+      if (chunk.done) into.classList.remove("writing");
+    });
+  streams.push(unsubscribe);
+}
+
+function stars(movie, onRated) {
+  const group = h("div", { class: "stars", role: "group", "aria-label": `Rate ${label(movie)}` });
+  for (let n = 1; n <= 5; n++) {
+    group.append(
+      h("button", {
+        type: "button",
+        class: "star",
+        "aria-label": `Rate ${label(movie)} ${n} star${n > 1 ? "s" : ""}`,
+        title: `${n} star${n > 1 ? "s" : ""}`,
+        onclick: async () => {
+          await run("mutation", Q.rate, { m: movie.movieId, r: n });
+          onRated(n);
+        },
+      }, "★"),
+    );
+  }
+  return group;
+}
+
+function card(item, streamNow, refresh) {
+  const { movie } = item;
+  const text = h("p", { class: "explanation", "aria-live": "polite" });
+  const badge = h("span", { class: "badge" });
+  const why = h("button", { type: "button", class: "secondary", onclick: () => { why.remove(); stream(movie.movieId, text, badge); } }, "Why?");
+  const node = h(
+    "article",
+    { class: "card", "data-movie-id": movie.movieId },
+    h("h3", {}, h("a", { href: `#/movie/${movie.movieId}`, onclick: () => run("mutation", Q.click, { id: item.id }).catch(() => {}) }, label(movie))),
+    h("p", { class: "genres" }, movie.genres.join(" · ")),
+    h("ul", { class: "evidence", "aria-label": "Why it is here" }, item.evidence.map((e) => h("li", {}, e.reason))),
+    h("div", { class: "why" }, badge, text, streamNow ? null : why),
+    h("div", { class: "acts" },
+      stars(movie, refresh),
+      h("button", { type: "button", class: "secondary", "aria-label": `Not interested in ${label(movie)}`, onclick: async () => { await run("mutation", Q.dismiss, { m: movie.movieId }); refresh(); } }, "Not interested")),
+  );
+  if (streamNow) stream(movie.movieId, text, badge);
+  return node;
+}
+
+async function homeView() {
+  const me = claims();
+  const load = async () => {
+    stopStreams();
+    const data = await run("query", Q.home, { u: me.uid });
+    let streamed = 0;
+    const rows = data.homePage.rows.map((row) =>
+      h("section", { class: "row", "aria-label": row.title, "data-kind": row.kind },
+        h("h2", {}, row.title),
+        h("div", { class: "cards" }, row.items.map((item) => card(item, streamed++ < STREAMED_PER_PAGE, refresh)))),
+    );
+    show(h("h1", { class: "visually-hidden" }, "Your home page"), ...rows);
+  };
+  const refresh = () => load().catch((e) => show(problem(e)));
+  await load();
+}
+
+// -- search and a movie's page --------------------------------------------------------------
+
+async function searchView(query) {
+  document.getElementById("search-box").value = query;
+  const data = await run("query", Q.search, { q: query });
+  show(
+    h("h1", {}, `Movies for “${query}”`),
+    h("ol", { class: "hits" }, data.searchMovies.map((hit) =>
+      h("li", {}, h("a", { href: `#/movie/${hit.movie.movieId}` }, label(hit.movie)), " ", h("span", { class: "genres" }, hit.movie.genres.join(" · "))))),
+  );
+}
+
+async function movieView(movieId) {
+  const data = await run("query", Q.movie, { m: movieId });
+  const movie = data.movie;
+  if (!movie) return show(problem(new Error(`No movie ${movieId}`)));
+  const status = h("p", { role: "status" });
+  show(
+    h("article", { class: "movie" },
+      h("h1", {}, label(movie)),
+      h("p", { class: "genres" }, movie.genres.join(" · ")),
+      h("p", {}, movie.averageRating == null ? "No ratings yet." : `Rated ${movie.averageRating.toFixed(1)}/5 by ${movie.ratingsCount} people.`),
+      movie.tags.length ? h("p", { class: "tags" }, `Tags: ${movie.tags.join(", ")}`) : null,
+      stars(movie, (n) => { status.textContent = `You rated it ${n}/5.`; }),
+      status),
+    h("section", { "aria-label": "Similar movies" },
+      h("h2", {}, "Similar movies"),
+      h("ul", { class: "similar" }, data.similarMovies.map((m) => h("li", {}, h("a", { href: `#/movie/${m.movieId}` }, label(m)))))),
+  );
+}
+
+// -- the admin's view -----------------------------------------------------------------------
+
+function armsChart(arms) {
+  // each arm's hit rate as a dot on its 95% interval, on a 0..max scale
+  const width = 420, rowHeight = 34, left = 110;
+  const top = Math.max(0.05, ...arms.map((a) => a.hitRateHigh));
+  const x = (v) => left + (v / top) * (width - left - 20);
+  const svg = document.createElementNS("http://www.w3.org/2000/svg", "svg");
+  svg.setAttribute("viewBox", `0 0 ${width} ${arms.length * rowHeight + 10}`);
+  svg.setAttribute("role", "img");
+  svg.setAttribute("aria-label", arms.map((a) => `${a.alias}: hit rate ${(a.hitRate * 100).toFixed(1)}% (${(a.hitRateLow * 100).toFixed(1)}–${(a.hitRateHigh * 100).toFixed(1)}%)`).join("; "));
+  arms.forEach((arm, i) => {
+    const y = i * rowHeight + 20;
+    const add = (tag, attrs, text) => {
+      const el = document.createElementNS("http://www.w3.org/2000/svg", tag);
+      for (const [k, v] of Object.entries(attrs)) el.setAttribute(k, v);
+      if (text) el.textContent = text;
+      svg.append(el);
+    };
+    add("text", { x: 4, y: y + 4, class: "arm" }, `${arm.alias} v${arm.version}`);
+    add("line", { x1: x(arm.hitRateLow), x2: x(arm.hitRateHigh), y1: y, y2: y, class: "interval" });
+    add("circle", { cx: x(arm.hitRate), cy: y, r: 5, class: "rate" });
+  });
+  return svg;
+}
+
+function ndcg(version) {
+  const found = version.metrics.find((m) => /^hybrid[._]ndcg_at_10$/.test(m.name));
+  return found ? found.value.toFixed(3) : "—";
+}
+
+async function adminView() {
+  const [versions, drift] = await Promise.all([run("query", Q.versions), run("query", Q.drift)]);
+  const serving = versions.modelVersions.find((v) => v.aliases.includes("champion"));
+  const status = h("p", { role: "status", id: "serving" }, serving ? `Serving version ${serving.version}.` : "No version serves yet.");
+  const rows = versions.modelVersions.map((v) =>
+    h("tr", {},
+      h("td", {}, v.version),
+      h("td", {}, v.aliases.join(", ")),
+      h("td", {}, new Date(v.createdAt).toLocaleString()),
+      h("td", {}, ndcg(v)),
+      h("td", {}, v.aliases.includes("champion") ? "" :
+        h("button", { type: "button", "aria-label": `Promote version ${v.version}`, onclick: async () => { await run("mutation", Q.promote, { v: v.version }); adminView(); } }, "Promote"))));
+  const experimentOut = h("div", {});
+  const experimentForm = h("form", { class: "inline" },
+    h("label", { for: "experiment-name" }, "Experiment"),
+    h("input", { id: "experiment-name", name: "name", required: true }),
+    h("button", { type: "submit" }, "Show"));
+  experimentForm.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    try {
+      const { experiment } = await run("query", Q.experiment, { n: new FormData(experimentForm).get("name") });
+      experimentOut.replaceChildren(
+        h("p", {}, `${experiment.name}: ${experiment.active ? "running" : "stopped"}.`),
+        armsChart(experiment.arms),
+        h("p", {}, experiment.difference == null ? "" : `Difference ${(experiment.difference * 100).toFixed(1)} points (${(experiment.differenceLow * 100).toFixed(1)} to ${(experiment.differenceHigh * 100).toFixed(1)}).`));
+    } catch (e) {
+      experimentOut.replaceChildren(problem(e));
+    }
+  });
+  const report = drift.drift;
+  show(
+    h("h1", {}, "Models"),
+    status,
+    h("table", {}, h("thead", {}, h("tr", {}, ["Version", "Aliases", "Registered", "nDCG@10", ""].map((t) => h("th", { scope: "col" }, t)))), h("tbody", {}, rows)),
+    h("button", { type: "button", onclick: async () => { await run("mutation", Q.rollback); adminView(); } }, "Roll back the champion"),
+    h("h2", {}, "Experiment"),
+    experimentForm,
+    experimentOut,
+    h("h2", {}, "Drift"),
+    report
+      ? h("p", {}, `${new Date(report.generatedAt).toLocaleString()}, version ${report.modelVersion}: ${report.datasetDrift ? "drift" : "no drift"} (${(report.driftShare * 100).toFixed(0)}% of columns drifted; threshold ${(report.threshold * 100).toFixed(0)}%).`)
+      : h("p", {}, "No drift report yet (cinerec monitor drift)."),
+  );
+}
+
+// -- routing --------------------------------------------------------------------------------
+
+async function route() {
+  stopStreams();
+  const hash = location.hash || "#/";
+  const me = claims();
+  if (!me || (me.exp && me.exp * 1000 < Date.now())) {
+    if (me) signIn(null);
+    return signInView();
+  }
+  try {
+    if (hash.startsWith("#/search/")) await searchView(decodeURIComponent(hash.slice(9)));
+    else if (hash.startsWith("#/movie/")) await movieView(Number(hash.slice(8)));
+    else if (hash === "#/admin" && me.role === "admin") await adminView();
+    else await homeView();
+    view.focus();
+  } catch (e) {
+    show(problem(e));
+  }
+}
+
+document.getElementById("search").addEventListener("submit", (event) => {
+  event.preventDefault();
+  const q = document.getElementById("search-box").value.trim();
+  if (q) location.hash = `#/search/${encodeURIComponent(q)}`;
+});
+window.addEventListener("hashchange", route);
+renderAccount();
+route();
