@@ -61,21 +61,23 @@ def _announce_when_ready(host: str, port: int) -> None:
     """Print the web client's address once the server answers: the last line a person sees."""
     import threading
     import time
-
-    import httpx
+    import urllib.error
+    import urllib.request
 
     shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
 
     def wait() -> None:
         for _ in range(600):
             try:
-                if httpx.get(f"http://{shown}:{port}/healthz", timeout=2).status_code == 200:
+                with urllib.request.urlopen(f"http://{shown}:{port}/healthz", timeout=2) as answer:
+                    ready = answer.status == 200
+                if ready:
                     typer.echo(
                         f"\ncinerec is ready: open http://{shown}:{port}/ "
                         "(demo account: demo@cinerec.local, password demo-password)"
                     )
                     return
-            except httpx.HTTPError:
+            except (urllib.error.URLError, OSError):
                 pass
             time.sleep(0.5)
 

@@ -175,7 +175,8 @@ def finetune(
     else:
         model.eval()
         state["auc_base"] = preference_auc(model, builder, eval_examples)[0]
-        log.info("base model preference AUC: %.4f", state["auc_base"])
+        if eval_examples:  # no held-out questions (--eval-users 0): no AUC to report
+            log.info("base model preference AUC: %.4f", state["auc_base"])
 
     peft_model = _lora(model, config, checkpoint if state.get("step") else None)
     prompts = [builder.preference(ex.request) for ex in train_examples]
@@ -249,7 +250,8 @@ def finetune(
 
     peft_model.eval()
     auc_tuned = preference_auc(peft_model, builder, eval_examples)[0]
-    log.info("tuned preference AUC: %.4f (base %.4f)", auc_tuned, state["auc_base"])
+    if eval_examples:
+        log.info("tuned preference AUC: %.4f (base %.4f)", auc_tuned, state["auc_base"])
     adapter = workdir / ADAPTER
     if adapter.exists():
         shutil.rmtree(adapter)
