@@ -28,6 +28,7 @@ from starlette.responses import JSONResponse, Response
 from strawberry.asgi import GraphQL
 from strawberry.types import ExecutionResult
 
+from app import web
 from app.auth import bearer_token, read_token
 from app.clients import client_address
 from app.errors import CinerecError
@@ -237,6 +238,9 @@ class GraphQLApp(GraphQL[Context, None]):
         if request.headers.get("if-none-match") == tag:
             return Response(status_code=304, headers=headers)
         return Response(body, media_type="application/json", headers=headers)
+
+    async def render_graphql_ide(self, request: Request) -> Response:
+        return web.graphiql()  # the package's own GraphiQL, not Strawberry's page of CDN scripts
 
     def should_render_graphql_ide(self, request: Any) -> bool:
         # A persisted GET carries no `query` either: only a browser asking for a page gets GraphiQL.

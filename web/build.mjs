@@ -18,5 +18,18 @@ await build({
   outfile: join(out, "app.js"),
   logLevel: "warning",
 });
+await build({
+  entryPoints: [join(here, "src", "graphiql.js")],
+  bundle: true,
+  minify: true,
+  format: "esm",
+  target: "es2020",
+  legalComments: "none",
+  outfile: join(out, "graphiql.js"),
+  define: { "process.env.NODE_ENV": '"production"' },
+  loader: { ".woff": "dataurl", ".woff2": "dataurl", ".svg": "dataurl" },
+  logLevel: "warning",
+});
 copyFileSync(join(here, "src", "app.css"), join(out, "app.css"));
+copyFileSync(join(here, "graphiql.html"), join(out, "graphiql.html"));
 copyFileSync(join(here, "index.html"), join(out, "index.html"));

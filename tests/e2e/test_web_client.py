@@ -245,3 +245,21 @@ def test_an_admin_promotes_a_version_and_sees_which_serves(
     tab.shot("10-rolled-back")
     tab.check_clean()
     tab.context.close()
+
+
+def test_graphiql_is_served_from_the_package(recommender: Recommender, browser: Any) -> None:
+    tab = Page(browser, recommender.server.url)
+    page = tab.page
+    answer = page.goto(f"{tab.url}/graphql")  # a browser asking /graphql for a page gets GraphiQL
+    assert answer is not None and "default-src 'self'" in answer.headers["content-security-policy"]
+    page.wait_for_selector(".graphiql-container")
+    page.click(".graphiql-execute-button")
+    until(
+        page,
+        "document.querySelector('.result-window') && "
+        "document.querySelector('.result-window').textContent.includes('Comedy')",
+        timeout=30,
+    )
+    tab.shot("11-graphiql", full_page=False)
+    tab.check_clean()  # no script, style or font from a CDN, no console error
+    tab.context.close()
