@@ -126,16 +126,15 @@ class Query:
             ),
         ] = 0.0,
     ) -> list[Recommendation]:
-        page = await rec_resolvers.recommendations(
-            info.context,
-            user_id=user_id,
+        return await Recommendation.for_user(
+            info,
+            user_id,
             first=first,
             exclude_rated=exclude_rated,
-            filter=filter.to_filter() if filter else rec_resolvers.NO_FILTER,
+            filter=filter,
             after=after,
             diversity=diversity,
         )
-        return Recommendation.from_page(page)
 
     @strawberry.field(
         permission_classes=[OwnerOrAdmin],

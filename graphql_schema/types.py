@@ -189,16 +189,15 @@ class User:
         after: str | None = None,
         diversity: float = 0.0,
     ) -> list[Recommendation]:
-        page = await rec_resolvers.recommendations(
-            info.context,
-            user_id=self.user_id,
+        return await Recommendation.for_user(
+            info,
+            self.user_id,
             first=first,
             exclude_rated=True,
-            filter=filter.to_filter() if filter else rec_resolvers.NO_FILTER,
+            filter=filter,
             after=after,
             diversity=diversity,
         )
-        return Recommendation.from_page(page)
 
     @strawberry.field(
         permission_classes=[OwnerOrAdmin],
@@ -330,6 +329,30 @@ class Recommendation:
             cls(score=r.score, rank=r.rank, movie_id=r.movie_id, user_id=page.user_id, page=page)
             for r in page.items
         ]
+
+    @classmethod
+    async def for_user(
+        cls,
+        info: Info,
+        user_id: int,
+        *,
+        first: int,
+        exclude_rated: bool,
+        filter: RecommendationFilter | None,
+        after: str | None,
+        diversity: float,
+    ) -> list[Recommendation]:
+        """What `Query.recommendations` and `User.recommendations` both answer."""
+        page = await rec_resolvers.recommendations(
+            info.context,
+            user_id=user_id,
+            first=first,
+            exclude_rated=exclude_rated,
+            filter=filter.to_filter() if filter else rec_resolvers.NO_FILTER,
+            after=after,
+            diversity=diversity,
+        )
+        return cls.from_page(page)
 
     @strawberry.field(
         description="Where this item stands in its list: pass it as `after` for the page after it. "
