@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+import json
+from pathlib import Path
+from typing import Annotated, Any
 
 import typer
 
 from app.migrate import ensure_schema
 from app.settings import get_settings
+from ml.llm.labelled import LABELLED
 
 app = typer.Typer(help="The LLM: LoRA fine-tuning and registration.", no_args_is_help=True)
 
@@ -89,19 +92,41 @@ def evaluate_explanations(
         list[str] | None, typer.Option(help="LLM versions to compare with the base model (default: all).")
     ] = None,
     examples: Annotated[int, typer.Option(help="Explanations to print per model.")] = 3,
+    top: Annotated[int, typer.Option(help="Explain one of each user's top N, drawn at random.")] = 1,
+    base: Annotated[bool, typer.Option(help="Also evaluate the base model.")] = True,
+    dump: Annotated[
+        Path | None, typer.Option(help="Write every output (facts, raw text, served text) as JSON lines.")
+    ] = None,
+    labelled: Annotated[
+        Path, typer.Option(help="Hand-labelled outputs: the checker's precision and recall against them.")
+    ] = LABELLED,
+    checker: Annotated[
+        bool, typer.Option(help="Measure the checker against the labelled outputs first.")
+    ] = True,
 ) -> None:
     """Faithfulness of the explanations, base model vs each adapter: unsupported claims by
     kind, the LLM's share of what would be served, evidence use, length, tokens/s; logged to
-    MLflow (experiment cinerec-explanations)."""
+    MLflow (experiment cinerec-explanations). First, the checker against the hand-labelled
+    outputs (--labelled): its precision and recall on their clauses. --pairs 0 stops there."""
     from rich.console import Console
     from rich.table import Table
 
     from app.services.explanation_quality import evaluate_explanations as run
     from ml.llm.faithfulness import KINDS
 
+    console = Console(width=220)
+    if checker:
+        _print_checker_score(console, labelled)
+    if not pairs:
+        return
     settings = get_settings()
     ensure_schema(settings, migrate=False)
-    reports = run(settings, pairs=pairs, seed=seed, versions=version or None)
+    reports = run(settings, pairs=pairs, seed=seed, versions=version or None, top=top, base=base)
+    if dump is not None:
+        with dump.open("w") as out:
+            for r in reports:
+                for o in r.outputs:
+                    out.write(json.dumps(o) + "\n")
     table = Table(title=f"explanations of {reports[0].pairs} users' top recommendation")
     columns = ["unsupported", *KINDS, "LLM share", "evidence use", "served unsupported", "words", "tokens/s"]
     table.add_column("model")
@@ -118,10 +143,69 @@ def evaluate_explanations(
             f"{r.mean_words:.1f}",
             f"{r.tokens_per_second:.1f}",
         )
-    console = Console(width=220)
     console.print(table)
     for r in reports:
         for e in r.examples[:examples]:
             console.print(
                 f"[{r.model}] {e['raw']}\n   claims: {e['claims'] or 'none'}\n   served: {e['served']}"
             )
+
+
+def _print_checker_score(console: Any, path: Path) -> None:
+    """The checker against hand labels: clause and output level, and what it misses."""
+    from rich.table import Table
+
+    from ml.llm.labelled import catalog_index, load, score
+
+    result = score(load(path), catalog_index())
+    table = Table(title=f"the checker against {result.outputs} hand-labelled outputs ({path.name})")
+    for column in ["", "labelled unsupported", "checker refuses", "both", "precision", "recall"]:
+        table.add_column(column, justify="right")
+    table.add_row(
+        f"clauses ({result.clauses})",
+        str(result.unsupported_clauses),
+        str(result.refused_clauses),
+        str(result.true_refusals),
+        f"{result.precision:.1%}",
+        f"{result.recall:.1%}",
+    )
+    table.add_row(
+        f"outputs ({result.outputs})",
+        f"{result.outputs_unsupported:.1%}",
+        "",
+        "",
+        f"{result.text_precision:.1%}",
+        f"{result.text_recall:.1%}",
+    )
+    console.print(table)
+    console.print(
+        f"served (the checker's cut, else the template): {result.llm_share:.1%} keep the model's words; "
+        f"{result.served_unsupported:.1%} hold a clause a reader refuses"
+    )
+    for text, note in result.misses:
+        console.print(f"  missed: {text!r} ({note})")
+    for text, claims in result.false_alarms:
+        console.print(f"  refused, labelled supported: {text!r} ({claims})")
+
+
+@app.command("explanations-doc")
+def explanations_doc(
+    users: Annotated[int, typer.Option(help="Held-out users, one served explanation each.")] = 30,
+    seed: Annotated[int, typer.Option(help="Seed of the user sample.")] = 11,
+    top: Annotated[int, typer.Option(help="Explain one of each user's top N, drawn at random.")] = 3,
+    out: Annotated[Path, typer.Option(help="Where the page goes.")] = Path("docs/explanations.md"),
+) -> None:
+    """Write what users read: served explanations (the serving LLM version's, after the
+    checker, or the template's) for held-out users, each with its movie, evidence and source."""
+    from app.registry import registry_for
+    from app.services.explanation_quality import evaluate_explanations as run
+    from app.services.explanation_quality import explanations_page
+    from ml.registry import CHAMPION, LLM
+
+    settings = get_settings()
+    ensure_schema(settings, migrate=False)
+    champion = registry_for(settings).alias_version(LLM, CHAMPION)
+    versions = [champion] if champion is not None else []
+    reports = run(settings, pairs=users, seed=seed, versions=versions, top=top, base=not versions)
+    out.write_text(explanations_page(reports[-1], settings, seed=seed, top=top))
+    typer.echo(f"{len(reports[-1].outputs)} explanations by {reports[-1].model} written to {out}")

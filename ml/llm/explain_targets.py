@@ -155,10 +155,15 @@ def explanation_target(request: ExplainRequest, rng: np.random.Generator) -> str
         if facts.evidence:
             first = facts.evidence[0]
             shared = _shared(first, facts.candidate)
-            like = f", like {first.title}, which you rated {first.rating:g}/5" if first.rating else ""
-            words = shared or genre_words(facts.candidate.genres)[:2]
-            kind = f"{_a(_and(words))} film" if words else "a film"
-            parts.append(f" it is {kind}{like}.")
+            rated = f"{first.rating:g}/5" if first.rating else ""
+            if shared:  # a comparison names only what the two share
+                like = f", like {first.title}, which you rated {rated}" if rated else ""
+                parts.append(f" it is {_a(_and(shared))} film{like}.")
+            else:
+                words = genre_words(facts.candidate.genres)[:2]
+                kind = f"{_a(_and(words))} film" if words else "a film"
+                also = f" You gave {first.title} {rated} as well." if rated else ""
+                parts.append(f" it is {kind}.{also}")
             rest = facts.evidence[1:]
         else:
             words = genre_words(facts.candidate.genres)[:2]

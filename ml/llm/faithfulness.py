@@ -15,10 +15,19 @@ user's rating). ``check`` finds the claims in a text that those facts do not sup
 - ``outside``: a kind of fact the server does not hold at all: critics, awards, cast and
   crew, box office, sources and sequels ("praised by critics", "won an Oscar", "based on");
 - ``name``: a name the facts do not hold: a capitalised word inside a sentence (an actor, a
-  character, a place) or a quoted phrase, that is no title, genre or tag of the facts.
+  character, a place) or a quoted phrase, that is no title, genre or tag of the facts;
+- ``comparison``: in a sentence that compares the candidate with a movie ("both", "like that
+  film", "share", "same vein", "another", "too", "like <title>"), a genre the two do not share;
+  the movie compared with is the evidence movie named nearest the comparison word (or, when
+  the sentence names none, the last one named before it);
+- ``attribution``: something said of the user that the server does not hold: "your
+  favorite", "your viewing averages", "from your viewing experience";
+- ``praise``: an evaluative word ("excellent", "classic", "masterpiece") with no fact behind
+  it: praise needs the candidate's mean rating at 4.0 or above over 20 ratings or more.
 
 Titles are found by matching word sequences of the text against every catalog title
-(``TitleIndex``), capitalised as prose writes a title; text inside a found title is not
+(``TitleIndex``), in any letter case for titles of three words or more ("like four weddings
+and a funeral"), capitalised as prose writes a title for shorter ones; text inside a found title is not
 checked for genres or years ("Star Wars" claims no war film, "Heat (1995)" no year).
 The check is deliberately strict: a sentence it cannot support is dropped, which costs the
 LLM share, never the truth of what a user reads.
@@ -28,13 +37,26 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from typing import Any
 
 from ml.llm.prompts import display_title
 
 _WORD = re.compile(r"[^\W_]+(?:'[^\W\d_]+)?")  # letters of any alphabet ("La Cérémonie")
 _YEAR_SUFFIX = re.compile(r"\s*\((\d{4})\)\s*$")
-KINDS = ("title", "name", "genre", "year", "rating", "number", "outside", "relation")
+KINDS = (
+    "title",
+    "name",
+    "genre",
+    "comparison",
+    "attribution",
+    "praise",
+    "year",
+    "rating",
+    "number",
+    "outside",
+    "relation",
+)
 _CAPITALISED = re.compile(r"\b[A-Z][A-Za-z'-]*(?:\s+[A-Z][A-Za-z'-]*)*")
 _QUOTED = re.compile(r"[\"“]([^\"”]{2,80})[\"”]")
 # capitalised words prose uses without naming anything
@@ -65,9 +87,16 @@ GENRE_WORDS: dict[str, str] = {
     "animation": "animation",
     "cartoon": "animation",
     "children's": "children",
+    "childrens": "children",
+    "children": "children",
+    "kids": "children",
+    "kids'": "children",
     "comedy": "comedy",
     "comedies": "comedy",
     "comedic": "comedy",
+    "humor": "comedy",
+    "humour": "comedy",
+    "funny": "comedy",
     "crime": "crime",
     "documentary": "documentary",
     "documentaries": "documentary",
@@ -85,10 +114,15 @@ GENRE_WORDS: dict[str, str] = {
     "romance": "romance",
     "romantic": "romance",
     "sci-fi": "sci-fi",
+    "sci fi": "sci-fi",
+    "scifi": "sci-fi",
     "science fiction": "sci-fi",
     "science-fiction": "sci-fi",
     "thriller": "thriller",
     "thrillers": "thriller",
+    "thrill": "thriller",
+    "thrills": "thriller",
+    "thrilling": "thriller",
     "war": "war",
     "western": "western",
     "westerns": "western",
@@ -123,8 +157,43 @@ _OUTSIDE = re.compile(
     r"\b(?:critic\w*|acclaim\w*|praised|award\w*|[Oo]scars?|Academy|nominat\w*|box[- ]office|grossing|"
     r"best[- ]?sell\w*|directed|director|starring|stars [A-Z]\w+|cast|actors?|actress\w*|performances? by|"
     r"based on|adapt\w*|sequels?|prequels?|remakes?|franchise|trilogy|novel|true story|"
-    r"released in|premiered|budget|audiences? worldwide|cult classic)\b",
+    r"released in|premiered|budget|audiences? worldwide|cult classic|series|writers?|written|screenplay|"
+    r"plot|characters?|(?:story|tale) of (?:a|an|the|two|how)|about (?:a|an) \w+ who)\b",
 )
+# words that compare the candidate with another movie (searched with titles masked out)
+_COMPARISON = re.compile(
+    r"\b(?:both|like (?:that|this|those|these|the other)\b|like that of|just like|much like|"
+    r"(?:the|its|that|their) same|same vein|shares?|shared|sharing|in common|another|too|as well|"
+    r"similar\w*|akin to|more of|echo\w*|in the vein)\b",
+    re.IGNORECASE,
+)
+_WHICH = re.compile(r"\s*(?:\(\d{4}\))?\s*,?\s*(?:which|that)\s+")
+_LIKE = re.compile(r"\blike\s+$", re.IGNORECASE)  # "like" right before a title: "like Fargo (1996)"
+_ATTRIBUTION = re.compile(
+    r"\byour (?:all[- ]time |own |personal )?(?:\w+ )?(?:favou?rites?|averages?|reviews?|history|"
+    r"experience|collection|watchlist|list|choice|film|movie|source)\b|\byour viewing\b|"
+    r"\byou (?:adore|cherish)\b|\bas you did\b",
+    re.IGNORECASE,
+)
+# what follows a rating the user gave ("You also gave Heat 4/5 across your averages", "... from
+# 508 views", "... for its same story"): the server holds the rating, not where it came from or
+# why; "for its crime" names a genre and is left to the genre rules
+_RATED_THEN = re.compile(
+    r"\byou (?:also )?(?:gave|rated)\s[^.!?;]{0,120}?\d(?:\.\d)?/5\s+"
+    r"(?P<what>(?:from|across|over|among|more than|in|with)\b[^.!?;,]*|for (?!(?:its |their )?"
+    r"(?:[\w'-]+ )?(?:"
+    + "|".join(sorted((re.escape(w) for w in GENRE_WORDS), key=len, reverse=True))
+    + r")\b)[^.!?;,]*)",
+    re.IGNORECASE,
+)
+_PRAISE = re.compile(
+    r"\b(?:excellent|classics?|classic's|masterpieces?|masterful|masterfully|iconic|brilliant\w*|"
+    r"superb\w*|outstanding|beloved|timeless|must-see|greatest|finest|best|legendary|landmark|"
+    r"stunning\w*|unforgettable|remarkable|extraordinary|amazing|fantastic|wonderful\w*|great|"
+    r"incredible|incredibly|perfect|perfectly|gem|treasure|groundbreaking|spectacular)\b",
+    re.IGNORECASE,
+)
+PRAISE_MEAN, PRAISE_COUNT = 4.0, 20  # the least rating statistics that back an evaluative word
 _FUTURE = re.compile(
     r"\byou(?:'ll| will| would| might| may)\s+(?:probably\s+|surely\s+|really\s+)?(?:enjoy|love|like)\b",
     re.IGNORECASE,
@@ -159,6 +228,22 @@ class Facts:
 
     def movies(self) -> tuple[FactMovie, ...]:
         return (self.candidate, *self.evidence)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Facts:
+        def movie(m: dict[str, Any]) -> FactMovie:
+            return FactMovie(m["title"], m.get("year"), tuple(m.get("genres", ())), m.get("rating"))
+
+        return cls(
+            movie(data["candidate"]),
+            tuple(movie(m) for m in data.get("evidence", ())),
+            data.get("mean_rating"),
+            data.get("ratings_count"),
+            tuple(data.get("tags", ())),
+        )
 
 
 @dataclass(frozen=True)
@@ -202,8 +287,8 @@ class TitleIndex:
         while i < len(words):
             for n in range(min(self.longest, len(words) - i), 0, -1):
                 key = " ".join(lowered[i : i + n])
-                if key not in self.keys or not words[i].group()[0].isupper():
-                    continue
+                if key not in self.keys or not (words[i].group()[0].isupper() or n >= 3):
+                    continue  # short titles in lower case are common words ("heat", "the game")
                 if n == 1 and (len(key) < 4 or _sentence_start(text, words[i].start())):
                     continue  # a capitalised common word is not yet a title
                 found.append((words[i].start(), words[i + n - 1].end(), key))
@@ -254,6 +339,31 @@ def _genres(*movies: FactMovie) -> set[str]:
 def _contained(key: str, allowed: Iterable[str]) -> bool:
     padded = f" {key} "
     return any(padded in f" {a} " for a in allowed)
+
+
+_SENTENCE_END = re.compile(r"(?:[!?]|(?<!\b[A-Z])\.)(?=\s|$)")
+
+
+def _compared_with(
+    rest: str, text: str, at: int, evidence: Sequence[tuple[int, int, FactMovie]]
+) -> tuple[bool, FactMovie | None]:
+    """For a genre word at ``at``: whether its sentence compares, and the evidence movie the
+    comparison is with (nearest the comparison word in the sentence, or the last named before
+    the sentence; None when no movie is named to compare with)."""
+    start = max((m.end() for m in _SENTENCE_END.finditer(rest, 0, at)), default=0)
+    stop = next((m.start() for m in _SENTENCE_END.finditer(rest, at)), len(rest))
+    markers = [m.start() for m in _COMPARISON.finditer(rest, start, stop)]
+    markers += [b for a, b, _ in evidence if start <= a < stop and _LIKE.search(text, start, a)]
+    if not markers:
+        return False, None
+    inside = [(a, b, m) for a, b, m in evidence if start <= a < stop]
+    if inside:
+        # distance from a title's end to a later word, or from a word to a later title's start
+        return True, min(
+            inside, key=lambda s: min(w - s[1] if s[1] <= w else abs(s[0] - w) for w in markers)
+        )[2]
+    before = [(b, m) for a, b, m in evidence if b <= start]
+    return True, max(before, key=lambda s: s[0])[1] if before else None
 
 
 def check(text: str, facts: Facts, titles: TitleIndex) -> Verdict:
@@ -308,8 +418,16 @@ def check(text: str, facts: Facts, titles: TitleIndex) -> Verdict:
     # a genre is the candidate's, or that of a movie named in the same clause (between marks:
     # "you rated Fargo (1996) 4/5 for its crime"); "like that film, it is an action story" claims
     # action for the candidate
+    evidence_spans = [
+        (a, b, m) for a, b, key in spans for m in allowed_titles.get(key, []) if m is not facts.candidate
+    ]
     for match in _GENRE.finditer(rest):
         genre = GENRE_WORDS[match.group(1).lower()]
+        compares, compared = _compared_with(rest, text, match.start(), evidence_spans)
+        if compares:
+            if compared is None or genre not in _genres(facts.candidate) & _genres(compared):
+                claims.append(Claim("comparison", match.group(1)))
+            continue
         start = max((b.end() for b in _CLAUSE_MARK.finditer(rest, 0, match.start())), default=0)
         stop = next((b.start() for b in _CLAUSE_MARK.finditer(rest, match.end())), len(rest))
         in_clause = [m for a, b, key in spans if a < stop and b > start for m in allowed_titles.get(key, [])]
@@ -363,12 +481,23 @@ def check(text: str, facts: Facts, titles: TitleIndex) -> Verdict:
     claims += [Claim("number", m.group(0)) for m in _COUNT_WORDS.finditer(rest)]
     claims += [Claim("number", m.group(0)) for m in _NUMBER_WORD.finditer(plain)]
     claims += [Claim("outside", m.group(0)) for m in _OUTSIDE.finditer(rest)]
+    claims += [Claim("attribution", m.group(0)) for m in _ATTRIBUTION.finditer(rest)]
+    claims += [Claim("attribution", m.group("what")) for m in _RATED_THEN.finditer(rest)]
+    backed = (
+        facts.mean_rating is not None
+        and facts.mean_rating >= PRAISE_MEAN
+        and (facts.ratings_count or 0) >= PRAISE_COUNT
+    )
+    if not backed:
+        claims += [Claim("praise", m.group(0)) for m in _PRAISE.finditer(rest)]
 
     if facts.rated:
         claims += [Claim("relation", m.group(0)) for m in _FUTURE.finditer(text)]
     else:
         candidate_forms = _surface_forms(facts.candidate.title)
         for match in _PAST.finditer(text):
+            if any(_WHICH.fullmatch(text, b, match.start()) for _, b, _m in evidence_spans):
+                continue  # "like Fargo (1996), which you rated 4/5": said of the evidence movie
             after = " ".join(w.lower() for w in _WORD.findall(text[match.end() : match.end() + 120]))
             padded = f" {after} "
             # the longest title the words start with decides ("Die Hard: With a Vengeance" is

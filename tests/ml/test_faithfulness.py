@@ -99,7 +99,7 @@ def test_what_the_facts_hold_passes(text: str) -> None:
         # an action drama story" for The English Patient)
         (
             "You will enjoy it because you rated Fargo 4/5, and like that film, it is a thriller story.",
-            "genre",
+            "comparison",
         ),
         # a number as a bound (make demo: "both share action, adventure elements like the story's 4+ rating")
         ("You will enjoy it because you rated Fargo 4/5, and it has the story's 4+ rating.", "number"),
@@ -178,3 +178,120 @@ def test_titles_in_other_alphabets_count_as_evidence_use() -> None:
     facts = Facts(FactMovie("Heat (1995)", 1995, ("Action",)), (ceremonie,))
     verdict = check("You will enjoy Heat (1995) because you rated La Cérémonie (1995) 4/5.", facts, titles)
     assert verdict.supported and verdict.uses_evidence
+
+
+# issue 23's findings: comparisons that give a rated movie a genre it lacks, attributions to
+# the user the server does not hold, praise with no fact behind it, titles in lower case
+RELATION_CATALOG = TitleIndex(
+    [
+        "Independence Day (ID4) (1996)",
+        "Lone Star (1996)",
+        "Schindler's List (1993)",
+        "Shining, The (1980)",
+        "Star Wars (1977)",
+        "Four Weddings and a Funeral (1994)",
+        "Army of Darkness (1993)",
+        "Fargo (1996)",
+    ]
+)
+ID4 = FactMovie("Independence Day (ID4) (1996)", 1996, ("Action", "Sci-Fi", "War"))
+LONE_STAR = FactMovie("Lone Star (1996)", 1996, ("Drama", "Mystery"), rating=4.0)
+SCHINDLER = FactMovie("Schindler's List (1993)", 1993, ("Drama", "War"), rating=5.0)
+SHINING = FactMovie("Shining, The (1980)", 1980, ("Horror",), rating=5.0)
+STAR_WARS = FactMovie(
+    "Star Wars (1977)", 1977, ("Action", "Adventure", "Romance", "Sci-Fi", "War"), rating=5.0
+)
+ARMY = FactMovie(
+    "Army of Darkness (1993)", 1993, ("Action", "Adventure", "Comedy", "Horror", "Sci-Fi"), rating=4.0
+)
+FARGO_CAND = FactMovie("Fargo (1996)", 1996, ("Crime", "Drama", "Thriller"))
+ID4_FACTS = Facts(ID4, (LONE_STAR, STAR_WARS, SHINING), mean_rating=3.4, ratings_count=429)
+FARGO_FACTS = Facts(FARGO_CAND, (SCHINDLER, ARMY, SHINING), mean_rating=4.16, ratings_count=508)
+
+
+def relation_kinds(text: str, facts: Facts) -> list[str]:
+    return [c.kind for c in check(text, facts, RELATION_CATALOG).claims]
+
+
+@pytest.mark.parametrize(
+    ("text", "facts", "kind"),
+    [
+        (
+            "You will enjoy Independence Day (1996) because you rated Lone Star (1996) 4/5, and both have action elements.",
+            ID4_FACTS,
+            "comparison",
+        ),
+        (
+            "You will enjoy Fargo (1996) because you rated Schindler's List (1993) 5/5, and like that film, "
+            "it is drama and thriller in its same vein.",
+            FARGO_FACTS,
+            "comparison",
+        ),
+        (
+            "You will enjoy it because you rated Fargo. You also gave The Shining (1980) 5/5 for an action film too.",
+            ID4_FACTS,
+            "comparison",
+        ),
+        (
+            "You will enjoy it. You also gave Schindler's List (1993) 5/5 too, which is another crime and drama story.",
+            FARGO_FACTS,
+            "comparison",
+        ),
+        # the demo's own first answer
+        (
+            "You will enjoy Fargo (1996) because you rated Army of Darkness (1993) 4/5, and both have drama elements.",
+            FARGO_FACTS,
+            "comparison",
+        ),
+        (
+            "You will enjoy it because both are crime stories.",
+            FARGO_FACTS,
+            "comparison",
+        ),  # compared with nothing named
+        ("It is a crime film, like The Shining (1980), which you rated 5/5.", FARGO_FACTS, "comparison"),
+        ("It averages 4.2/5 from your viewing experience.", FARGO_FACTS, "attribution"),
+        (
+            "You also gave Schindler's List (1993) 5/5 across your viewing averages too.",
+            FARGO_FACTS,
+            "attribution",
+        ),
+        ("It is an action film like that of your favorite movie.", ID4_FACTS, "attribution"),
+        ("It is an excellent film too.", ID4_FACTS, "praise"),
+        ("It is a classic war story.", ID4_FACTS, "praise"),
+        ("You will enjoy it, like four weddings and a funeral.", ID4_FACTS, "title"),
+    ],
+)
+def test_false_relations_are_caught(text: str, facts: Facts, kind: str) -> None:
+    assert kind in relation_kinds(text, facts)
+
+
+@pytest.mark.parametrize(
+    ("text", "facts"),
+    [
+        (
+            "You will enjoy Independence Day (1996) because you rated Star Wars (1977) 5/5, and both are action "
+            "and science fiction films.",
+            ID4_FACTS,
+        ),
+        # the candidate's own genre, with no comparison
+        (
+            "You will enjoy Independence Day (1996) because you rated Lone Star (1996) 4/5, and it is an action film.",
+            ID4_FACTS,
+        ),
+        ("It is a drama film, like Schindler's List (1993), which you rated 5/5.", FARGO_FACTS),
+        ("You rated Schindler's List (1993) 5/5 as well, and it has the same drama elements.", FARGO_FACTS),
+        # the template's sentence: each "it shares" follows the movie it is about
+        (
+            "We picked Fargo (1996) because you rated Schindler's List (1993) 5/5 and it shares Drama; "
+            "you rated Army of Darkness (1993) 4/5.",
+            FARGO_FACTS,
+        ),
+        # praise backed by the candidate's statistics (4.16 over 508 ratings)
+        ("It is an excellent crime film.", FARGO_FACTS),
+        # a short title in lower case is a common word, not a claim
+        ("It brings the heat of a crime story.", FARGO_FACTS),
+    ],
+)
+def test_true_relations_pass(text: str, facts: Facts) -> None:
+    verdict = check(text, facts, RELATION_CATALOG)
+    assert verdict.supported, verdict.claims
