@@ -193,7 +193,7 @@ class LLMHolder(ChampionHolder[ServedLLM]):
         return ServedLLM(backend, version, weight)
 
     def _load_transformers(self, adapter: Path | None, observer: PrometheusObserver) -> LLMBackend:
-        from ml.llm.base_model import load_base, with_adapter
+        from ml.llm.base_model import for_serving, load_base, with_adapter
         from ml.llm.local import TransformersBackend
 
         settings = self.settings
@@ -201,11 +201,13 @@ class LLMHolder(ChampionHolder[ServedLLM]):
         if adapter is not None:
             model = with_adapter(model, adapter, merge=True)
             model.eval()
+        model = for_serving(model, settings.llm_quantize)
         return TransformersBackend(
             model,
             tokenizer,
             max_new_tokens=settings.llm_max_new_tokens,
             max_batch=settings.llm_max_batch,
+            constrain_genres=settings.llm_constrain_genres,
             max_pending=settings.llm_max_pending,
             window_s=settings.llm_batch_window_ms / 1000,
             observer=observer,

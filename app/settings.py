@@ -112,6 +112,11 @@ class Settings(BaseSettings):
     llm_timeout_seconds: float = Field(default=30.0, gt=0)
     llm_max_new_tokens: int = Field(default=64, gt=0, le=512)
     llm_max_batch: int = Field(default=8, gt=0)
+    # in-process decoding bans genre words a comparison would make false (ml/llm/constrain.py)
+    llm_constrain_genres: bool = True
+    # the in-process model's linear layers in int8 on the CPU (ml/llm/base_model.for_serving):
+    # 2.3x faster, but the 135M adapter's explanations lose LLM share (docs/explanations.md)
+    llm_quantize: Literal["none", "int8"] = "none"
     # explanations one HTTP request may ask the LLM for: two batches of 8, which 2 cores write
     # in about 16 s, within the LLM timeout (docs/benchmarks.md: 7.85 s for 8); more is refused
     # before any work (QUERY_TOO_COMPLEX). The query cost (470 an explanation) bounds it too.

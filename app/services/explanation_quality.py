@@ -204,7 +204,7 @@ def evaluate_explanations(
 ) -> list[ExplanationReport]:
     """The base model (unless not ``base``) and each LLM version (all registered ones unless
     ``versions``); each user's explained movie is drawn from their ``top`` recommendations."""
-    from ml.llm.base_model import init_torch, load_base, with_adapter
+    from ml.llm.base_model import for_serving, init_torch, load_base, with_adapter
     from ml.llm.local import TransformersBackend
 
     # users never seen by an adapter's explanation training
@@ -223,6 +223,7 @@ def evaluate_explanations(
         if version is not None:
             model = with_adapter(model, registry.download(LLM, version, settings.home / "models"), merge=True)
             model.eval()
+        model = for_serving(model, settings.llm_quantize)  # as serving runs it
         counter = _Tokens()
         backend = TransformersBackend(
             model,

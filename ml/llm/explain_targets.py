@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ml.llm.faithfulness import FactMovie, Facts, TitleIndex, check
-from ml.llm.prompts import ExplainRequest, explanation_opening
+from ml.llm.prompts import ExplainRequest, explanation_opening, opening_movie
 
 # MovieLens genres as prose writes them before "film"; genres prose has no word for are left out
 _GENRE_PROSE = {
@@ -99,9 +99,9 @@ def _about_candidate(facts: Facts, rng: np.random.Generator) -> str | None:
     )
 
 
-def _first_reason(facts: Facts, rng: np.random.Generator) -> str:
-    """What follows "... because you rated <evidence> r/5, and": why that movie matters."""
-    shared = _shared(facts.evidence[0], facts.candidate)
+def _first_reason(facts: Facts, first: FactMovie, rng: np.random.Generator) -> str:
+    """What follows "... because you rated <first> r/5, and": why that movie matters."""
+    shared = _shared(first, facts.candidate)
     if shared:
         kind = _and(shared)
         return _pick(
@@ -170,9 +170,9 @@ def explanation_target(request: ExplainRequest, rng: np.random.Generator) -> str
             kind = f"{_a(_and(words))} film" if words else "a film"
             parts.append(f" it is {kind}, the kind you rate highly.")
             rest = ()
-    elif facts.evidence and facts.evidence[0].rating is not None:
-        parts.append(_first_reason(facts, rng))
-        rest = facts.evidence[1:]
+    elif (first := opening_movie(facts)) is not None:
+        parts.append(_first_reason(facts, first, rng))
+        rest = tuple(m for m in facts.evidence if m is not first)
     else:  # "You will enjoy C because"
         words = genre_words(facts.candidate.genres)[:2]
         kind = f"{_a(_and(words))} film" if words else "a film"

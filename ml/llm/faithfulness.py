@@ -113,6 +113,7 @@ GENRE_WORDS: dict[str, str] = {
     "mysteries": "mystery",
     "romance": "romance",
     "romantic": "romance",
+    "love": "romance",
     "sci-fi": "sci-fi",
     "sci fi": "sci-fi",
     "scifi": "sci-fi",
@@ -158,7 +159,9 @@ _OUTSIDE = re.compile(
     r"best[- ]?sell\w*|directed|director|starring|stars [A-Z]\w+|cast|actors?|actress\w*|performances? by|"
     r"based on|adapt\w*|sequels?|prequels?|remakes?|franchise|trilogy|novel|true story|"
     r"released in|premiered|budget|audiences? worldwide|cult classic|series|writers?|written|screenplay|"
-    r"plot|characters?|(?:story|tale) of (?:a|an|the|two|how)|about (?:a|an) \w+ who)\b",
+    r"plot|characters?|(?:story|tale) of (?:a|an|the|two|how)|about (?:a|an) \w+ who|family|"
+    r"other (?:films|movies|greats)|violen\w*|murder\w*|supernatural|aliens?|twists?|crew|score|"
+    r"soundtrack|ship|educational|emotional\w*|intense|release)\b",
 )
 # words that compare the candidate with another movie (searched with titles masked out)
 _COMPARISON = re.compile(
@@ -190,8 +193,27 @@ _PRAISE = re.compile(
     r"\b(?:excellent|classics?|classic's|masterpieces?|masterful|masterfully|iconic|brilliant\w*|"
     r"superb\w*|outstanding|beloved|timeless|must-see|greatest|finest|best|legendary|landmark|"
     r"stunning\w*|unforgettable|remarkable|extraordinary|amazing|fantastic|wonderful\w*|great|"
-    r"incredible|incredibly|perfect|perfectly|gem|treasure|groundbreaking|spectacular)\b",
+    r"incredible|incredibly|perfect|perfectly|gem|treasure|groundbreaking|spectacular|greats?|good|fun|"
+    r"entertaining|exciting|intrigu\w*|charm\w*|captivating|gripping|compelling|delightful|enjoyable|"
+    r"memorable|powerful|moving|touching|beautiful\w*|hilarious|clever|witty|heartwarming|inspiring)\b",
     re.IGNORECASE,
+)
+# a similarity claimed with a movie: it needs a genre the two share ("You also gave Mother 4/5,
+# another film from the same genre" of a comedy and a thriller is false with no genre named)
+_SIMILAR = re.compile(
+    r"\b(?:similar\w*|(?:the|its|that|their) same|more of the same|in common|shares?|shared|sharing|both|"
+    r"like (?:that|this) (?:film|movie|one)|another)\b",
+    re.IGNORECASE,
+)
+# "like ..." may go on only with a title, genres, tags and words that claim nothing
+_LIKE_WHAT = re.compile(
+    r"(?<!\bwill )(?<!\bwould )(?<!\bmight )(?<!\byou )\blike\b([^,;:.!?]*)", re.IGNORECASE
+)
+_GENRE_PARTS = frozenset(w for words in GENRE_WORDS for w in re.split(r"[\s-]", words))
+_VACUOUS = frozenset(
+    "that this those these the a an film films film's movie movies movie's one ones it its it's story "
+    "stories story's element elements in of and or too as well same vein similar other both them more "
+    "show show's filmmaking making genre genres kind way style out stars rating".split()
 )
 PRAISE_MEAN, PRAISE_COUNT = 4.0, 20  # the least rating statistics that back an evaluative word
 _FUTURE = re.compile(
@@ -402,7 +424,8 @@ def check(text: str, facts: Facts, titles: TitleIndex) -> Verdict:
     rest = _mask(text, [(s, e) for s, e, _ in found + own])
 
     for match in _QUOTED.finditer(rest):
-        claims.append(Claim("name", match.group(0)))
+        if match.group(1).strip():  # not a title in quotes ("True Lies")
+            claims.append(Claim("name", match.group(0)))
     allowed_words = {w.lower() for m in facts.movies() for g in m.genres for w in _WORD.findall(g)}
     allowed_words |= {w.lower() for t in facts.tags for w in _WORD.findall(t)}
     for match in _CAPITALISED.finditer(rest):
@@ -488,8 +511,30 @@ def check(text: str, facts: Facts, titles: TitleIndex) -> Verdict:
         and facts.mean_rating >= PRAISE_MEAN
         and (facts.ratings_count or 0) >= PRAISE_COUNT
     )
-    if not backed:
-        claims += [Claim("praise", m.group(0)) for m in _PRAISE.finditer(rest)]
+    for match in _PRAISE.finditer(rest):
+        # praise rests on the candidate's statistics: said of another movie ("you also gave Heat
+        # 4/5, another excellent film") it has none
+        start = max((m.end() for m in _SENTENCE_END.finditer(rest, 0, match.start())), default=0)
+        stop = next((m.start() for m in _SENTENCE_END.finditer(rest, match.end())), len(rest))
+        of_other = any(start <= a < stop for a, _, _ in evidence_spans) or re.search(
+            r"\banother\b", rest[start:stop], re.IGNORECASE
+        )
+        if not backed or of_other:
+            claims.append(Claim("praise", match.group(0)))
+    shared_with = {id(m): _genres(facts.candidate) & _genres(m) for _, _, m in evidence_spans}
+    for match in _SIMILAR.finditer(rest):
+        _, compared = _compared_with(rest, text, match.start(), evidence_spans)
+        if compared is not None and not shared_with[id(compared)]:
+            claims.append(Claim("comparison", match.group(0)))
+    title_starts = {a for a, _, _ in spans}
+    for match in _LIKE_WHAT.finditer(rest):
+        tail = text[match.start(1) : match.end(1)]
+        after = match.start(1) + len(tail) - len(tail.lstrip())
+        if after in title_starts:
+            continue  # "like The Godfather, ...": a movie named
+        words = {w.lower() for w in _WORD.findall(match.group(1)) if not w.isdigit()}
+        if words - _VACUOUS - allowed_words - _GENRE_PARTS:
+            claims.append(Claim("name", f"like{match.group(1)}".strip()))
 
     if facts.rated:
         claims += [Claim("relation", m.group(0)) for m in _FUTURE.finditer(text)]

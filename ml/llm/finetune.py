@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from ml.llm.base_model import quiet_peft
 from ml.llm.examples import PreferenceExample
 from ml.llm.explain_targets import ExplainExample
 from ml.llm.prompts import PromptBuilder
@@ -137,6 +138,7 @@ def explanation_loss(model: Any, builder: PromptBuilder, batch: Sequence[Explain
 def _lora(model: Any, config: FinetuneConfig, checkpoint: Path | None) -> Any:
     from peft import LoraConfig, PeftModel, get_peft_model
 
+    quiet_peft()
     if checkpoint is not None:
         return PeftModel.from_pretrained(model, checkpoint / ADAPTER, is_trainable=True)
     lora = LoraConfig(

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
-    from ml.llm.faithfulness import Facts
+    from ml.llm.faithfulness import FactMovie, Facts
 
 SYSTEM = "You are a movie recommendation assistant."
 _SPLIT = "\u2063"  # an invisible separator that no title contains: where the user part ends
@@ -271,14 +271,23 @@ def explanation_messages(request: ExplainRequest) -> list[dict[str, str]]:
     ]
 
 
+def opening_movie(facts: Facts) -> FactMovie | None:
+    """The evidence movie an answer opens with: the closest one that shares a genre with the
+    candidate (what follows its ", and" reads as a comparison, and a comparison with a movie
+    sharing nothing has nothing true to say), else the closest; None when none is rated."""
+    rated = [m for m in facts.evidence if m.rating is not None]
+    wanted = {g.lower() for g in facts.candidate.genres}
+    return next((m for m in rated if wanted & {g.lower() for g in m.genres}), rated[0] if rated else None)
+
+
 def explanation_opening(request: ExplainRequest) -> str:
     """The start of the answer, written for the model: it fits the viewer's relation to the
-    movie (rated already or not) and starts from the closest evidence, so that the model
-    continues from a fact rather than reviewing the film from memory."""
+    movie (rated already or not) and starts from the evidence (``opening_movie``), so that the
+    model continues from a fact rather than reviewing the film from memory."""
     facts = request.facts
     if facts is not None and facts.candidate.rating is not None:
         return f"You rated {request.title} {facts.candidate.rating:g}/5, and it fits your taste because"
-    if facts is not None and facts.evidence and facts.evidence[0].rating is not None:
-        first = facts.evidence[0]
+    first = opening_movie(facts) if facts is not None else None
+    if first is not None:
         return f"You will enjoy {request.title} because you rated {first.title} {first.rating:g}/5, and"
     return f"You will enjoy {request.title} because"

@@ -259,6 +259,24 @@ def relation_kinds(text: str, facts: Facts) -> list[str]:
         ("It is an excellent film too.", ID4_FACTS, "praise"),
         ("It is a classic war story.", ID4_FACTS, "praise"),
         ("You will enjoy it, like four weddings and a funeral.", ID4_FACTS, "title"),
+        # praise needs the candidate's statistics, and says nothing of another movie
+        ("It is an entertaining war film.", ID4_FACTS, "praise"),
+        ("You also gave Schindler's List (1993) 5/5, another excellent film.", FARGO_FACTS, "praise"),
+        # a likeness with a movie that shares no genre, with no genre named (held-out set: "another
+        # good film from the same genre" of a comedy and a thriller)
+        (
+            "You also gave The Shining (1980) 5/5, another film from the same genre.",
+            FARGO_FACTS,
+            "comparison",
+        ),
+        # "like ..." going on to what no fact holds (held-out set: "like getting off the bus")
+        (
+            "You will enjoy Fargo (1996) because you rated Schindler's List (1993) 5/5, and both have drama "
+            "elements like getting off the bus.",
+            FARGO_FACTS,
+            "name",
+        ),
+        ("It is a crime story about a man who hires two kidnappers.", FARGO_FACTS, "outside"),
     ],
 )
 def test_false_relations_are_caught(text: str, facts: Facts, kind: str) -> None:
@@ -290,6 +308,15 @@ def test_false_relations_are_caught(text: str, facts: Facts, kind: str) -> None:
         ("It is an excellent crime film.", FARGO_FACTS),
         # a short title in lower case is a common word, not a claim
         ("It brings the heat of a crime story.", FARGO_FACTS),
+        (
+            "You will enjoy Fargo (1996) because you rated Schindler's List (1993) 5/5, and both have drama "
+            'elements like "Schindler\'s List".',
+            FARGO_FACTS,
+        ),
+        (
+            "You rated Schindler's List (1993) 5/5, and both have drama elements like that film's story.",
+            FARGO_FACTS,
+        ),
     ],
 )
 def test_true_relations_pass(text: str, facts: Facts) -> None:

@@ -1,0 +1,123 @@
+"""Decoding that cannot make a false comparison (ml/llm/constrain.py), with the real tokenizer
+and model: the guard's bans, then what the model writes with and without them."""
+
+from __future__ import annotations
+
+import re
+
+from ml.llm.backends import ExplainRequest
+from ml.llm.constrain import GenreGuard, continuation_tokens, genre_sequences, word_tokens
+from ml.llm.faithfulness import _GENRE, FactMovie, Facts
+from ml.llm.local import TransformersBackend
+from ml.llm.prompts import explanation_opening
+
+ID4 = FactMovie("Independence Day (ID4) (1996)", 1996, ("Action", "Sci-Fi", "War"))
+LONE_STAR = FactMovie("Lone Star (1996)", 1996, ("Drama", "Mystery"), rating=4.0)
+STAR_WARS = FactMovie(
+    "Star Wars (1977)", 1977, ("Action", "Adventure", "Romance", "Sci-Fi", "War"), rating=5.0
+)
+FACTS = Facts(ID4, (LONE_STAR, STAR_WARS), mean_rating=3.44, ratings_count=429)
+OPENING = "You will enjoy Independence Day (1996) because you rated Lone Star (1996) 4/5, and"
+
+
+def one(tokenizer, text: str) -> int:
+    [token] = tokenizer.encode(text, add_special_tokens=False)
+    return int(token)
+
+
+def test_after_the_opening_only_shared_genres_may_be_written(base_llm) -> None:
+    _, tokenizer = base_llm
+    guard = GenreGuard(FACTS, genre_sequences(tokenizer))
+    # Lone Star (Drama, Mystery) shares no genre with Independence Day: every genre word is banned,
+    # the candidate's own "action" too, since after the opening it reads as a comparison
+    assert guard.allowed(OPENING) == set()
+    banned = set(guard.banned(OPENING, []))
+    assert {one(tokenizer, " action"), one(tokenizer, " drama"), one(tokenizer, " war")} <= banned
+    # once Star Wars is named, what it shares with the candidate is free again; drama stays banned
+    later = OPENING + " it is close to Star Wars (1977), which"
+    assert guard.allowed(later) == {"action", "sci-fi", "war"}
+    banned = set(guard.banned(later, []))
+    assert one(tokenizer, " action") not in banned and one(tokenizer, " war") not in banned
+    assert one(tokenizer, " drama") in banned
+
+
+def test_a_multi_token_word_is_banned_at_its_last_token_only(base_llm) -> None:
+    _, tokenizer = base_llm
+    guard = GenreGuard(FACTS, genre_sequences(tokenizer))
+    thr, iller = tokenizer.encode(" thriller", add_special_tokens=False)
+    assert iller not in guard.banned(OPENING, [one(tokenizer, " the")])  # " the" + "iller" is no thriller
+    assert iller in guard.banned(OPENING, [thr])  # " thr" + "iller" is
+
+
+def test_after_a_rating_the_user_gave_only_a_plain_continuation_may_follow(base_llm) -> None:
+    _, tokenizer = base_llm
+    guard = GenreGuard(FACTS, genre_sequences(tokenizer), continuation_tokens(tokenizer))
+    said = OPENING + " both are set in Texas. You also gave Star Wars (1977) 5/5"
+    only = guard.only(said, [])
+    assert only is not None
+    assert {tokenizer.decode([t]) for t in only} == {".", ",", ";", " as", " too", " and"}
+    assert guard.only(said + " as well.", []) is None  # once past the rating, anything may follow
+    assert guard.only(OPENING, []) is None  # the opening's own rating is followed by its ", and"
+    assert GenreGuard(FACTS, genre_sequences(tokenizer)).only(said, []) is None  # not asked for
+
+
+def test_after_you_also_gave_an_evidence_title_and_its_rating_are_copied(base_llm) -> None:
+    _, tokenizer = base_llm
+
+    def encode(text: str) -> list[int]:
+        return tokenizer.encode(text, add_special_tokens=False)
+
+    guard = GenreGuard(FACTS, genre_sequences(tokenizer), encode=encode)
+    text, answer = OPENING + " both are set in Texas. You also gave", [one(tokenizer, " gave")]
+    copied = []
+    while (only := guard.only(text, answer)) is not None:
+        if len(only) > 1:  # the two evidence movies start differently: take Star Wars
+            only = [encode(" Star Wars (1977) 5/5")[0]]
+        [token] = only
+        copied.append(token)
+        answer.append(token)
+        text += tokenizer.decode([token])
+    assert tokenizer.decode(copied) == " Star Wars (1977) 5/5"  # the title, year and rating as held
+
+
+def encode_all(tokenizer, text: str) -> list[int]:
+    return list(tokenizer.encode(text, add_special_tokens=False))
+
+
+def test_like_may_open_the_answer_only(base_llm) -> None:
+    _, tokenizer = base_llm
+    guard = GenreGuard(FACTS, genre_sequences(tokenizer), like=word_tokens(tokenizer, " like", " Like"))
+    like = one(tokenizer, " like")
+    assert like not in guard.banned(OPENING, [])  # "and like that film, ..." may open
+    said = OPENING + " both are action films"
+    assert like in guard.banned(said, encode_all(tokenizer, " both are action films"))
+
+
+# the candidate shares no genre with the only evidence movie: any genre word after the opening
+# is a false comparison
+TOY_STORY = FactMovie("Toy Story (1995)", 1995, ("Animation", "Children's", "Comedy"))
+HEAT = FactMovie("Heat (1995)", 1995, ("Action", "Crime", "Thriller"), rating=5.0)
+REQUEST = ExplainRequest(
+    "Toy Story (1995)",
+    ["you rated Heat (1995) 5/5"],
+    Facts(TOY_STORY, (HEAT,), mean_rating=3.88, ratings_count=452),
+)
+
+
+async def test_the_constrained_model_writes_no_genre_the_comparison_lacks(base_llm) -> None:
+    model, tokenizer = base_llm
+    written = {}
+    for constrained in (False, True):
+        backend = TransformersBackend(model, tokenizer, max_new_tokens=40, constrain_genres=constrained)
+        try:
+            [text] = await backend.explain_many([REQUEST])
+        finally:
+            await backend.aclose()
+        opening = explanation_opening(REQUEST)
+        assert text.startswith(opening)
+        written[constrained] = text[len(opening) :]
+    # without the guard the model names a genre (so the guard has something to stop)...
+    assert _GENRE.search(written[False]), written[False]
+    # ...with it, none: nothing the two movies share can be named, and nothing else may be
+    assert not _GENRE.search(written[True]), written[True]
+    assert re.search(r"\w", written[True])  # it still writes
