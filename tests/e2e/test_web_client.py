@@ -214,7 +214,16 @@ def _token(url: str, email: str, password: str) -> str:
     return answer.json()["data"]["login"]["token"]
 
 
-def test_an_admin_promotes_a_version_and_sees_which_serves(
+def _gql(url: str, query: str, token: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
+    answer = httpx.post(
+        f"{url}/graphql",
+        json={"query": query, "variables": variables or {}},
+        headers={"authorization": f"Bearer {token}"},
+    )
+    return answer.json()
+
+
+def test_an_admin_sees_the_experiment_promotes_a_version_and_sees_which_serves(
     recommender: Recommender, browser: Any, tmp_path: Path
 ) -> None:
     from app.registry import registry_for
@@ -226,6 +235,15 @@ def test_an_admin_promotes_a_version_and_sees_which_serves(
         experiment=RECOMMENDER, params={"copy_of": 1}, metrics={}, artifacts=folder
     )
     version = registry.register(RECOMMENDER, source=source, run_id=run_id)
+    registry.set_alias(RECOMMENDER, "challenger", version)
+    url = recommender.server.url
+    token = _token(url, *ADMIN)
+    start = """mutation { startExperiment(name: "web-arms",
+        arms: [{alias: "champion", weight: 0.5}, {alias: "challenger", weight: 0.5}]) { active } }"""
+    assert _gql(url, start, token)["data"]["startExperiment"]["active"]
+    recs = "query($u: Int!) { recommendations(userId: $u, first: 5) { movie { movieId } } }"
+    for user in range(1, 41):  # impressions in both arms
+        assert _gql(url, recs, token, {"u": user})["data"]["recommendations"]
     tab = Page(browser, recommender.server.url)
     page = tab.page
     tab.sign_in_with_the_keyboard(*ADMIN)
@@ -235,6 +253,29 @@ def test_an_admin_promotes_a_version_and_sees_which_serves(
     serving_before = page.text_content("#serving")
     tab.shot("08-admin")
     assert not tab.unlabelled_controls()
+    try:
+        # the experiment's arms, drawn: each arm's hit rate on its interval, as the API reports them
+        page.fill("#experiment-name", "web-arms")
+        page.keyboard.press("Enter")
+        page.wait_for_selector("svg[role=img]")
+        report = _gql(
+            url,
+            '{ experiment(name: "web-arms") { active arms { alias version impressions '
+            "hitRate hitRateLow hitRateHigh } } }",
+            token,
+        )["data"]["experiment"]
+        assert report["active"] and {a["alias"] for a in report["arms"]} == {"champion", "challenger"}
+        assert all(a["impressions"] > 0 for a in report["arms"])
+        label = page.get_attribute("svg[role=img]", "aria-label")
+        for arm in report["arms"]:
+            low, rate, high = (f"{100 * arm[k]:.1f}" for k in ("hitRateLow", "hitRate", "hitRateHigh"))
+            assert f"{arm['alias']}: hit rate {rate}% ({low}\u2013{high}%)" in (label or "")
+        assert page.locator("svg[role=img] circle").count() == 2
+        assert page.locator("svg[role=img] line.interval").count() == 2
+        assert "web-arms: running." in (page.text_content("main") or "")
+        tab.shot("08b-experiment")
+    finally:
+        _gql(url, 'mutation { stopExperiment(name: "web-arms") { active } }', token)
     try:
         page.click(f"button[aria-label='Promote version {version}']")
         page.wait_for_selector(f"#serving:has-text('Serving version {version}.')")

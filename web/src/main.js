@@ -270,7 +270,7 @@ function armsChart(arms) {
   const top = Math.max(0.05, ...arms.map((a) => a.hitRateHigh));
   const x = (v) => left + (v / top) * (width - left - 20);
   const svg = document.createElementNS("http://www.w3.org/2000/svg", "svg");
-  svg.setAttribute("viewBox", `0 0 ${width} ${arms.length * rowHeight + 10}`);
+  svg.setAttribute("viewBox", `0 0 ${width + 160} ${arms.length * rowHeight + 10}`);
   svg.setAttribute("role", "img");
   svg.setAttribute("aria-label", arms.map((a) => `${a.alias}: hit rate ${(a.hitRate * 100).toFixed(1)}% (${(a.hitRateLow * 100).toFixed(1)}–${(a.hitRateHigh * 100).toFixed(1)}%)`).join("; "));
   arms.forEach((arm, i) => {
@@ -284,6 +284,9 @@ function armsChart(arms) {
     add("text", { x: 4, y: y + 4, class: "arm" }, `${arm.alias} v${arm.version}`);
     add("line", { x1: x(arm.hitRateLow), x2: x(arm.hitRateHigh), y1: y, y2: y, class: "interval" });
     add("circle", { cx: x(arm.hitRate), cy: y, r: 5, class: "rate" });
+    const pct = (v) => `${(v * 100).toFixed(1)}%`;
+    add("text", { x: width + 150, y: y + 4, class: "value", "text-anchor": "end" },
+      `${pct(arm.hitRate)} (${pct(arm.hitRateLow)}–${pct(arm.hitRateHigh)}), ${arm.impressions} shown`);
   });
   return svg;
 }
