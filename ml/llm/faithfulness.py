@@ -116,6 +116,9 @@ GENRE_WORDS: dict[str, str] = {
     "love": "romance",
     "sci-fi": "sci-fi",
     "sci fi": "sci-fi",
+    "sci-fic": "sci-fi",
+    "science-fic": "sci-fi",
+    "sciencefic": "sci-fi",
     "scifi": "sci-fi",
     "science fiction": "sci-fi",
     "science-fiction": "sci-fi",
@@ -195,7 +198,8 @@ _PRAISE = re.compile(
     r"stunning\w*|unforgettable|remarkable|extraordinary|amazing|fantastic|wonderful\w*|great|"
     r"incredible|incredibly|perfect|perfectly|gem|treasure|groundbreaking|spectacular|greats?|good|fun|"
     r"entertaining|exciting|intrigu\w*|charm\w*|captivating|gripping|compelling|delightful|enjoyable|"
-    r"memorable|powerful|moving|touching|beautiful\w*|hilarious|clever|witty|heartwarming|inspiring)\b",
+    r"memorable|powerful|moving|touching|beautiful\w*|beauty|hilarious|clever|witty|heartwarming|inspiring|"
+    r"immersive|lighthearted|highly regarded|high-quality|acclaimed)\b",
     re.IGNORECASE,
 )
 # a similarity claimed with a movie: it needs a genre the two share ("You also gave Mother 4/5,
