@@ -170,9 +170,9 @@ def explanation_target(request: ExplainRequest, rng: np.random.Generator) -> str
             kind = f"{_a(_and(words))} film" if words else "a film"
             parts.append(f" it is {kind}, the kind you rate highly.")
             rest = ()
-    elif (first := opening_movie(facts)) is not None:
-        parts.append(_first_reason(facts, first, rng))
-        rest = tuple(m for m in facts.evidence if m is not first)
+    elif (opener := opening_movie(facts)) is not None:
+        parts.append(_first_reason(facts, opener, rng))
+        rest = tuple(m for m in facts.evidence if m is not opener)
     else:  # "You will enjoy C because"
         words = genre_words(facts.candidate.genres)[:2]
         kind = f"{_a(_and(words))} film" if words else "a film"

@@ -532,12 +532,12 @@ def check(text: str, facts: Facts, titles: TitleIndex) -> Verdict:
             claims.append(Claim("comparison", match.group(0)))
     title_starts = {a for a, _, _ in spans}
     for match in _LIKE_WHAT.finditer(rest):
-        tail = text[match.start(1) : match.end(1)]
-        after = match.start(1) + len(tail) - len(tail.lstrip())
-        if after in title_starts:
+        following = text[match.start(1) : match.end(1)]
+        begins = match.start(1) + len(following) - len(following.lstrip())
+        if begins in title_starts:
             continue  # "like The Godfather, ...": a movie named
-        words = {w.lower() for w in _WORD.findall(match.group(1)) if not w.isdigit()}
-        if words - _VACUOUS - allowed_words - _GENRE_PARTS:
+        said = {w.lower() for w in _WORD.findall(match.group(1)) if not w.isdigit()}
+        if said - _VACUOUS - allowed_words - _GENRE_PARTS:
             claims.append(Claim("name", f"like{match.group(1)}".strip()))
 
     if facts.rated:
