@@ -7,12 +7,13 @@ a genre word outside what that movie shares with the candidate (or, before any e
 movie is named, outside the candidate's own genres). Multi-token words are banned at their
 last token once the tokens before it are written ("thr" + "iller"), as transformers'
 ``NoBadWordsLogitsProcessor`` does, so that a common first token (" com", " An") stays free.
-Three more rules, each measured on the same 150 held-out pairs (docs/explanations.md): after
+Four more rules, each measured on the same 150 held-out pairs (docs/benchmarks.md): after
 "You also gave" the model copies an evidence movie's title, year and the user's rating token
 by token; right after such a rating only a few tokens may follow (``CONTINUATIONS``: a full
-stop, a comma, "as well", "too", "and"), not "across your viewing averages"; and "like" may
+stop, a comma, "as well", "too", "and"), not "across your viewing averages"; "like" may
 open the model's answer ("and like that film, it is ...") but not follow later, where it led
-to plots and garbled titles. The checker still reads every text: the guard makes its
+to plots and garbled titles; and the first sentence ends once it has named what the movies
+share ("both have drama elements."). The checker still reads every text: the guard makes its
 refusals rarer, it does not replace it.
 """
 
@@ -78,6 +79,12 @@ def _completing(sequences: Sequence[tuple[int, ...]], answer: Sequence[int]) -> 
     return out
 
 
+_NAMED_SHARE = re.compile(
+    r"(?<![\w-])(?:"
+    + "|".join(sorted((re.escape(w) for w in GENRE_WORDS), key=len, reverse=True))
+    + r")(?:[\w ,-]*?) (?:elements?|genres?|films?|stories|story|movies?)$",
+    re.IGNORECASE,
+)
 _TRIGGER = re.compile(r"\b[Yy]ou (?:also )?(?:gave|rated)$")
 
 
@@ -93,6 +100,8 @@ class GenreGuard:
         like: list[int] | None = None,
         encode: Callable[[str], list[int]] | None = None,
         your: list[int] | None = None,
+        stop: list[int] | None = None,
+        opening: str = "",
     ) -> None:
         self.sequences = sequences
         self.continuations = continuations
@@ -113,6 +122,10 @@ class GenreGuard:
             else []
         )
         self._copying_from: int | None = None
+        # the model's first sentence ends once it has named what the two movies share ("both
+        # have drama elements."): what came after it was where invented words lived
+        self.stop = stop or []
+        self.floor = len(opening)
 
     def allowed(self, text: str) -> set[str]:
         """The genres the next words may name: those the candidate shares with the evidence
@@ -155,4 +168,7 @@ class GenreGuard:
             return sorted({t[0] for t in self.titles})
         if self.continuations and _RATED.search(text.rstrip()) and not text.endswith(" "):
             return self.continuations
+        own = text[self.floor :]
+        if self.stop and not re.search(r"[.!?]", own) and _NAMED_SHARE.search(own):
+            return self.stop
         return None

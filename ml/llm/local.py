@@ -202,6 +202,8 @@ class TransformersBackend:
                 like=word_tokens(self.tokenizer, " like", " Like"),
                 encode=lambda text: self.tokenizer.encode(text, add_special_tokens=False),
                 your=word_tokens(self.tokenizer, " your", " Your"),
+                stop=word_tokens(self.tokenizer, "."),
+                opening=explanation_opening(request),
             )
         return _Job(
             self.builder.explanation(request),

@@ -93,6 +93,20 @@ def test_like_may_open_the_answer_only(base_llm) -> None:
     assert like in guard.banned(said, encode_all(tokenizer, " both are action films"))
 
 
+def test_the_first_sentence_ends_once_the_shared_genres_are_named(base_llm) -> None:
+    _, tokenizer = base_llm
+    stop = word_tokens(tokenizer, ".")
+    guard = GenreGuard(FACTS, genre_sequences(tokenizer), stop=stop, opening=OPENING)
+    assert guard.only(OPENING + " both are set in", []) is None
+    assert guard.only(OPENING + " both have war elements", []) == stop
+    assert guard.only(OPENING + " both are war films", []) == stop
+    # a later sentence goes on freely
+    assert (
+        guard.only(OPENING + " both are war films. You also gave Star Wars (1977) 5/5, another war film", [])
+        is None
+    )
+
+
 # the candidate shares no genre with the only evidence movie: any genre word after the opening
 # is a false comparison
 TOY_STORY = FactMovie("Toy Story (1995)", 1995, ("Animation", "Children's", "Comedy"))
