@@ -30,7 +30,7 @@ _CONTINUATIONS: dict[int, list[int]] = {}
 # what may follow a rating the user gave ("You also gave Heat (1995) 4/5"): the server holds the
 # rating, not where it came from; without this the adapter goes on "across your viewing
 # averages", "from 508 views" in most answers, and banning those words only moved it to others
-# ("your viewership rating"): measured in docs/explanations.md
+# ("your viewership rating"): measured in docs/benchmarks.md
 CONTINUATIONS = (".", ",", ";", " as", " too", " and")
 _RATED = re.compile(r"\byou (?:also )?(?:gave|rated)\b[^.!?;]*\d(?:\.\d)?/5$", re.IGNORECASE)
 
