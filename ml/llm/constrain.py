@@ -23,7 +23,7 @@ import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from ml.llm.faithfulness import GENRE_WORDS, Facts, _phrase, _surface_forms
+from ml.llm.faithfulness import GENRE_ALTERNATION, GENRE_WORDS, Facts, _genres, _phrase, _surface_forms
 
 _SEQUENCES: dict[int, dict[str, list[tuple[int, ...]]]] = {}
 _CONTINUATIONS: dict[int, list[int]] = {}
@@ -65,10 +65,6 @@ def genre_sequences(tokenizer: Any) -> dict[str, list[tuple[int, ...]]]:
     return _SEQUENCES[key]
 
 
-def _lower(genres: Sequence[str]) -> set[str]:
-    return {g.lower().replace("children's", "children") for g in genres}
-
-
 def _completing(sequences: Sequence[tuple[int, ...]], answer: Sequence[int]) -> list[int]:
     """The last tokens of ``sequences`` whose other tokens ``answer`` ends with."""
     out = []
@@ -81,7 +77,7 @@ def _completing(sequences: Sequence[tuple[int, ...]], answer: Sequence[int]) -> 
 
 _NAMED_SHARE = re.compile(
     r"(?<![\w-])(?:"
-    + "|".join(sorted((re.escape(w) for w in GENRE_WORDS), key=len, reverse=True))
+    + GENRE_ALTERNATION
     + r")(?:[\w ,-]*?) (?:elements?|genres?|films?|stories|story|movies?)$",
     re.IGNORECASE,
 )
@@ -110,9 +106,9 @@ class GenreGuard:
         # as "you rated"; "your viewing averages", "your favorite" were in a third of answers,
         # and banning those words only moved the model to others ("your viewership rating")
         self.your = your or []
-        self.candidate = _lower(facts.candidate.genres)
+        self.candidate = _genres(facts.candidate)
         self.evidence: list[tuple[list[re.Pattern[str]], set[str]]] = [
-            ([_phrase(f) for f in _surface_forms(m.title)], _lower(m.genres)) for m in facts.evidence
+            ([_phrase(f) for f in _surface_forms(m.title)], _genres(m)) for m in facts.evidence
         ]
         # "You also gave" goes on with an evidence movie's title, year and the user's rating,
         # copied token by token: no misspelt title ("The Shawshunstarkaner"), year or rating

@@ -131,10 +131,10 @@ GENRE_WORDS: dict[str, str] = {
     "western": "western",
     "westerns": "western",
 }
+# every genre word, longest first, as one regular-expression alternation
+GENRE_ALTERNATION = "|".join(sorted((re.escape(w) for w in GENRE_WORDS), key=len, reverse=True))
 _GENRE = re.compile(
-    r"(?<![\w-])("
-    + "|".join(sorted((re.escape(w) for w in GENRE_WORDS), key=len, reverse=True))
-    + r")(?![\w-])",
+    r"(?<![\w-])(" + GENRE_ALTERNATION + r")(?![\w-])",
     re.IGNORECASE,
 )
 _YEARS = re.compile(r"(?<![\d.])(18[89]\d|19\d\d|20[0-3]\d)(s?)(?!\d)")
@@ -187,9 +187,7 @@ _ATTRIBUTION = re.compile(
 _RATED_THEN = re.compile(
     r"\byou (?:also )?(?:gave|rated)\s[^.!?;]{0,120}?\d(?:\.\d)?/5\s+"
     r"(?P<what>(?:from|across|over|among|more than|in|with)\b[^.!?;,]*|for (?!(?:its |their )?"
-    r"(?:[\w'-]+ )?(?:"
-    + "|".join(sorted((re.escape(w) for w in GENRE_WORDS), key=len, reverse=True))
-    + r")\b)[^.!?;,]*)",
+    r"(?:[\w'-]+ )?(?:" + GENRE_ALTERNATION + r")\b)[^.!?;,]*)",
     re.IGNORECASE,
 )
 _PRAISE = re.compile(
@@ -370,14 +368,19 @@ def _contained(key: str, allowed: Iterable[str]) -> bool:
 _SENTENCE_END = re.compile(r"(?:[!?]|(?<!\b[A-Z])\.)(?=\s|$)")
 
 
+def _sentence_around(text: str, at: int) -> tuple[int, int]:
+    """(start, stop) of the sentence of ``text`` that holds position ``at``."""
+    start = max((m.end() for m in _SENTENCE_END.finditer(text, 0, at)), default=0)
+    return start, next((m.start() for m in _SENTENCE_END.finditer(text, at)), len(text))
+
+
 def _compared_with(
     rest: str, text: str, at: int, evidence: Sequence[tuple[int, int, FactMovie]]
 ) -> tuple[bool, FactMovie | None]:
     """For a genre word at ``at``: whether its sentence compares, and the evidence movie the
     comparison is with (nearest the comparison word in the sentence, or the last named before
     the sentence; None when no movie is named to compare with)."""
-    start = max((m.end() for m in _SENTENCE_END.finditer(rest, 0, at)), default=0)
-    stop = next((m.start() for m in _SENTENCE_END.finditer(rest, at)), len(rest))
+    start, stop = _sentence_around(rest, at)
     markers = [m.start() for m in _COMPARISON.finditer(rest, start, stop)]
     markers += [b for a, b, _ in evidence if start <= a < stop and _LIKE.search(text, start, a)]
     if not markers:
@@ -518,8 +521,7 @@ def check(text: str, facts: Facts, titles: TitleIndex) -> Verdict:
     for match in _PRAISE.finditer(rest):
         # praise rests on the candidate's statistics: said of another movie ("you also gave Heat
         # 4/5, another excellent film") it has none
-        start = max((m.end() for m in _SENTENCE_END.finditer(rest, 0, match.start())), default=0)
-        stop = next((m.start() for m in _SENTENCE_END.finditer(rest, match.end())), len(rest))
+        start, stop = _sentence_around(rest, match.start())
         of_other = any(start <= a < stop for a, _, _ in evidence_spans) or re.search(
             r"\banother\b", rest[start:stop], re.IGNORECASE
         )
