@@ -6,7 +6,8 @@ never a plain-text 400 or a 500: a body that is not a JSON object, JSON nested t
 parse, an unsupported method or content type, a subscription sent over HTTP.
 
 An anonymous catalog query sent as a persisted GET is answered from the response cache
-before Strawberry sees it (``_cached``): that path costs about what a bare route does.
+before Strawberry sees it (``_cached``), and once answered, the same GET (the same bytes of
+query string) is answered by ``CachedAnswers`` in front of every other layer of the app.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ from graphql_schema.limits import bucket_key, charge, empty_bucket
 
 if TYPE_CHECKING:
     from cross_web import AsyncHTTPRequestAdapter
-    from starlette.types import Receive, Scope, Send
+    from starlette.types import ASGIApp, Receive, Scope, Send
     from starlette.websockets import WebSocket
     from strawberry.http import GraphQLHTTPResponse, GraphQLRequestData
 
@@ -54,10 +55,9 @@ _PROCESS = uuid.uuid4().hex[:16]  # request ids made here: this process's random
 _COUNT = itertools.count()
 
 
-def _request_id(request: Request) -> str:
+def _request_id(given: str) -> str:
     """The caller's X-Request-ID when it is a plain token (nginx sets one), else a new one
     (unique across processes without a call to the system's random source per request)."""
-    given = request.headers.get("x-request-id", "")
     return given if given and _REQUEST_ID.fullmatch(given) else f"{_PROCESS}{next(_COUNT):016x}"
 
 
@@ -128,6 +128,57 @@ def _response_depends(state: AppState) -> str:
     return f"{state.generations.peek('catalog', 0)}:{served.version if served else '-'}"
 
 
+class CachedAnswers:
+    """The first layer of the app: an anonymous GET to /graphql whose query string was already
+    answered from the response cache (or stored in it) is answered again here, from this
+    process, without the other layers, the router, a parse of the query string or a hash:
+    an anonymous catalog page costs about what a bare route does. A request with an
+    Authorization header (never shared) or an Origin header (CORS has headers to add) goes the
+    normal way, as does any miss."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            scope["type"] != "http"
+            or scope["method"] != "GET"
+            or scope["path"] != "/graphql"
+            or not scope["query_string"]
+        ):
+            await self.app(scope, receive, send)
+            return
+        state: AppState | None = getattr(scope["app"].state, "cinerec", None)
+        headers = dict(scope["headers"])
+        found = (
+            state.responses.by_query(scope["query_string"], _response_depends(state))
+            if state is not None
+            and state.settings.response_cache_seconds
+            and b"authorization" not in headers
+            and b"origin" not in headers
+            else None
+        )
+        if state is None or found is None:
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        body, tag = found
+        request_id = _request_id(headers.get(b"x-request-id", b"").decode("latin-1"))
+        status = 304 if headers.get(b"if-none-match", b"").decode("latin-1") == tag else 200
+        raw = [
+            (b"cache-control", b"public, max-age=%d" % int(state.settings.response_cache_seconds)),
+            (b"etag", tag.encode()),
+            (b"vary", b"Authorization"),
+            (b"x-request-id", request_id.encode()),
+        ]
+        if status == 200:
+            raw += [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
+        await send({"type": "http.response.start", "status": status, "headers": raw})
+        await send({"type": "http.response.body", "body": body if status == 200 else b""})
+        state.metrics.cache_requests.labels(kind="response", level="first", result="hit").inc()
+        _log_request(request_id, {"cache": "hit"}, status, started)
+
+
 class _BadJSON(json.JSONDecodeError):
     def __init__(self, message: str) -> None:
         super().__init__(message, "", 0)
@@ -145,7 +196,7 @@ class GraphQLApp(GraphQL[Context, None]):
             return
         started = time.perf_counter()
         request = Request(scope=scope, receive=receive)
-        request_id = _request_id(request)
+        request_id = _request_id(request.headers.get("x-request-id", ""))
         entry: dict[str, Any] = {"cache": "bypass"}
         request.state.cinerec_log = entry
         request.state.cinerec_media = _media_type(request.headers.get("accept", ""))
@@ -225,11 +276,14 @@ class GraphQLApp(GraphQL[Context, None]):
         if not isinstance(digest, str):
             return None
         operation = params.get("operationName", [None])[0]
-        key = ResponseCache.key(digest, variables, operation, _response_depends(state))
+        depends = _response_depends(state)
+        key = ResponseCache.key(digest, variables, operation, depends)
         found = await state.responses.get(key)
         if found is None:
             request.state.cinerec_log["cache"] = "miss"
+            request.state.cinerec_cache_key = (depends, key)  # once stored, known by its query string
             return None
+        state.responses.know_query(request.scope["query_string"], depends, key)
         return self._cacheable_response(request, *found, state.settings.response_cache_seconds)
 
     @staticmethod
@@ -378,6 +432,9 @@ class GraphQLApp(GraphQL[Context, None]):
         request: Request = sub_response.cinerec_request  # type: ignore[attr-defined]
         state: AppState = request.app.state.cinerec
         tag = state.responses.put_soon(key, body)
+        asked = getattr(request.state, "cinerec_cache_key", None)
+        if request.method == "GET" and asked is not None and asked[1] == key:
+            state.responses.know_query(request.scope["query_string"], *asked)
         response = self._cacheable_response(request, body, tag, state.settings.response_cache_seconds)
         response.headers.raw.extend(sub_response.headers.raw)
         return response

@@ -29,7 +29,7 @@ from app.auth import PasswordHasher
 from app.cache import INVALIDATIONS, Generations, RedisHealth, TwoLevelCache
 from app.clients import parse_networks
 from app.db import create_engine, session_factory
-from app.graphql_app import GraphQLApp
+from app.graphql_app import CachedAnswers, GraphQLApp
 from app.holders import RecommenderHolder
 from app.limits import BodySizeLimit
 from app.llm import Fallback, LLMHolder
@@ -337,6 +337,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         build_schema(settings), graphql_ide="graphiql" if settings.graphiql_enabled else None
     )
     middleware = [
+        Middleware(CachedAnswers),  # first: a repeated anonymous GET pays for no other layer
         Middleware(BodySizeLimit, max_bytes=settings.max_body_bytes),
         Middleware(
             CORSMiddleware,

@@ -190,6 +190,9 @@ class PersistedQueries:
         return None
 
 
+QUERY_STRING_KEPT = 4096  # longer GET query strings are answered by parsing them each time
+
+
 class ResponseCache:
     """Finished anonymous responses, by key: in the process (bounded by ``local_bytes``, each
     for ``ttl`` seconds), and in Redis for the replicas (each for ``ttl`` seconds)."""
@@ -205,6 +208,24 @@ class ResponseCache:
             maxsize=local_bytes, ttl=max(ttl, 1e-3), getsizeof=lambda entry: len(entry[0]) + 192
         )
         self._tasks: set[asyncio.Task[None]] = set()
+        # a GET's query string as sent -> its key: the same bytes again need no parse or hash
+        self._queries: TTLCache[bytes, tuple[str, str]] = TTLCache(
+            maxsize=local_bytes // 8, ttl=max(ttl, 1e-3), getsizeof=lambda query: 256
+        )
+
+    def know_query(self, query_string: bytes, depends: str, key: str) -> None:
+        """Remember that a GET with this query string is answered by ``key``'s entry while
+        what it depends on is ``depends`` (the part of the key that changes)."""
+        if len(query_string) <= QUERY_STRING_KEPT:
+            self._queries[query_string] = (depends, key)
+
+    def by_query(self, query_string: bytes, depends: str) -> tuple[bytes, str] | None:
+        """(body, ETag) kept in this process for a GET with this query string, when it was
+        answered under the same ``depends`` (catalog generation and serving model)."""
+        known = self._queries.get(query_string)
+        if known is None or known[0] != depends:
+            return None
+        return self._local.get(known[1])
 
     @staticmethod
     def key(digest: str, variables: Any, operation: str | None, depends: str) -> str:

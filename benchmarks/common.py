@@ -10,10 +10,13 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.parse
 from pathlib import Path
 
 import asyncpg
 import httpx
+
+from app.persisted import sha256
 
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 ROOT = Path(__file__).resolve().parents[1]
@@ -75,3 +78,22 @@ def save(name: str, result: dict) -> None:
     out.mkdir(exist_ok=True)
     (out / f"{name}.json").write_text(json.dumps(result, indent=2))
     print(json.dumps(result, indent=2))
+
+
+def persisted_get(url: str, query: str, operation: str, ids: range) -> str:
+    """The wrk path of ``query`` as a persisted GET (``{id}`` in its variables), registered
+    and answered once for every id, so that the next GETs are response-cache hits."""
+    ext = {"persistedQuery": {"version": 1, "sha256Hash": sha256(query)}}
+    httpx.post(f"{url}/graphql", json={"query": query, "variables": {"id": ids[0]}, "extensions": ext})
+    path = (
+        f"/graphql?operationName={operation}&extensions="
+        + urllib.parse.quote(json.dumps(ext))
+        + "&variables="
+        + urllib.parse.quote('{"id": ')
+        + "{id}"
+        + urllib.parse.quote("}")
+    )
+    with httpx.Client() as client:
+        for movie in ids:
+            client.get(url + path.replace("{id}", str(movie)))
+    return path

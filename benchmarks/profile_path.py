@@ -2,7 +2,11 @@
 one uvicorn worker while wrk keeps it busy, and the top entries by own samples and by
 samples under them are printed (the flame graph's widest frames).
 
-    python -m benchmarks.profile_path [--seconds 20] [--home DIR]
+    python -m benchmarks.profile_path [--seconds 20] [--hit]
+
+With ``--hit`` the response cache is on and the request is the same query as a persisted GET
+already answered once (an anonymous catalog page's request), and bare ``/healthz`` is
+measured in the same run as its baseline.
 
 Needs py-spy (PyPI) and wrk (Debian). The server is `cinerec serve` on SQLite with the real
 MovieLens 100K (no model), limits off, the response cache off: each request runs the whole
@@ -21,7 +25,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from benchmarks.common import SHARED, free_port, machine, save, start
+from benchmarks.common import SHARED, free_port, machine, persisted_get, save, start
 from benchmarks.http_load import MOVIE_QUERY, wrk
 
 
@@ -90,6 +94,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--seconds", type=int, default=20)
     ap.add_argument("--label", default="current")
+    ap.add_argument("--hit", action="store_true", help="the persisted GET answered from the response cache")
     a = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="cinerec-profile-"))
     env = {
@@ -97,7 +102,7 @@ def main() -> None:
         "CINEREC_ENV": "test",
         "CINEREC_LLM_BACKEND": "none",
         "CINEREC_RATE_LIMITS": "false",
-        "CINEREC_RESPONSE_CACHE_SECONDS": "0",
+        "CINEREC_RESPONSE_CACHE_SECONDS": "600" if a.hit else "0",
         "HF_HUB_OFFLINE": "1",
     }
     full = {**os.environ, **env}
@@ -111,9 +116,18 @@ def main() -> None:
         [*cli, "serve", "--port", str(port), "--no-access-log"], env, f"{url}/healthz", timeout=300
     )
     raw = work / "profile.txt"
-    body = json.dumps({"query": MOVIE_QUERY, "variables": {"id": 0}}).replace('"id": 0', '"id": {id}')
+    body: str | None = json.dumps({"query": MOVIE_QUERY, "variables": {"id": 0}}).replace(
+        '"id": 0', '"id": {id}'
+    )
+    path = "/graphql"
+    result: dict = {"machine": machine(), "label": a.label}
     try:
-        wrk(url, path="/graphql", body=body, max_id=1682, duration=5, connections=32)  # warm
+        if a.hit:
+            path, body = persisted_get(url, MOVIE_QUERY, "Movie", range(1, 1683)), None
+            result["bare_healthz"] = wrk(
+                url, path="/healthz", body=None, max_id=1682, duration=a.seconds, connections=32
+            )
+        wrk(url, path=path, body=body, max_id=1682, duration=5, connections=32)  # warm
         spy = subprocess.Popen(
             [
                 shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy"),
@@ -133,15 +147,17 @@ def main() -> None:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        load = wrk(url, path="/graphql", body=body, max_id=1682, duration=a.seconds, connections=32)
+        load = wrk(url, path=path, body=body, max_id=1682, duration=a.seconds, connections=32)
         spy.wait(60)
         found = top(raw)
     finally:
         server.terminate()
         server.wait(60)
         shutil.rmtree(work, ignore_errors=True)
-    result = {"machine": machine(), "label": a.label, "load": load, **found}
-    save(f"profile_path_{a.label}", result)
+    result.update({"load": load, **found})
+    if a.hit:
+        result["hit_vs_bare"] = round(load["requests_per_s"] / result["bare_healthz"]["requests_per_s"], 3)
+    save(f"profile_path_{a.label}{'_hit' if a.hit else ''}", result)
 
 
 if __name__ == "__main__":

@@ -27,7 +27,6 @@ import os
 import subprocess
 import sys
 import time
-import urllib.parse
 import uuid
 from pathlib import Path
 from typing import Any
@@ -36,8 +35,7 @@ import httpx
 import numpy as np
 import redis
 
-from app.persisted import sha256
-from benchmarks.common import free_port, machine, pg_url, save, start
+from benchmarks.common import free_port, machine, persisted_get, pg_url, save, start
 from benchmarks.http_load import wrk
 from benchmarks.openloop import Request, run
 
@@ -157,22 +155,7 @@ def main() -> None:
                 connections=64,
                 body=json.dumps({"query": MOVIE, "variables": {"id": 0}}).replace('"id": 0', '"id": {id}'),
             )
-            digest = sha256(MOVIE)
-            ext = {"persistedQuery": {"version": 1, "sha256Hash": digest}}
-            httpx.post(
-                f"{server.url}/graphql", json={"query": MOVIE, "variables": {"id": 1}, "extensions": ext}
-            )
-            path = (
-                "/graphql?operationName=Movie&extensions="
-                + urllib.parse.quote(json.dumps(ext))
-                + "&variables="
-                + urllib.parse.quote('{"id": ')
-                + "{id}"
-                + urllib.parse.quote("}")
-            )
-            with httpx.Client() as client:
-                for movie in range(1, max_movie + 1):  # every id answered once: the next GETs are hits
-                    client.get(server.url + path.replace("{id}", str(movie)))
+            path = persisted_get(server.url, MOVIE, "Movie", range(1, max_movie + 1))
             hits = wrk(
                 server.url, path=path, body=None, max_id=max_movie, duration=a.duration, connections=64
             )

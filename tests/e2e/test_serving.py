@@ -341,6 +341,37 @@ def test_anonymous_catalog_gets_are_cached_shared_and_revalidated(replicas: Repl
     wait_until(executes_again, "the ingest invalidated the cached response")
 
 
+def test_a_repeated_get_answered_first_keeps_every_header_it_needs(replicas: Replicas) -> None:
+    """The same anonymous GET again is answered by the app's first layer (CachedAnswers):
+    the same body and tag, its own request id, and a cross-origin GET still gets CORS."""
+    query = MOVIE + f" # {uuid.uuid4().hex}"
+    digest = sha256(query)
+    ext = {"persistedQuery": {"version": 1, "sha256Hash": digest}}
+    replicas.post(replicas.a, {"query": query, "variables": {"id": 7}, "extensions": ext})
+    first_layer = 'cinerec_cache_requests_total{kind="response",level="first",result="hit"}'
+    stored = _get(replicas.a, digest, {"id": 7})  # executed and stored: its query string is known now
+    before = metric(replicas.a, first_layer)
+    again = _get(replicas.a, digest, {"id": 7}, **{"x-request-id": "trace-7"})
+    assert metric(replicas.a, first_layer) == before + 1
+    assert again.status_code == 200 and again.json()["data"]["movie"]["movieId"] == 7
+    assert again.content == stored.content and again.headers["ETag"] == stored.headers["ETag"]
+    assert again.headers["Content-Type"] == "application/json"
+    assert again.headers["x-request-id"] == "trace-7" and stored.headers["x-request-id"] != "trace-7"
+    assert _get(replicas.a, digest, {"id": 7}, **{"if-none-match": stored.headers["ETag"]}).status_code == 304
+    origin = replicas.settings.cors_origins[0]
+    before = metric(replicas.a, first_layer)
+    cross = _get(replicas.a, digest, {"id": 7}, origin=origin)  # the normal way: CORS adds its headers
+    assert cross.content == stored.content and cross.headers["access-control-allow-origin"] == origin
+    assert metric(replicas.a, first_layer) == before
+    token = replicas.token()  # a caller with a token never gets the shared answer
+    mine = httpx.get(
+        f"{replicas.a.url}/graphql",
+        params={"extensions": json.dumps(ext), "variables": json.dumps({"id": 7}), "operationName": "Movie"},
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    assert mine.headers["Cache-Control"] == "no-store" and "ETag" not in mine.headers
+
+
 def test_authenticated_answers_are_never_shared(replicas: Replicas) -> None:
     token = replicas.token()
     response = replicas.post(replicas.a, {"query": "{ me { userId } }"}, token=token)
