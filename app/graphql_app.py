@@ -218,16 +218,16 @@ class GraphQLApp(GraphQL[Context, None]):
                 )
                 if exc.status_code == 405:
                     response.headers["Allow"] = "GET, POST"
+            if response.status_code == 429:
+                await self._hold()  # refused after parsing and pricing: held like an early refusal
         response.headers["X-Request-ID"] = request_id
         await response(scope, receive, send)
         _log_request(request_id, entry, response.status_code, started)
 
     async def _refused_early(self, request: Request) -> Response | None:
         """429 for a caller whose bucket was empty a moment ago: a flood costs no body parsing,
-        no context and no GraphQL work. The answer waits a moment (``TARPIT_SECONDS``, at most
-        ``TARPIT_MAX`` answers at once): a client that does not wait as told sends a few
-        requests a second per connection instead of thousands, and others keep the cores (a
-        victim's latency beside a flood is the measure)."""
+        no context and no GraphQL work. The answer is held a moment (``_hold``), as is every
+        429, so that others keep the cores (a victim's latency beside a flood is the measure)."""
         state: AppState = request.app.state.cinerec
         if not state.services.limits.enabled:
             return None
@@ -243,12 +243,7 @@ class GraphQLApp(GraphQL[Context, None]):
         error = empty_bucket(state.services, key)
         if error is None:
             return None
-        if self._tarpitted < TARPIT_MAX:
-            self._tarpitted += 1
-            try:
-                await asyncio.sleep(TARPIT_SECONDS)
-            finally:
-                self._tarpitted -= 1
+        await self._hold()
         retry = str((error.extensions or {}).get("retryAfter", 1))
         body = error_body(
             error.message,
@@ -258,6 +253,17 @@ class GraphQLApp(GraphQL[Context, None]):
         return JSONResponse(
             body, status_code=429, headers={"Retry-After": retry}, media_type=request.state.cinerec_media
         )
+
+    async def _hold(self) -> None:
+        """Keep a rate-limit refusal waiting ``TARPIT_SECONDS`` (at most ``TARPIT_MAX`` at
+        once): a client that does not wait as told sends a few requests a second per
+        connection instead of thousands."""
+        if self._tarpitted < TARPIT_MAX:
+            self._tarpitted += 1
+            try:
+                await asyncio.sleep(TARPIT_SECONDS)
+            finally:
+                self._tarpitted -= 1
 
     async def _cached(self, request: Request) -> Response | None:
         """A stored answer to an anonymous persisted GET, or None to go the normal way."""

@@ -209,15 +209,17 @@ class ResponseCache:
         )
         self._tasks: set[asyncio.Task[None]] = set()
         # a GET's query string as sent -> its key: the same bytes again need no parse or hash
-        self._queries: TTLCache[bytes, tuple[str, str]] = TTLCache(
-            maxsize=local_bytes // 8, ttl=max(ttl, 1e-3), getsizeof=lambda query: 256
+        # (bounded by bytes, query strings included: padding the JSON of the variables makes
+        # many query strings of one answer)
+        self._queries: TTLCache[bytes, tuple[str, str, int]] = TTLCache(
+            maxsize=local_bytes // 8, ttl=max(ttl, 1e-3), getsizeof=lambda known: known[2]
         )
 
     def know_query(self, query_string: bytes, depends: str, key: str) -> None:
         """Remember that a GET with this query string is answered by ``key``'s entry while
         what it depends on is ``depends`` (the part of the key that changes)."""
         if len(query_string) <= QUERY_STRING_KEPT:
-            self._queries[query_string] = (depends, key)
+            self._queries[query_string] = (depends, key, len(query_string) + len(depends) + 256)
 
     def by_query(self, query_string: bytes, depends: str) -> tuple[bytes, str] | None:
         """(body, ETag) kept in this process for a GET with this query string, when it was

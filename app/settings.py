@@ -114,15 +114,15 @@ class Settings(BaseSettings):
     llm_max_batch: int = Field(default=8, gt=0)
     # in-process decoding bans genre words a comparison would make false (ml/llm/constrain.py)
     llm_constrain_genres: bool = True
-    # the in-process model's linear layers in int8 on the CPU (ml/llm/base_model.for_serving):
-    # 2.3x faster, but the 135M adapter's explanations lose LLM share (docs/explanations.md)
-    llm_quantize: Literal["none", "int8"] = "none"
+    # the in-process model's weights on the CPU (ml/llm/base_model.for_serving): bf16 where the
+    # CPU has bfloat16 arithmetic (else float32); int8 is faster still but loses LLM share
+    llm_quantize: Literal["none", "int8", "bf16"] = "bf16"
     # explanations one HTTP request may ask the LLM for: two batches of 8, which 2 cores write
     # in about 16 s, within the LLM timeout (docs/benchmarks.md: 7.85 s for 8); more is refused
     # before any work (QUERY_TOO_COMPLEX). The query cost (470 an explanation) bounds it too.
     llm_max_explanations: int = Field(default=16, ge=0)
     llm_max_pending: int = Field(default=32, gt=0)
-    llm_batch_window_ms: float = Field(default=100.0, ge=0)
+    llm_batch_window_ms: float = Field(default=20.0, ge=0)
     llm_threads: int = 0  # torch threads for the in-process model; 0 keeps torch's default
     llm_rerank_candidates: int = Field(default=20, ge=0)
     llm_rerank_weight: float | None = None  # None: the weight validated with the served adapter

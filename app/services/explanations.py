@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -21,6 +22,10 @@ from ml.llm.evidence import Evidence
 from ml.llm.faithfulness import CLAUSE_END, TitleIndex, check, ends_sentence, vet
 from ml.llm.prompts import explanation_opening
 from ml.llm.template import template_explanation
+
+# a sentence the text so far ends with: a full stop after a word (not "L.A." or "4.", which may
+# go on), or "!" / "?"; CLAUSE_END waits for the space after it, one decoding step later
+ENDED_NOW = re.compile(r"(?:(?<!\b[A-Z])(?<![\d.])\.|[!?])$")
 
 if TYPE_CHECKING:
     from app.llm import ServedLLM
@@ -262,6 +267,10 @@ class ExplanationService:
                         continue
                     written += piece
                     ends = [m for m in CLAUSE_END.finditer(written) if m.start() >= max(checked_upto, floor)]
+                    if (now := ENDED_NOW.search(written)) is not None and now.start() >= max(
+                        checked_upto, floor
+                    ):
+                        ends.append(now)  # a sentence just ended goes out now, not with the next token
                     for end in ends:
                         verdict = check(written[: end.end()], facts, titles)
                         if not verdict.supported:

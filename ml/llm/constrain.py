@@ -9,11 +9,11 @@ last token once the tokens before it are written ("thr" + "iller"), as transform
 ``NoBadWordsLogitsProcessor`` does, so that a common first token (" com", " An") stays free.
 Four more rules, each measured on the same 150 held-out pairs (docs/benchmarks.md): after
 "You also gave" the model copies an evidence movie's title, year and the user's rating token
-by token; right after such a rating only a few tokens may follow (``CONTINUATIONS``: a full
-stop, a comma, "as well", "too", "and"), not "across your viewing averages"; "like" may
+by token; right after such a rating only a full stop, "as well." or "too." may follow
+(``CONTINUATIONS``, ``THEN``), not "across your viewing averages"; "like" may
 open the model's answer ("and like that film, it is ...") but not follow later, where it led
-to plots and garbled titles; and the first sentence ends once it has named what the movies
-share ("both have drama elements."). The checker still reads every text: the guard makes its
+to plots and garbled titles; the first sentence ends once it has named what the movies
+share ("both have drama elements."); and the answer ends with its second sentence. The checker still reads every text: the guard makes its
 refusals rarer, it does not replace it.
 """
 
@@ -31,7 +31,13 @@ _CONTINUATIONS: dict[int, list[int]] = {}
 # rating, not where it came from; without this the adapter goes on "across your viewing
 # averages", "from 508 views" in most answers, and banning those words only moved it to others
 # ("your viewership rating"): measured in docs/benchmarks.md
-CONTINUATIONS = (".", ",", ";", " as", " too", " and")
+CONTINUATIONS = (".", " as", " too")
+# ... and the sentence ends there: "as well." or "too." (``GenreGuard.then``). What the adapter
+# wrote after a comma ("another film that offers more of that same story", "as another film
+# from that same genre" of a movie without it, "which is another film with that title") was
+# where nine in ten of the clauses a reader refused in its served answers were (docs/benchmarks.md)
+THEN = {" as": " well", " as well": ".", " too": "."}
+_RATED_TAIL = re.compile(r"\d(?:\.\d)?/5( as| as well| too)$")
 _RATED = re.compile(r"\byou (?:also )?(?:gave|rated)\b[^.!?;]*\d(?:\.\d)?/5$", re.IGNORECASE)
 
 
@@ -81,6 +87,8 @@ _NAMED_SHARE = re.compile(
     + r")(?:[\w ,-]*?) (?:elements?|genres?|films?|stories|story|movies?)$",
     re.IGNORECASE,
 )
+SENTENCES = 2  # an answer ends with its second sentence
+_SENTENCE_END = re.compile(r"(?<![A-Z])[.!?](?=\s|$)")
 _TRIGGER = re.compile(r"\b[Yy]ou (?:also )?(?:gave|rated)$")
 
 
@@ -98,6 +106,8 @@ class GenreGuard:
         your: list[int] | None = None,
         stop: list[int] | None = None,
         opening: str = "",
+        end: list[int] | None = None,
+        title: str = "",
     ) -> None:
         self.sequences = sequences
         self.continuations = continuations
@@ -118,10 +128,19 @@ class GenreGuard:
             else []
         )
         self._copying_from: int | None = None
+        # after such a rating: " as" -> " well" -> "."; " too" -> "."
+        self.then = (
+            {k: [int(encode(v)[0])] for k, v in THEN.items()} if encode is not None and continuations else {}
+        )
         # the model's first sentence ends once it has named what the two movies share ("both
         # have drama elements."): what came after it was where invented words lived
         self.stop = stop or []
         self.floor = len(opening)
+        # after the second sentence the answer ends (the prompt asks for one or two): a third
+        # was filler or a false number in most answers that wrote one ("It averages 3.5/5
+        # across its three films."), and the longest answer is what a batch of streams waits for
+        self.end = end or []
+        self.titles_text = [title, *(m.title for m in facts.evidence)]
 
     def allowed(self, text: str) -> set[str]:
         """The genres the next words may name: those the candidate shares with the evidence
@@ -162,9 +181,20 @@ class GenreGuard:
         if self.titles and _TRIGGER.search(text):
             self._copying_from = len(answer)
             return sorted({t[0] for t in self.titles})
+        if self.then and (tail := _RATED_TAIL.search(text)):
+            return self.then[tail.group(1)]
         if self.continuations and _RATED.search(text.rstrip()) and not text.endswith(" "):
             return self.continuations
         own = text[self.floor :]
         if self.stop and not re.search(r"[.!?]", own) and _NAMED_SHARE.search(own):
             return self.stop
+        if self.end and own.endswith((".", "!", "?")) and self._sentences(own) >= SENTENCES:
+            return self.end
         return None
+
+    def _sentences(self, own: str) -> int:
+        """Sentences ended in the model's words (a title's "L.A." or "Dr." ends none)."""
+        for title in self.titles_text:
+            if title:
+                own = own.replace(title, "")
+        return len(_SENTENCE_END.findall(own))

@@ -204,6 +204,8 @@ class TransformersBackend:
                 your=word_tokens(self.tokenizer, " your", " Your"),
                 stop=word_tokens(self.tokenizer, "."),
                 opening=explanation_opening(request),
+                end=sorted(self._eos_ids),
+                title=request.title,
             )
         return _Job(
             self.builder.explanation(request),

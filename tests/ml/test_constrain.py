@@ -55,8 +55,17 @@ def test_after_a_rating_the_user_gave_only_a_plain_continuation_may_follow(base_
     said = OPENING + " both are set in Texas. You also gave Star Wars (1977) 5/5"
     only = guard.only(said, [])
     assert only is not None
-    assert {tokenizer.decode([t]) for t in only} == {".", ",", ";", " as", " too", " and"}
-    assert guard.only(said + " as well.", []) is None  # once past the rating, anything may follow
+    assert {tokenizer.decode([t]) for t in only} == {".", " as", " too"}
+    assert guard.only(said + " as well.", []) is None  # without ``encode``, anything may follow then
+    told = GenreGuard(
+        FACTS,
+        genre_sequences(tokenizer),
+        continuation_tokens(tokenizer),
+        encode=lambda text: tokenizer.encode(text, add_special_tokens=False),
+    )
+    assert [tokenizer.decode([t]) for t in told.only(said + " as", []) or []] == [" well"]
+    assert [tokenizer.decode([t]) for t in told.only(said + " as well", []) or []] == ["."]
+    assert [tokenizer.decode([t]) for t in told.only(said + " too", []) or []] == ["."]
     assert guard.only(OPENING, []) is None  # the opening's own rating is followed by its ", and"
     assert GenreGuard(FACTS, genre_sequences(tokenizer)).only(said, []) is None  # not asked for
 
@@ -105,6 +114,20 @@ def test_the_first_sentence_ends_once_the_shared_genres_are_named(base_llm) -> N
         guard.only(OPENING + " both are war films. You also gave Star Wars (1977) 5/5, another war film", [])
         is None
     )
+
+
+def test_the_answer_ends_with_its_second_sentence(base_llm) -> None:
+    _, tokenizer = base_llm
+    end = [int(tokenizer.eos_token_id)]
+    la = FactMovie("L.A. Confidential (1997)", 1997, ("Crime", "Film-Noir", "Mystery"), rating=5.0)
+    facts = Facts(ID4, (LONE_STAR, la), mean_rating=3.44, ratings_count=429)
+    guard = GenreGuard(facts, genre_sequences(tokenizer), end=end, opening=OPENING, title=ID4.title)
+    first = OPENING + " both are mystery films."
+    assert guard.only(first, []) is None  # one sentence: the answer may go on
+    assert guard.only(first + " You also gave L.A.", []) is None  # a title's full stops end nothing
+    assert guard.only(first + " You also gave L.A. Confidential (1997) 5/5", []) is None
+    assert guard.only(first + " You also gave L.A. Confidential (1997) 5/5 as well.", []) == end
+    assert guard.only(first + " It is a war film, too!", []) == end
 
 
 # the candidate shares no genre with the only evidence movie: any genre word after the opening
