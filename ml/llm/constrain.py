@@ -7,14 +7,14 @@ a genre word outside what that movie shares with the candidate (or, before any e
 movie is named, outside the candidate's own genres). Multi-token words are banned at their
 last token once the tokens before it are written ("thr" + "iller"), as transformers'
 ``NoBadWordsLogitsProcessor`` does, so that a common first token (" com", " An") stays free.
-Four more rules, each measured on the same 150 held-out pairs (docs/benchmarks.md): after
+Five more rules, each measured on the same 150 held-out pairs (docs/benchmarks.md): after
 "You also gave" the model copies an evidence movie's title, year and the user's rating token
 by token; right after such a rating only a full stop, "as well." or "too." may follow
-(``CONTINUATIONS``, ``THEN``), not "across your viewing averages"; "like" may
-open the model's answer ("and like that film, it is ...") but not follow later, where it led
-to plots and garbled titles; the first sentence ends once it has named what the movies
-share ("both have drama elements."); and the answer ends with its second sentence. The checker still reads every text: the guard makes its
-refusals rarer, it does not replace it.
+(``CONTINUATIONS``, ``THEN``), not "across your viewing averages"; "like" may open the
+model's answer ("and like that film, it is ...") but not follow later, where it led to plots
+and garbled titles; the first sentence ends once it has named what the movies share ("both
+have drama elements."); and the answer ends with its second sentence. The checker still
+reads every text: the guard makes its refusals rarer, it does not replace it.
 """
 
 from __future__ import annotations
