@@ -46,6 +46,13 @@ def word_tokens(tokenizer: Any, *words: str) -> list[int]:
     return sorted({int(tokenizer.encode(w, add_special_tokens=False)[0]) for w in words})
 
 
+def single_tokens(tokenizer: Any, *words: str) -> list[int]:
+    """The tokens of those ``words`` that are one token each (banning the first token of a
+    longer word would ban every word that starts with it)."""
+    ids = (tokenizer.encode(w, add_special_tokens=False) for w in words)
+    return sorted({int(i[0]) for i in ids if len(i) == 1})
+
+
 def continuation_tokens(tokenizer: Any) -> list[int]:
     """The first tokens of ``CONTINUATIONS``, cached per tokenizer."""
     key = id(tokenizer)
@@ -87,7 +94,11 @@ _NAMED_SHARE = re.compile(
     + r")(?:[\w ,-]*?) (?:elements?|genres?|films?|stories|story|movies?)$",
     re.IGNORECASE,
 )
+_AFTER_GENRE = re.compile(r"(?<![\w-])(?:" + GENRE_ALTERNATION + r")$", re.IGNORECASE)
+PRAISE = (" epic", " classic", " excellent", " acclaimed", " masterpiece", " iconic", " beloved")
 SENTENCES = 2  # an answer ends with its second sentence
+SECOND = {" You": " You", "You": " also", "You also": " gave"}  # after the first sentence: " You also gave"
+_SECOND = re.compile(r"[.!?] (You|You also)$")
 _SENTENCE_END = re.compile(r"(?<![A-Z])[.!?](?=\s|$)")
 _TRIGGER = re.compile(r"\b[Yy]ou (?:also )?(?:gave|rated)$")
 
@@ -108,6 +119,8 @@ class GenreGuard:
         opening: str = "",
         end: list[int] | None = None,
         title: str = "",
+        story: list[int] | None = None,
+        praise: list[int] | None = None,
     ) -> None:
         self.sequences = sequences
         self.continuations = continuations
@@ -140,7 +153,20 @@ class GenreGuard:
         # was filler or a false number in most answers that wrote one ("It averages 3.5/5
         # across its three films."), and the longest answer is what a batch of streams waits for
         self.end = end or []
+        # " story" only right after a genre word ("a drama story"): "both films share that
+        # story", "more of that story", "that story of bravery in combat" claimed plots the
+        # server does not hold; and no praise word ("epic"), which needs facts it rarely has
+        self.story = story or []
+        self.praise = praise or []
         self.titles_text = [title, *(m.title for m in facts.evidence)]
+        # the second sentence, if any, is "You also gave <an evidence title> <its rating> as
+        # well.": second sentences the model began otherwise ("It has more of that same idea as
+        # the original film's comedy elements.") were where what a reader refused was left
+        self.second = (
+            {k: [int(encode(v)[0])] for k, v in SECOND.items()}
+            if encode is not None and self.titles and end
+            else {}
+        )
 
     def allowed(self, text: str) -> set[str]:
         """The genres the next words may name: those the candidate shares with the evidence
@@ -161,6 +187,9 @@ class GenreGuard:
         allowed = self.allowed(text)
         out: list[int] = list(self.like) if answer else []
         out += self.your
+        out += self.praise
+        if self.story and not _AFTER_GENRE.search(text):
+            out += self.story
         for genre, sequences in self.sequences.items():
             if genre not in allowed:
                 out += _completing(sequences, answer)
@@ -188,8 +217,14 @@ class GenreGuard:
         own = text[self.floor :]
         if self.stop and not re.search(r"[.!?]", own) and _NAMED_SHARE.search(own):
             return self.stop
-        if self.end and own.endswith((".", "!", "?")) and self._sentences(own) >= SENTENCES:
-            return self.end
+        if self.end and own.endswith((".", "!", "?")):
+            ended = self._sentences(own)
+            if ended >= SENTENCES:
+                return self.end
+            if ended == 1 and self.second:  # a second sentence names one more rating, or none comes
+                return sorted({self.second[" You"][0], *self.end})
+        if self.second and (opened := _SECOND.search(own)):
+            return self.second[opened.group(1)]
         return None
 
     def _sentences(self, own: str) -> int:

@@ -26,7 +26,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ml.llm.backends import ExplainRequest, LLMError, NullObserver, Observer, Overloaded, ScoreRequest
-from ml.llm.constrain import GenreGuard, continuation_tokens, genre_sequences, word_tokens
+from ml.llm.constrain import (
+    PRAISE,
+    GenreGuard,
+    continuation_tokens,
+    genre_sequences,
+    single_tokens,
+    word_tokens,
+)
 from ml.llm.prompts import PromptBuilder, explanation_opening
 from ml.llm.scoring import left_pad, positions, yes_probabilities
 
@@ -156,6 +163,8 @@ class TransformersBackend:
         self._idle.set()
         eos = tokenizer.eos_token_id
         self._eos_ids = {int(e) for e in (eos if isinstance(eos, list) else [eos])}
+        self._story = single_tokens(tokenizer, " story", " stories", " Story", " Stories")
+        self._praise = single_tokens(tokenizer, *PRAISE)
 
     # -- scoring -------------------------------------------------------------------------
     async def score(self, requests: Sequence[ScoreRequest]) -> list[np.ndarray]:
@@ -206,6 +215,8 @@ class TransformersBackend:
                 opening=explanation_opening(request),
                 end=sorted(self._eos_ids),
                 title=request.title,
+                story=self._story,
+                praise=self._praise,
             )
         return _Job(
             self.builder.explanation(request),

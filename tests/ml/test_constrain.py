@@ -6,7 +6,14 @@ from __future__ import annotations
 import re
 
 from ml.llm.backends import ExplainRequest
-from ml.llm.constrain import GenreGuard, continuation_tokens, genre_sequences, word_tokens
+from ml.llm.constrain import (
+    PRAISE,
+    GenreGuard,
+    continuation_tokens,
+    genre_sequences,
+    single_tokens,
+    word_tokens,
+)
 from ml.llm.faithfulness import _GENRE, FactMovie, Facts
 from ml.llm.local import TransformersBackend
 from ml.llm.prompts import explanation_opening
@@ -128,6 +135,31 @@ def test_the_answer_ends_with_its_second_sentence(base_llm) -> None:
     assert guard.only(first + " You also gave L.A. Confidential (1997) 5/5", []) is None
     assert guard.only(first + " You also gave L.A. Confidential (1997) 5/5 as well.", []) == end
     assert guard.only(first + " It is a war film, too!", []) == end
+    told = GenreGuard(
+        facts,
+        genre_sequences(tokenizer),
+        end=end,
+        opening=OPENING,
+        title=ID4.title,
+        encode=lambda text: tokenizer.encode(text, add_special_tokens=False),
+    )
+    # a second sentence, if any, opens "You also gave" (then a title is copied)
+    assert sorted(tokenizer.decode([t]) for t in told.only(first, []) or []) == sorted(
+        [" You", tokenizer.eos_token]
+    )
+    assert [tokenizer.decode([t]) for t in told.only(first + " You", []) or []] == [" also"]
+    assert [tokenizer.decode([t]) for t in told.only(first + " You also", []) or []] == [" gave"]
+
+
+def test_story_only_after_a_genre_word_and_no_praise_words(base_llm) -> None:
+    _, tokenizer = base_llm
+    story = single_tokens(tokenizer, " story", " stories")
+    praise = single_tokens(tokenizer, *PRAISE)
+    assert story and {tokenizer.decode([t]) for t in praise} >= {" epic", " classic"}
+    guard = GenreGuard(FACTS, genre_sequences(tokenizer), story=story, praise=praise, opening=OPENING)
+    assert set(story) <= set(guard.banned(OPENING + " both films share that", [1]))  # "that story"
+    assert not set(story) & set(guard.banned(OPENING + " both are a war", [1]))  # "a war story"
+    assert set(praise) <= set(guard.banned(OPENING + " it is an", [1]))
 
 
 # the candidate shares no genre with the only evidence movie: any genre word after the opening
