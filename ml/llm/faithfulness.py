@@ -365,11 +365,13 @@ def _contained(key: str, allowed: Iterable[str]) -> bool:
     return any(padded in f" {a} " for a in allowed)
 
 
-_SENTENCE_END = re.compile(r"(?:[!?]|(?<!\b[A-Z])\.)(?=\s|$)")
+_SENTENCE_END = re.compile(r"(?:[!?;]|(?<!\b[A-Z])\.)(?=\s|$)")  # ";" too: see _sentence_around
 
 
 def _sentence_around(text: str, at: int) -> tuple[int, int]:
-    """(start, stop) of the sentence of ``text`` that holds position ``at``."""
+    """(start, stop) of the sentence of ``text`` that holds position ``at``; a semicolon ends
+    one too ("you rated A 4/5 and it shares War; you rated B 4/5 and it shares Action": each
+    comparison is with its own movie)."""
     start = max((m.end() for m in _SENTENCE_END.finditer(text, 0, at)), default=0)
     return start, next((m.start() for m in _SENTENCE_END.finditer(text, at)), len(text))
 

@@ -322,3 +322,20 @@ def test_false_relations_are_caught(text: str, facts: Facts, kind: str) -> None:
 def test_true_relations_pass(text: str, facts: Facts) -> None:
     verdict = check(text, facts, RELATION_CATALOG)
     assert verdict.supported, verdict.claims
+
+
+def test_the_templates_comparisons_each_hold_for_their_own_movie() -> None:
+    """A template names several movies in one sentence, joined by semicolons; each "it shares"
+    is with the movie before it, not the first one named (9 of 36 templates were refused)."""
+    aliens = FactMovie("Aliens (1986)", 1986, ("Action", "Sci-Fi", "Thriller", "War"))
+    platoon = FactMovie("Platoon (1986)", 1986, ("Drama", "War"), rating=4.0)
+    die_hard = FactMovie("Die Hard (1988)", 1988, ("Action", "Thriller"), rating=4.0)
+    facts = Facts(aliens, (platoon, die_hard))
+    titles = TitleIndex([aliens.title, platoon.title, die_hard.title])
+    text = (
+        "We picked Aliens (1986) because you rated Platoon (1986) 4/5 and it shares War; "
+        "you rated Die Hard (1988) 4/5 and it shares Action, Thriller."
+    )
+    assert check(text, facts, titles).supported
+    wrong = text.replace("it shares Action, Thriller", "it shares Action, War")  # Die Hard has no war
+    assert not check(wrong, facts, titles).supported
