@@ -33,10 +33,13 @@ T = TypeVar("T")
 
 
 class PrometheusObserver:
-    """The LLM backends' batch and token hooks, counted on the app's metrics."""
+    """One LLM backend's batch and token hooks, counted on the app's metrics. During a
+    promotion two backends run at once: each adds its own change to the running gauge, so
+    the gauge is their sum rather than whichever reported last."""
 
     def __init__(self, metrics: Metrics | None) -> None:
         self.metrics = metrics
+        self._running = 0
 
     def batch(self, kind: str, size: int) -> None:
         if self.metrics is not None:
@@ -49,7 +52,8 @@ class PrometheusObserver:
 
     def running(self, count: int) -> None:
         if self.metrics is not None:
-            self.metrics.llm_running.set(count)
+            self.metrics.llm_running.inc(count - self._running)
+        self._running = count
 
 
 class Fallback:

@@ -150,8 +150,12 @@ class ThreadedUvicorn:
         raise RuntimeError("uvicorn did not start")
 
     def __exit__(self, *_: object) -> None:
-        self.server.should_exit = True
+        self.signal_exit()
         self.thread.join(10)
+
+    def signal_exit(self) -> None:
+        """Ask uvicorn to stop (it drains, then runs the app's shutdown) without waiting."""
+        self.server.should_exit = True
 
 
 class LiveServer(ThreadedUvicorn):
@@ -194,6 +198,8 @@ def live_server_factory(databases: Databases) -> Iterator[Callable[..., LiveServ
         return server
 
     yield start
+    for server in servers:  # every server drains at once: the session ends at the slowest one's pace
+        server.signal_exit()
     for server in servers:
         server.__exit__()
 

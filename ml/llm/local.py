@@ -463,3 +463,7 @@ class TransformersBackend:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._decoder
         self._executor.shutdown(wait=False, cancel_futures=True)
+        if self._running:  # a closed backend runs nothing more: take its calls off the gauge
+            self._running, self._decoding = 0, False
+            self.observer.running(0)
+            self._idle.set()
