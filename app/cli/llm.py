@@ -103,6 +103,10 @@ def evaluate_explanations(
     checker: Annotated[
         bool, typer.Option(help="Measure the checker against the labelled outputs first.")
     ] = True,
+    labelled_set: Annotated[
+        str | None,
+        typer.Option(help="Only the labelled outputs of this set (free, held, test, bf16: their keys' prefix)."),
+    ] = None,
 ) -> None:
     """Faithfulness of the explanations, base model vs each adapter: unsupported claims by
     kind, the LLM's share of what would be served, evidence use, length, tokens/s; logged to
@@ -116,7 +120,7 @@ def evaluate_explanations(
 
     console = Console(width=220)
     if checker:
-        _print_checker_score(console, labelled)
+        _print_checker_score(console, labelled, labelled_set)
     if not pairs:
         return
     settings = get_settings()
@@ -151,14 +155,18 @@ def evaluate_explanations(
             )
 
 
-def _print_checker_score(console: Any, path: Path) -> None:
+def _print_checker_score(console: Any, path: Path, only: str | None = None) -> None:
     """The checker against hand labels: clause and output level, and what it misses."""
     from rich.table import Table
 
     from ml.llm.labelled import catalog_index, load, score
 
-    result = score(load(path), catalog_index())
-    table = Table(title=f"the checker against {result.outputs} hand-labelled outputs ({path.name})")
+    items = [item for item in load(path) if only is None or item.key.rsplit("-", 1)[0] == only]
+    if not items:
+        raise typer.BadParameter(f"no labelled outputs in set {only!r} of {path}")
+    result = score(items, catalog_index())
+    where = f"{path.name}, set {only}" if only else path.name
+    table = Table(title=f"the checker against {result.outputs} hand-labelled outputs ({where})")
     for column in ["", "labelled unsupported", "checker refuses", "both", "precision", "recall"]:
         table.add_column(column, justify="right")
     table.add_row(

@@ -42,3 +42,29 @@ def test_claims_belong_to_the_clause_that_makes_them() -> None:
     found = clause_claims(text, facts, titles)
     assert [bool(f) for f in found] == [False, False, True]
     assert [c.kind for c in found[2]] == ["comparison"]
+
+
+def test_the_served_decodings_set_holds_what_the_target_asks(labelled) -> None:
+    """The `bf16` set: 150 outputs of the decoding served now, labelled before the checker was
+    scored on them. A checker change that lets one of their refused clauses through to a served
+    text, or refuses the model's words far more often, fails here."""
+    served = [item for item in labelled if item.key.startswith("bf16-")]
+    assert len(served) == 150
+    result = score(served, catalog_index())
+    assert result.unsupported_clauses >= 5
+    assert result.recall == 1.0, result.misses
+    assert result.served_unsupported <= 0.02
+    assert result.llm_share >= 0.9, result.false_alarms
+
+
+def test_an_unknown_labelled_set_is_a_clear_error() -> None:
+    from typer.testing import CliRunner
+
+    from app.cli import app
+
+    ran = CliRunner().invoke(app, ["llm", "evaluate-explanations", "--pairs", "0", "--labelled-set", "nope"])
+    assert ran.exit_code != 0
+    assert "no labelled outputs in set 'nope'" in ran.output
+    ran = CliRunner().invoke(app, ["llm", "evaluate-explanations", "--pairs", "0", "--labelled-set", "bf16"])
+    assert ran.exit_code == 0, ran.output
+    assert "150 hand-labelled outputs" in ran.output
