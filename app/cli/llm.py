@@ -105,7 +105,7 @@ def evaluate_explanations(
     ] = True,
     labelled_set: Annotated[
         str | None,
-        typer.Option(help="Only the labelled outputs of this set (free, held, test, bf16: their keys' prefix)."),
+        typer.Option(help="Only the labelled outputs of this set (free, held, test, bf16)."),
     ] = None,
 ) -> None:
     """Faithfulness of the explanations, base model vs each adapter: unsupported claims by
