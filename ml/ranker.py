@@ -12,24 +12,30 @@ by a gradient-boosted tree ensemble over features of the pair:
 - genre taste: the user's like rate in the movie's genres (likes + 1) / (ratings + 2) and the
   share of the user's ratings that fall in them;
 - similarity to the user's liked movies (the closest one, by content embedding) and to the
-  movies they rated low (a 1-star rating is evidence against, not for).
+  movies they rated low (a 1-star rating is evidence against, not for);
+- optionally, when the ratings were made (``RatingTimes``): how long after the user's last
+  rating the movie's first rating came, the distance between the two's median rating times,
+  and the movie's share of the ratings made in the user's active weeks.
 
-Taught on the tuning split (components fitted on its inner part, labels from its
-validation part: the evaluation split never sees it), starting from the blend's score
+Taught on folds of the training part (each fold's labels are its held-out ratings, its
+features come from components fitted on the rest: the evaluation split never sees any of
+it), and stopped on a fold of its own, starting from the blend's score
 (LightGBM's ``init_score``) so that the trees learn corrections to it. ``Ranker.rank`` puts
 the candidates in its order above every other movie and leaves the rest in blend order, so
 filters, pages and diversity would work as before, with one ``predict`` per scoring batch.
 
-Not served yet: on MovieLens 100K it does not beat the blend it starts from
-(``python -m benchmarks.ranker``, docs/benchmarks.md), so ``cinerec train`` does not fit it.
+Not served yet. On MovieLens 100K (``python -m benchmarks.ranker --folds 4 --cold``,
+docs/benchmarks.md), taught on four folds and on the same folds cut to cold histories, it
+beats the blend for users with 1 to 5 ratings (95% intervals above zero) and matches it for
+the rest (an interval across zero); ``cinerec train`` does not fit it yet.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import scipy.sparse as sp
@@ -70,6 +76,100 @@ class ItemStats:
         )
 
 
+DAY = 86_400.0
+WINDOW_DAYS = 7.0  # a user's active weeks: their first to last rating, widened by this on each side
+TIME_FEATURES = [
+    "movie_first_after_user_last_days",
+    "movie_median_after_user_median_days",
+    "movie_share_in_user_window",
+    "user_span_days",
+]
+
+
+@dataclass
+class RatingTimes:
+    """When each user rated and each movie was rated, in the ratings the components saw
+    (seconds since the epoch). A user or movie with no rating takes the latest time."""
+
+    user_first: np.ndarray
+    user_last: np.ndarray
+    user_median: np.ndarray
+    item_first: np.ndarray
+    item_median: np.ndarray
+    item_keys: np.ndarray  # item * _KEY + time, sorted: one item's times are a contiguous run
+    all_times: np.ndarray  # sorted
+
+    @classmethod
+    def of(
+        cls, users: np.ndarray, items: np.ndarray, times: np.ndarray, n_users: int, n_items: int
+    ) -> RatingTimes:
+        """From parallel arrays of model rows, columns and timestamps."""
+        t = np.asarray(times, dtype=np.float64)
+        latest = float(t.max()) if len(t) else 0.0
+        user_first, user_last, user_median = _group_times(np.asarray(users), t, n_users, latest)
+        item_first, _, item_median = _group_times(np.asarray(items), t, n_items, latest)
+        return cls(
+            user_first,
+            user_last,
+            user_median,
+            item_first,
+            item_median,
+            np.sort(np.asarray(items, dtype=np.float64) * _KEY + t),
+            np.sort(t),
+        )
+
+    def for_users(self, users: np.ndarray, times: np.ndarray, n_users: int) -> RatingTimes:
+        """The same movies' times, with the users' taken from these ratings (rows 0..n_users-1:
+        histories cut short, say)."""
+        first, last, median = _group_times(
+            np.asarray(users),
+            np.asarray(times, dtype=np.float64),
+            n_users,
+            float(self.all_times[-1]) if len(self.all_times) else 0.0,
+        )
+        return replace(self, user_first=first, user_last=last, user_median=median)
+
+    def columns(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        """(n_pairs, len(TIME_FEATURES)) for pairs of model rows and columns."""
+        lo = self.user_first[users] - WINDOW_DAYS * DAY
+        hi = self.user_last[users] + WINDOW_DAYS * DAY
+        base = items.astype(np.float64) * _KEY
+        inside = np.searchsorted(self.item_keys, base + hi, "right") - np.searchsorted(
+            self.item_keys, base + lo
+        )
+        total = np.searchsorted(self.all_times, hi, "right") - np.searchsorted(self.all_times, lo)
+        return np.column_stack(
+            [
+                (self.item_first[items] - self.user_last[users]) / DAY,
+                (self.item_median[items] - self.user_median[users]) / DAY,
+                inside / np.maximum(total, 1) * 1000,
+                (self.user_last[users] - self.user_first[users]) / DAY,
+            ]
+        ).astype(np.float32)
+
+
+_KEY = 1e10  # above any timestamp in seconds until the year 2286
+
+
+def _group_times(
+    keys: np.ndarray, times: np.ndarray, n: int, latest: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per key 0..n-1: its first, last and median time, ``latest`` where it has none."""
+    if not len(times):
+        return np.full(n, latest), np.full(n, latest), np.full(n, latest)
+    order = np.lexsort((times, keys))
+    keys, times = keys[order], times[order]
+    starts = np.searchsorted(keys, np.arange(n))
+    ends = np.searchsorted(keys, np.arange(n), "right")
+    has = ends > starts
+    top = len(times) - 1
+    first = np.where(has, times[np.minimum(starts, top)], latest)
+    last = np.where(has, times[np.clip(ends - 1, 0, top)], latest)
+    low, high = np.clip((starts + ends - 1) // 2, 0, top), np.clip((starts + ends) // 2, 0, top)
+    median = np.where(has, (times[low] + times[high]) / 2, latest)
+    return first, last, median
+
+
 def _top_unrated(scores: np.ndarray, rated: sp.csr_matrix, k: int) -> np.ndarray:
     """(batch, k) indices of each row's best unrated columns."""
     masked = np.array(scores, dtype=np.float32)
@@ -83,9 +183,17 @@ def content_scores(history: sp.csr_matrix, embeddings: np.ndarray) -> np.ndarray
     """(batch, n_items): each movie's embedding against the mean of the user's liked movies'
     minus, at half weight, the mean of the movies they rated low."""
     liked = (history >= LIKED).astype(np.float32)
-    disliked = ((history > 0).multiply(history <= DISLIKED)).astype(np.float32)
+    disliked = _ones_where(history, lambda r: (r > 0) & (r <= DISLIKED))
     profile = _row_mean(liked) @ embeddings - 0.5 * (_row_mean(disliked) @ embeddings)
     return np.asarray(profile @ embeddings.T, dtype=np.float32)
+
+
+def _ones_where(matrix: sp.csr_matrix, keep: Callable[[np.ndarray], np.ndarray]) -> sp.csr_matrix:
+    """1 at the stored entries whose value ``keep`` accepts, float32, nothing else stored."""
+    out = sp.csr_matrix(matrix, dtype=np.float32, copy=True)
+    out.data = keep(out.data).astype(np.float32)
+    out.eliminate_zeros()
+    return out
 
 
 def _row_mean(matrix: sp.csr_matrix) -> sp.csr_matrix:
@@ -108,10 +216,13 @@ def candidates(
     embeddings: np.ndarray,
     stats: ItemStats,
     per_generator: int = PER_GENERATOR,
+    times: RatingTimes | None = None,
+    users: np.ndarray | None = None,
 ) -> Candidates:
     """Each generator's top unrated movies per row, their union, and the pair features.
     ``parts`` are the components' standardised (batch, n_items) scores; the content
-    generator is added here."""
+    generator is added here. With ``times``, the time features of ``users`` (the batch's
+    model rows) are added."""
     parts = {**parts, CONTENT: content_scores(history, embeddings)}
     names = sorted(parts)
     rated = history != 0  # rated or dismissed: never a candidate
@@ -141,12 +252,17 @@ def candidates(
         np.einsum("pg,pg->p", item_genres, like_rate[rows]) / n_genres,
         np.einsum("pg,pg->p", item_genres, share[rows]) / n_genres,
     ]
-    disliked = positive.multiply(positive <= DISLIKED).tocsr()
+    disliked = _ones_where(positive, lambda r: (r > 0) & (r <= DISLIKED))
     columns += [_closest(rows, items, liked.tocsr(), embeddings), _closest(rows, items, disliked, embeddings)]
-    return Candidates(rows, items, np.column_stack(columns).astype(np.float32), blended)
+    features = np.column_stack(columns).astype(np.float32)
+    if times is not None:
+        if users is None:
+            raise ValueError("time features need the batch's model rows")
+        features = np.hstack([features, times.columns(np.asarray(users)[rows], items)])
+    return Candidates(rows, items, features, blended)
 
 
-def feature_names(generators: list[str]) -> list[str]:
+def feature_names(generators: list[str], times: bool = False) -> list[str]:
     names = ["blend_score", "blend_rank"]
     for name in sorted([*generators, CONTENT]):
         names += [f"{name}_score", f"{name}_rank"]
@@ -161,6 +277,7 @@ def feature_names(generators: list[str]) -> list[str]:
         "genre_share",
         "closest_liked",
         "closest_disliked",
+        *(TIME_FEATURES if times else []),
     ]
 
 
@@ -188,7 +305,8 @@ def _closest(
 
 
 class Ranker:
-    """A LambdaRank model over the candidates' features, with the movie statistics it reads."""
+    """A LambdaRank model over the candidates' features, with the movie statistics (and, when
+    it was taught with them, the rating times) it reads."""
 
     name = "ranker"
 
@@ -199,24 +317,42 @@ class Ranker:
         stats: ItemStats,
         per_generator: int,
         start: float,
+        times: RatingTimes | None = None,
     ) -> None:
         self.booster = booster
         self.generators = sorted(generators)
         self.stats = stats
         self.per_generator = per_generator
         self.start = start  # the trees correct ``start`` x the blend score
+        self.times = times
 
-    def with_stats(self, stats: ItemStats) -> Ranker:
-        """The same trees reading the statistics of the ratings the serving components saw."""
-        return Ranker(self.booster, self.generators, stats, self.per_generator, self.start)
+    def with_stats(self, stats: ItemStats, times: RatingTimes | None = None) -> Ranker:
+        """The same trees reading the statistics (and times) of the ratings the serving
+        components saw."""
+        if (times is None) != (self.times is None):
+            raise ValueError("the ranker was taught with time features" if self.times else "no time features")
+        return Ranker(self.booster, self.generators, stats, self.per_generator, self.start, times)
 
     def rank(
-        self, blend: np.ndarray, parts: dict[str, np.ndarray], history: sp.csr_matrix, embeddings: np.ndarray
+        self,
+        blend: np.ndarray,
+        parts: dict[str, np.ndarray],
+        history: sp.csr_matrix,
+        embeddings: np.ndarray,
+        users: np.ndarray | None = None,
     ) -> np.ndarray:
         """(batch, n_items): the candidates above every other movie in the ranker's order, the
-        rest in blend order below them. Writes into ``blend``."""
+        rest in blend order below them. Writes into ``blend``. ``users``: the batch's model
+        rows, which the time features need."""
         found = candidates(
-            {n: parts[n] for n in self.generators}, blend, history, embeddings, self.stats, self.per_generator
+            {n: parts[n] for n in self.generators},
+            blend,
+            history,
+            embeddings,
+            self.stats,
+            self.per_generator,
+            self.times,
+            users,
         )
         if not len(found.rows):
             return blend
@@ -227,6 +363,8 @@ class Ranker:
         return blend
 
     def arrays(self) -> dict[str, np.ndarray]:
+        if self.times is not None:
+            raise ValueError("a ranker taught with rating times is not saved: serving holds no rating times")
         text = self.booster.model_to_string()
         return {
             "booster": np.frombuffer(text.encode(), dtype=np.uint8),
@@ -268,32 +406,46 @@ class RankerConfig:
     threads: int = 2
 
 
-def fit(
-    parts_of: Callable[[sp.csr_matrix, np.ndarray], dict[str, np.ndarray]],
-    weights: dict[str, float],
-    train: sp.csr_matrix,
-    valid: sp.csr_matrix,
-    users: np.ndarray,
-    embeddings: np.ndarray,
-    stats: ItemStats,
-    generators: list[str],
-    config: RankerConfig | None = None,
-    batch: int = 256,
-) -> tuple[Ranker, dict[str, float]]:
-    """LambdaRank on the candidates of ``users`` (rows of ``train``/``valid``): a candidate the
-    user rated in ``valid`` is relevant. ``parts_of(history, rows)`` gives the components'
-    standardised scores. A fifth of the users decide when to stop adding trees."""
-    import lightgbm as lgb
+@dataclass
+class Fold:
+    """One teaching fold: components fitted on ``history`` score its ``users`` (model rows);
+    a candidate the user rated in ``labels`` is relevant."""
 
-    config = config or RankerConfig()
+    parts_of: Callable[[sp.csr_matrix, np.ndarray], dict[str, np.ndarray]]
+    history: sp.csr_matrix
+    labels: sp.csr_matrix
+    users: np.ndarray
+    stats: ItemStats
+    times: RatingTimes | None = None
+
+
+@dataclass
+class _Pairs:
+    x: np.ndarray
+    y: np.ndarray
+    groups: np.ndarray
+    init: np.ndarray
+
+
+def _pairs(
+    fold: Fold, weights: dict[str, float], embeddings: np.ndarray, config: RankerConfig, batch: int
+) -> _Pairs:
     features, labels, groups, starts = [], [], [], []
-    for start in range(0, len(users), batch):
-        rows = users[start : start + batch]
-        history = train[rows]
-        parts = parts_of(history, rows)
-        found = candidates(parts, blend_of(parts, weights), history, embeddings, stats, config.per_generator)
-        held = valid[rows]
-        label = np.asarray(held[found.rows, found.items]).ravel() > 0
+    for first in range(0, len(fold.users), batch):
+        rows = fold.users[first : first + batch]
+        history = fold.history[rows]
+        parts = fold.parts_of(history, rows)
+        found = candidates(
+            parts,
+            blend_of(parts, weights),
+            history,
+            embeddings,
+            fold.stats,
+            config.per_generator,
+            fold.times,
+            rows,
+        )
+        label = np.asarray(fold.labels[rows][found.rows, found.items]).ravel() > 0
         counts = np.bincount(found.rows, minlength=len(rows))
         positives = np.bincount(found.rows, weights=label, minlength=len(rows))
         keep_rows = positives > 0  # a user with no held-out movie among the candidates teaches nothing
@@ -302,11 +454,42 @@ def fit(
         labels.append(label[keep].astype(np.float32))
         starts.append(config.start * found.blend[keep])
         groups.append(counts[keep_rows])
-    x, y, g = np.concatenate(features), np.concatenate(labels), np.concatenate(groups)
-    init = np.concatenate(starts)
-    n_fit = int(len(g) * 0.8)
-    cut = int(g[:n_fit].sum())
-    names = feature_names(generators)
+    return _Pairs(
+        np.concatenate(features), np.concatenate(labels), np.concatenate(groups), np.concatenate(starts)
+    )
+
+
+def _dataset(pairs: list[_Pairs], **options: Any) -> lgb.Dataset:
+    import lightgbm as lgb
+
+    return lgb.Dataset(
+        np.concatenate([p.x for p in pairs]),
+        np.concatenate([p.y for p in pairs]),
+        group=np.concatenate([p.groups for p in pairs]),
+        init_score=np.concatenate([p.init for p in pairs]),
+        **options,
+    )
+
+
+def fit(
+    folds: list[Fold],
+    stop: list[Fold],
+    weights: dict[str, float],
+    embeddings: np.ndarray,
+    generators: list[str],
+    config: RankerConfig | None = None,
+    batch: int = 256,
+) -> tuple[Ranker, dict[str, float]]:
+    """LambdaRank on the candidates of every teaching fold, trees added while the ``stop``
+    folds' nDCG@10 rises (give them the kinds of users the ranker must serve: the stopping
+    point is chosen for them). ``Fold.parts_of(history, rows)`` gives the components' standardised
+    scores. The ranker reads the last teaching fold's statistics until ``with_stats``."""
+    import lightgbm as lgb
+
+    config = config or RankerConfig()
+    taught = [_pairs(f, weights, embeddings, config, batch) for f in folds]
+    held = [_pairs(f, weights, embeddings, config, batch) for f in stop]
+    names = feature_names(generators, times=folds[-1].times is not None)
     params = {
         "objective": config.objective,
         "metric": "ndcg",
@@ -320,8 +503,8 @@ def fit(
         "deterministic": True,
         "verbosity": -1,
     }
-    fit_set = lgb.Dataset(x[:cut], y[:cut], group=g[:n_fit], init_score=init[:cut], feature_name=names)
-    stop_set = lgb.Dataset(x[cut:], y[cut:], group=g[n_fit:], init_score=init[cut:], reference=fit_set)
+    fit_set = _dataset(taught, feature_name=names)
+    stop_set = _dataset(held, reference=fit_set)
     booster = lgb.train(
         params,
         fit_set,
@@ -330,12 +513,13 @@ def fit(
         callbacks=[lgb.early_stopping(config.early_stopping, verbose=False)],
     )
     info = {
-        "ranker_pairs": float(len(y)),
-        "ranker_users": float(len(g)),
+        "ranker_pairs": float(sum(len(p.y) for p in taught)),
+        "ranker_users": float(sum(len(p.groups) for p in taught)),
         "ranker_trees": float(booster.best_iteration or config.trees),
         "ranker_stop_ndcg_at_10": float(booster.best_score["valid_0"]["ndcg@10"]),
     }
-    return Ranker(booster, generators, stats, config.per_generator, config.start), info
+    last = folds[-1]
+    return Ranker(booster, generators, last.stats, config.per_generator, config.start, last.times), info
 
 
 def blend_of(parts: dict[str, np.ndarray], weights: dict[str, float]) -> np.ndarray:
