@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from app.registry import registry_for
-from ml.llm.faithfulness import KINDS, TitleIndex, check, vet
+from ml.llm.faithfulness import KINDS, TitleIndex, check, fix_articles, vet
 from ml.registry import CHAMPION, LLM, RECOMMENDER
 
 if TYPE_CHECKING:
@@ -158,7 +158,7 @@ def _judge(
     for text, request in zip(texts, requests, strict=True):
         kept, verdict = vet(text, request.facts, titles, explanation_opening(request))
         verdicts.append(verdict)
-        served.append(kept or template_explanation(request))
+        served.append(fix_articles(kept) if kept else template_explanation(request))
         written.append(bool(kept))
     served_verdicts = [check(t, r.facts, titles) for t, r in zip(served, requests, strict=True)]
     llm_words = [len(t.split()) for t, w in zip(served, written, strict=True) if w]
@@ -299,7 +299,7 @@ def explanations_page(report: ExplanationReport, settings: Settings, *, seed: in
             f"**Served ({'LLM' if o['source'] == 'llm' else 'template'}):** {o['served']}",
             "",
         ]
-        if o["source"] == "llm" and o["served"].rstrip(".") != o["raw"].rstrip("."):
+        if o["source"] == "llm" and o["served"].rstrip(".") != fix_articles(o["raw"]).rstrip("."):
             lines += [f"<sub>The model wrote, before the checker's cut: {o['raw']}</sub>", ""]
     return "\n".join(lines)
 

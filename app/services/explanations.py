@@ -19,7 +19,7 @@ from app.services import catalog, ratings
 from app.services.llm_inputs import explanation_inputs
 from ml.llm.backends import Overloaded
 from ml.llm.evidence import Evidence
-from ml.llm.faithfulness import CLAUSE_END, TitleIndex, check, ends_sentence, vet
+from ml.llm.faithfulness import CLAUSE_END, TitleIndex, check, ends_sentence, fix_articles, vet
 from ml.llm.prompts import explanation_opening
 from ml.llm.template import template_explanation
 
@@ -185,7 +185,7 @@ class ExplanationService:
                 kept, claim = self.vet(t, r, titles)
                 # a cut text says why; a refused one is the template, with the claim it refused
                 out[p] = (
-                    Explained(kept, e, "llm", claim)
+                    Explained(fix_articles(kept), e, "llm", claim)
                     if kept
                     else Explained(template_explanation(r), e, "template", claim)
                 )
@@ -279,7 +279,10 @@ class ExplanationService:
                         checked_upto = end.end()
                         if ends_sentence(end):  # a whole sentence holds: it goes out
                             yield Chunk(
-                                written[sent_upto : end.start()], False, None if sent else evidence, source
+                                fix_articles(written[sent_upto : end.start()]),
+                                False,
+                                None if sent else evidence,
+                                source,
                             )
                             sent, sent_upto, model_sent = True, end.start(), True
                     if claim is not None:
@@ -290,7 +293,9 @@ class ExplanationService:
                     if verdict.supported and len(written.strip()) > floor:
                         self.metrics.explanations.labels(source="llm").inc()
                         if written[sent_upto:]:
-                            yield Chunk(written[sent_upto:], False, None if sent else evidence, source)
+                            yield Chunk(
+                                fix_articles(written[sent_upto:]), False, None if sent else evidence, source
+                            )
                         yield Chunk("", True, evidence, source)
                         return
                     claim = verdict.claims[0] if verdict.claims else None

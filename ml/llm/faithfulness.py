@@ -131,6 +131,28 @@ GENRE_WORDS: dict[str, str] = {
     "western": "western",
     "westerns": "western",
 }
+
+
+def _article_before(words: list[str]) -> str:
+    return "|".join(sorted((re.escape(w) for w in words), key=len, reverse=True))
+
+
+# the model's article before a genre word ("it is an comedy story", in 1 of 15 answers): genre
+# words in lower case only, so that a title's "A Comedy of Errors" is left alone
+_AN_BEFORE_CONSONANT = re.compile(
+    r"\b([Aa])n (?=(?:" + _article_before([w for w in GENRE_WORDS if w[0] not in "aeiou"]) + r")(?![\w-]))"
+)
+_A_BEFORE_VOWEL = re.compile(
+    r"\b([Aa]) (?=(?:" + _article_before([w for w in GENRE_WORDS if w[0] in "aeiou"]) + r")(?![\w-]))"
+)
+
+
+def fix_articles(text: str) -> str:
+    """ "an comedy" -> "a comedy", "a action" -> "an action": grammar only, no claim changes.
+    Applied to what is served, after the checker (whose clause offsets are the raw text's)."""
+    return _A_BEFORE_VOWEL.sub(r"\1n ", _AN_BEFORE_CONSONANT.sub(r"\1 ", text))
+
+
 # every genre word, longest first, as one regular-expression alternation
 GENRE_ALTERNATION = "|".join(sorted((re.escape(w) for w in GENRE_WORDS), key=len, reverse=True))
 _GENRE = re.compile(

@@ -339,3 +339,18 @@ def test_the_templates_comparisons_each_hold_for_their_own_movie() -> None:
     assert check(text, facts, titles).supported
     wrong = text.replace("it shares Action, Thriller", "it shares Action, War")  # Die Hard has no war
     assert not check(wrong, facts, titles).supported
+
+
+def test_the_article_before_a_genre_word_is_made_right_and_nothing_else_moves() -> None:
+    from ml.llm.faithfulness import fix_articles
+
+    assert (
+        fix_articles("and like that film, it is an comedy story.")
+        == "and like that film, it is a comedy story."
+    )
+    assert fix_articles("it is an drama and romance story.") == "it is a drama and romance story."
+    assert fix_articles("An science fiction film.") == "A science fiction film."
+    assert fix_articles("it is a action film, a adventure.") == "it is an action film, an adventure."
+    # titles (capitalised words) and words that only begin like a genre are left alone
+    for kept in ("you rated A Comedy of Errors (1990) 4/5", "an warning", "it is an animation", "a drama"):
+        assert fix_articles(kept) == kept
