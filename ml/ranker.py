@@ -330,7 +330,11 @@ class Ranker:
         """The same trees reading the statistics (and times) of the ratings the serving
         components saw."""
         if (times is None) != (self.times is None):
-            raise ValueError("the ranker was taught with time features" if self.times else "no time features")
+            raise ValueError(
+                "the ranker was taught with time features"
+                if self.times
+                else "the ranker was taught without time features"
+            )
         return Ranker(self.booster, self.generators, stats, self.per_generator, self.start, times)
 
     def rank(

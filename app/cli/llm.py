@@ -161,7 +161,7 @@ def _print_checker_score(console: Any, path: Path, only: str | None = None) -> N
 
     from ml.llm.labelled import catalog_index, load, score
 
-    items = [item for item in load(path) if only is None or item.key.rsplit("-", 1)[0] == only]
+    items = [item for item in load(path) if only is None or item.labelled_set == only]
     if not items:
         raise typer.BadParameter(f"no labelled outputs in set {only!r} of {path}")
     result = score(items, catalog_index())

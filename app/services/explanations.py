@@ -232,6 +232,12 @@ class ExplanationService:
         opening = explanation_opening(request) if facts is not None else ""
         floor = len(opening)
         tail = ", and"
+
+        def model_chunk(text: str) -> Chunk:
+            """Model-written text that holds, as served (articles made right); the first chunk
+            sent carries the evidence."""
+            return Chunk(fix_articles(text), False, None if sent else evidence, source)
+
         try:
             if facts is not None and facts.evidence and opening.endswith(tail):
                 sent_upto = floor - len(tail)
@@ -278,12 +284,7 @@ class ExplanationService:
                             break
                         checked_upto = end.end()
                         if ends_sentence(end):  # a whole sentence holds: it goes out
-                            yield Chunk(
-                                fix_articles(written[sent_upto : end.start()]),
-                                False,
-                                None if sent else evidence,
-                                source,
-                            )
+                            yield model_chunk(written[sent_upto : end.start()])
                             sent, sent_upto, model_sent = True, end.start(), True
                     if claim is not None:
                         break  # closing the pieces stops the generation
@@ -293,9 +294,7 @@ class ExplanationService:
                     if verdict.supported and len(written.strip()) > floor:
                         self.metrics.explanations.labels(source="llm").inc()
                         if written[sent_upto:]:
-                            yield Chunk(
-                                fix_articles(written[sent_upto:]), False, None if sent else evidence, source
-                            )
+                            yield model_chunk(written[sent_upto:])
                         yield Chunk("", True, evidence, source)
                         return
                     claim = verdict.claims[0] if verdict.claims else None

@@ -45,6 +45,11 @@ class LabelledOutput:
     raw: str
     clauses: tuple[LabelledClause, ...]
 
+    @property
+    def labelled_set(self) -> str:
+        """The set it was labelled in (free, held, test, bf16): its key's prefix."""
+        return self.key.rsplit("-", 1)[0]
+
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> LabelledOutput:
         return cls(

@@ -48,7 +48,7 @@ def test_the_served_decodings_set_holds_what_the_target_asks(labelled) -> None:
     """The `bf16` set: 150 outputs of the decoding served now, labelled before the checker was
     scored on them. A checker change that lets one of their refused clauses through to a served
     text, or refuses the model's words far more often, fails here."""
-    served = [item for item in labelled if item.key.startswith("bf16-")]
+    served = [item for item in labelled if item.labelled_set == "bf16"]
     assert len(served) == 150
     result = score(served, catalog_index())
     assert result.unsupported_clauses >= 5
