@@ -127,6 +127,8 @@ class Settings(BaseSettings):
     llm_rerank_candidates: int = Field(default=20, ge=0)
     llm_rerank_weight: float | None = None  # None: the weight validated with the served adapter
     llm_cache_dir: Path | None = None  # de-quantized base weights; default CINEREC_HOME/llm
+    # the catalog's content embeddings as training encoded them; default CINEREC_HOME/embeddings
+    embeddings_cache_dir: Path | None = None
 
     @field_validator("cors_origins", "trusted_proxies", "metrics_operations", mode="before")
     @classmethod
@@ -142,6 +144,8 @@ class Settings(BaseSettings):
             self.database_url = f"sqlite+aiosqlite:///{self.home / 'cinerec.db'}"
         if self.llm_cache_dir is None:
             self.llm_cache_dir = self.home / "llm"
+        if self.embeddings_cache_dir is None:
+            self.embeddings_cache_dir = self.home / "embeddings"
         if not self.mlflow_tracking_uri:
             # MLflow 3 refuses its old plain-file store: a SQLite store under home instead.
             self.mlflow_tracking_uri = f"sqlite:///{self.home / 'mlflow.db'}"

@@ -317,7 +317,10 @@ class MoviePatch:
 
 @strawberry.type(directives=OBJECT)
 class Recommendation:
-    score: float = strawberry.field(description="The hybrid's blended score; higher is better.")
+    score: float = strawberry.field(
+        description="The hybrid's blended score; higher is better. For a user with few ratings the "
+        "learned ranker orders the list and the blend's values follow its order."
+    )
     rank: int = strawberry.field(description="The position in the whole ranking (pages go on counting).")
     movie_id: strawberry.Private[int]
     user_id: strawberry.Private[int]

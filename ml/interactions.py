@@ -146,3 +146,16 @@ def stratified_split(
     size = shuffled.groupby("user_id")["user_id"].transform("size").to_numpy()
     train = rank < np.round(size * ratio)
     return shuffled[train].reset_index(drop=True), shuffled[~train].reset_index(drop=True)
+
+
+def truncate(history: sp.csr_matrix, keep: int, seed: int) -> sp.csr_matrix:
+    """Each row cut to ``keep`` of its ratings, drawn at random (seeded)."""
+    rng = np.random.default_rng(seed)
+    rows = history.tolil(copy=True)
+    for i in range(rows.shape[0]):
+        cols = rows.rows[i]
+        if len(cols) > keep:
+            chosen = set(rng.choice(len(cols), size=keep, replace=False).tolist())
+            rows.rows[i] = [c for j, c in enumerate(cols) if j in chosen]
+            rows.data[i] = [v for j, v in enumerate(rows.data[i]) if j in chosen]
+    return rows.tocsr()

@@ -106,3 +106,17 @@ def roc_auc(scores: np.ndarray, labels: np.ndarray) -> float:
     for s, e in zip(starts, ends, strict=True):
         ranks[order[s:e]] = (s + e + 1) / 2
     return float((ranks[labels].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def mean_interval(diff: np.ndarray, *, resamples: int = 2000, seed: int = 0) -> tuple[float, float]:
+    """A 95% percentile-bootstrap interval of the mean of per-user differences (the mean itself,
+    exactly, when every difference is the same: nothing changed)."""
+    if not len(diff) or np.ptp(diff) == 0:
+        value = float(diff.mean()) if len(diff) else 0.0
+        return value, value
+    from scipy import stats as scipy_stats
+
+    interval = scipy_stats.bootstrap(
+        (diff,), np.mean, confidence_level=0.95, n_resamples=resamples, method="percentile", rng=seed
+    ).confidence_interval
+    return float(interval.low), float(interval.high)

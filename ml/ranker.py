@@ -40,6 +40,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import scipy.sparse as sp
 
+from ml.interactions import truncate
+
 if TYPE_CHECKING:
     import lightgbm as lgb
 
@@ -345,9 +347,11 @@ class Ranker:
         embeddings: np.ndarray,
         users: np.ndarray | None = None,
     ) -> np.ndarray:
-        """(batch, n_items): the candidates above every other movie in the ranker's order, the
-        rest in blend order below them. Writes into ``blend``. ``users``: the batch's model
-        rows, which the time features need."""
+        """(batch, n_items): each row's candidates reordered by the ranker, every other movie
+        as the blend scored it. The candidates keep the blend's own values, dealt out in the
+        ranker's order (its best candidate takes the highest of them), so a score stays on the
+        blend's scale for filters, diversity and the LLM's rerank. Writes into ``blend``.
+        ``users``: the batch's model rows, which the time features need."""
         found = candidates(
             {n: parts[n] for n in self.generators},
             blend,
@@ -362,8 +366,10 @@ class Ranker:
             return blend
         predicted = np.asarray(self.booster.predict(found.features, num_threads=1), dtype=np.float32)
         predicted += np.float32(self.start) * found.blend
-        floor = np.float32(np.nanmax(np.where(np.isfinite(blend), blend, -np.inf)) + 1 - predicted.min())
-        blend[found.rows, found.items] = predicted + floor
+        # both orders group by row (``found.rows`` is sorted), so position i is in the same row
+        by_ranker = np.lexsort((-predicted, found.rows))
+        by_blend = np.lexsort((-found.blend, found.rows))
+        blend[found.rows[by_ranker], found.items[by_ranker]] = found.blend[by_blend]
         return blend
 
     def arrays(self) -> dict[str, np.ndarray]:
@@ -534,3 +540,79 @@ def blend_of(parts: dict[str, np.ndarray], weights: dict[str, float]) -> np.ndar
         if weight and name in parts:
             out += np.float32(weight) * parts[name]
     return out
+
+
+def cold_copy(fold: Fold, keep: int, seed: int) -> Fold:
+    """``fold``'s users as cold users: each history cut to ``keep`` ratings (seeded), scored as
+    users the components never saw; the ratings cut away join the labels (the user did rate
+    them). Only ``fold.users`` are cut and taught."""
+    if fold.times is not None:
+        raise ValueError("a cold copy with rating times is not built: the cut histories' times are not kept")
+    cut = truncate(fold.history[fold.users], keep, seed)
+    away = fold.history[fold.users] - cut
+    away.eliminate_zeros()
+    labels = (fold.labels[fold.users] + away).tocsr()
+    base = fold.parts_of
+
+    def parts_of(history: sp.csr_matrix, rows: np.ndarray) -> dict[str, np.ndarray]:
+        return base(history, np.full(len(rows), -1))
+
+    return Fold(parts_of, cut, labels, np.flatnonzero(np.diff(cut.indptr)), fold.stats)
+
+
+COLD_CUTS = (1, 3, 5)  # the new users the ranker is taught for, measured on and served to
+
+
+# what `cinerec train` fits: on MovieLens 100K as good for cold users as the benchmark's
+# slower settings, in a tenth of the time (docs/benchmarks.md, "the served ranker")
+FOR_NEW_USERS = RankerConfig(per_generator=50, learning_rate=0.05)
+
+
+def fit_for_new_users(
+    fold: Fold,
+    weights: dict[str, float],
+    embeddings: np.ndarray,
+    generators: list[str],
+    config: RankerConfig = FOR_NEW_USERS,
+    seed: int = 0,
+) -> tuple[Ranker, dict[str, float]]:
+    """What `cinerec train` fits, for new users only: on one fold (the tuning split: components
+    fitted on its inner part, its validation ratings as labels), 80% of the users teach with
+    their histories cut to 1, 3 and 5 ratings; the other 20%, cut likewise, stop the trees."""
+    order = np.random.default_rng(seed).permutation(fold.users)
+    teach = replace(fold, users=np.sort(order[len(order) // 5 :]))
+    stop = replace(fold, users=np.sort(order[: len(order) // 5]))
+    return fit(
+        [cold_copy(teach, keep, seed + keep) for keep in COLD_CUTS],
+        [cold_copy(stop, keep, seed + 100 + keep) for keep in COLD_CUTS],
+        weights,
+        embeddings,
+        generators,
+        config,
+    )
+
+
+@dataclass(frozen=True)
+class SegmentGain:
+    segment: str  # "cold-1", "cold-3", "cold-5"
+    ratings: int  # the history each user was cut to
+    users: int
+    without: float  # nDCG@10 of the blend
+    with_ranker: float
+    low: float  # 95% bootstrap interval of the mean per-user difference
+    high: float
+
+    @property
+    def gain(self) -> float:
+        return self.with_ranker - self.without
+
+
+def served_up_to(gains: list[SegmentGain]) -> int:
+    """The most ratings a user may have for the ranker to order their list: the largest cut
+    such that it and every smaller cut gained with an interval above zero (0: none)."""
+    up_to = 0
+    for gain in sorted(gains, key=lambda g: g.ratings):
+        if gain.low <= 0:
+            break
+        up_to = gain.ratings
+    return up_to

@@ -12,7 +12,8 @@ import logging
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -22,10 +23,11 @@ from tqdm import tqdm
 
 from ml import embeddings
 from ml import metrics as m
+from ml import ranker as learned
 from ml.components import COMPONENTS, FitInputs
 from ml.features import embedding_clusters, item_features, user_features
-from ml.hybrid import Component, HybridRecommender, rank_unrated, standardise
-from ml.interactions import Catalog, Interactions, stratified_split
+from ml.hybrid import Component, HybridRecommender, rank_unrated, score_parts, standardise
+from ml.interactions import Catalog, Interactions, stratified_split, truncate
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +48,8 @@ class TrainConfig:
     eval_users: int | None = None
     batch_users: int = 512
     progress: bool = True
+    ranker: bool = True  # fit the learned ranker for new users (only when tuning)
+    embeddings_cache: Path | None = None  # where the catalog's content embeddings are kept
 
 
 @dataclass
@@ -65,6 +69,45 @@ class TrainResult:
     timings: dict[str, float] = field(default_factory=dict)
     # (model fitted on the training part, training part, held-out part), when asked for
     evaluation: tuple[HybridRecommender, Interactions, Interactions] | None = None
+    ranker: RankerReport | None = None
+
+
+@dataclass
+class RankerReport:
+    """The learned ranker as fitted and measured: its gain per cold segment on the held-out
+    split, and the most ratings a user may have for it to serve them (0: it serves no one)."""
+
+    gains: list[learned.SegmentGain]
+    up_to: int
+    info: dict[str, float]
+
+    def metrics(self) -> dict[str, float]:
+        out = {**self.info, "up_to": float(self.up_to)}
+        for g in self.gains:
+            key = g.segment.replace("-", "_")
+            out.update(
+                {
+                    f"{key}_ndcg_blend": g.without,
+                    f"{key}_ndcg_ranker": g.with_ranker,
+                    f"{key}_gain_low": g.low,
+                    f"{key}_gain_high": g.high,
+                }
+            )
+        return out
+
+    def describe(self) -> dict[str, Any]:
+        """What the model's meta.json keeps (and ``extensions.recommender`` can show)."""
+        return {
+            "up_to": self.up_to,
+            "segments": {
+                g.segment: {
+                    "blend": round(g.without, 4),
+                    "ranker": round(g.with_ranker, 4),
+                    "interval": [round(g.low, 4), round(g.high, 4)],
+                }
+                for g in self.gains
+            },
+        }
 
 
 @contextmanager
@@ -125,6 +168,47 @@ def evaluate_scorer(
         "diversity": m.intra_list_diversity(recommended, genre_vectors),
         "novelty": m.novelty(recommended, popularity, train.n_users),
     }
+
+
+Scorer = Callable[[sp.csr_matrix, np.ndarray], np.ndarray]
+
+
+def cold_gains(
+    without: Scorer,
+    with_ranker: Scorer,
+    history: sp.csr_matrix,
+    relevant: list[np.ndarray],
+    *,
+    k: int = 10,
+    seed: int = 0,
+    batch: int = 256,
+) -> list[learned.SegmentGain]:
+    """nDCG@k of two scorers for users cut to 1, 3 and 5 of their ``history`` ratings and scored
+    as users the components never saw (as a new user is served); ``relevant``: each row's
+    held-out columns. Rows with no held-out movie should be left out by the caller."""
+    out = []
+    for keep in learned.COLD_CUTS:
+        cut = truncate(history, keep, seed + keep)
+        lists: dict[str, list[np.ndarray]] = {"without": [], "with": []}
+        for first in range(0, cut.shape[0], batch):
+            rows = cut[first : first + batch]
+            unseen = np.full(rows.shape[0], -1)
+            lists["without"].append(rank_unrated(without(rows, unseen), rows, k)[0])
+            lists["with"].append(rank_unrated(with_ranker(rows, unseen), rows, k)[0])
+        ndcg = {name: m.ndcg_per_user(np.concatenate(found), relevant, k) for name, found in lists.items()}
+        low, high = m.mean_interval(ndcg["with"] - ndcg["without"], seed=seed)
+        out.append(
+            learned.SegmentGain(
+                f"cold-{keep}",
+                keep,
+                len(relevant),
+                float(ndcg["without"].mean()),
+                float(ndcg["with"].mean()),
+                low,
+                high,
+            )
+        )
+    return out
 
 
 def _weight_grid(names: list[str]) -> list[dict[str, float]]:
@@ -190,8 +274,10 @@ def train(
     timings: dict[str, float] = {}
     catalog = data.catalog
     with _timed(timings, "embeddings"):
-        item_embeddings = embeddings.encode(
-            [catalog.text(i) for i in range(catalog.n_items)], progress=config.progress
+        item_embeddings = embeddings.encode_cached(
+            [catalog.text(i) for i in range(catalog.n_items)],
+            config.embeddings_cache,
+            progress=config.progress,
         )
     item_feats = item_features(catalog, embedding_clusters(item_embeddings, seed=config.seed))
     genre_vectors = catalog.genre_matrix()[0].toarray()
@@ -200,6 +286,8 @@ def train(
         train_part, test_part = _split(data, config.test_ratio, config.seed)
     weights = {"lightfm": 1.0, "ease": 1.0, "popularity": 0.1}
     validation_ndcg = float("nan")
+    ranker: learned.Ranker | None = None
+    ranker_info: dict[str, float] = {}
     if config.tune:
         inner_df, valid_df = stratified_split(_frame(train_part, catalog), 0.8, config.seed + 1)
         inner = Interactions.from_frame(inner_df, catalog, train_part.user_ids)
@@ -209,6 +297,11 @@ def train(
         users = _sample(np.flatnonzero(np.diff(valid.matrix.indptr)), config.validation_users, config.seed)
         with _timed(timings, "tune weights"):
             weights, validation_ndcg = tune_weights(inner_components, inner, valid, users, config)
+        if config.ranker:
+            with _timed(timings, "fit ranker"):
+                ranker, ranker_info = _fit_ranker(
+                    inner_components, inner, valid, weights, item_embeddings, genre_vectors, catalog, config
+                )
         del inner_components
     with _timed(timings, "fit (evaluation)"):
         components = fit_components(train_part, data, config, item_feats)
@@ -235,6 +328,21 @@ def train(
                 desc=f"evaluate {name}",
             )
     results["hybrid"]["validation_ndcg"] = validation_ndcg
+    report = None
+    if ranker is not None:
+        with _timed(timings, "evaluate ranker"):
+            report = _measure_ranker(
+                ranker,
+                ranker_info,
+                components,
+                weights,
+                item_embeddings,
+                genre_vectors,
+                catalog,
+                train_part,
+                test_part,
+                config,
+            )
     evaluation = None
     if keep_evaluation:
         held_out_model = HybridRecommender(
@@ -242,16 +350,17 @@ def train(
         )
         evaluation = (held_out_model, train_part, test_part)
     params = {**asdict(config), "n_users": int(train_part.n_users), "n_items": int(catalog.n_items)}
+    params.pop("embeddings_cache")  # where, not how: no parameter of the model
     params["n_ratings"] = len(data.ratings)
     final: HybridRecommender | None = None
     if not evaluate_only:
         everything = Interactions.from_frame(data.ratings, catalog)
+        fitted_on = train_part
         if refit:
             with _timed(timings, "fit (all ratings)"):
                 components = fit_components(everything, data, config, item_feats)
-            user_ids = everything.user_ids
-        else:
-            user_ids = train_part.user_ids
+            fitted_on = everything
+        user_ids = fitted_on.user_ids
         meta = {
             "params": params,
             "metrics": results,
@@ -270,7 +379,65 @@ def train(
             history=everything.matrix if data.read_at is not None else None,
             history_user_ids=everything.user_ids if data.read_at is not None else None,
         )
-    return TrainResult(final, results, weights, params, timings, evaluation)
+        if ranker is not None and report is not None:
+            # the same trees, reading the statistics of the ratings the served components saw
+            final.ranker = ranker.with_stats(
+                learned.ItemStats.of(fitted_on.matrix, catalog.years, genre_vectors)
+            )
+            final.ranker_up_to = report.up_to
+            final.meta["ranker"] = report.describe()
+    return TrainResult(final, results, weights, params, timings, evaluation, report)
+
+
+def _fit_ranker(
+    components: dict[str, Component],
+    inner: Interactions,
+    valid: Interactions,
+    weights: dict[str, float],
+    item_embeddings: np.ndarray,
+    genre_vectors: np.ndarray,
+    catalog: Catalog,
+    config: TrainConfig,
+) -> tuple[learned.Ranker, dict[str, float]]:
+    """The ranker taught on the tuning split (``ml.ranker.fit_for_new_users``): the held-out
+    split never sees it."""
+    names = sorted(components)
+    fold = learned.Fold(
+        lambda history, rows: score_parts(components, names, history, rows),
+        inner.matrix,
+        valid.matrix,
+        np.flatnonzero(np.diff(valid.matrix.indptr)),
+        learned.ItemStats.of(inner.matrix, catalog.years, genre_vectors),
+    )
+    ranker_config = replace(learned.FOR_NEW_USERS, threads=config.threads, seed=config.seed)
+    return learned.fit_for_new_users(fold, weights, item_embeddings, names, ranker_config, seed=config.seed)
+
+
+def _measure_ranker(
+    ranker: learned.Ranker,
+    info: dict[str, float],
+    components: dict[str, Component],
+    weights: dict[str, float],
+    item_embeddings: np.ndarray,
+    genre_vectors: np.ndarray,
+    catalog: Catalog,
+    train: Interactions,
+    test: Interactions,
+    config: TrainConfig,
+) -> RankerReport:
+    """The ranker against the blend for the held-out split's users cut to 1, 3 and 5 ratings,
+    with the components fitted on the training part: where its interval is above zero, it serves."""
+    model = HybridRecommender(catalog.item_ids, train.user_ids, components, weights, item_embeddings)
+    ranked = replace(
+        model,
+        ranker=ranker.with_stats(learned.ItemStats.of(train.matrix, catalog.years, genre_vectors)),
+        ranker_up_to=max(learned.COLD_CUTS),
+    )
+    users = np.flatnonzero(np.diff(test.matrix.indptr) * np.diff(train.matrix.indptr))
+    gains = cold_gains(
+        model.score, ranked.score, train.matrix[users], _relevant(test, users), k=config.k, seed=config.seed
+    )
+    return RankerReport(gains, learned.served_up_to(gains), info)
 
 
 def _frame(interactions: Interactions, catalog: Catalog) -> pd.DataFrame:

@@ -48,6 +48,9 @@ async def _pg(sql: str) -> None:
         await conn.close()
 
 
+EMBEDDINGS_CACHE = "CINEREC_EMBEDDINGS_CACHE_DIR"
+
+
 class Databases:
     """Creates throw-away databases; PostgreSQL ones are dropped at the end of the session."""
 
@@ -99,7 +102,15 @@ def base_llm(llm_cache: Path) -> tuple[object, object]:
 @pytest.fixture(scope="session")
 def databases(tmp_path_factory: pytest.TempPathFactory, llm_cache: Path) -> Iterator[Databases]:
     dbs = Databases(tmp_path_factory.mktemp("db"), llm_cache)
+    # every home of the session (and every `cinerec` the tests start) shares one cache of the
+    # catalog's content embeddings: the MovieLens catalog is encoded once, not once per training
+    before = os.environ.get(EMBEDDINGS_CACHE)
+    os.environ[EMBEDDINGS_CACHE] = str(tmp_path_factory.mktemp("embeddings"))
     yield dbs
+    if before is None:
+        os.environ.pop(EMBEDDINGS_CACHE, None)
+    else:
+        os.environ[EMBEDDINGS_CACHE] = before
     dbs.drop_all()
 
 

@@ -11,7 +11,7 @@ from app.settings import get_settings
 
 if TYPE_CHECKING:
     from app.services.training import RerankOutcome
-    from ml.training import TrainConfig
+    from ml.training import RankerReport, TrainConfig
 
 EpochsOption = Annotated[int, typer.Option(help="LightFM epochs.")]
 ComponentsOption = Annotated[int, typer.Option(help="LightFM latent dimensions.")]
@@ -20,10 +20,49 @@ TuneOption = Annotated[bool, typer.Option(help="Choose blending weights on a val
 EvalUsersOption = Annotated[int | None, typer.Option(help="Evaluate on a sample of this many users.")]
 
 
-def _config(epochs: int, components: int, seed: int, tune: bool, eval_users: int | None) -> TrainConfig:
+RankerOption = Annotated[
+    bool,
+    typer.Option(
+        help="Fit the learned ranker for users with few ratings on the validation split (with --tune); "
+        "it serves the users it measurably helps on the held-out split."
+    ),
+]
+
+
+def _config(
+    epochs: int, components: int, seed: int, tune: bool, eval_users: int | None, ranker: bool = True
+) -> TrainConfig:
     from ml.training import TrainConfig
 
-    return TrainConfig(epochs=epochs, components=components, seed=seed, tune=tune, eval_users=eval_users)
+    return TrainConfig(
+        epochs=epochs, components=components, seed=seed, tune=tune, eval_users=eval_users, ranker=ranker
+    )
+
+
+def print_ranker(report: RankerReport | None) -> None:
+    if report is None:
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="learned ranker for new users: nDCG@10, held-out split, histories cut")
+    for column in ("users cut to", "users", "blend", "ranker", "gain", "95% interval"):
+        table.add_column(column, justify="right")
+    for g in report.gains:
+        table.add_row(
+            f"{g.ratings} rating{'s' if g.ratings > 1 else ''}",
+            str(g.users),
+            f"{g.without:.4f}",
+            f"{g.with_ranker:.4f}",
+            f"{g.gain:+.4f}",
+            f"[{g.low:+.4f}, {g.high:+.4f}]",
+        )
+    Console(width=200).print(table)
+    typer.echo(
+        f"learned ranker: orders the lists of users with 1 to {report.up_to} ratings"
+        if report.up_to
+        else "learned ranker: serves no one (no cold segment gained with an interval above zero)"
+    )
 
 
 def print_table(metrics: dict[str, dict[str, float]]) -> None:
@@ -84,6 +123,7 @@ def evaluate(
             "(0: skip). Sets the served rerank weight of the LLM champion to the validated one."
         ),
     ] = 0,
+    ranker: RankerOption = True,
 ) -> None:
     """Evaluate popularity, EASE, LightFM and the hybrid on one held-out split; log to MLflow."""
     from app.services.training import TrainingService
@@ -91,9 +131,10 @@ def evaluate(
     settings = get_settings()
     ensure_schema(settings, migrate=True)
     outcome = TrainingService(settings).evaluate(
-        _config(epochs, components, seed, tune, eval_users), rerank_users=rerank_users
+        _config(epochs, components, seed, tune, eval_users, ranker), rerank_users=rerank_users
     )
     print_table(outcome.metrics)
+    print_ranker(outcome.ranker)
     if outcome.rerank is not None:
         print_rerank(outcome.rerank)
     typer.echo(f"blend weights {outcome.weights}; MLflow run {outcome.run_id}; timings {outcome.timings}")
@@ -110,6 +151,7 @@ def train(
     if_missing: Annotated[
         bool, typer.Option("--if-missing", help="Do nothing when a champion exists.")
     ] = False,
+    ranker: RankerOption = True,
 ) -> None:
     """Train the hybrid on the database's ratings, evaluate it, register a new version in MLflow."""
     from app.services.training import TrainingService
@@ -121,8 +163,11 @@ def train(
     if if_missing and (existing := service.champion(RECOMMENDER)):
         typer.echo(f"{RECOMMENDER} version {existing} is the champion already: not training")
         return
-    outcome = service.train(_config(epochs, components, seed, tune, eval_users), refit=refit, promote=promote)
+    outcome = service.train(
+        _config(epochs, components, seed, tune, eval_users, ranker), refit=refit, promote=promote
+    )
     print_table(outcome.metrics)
+    print_ranker(outcome.ranker)
     state = (
         "serving (champion)"
         if outcome.champion == outcome.version

@@ -26,7 +26,7 @@ from sqlalchemy import func, select
 
 from app.models import Genre, Movie, MovieGenre, Rating
 from app.services.filters import NO_FILTER, RecFilter
-from app.services.recommendations import Recommended, RecRequest, ServedBy
+from app.services.recommendations import Recommended, RecRequest, ServedBy, ranker_extension
 from ml.llm.prompts import LIKED_THRESHOLD, display_title, movie_label
 
 if TYPE_CHECKING:
@@ -126,7 +126,8 @@ class HomePages:
                     "New in the catalog", "new", take(np.argsort(-row, kind="stable"), row, view.overlay.ids)
                 )
             )
-        return HomePage([r for r in rows if r.items], ServedBy(version), user_id)
+        by = ServedBy(version, ranker=ranker_extension(served) if len(model.ranked_rows(history)) else None)
+        return HomePage([r for r in rows if r.items], by, user_id)
 
     @staticmethod
     async def _anchor(session: AsyncSession, user_id: int) -> tuple[int, str] | None:

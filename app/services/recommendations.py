@@ -121,6 +121,8 @@ class ServedBy:
     rerank: dict[str, Any] | None = None
     experiment: str | None = None  # the A/B experiment the user is in, and their arm
     arm: str | None = None
+    # the learned ranker, when it ordered this list (the user has few ratings): what it serves
+    ranker: dict[str, Any] | None = None
 
     def extension(self) -> dict[str, Any]:
         """The response's ``extensions.recommender``."""
@@ -133,15 +135,25 @@ class ServedBy:
             out["rerank"] = self.rerank
         if self.experiment is not None:
             out.update(experiment=self.experiment, arm=self.arm)
+        if self.ranker is not None:
+            out["ranker"] = self.ranker
         return out
 
 
 NO_MODEL = ServedBy(None, "no trained model yet: run `cinerec train`")
 
 
+def ranker_extension(served: Served | None) -> dict[str, Any] | None:
+    """What ``extensions.recommender.ranker`` says when the learned ranker ordered a list: the
+    model version it belongs to, and the users it orders (those with 1 to ``upTo`` ratings)."""
+    if served is None or served.model.ranker is None:
+        return None
+    return {"version": served.version, "upTo": served.model.ranker_up_to}
+
+
 def _encode_answer(value: tuple[list[Recommended], ServedBy]) -> Any:
     answers, by = value
-    served = [by.version, by.reason, by.rerank, by.experiment, by.arm]
+    served = [by.version, by.reason, by.rerank, by.experiment, by.arm, by.ranker]
     return [[[r.movie_id, r.score, r.rank] for r in answers], served]
 
 
@@ -305,17 +317,22 @@ class RecommendationService:
         by = NO_MODEL if served is None else ServedBy(served.version)
         # one read of the users' ratings: scoring takes the matrix, the rerank's prompts the pairs
         history = await self.histories.read(served.model if served else None, [r.user_id for r in requests])
+        ranked: set[int] = set()
         if served is None:
             answers = await self._popular(wide, history)
         else:
-            answers = await self._recommend(served, wide, history)
+            answers, ranked = await self._recommend(served, wide, history)
         if use_llm:
             answers, error = await self._rerank(served_llm, requests, answers, history.pairs())
             rerank = {**served_llm.describe(), "weights": served_llm.rerank_weights.describe()}
             if error:
                 rerank["error"] = error
             by = ServedBy(by.version, rerank=rerank)
-        return [(a[: r.first], by) for a, r in zip(answers, requests, strict=True)]
+        with_ranker = replace(by, ranker=ranker_extension(served)) if ranked else by
+        return [
+            (a[: r.first], with_ranker if r.user_id in ranked else by)
+            for a, r in zip(answers, requests, strict=True)
+        ]
 
     def serving_version(self, user_id: int) -> str | None:
         """The recommender version that answers ``user_id`` now: their experiment arm's, or the
@@ -420,7 +437,8 @@ class RecommendationService:
 
     async def _recommend(
         self, served: Served, requests: Sequence[RecRequest], read: History
-    ) -> list[list[Recommended]]:
+    ) -> tuple[list[list[Recommended]], set[int]]:
+        """Each request's page, and the users whose lists the learned ranker ordered."""
         model = served.model
         users = read.users  # each user once, in the order of the requests
         row_of = {u: i for i, u in enumerate(users)}
@@ -465,7 +483,7 @@ class RecommendationService:
                     )
                 ]
             )
-        return answers
+        return answers, {users[i] for i in model.ranked_rows(history)}
 
     @staticmethod
     def added(

@@ -13,7 +13,7 @@ import logging
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from app.settings import Settings
     from ml.llm.finetune import FinetuneConfig
     from ml.llm.rerank import SegmentReport
-    from ml.training import TrainConfig, TrainData, TrainResult
+    from ml.training import RankerReport, TrainConfig, TrainData, TrainResult
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +47,7 @@ class TrainOutcome:
     metrics: dict[str, dict[str, float]]  # model -> metric -> value, on the held-out split
     weights: dict[str, float]
     timings: dict[str, float]
+    ranker: RankerReport | None = None
 
 
 @dataclass
@@ -56,6 +57,7 @@ class EvaluateOutcome:
     weights: dict[str, float]
     timings: dict[str, float]
     rerank: RerankOutcome | None = None
+    ranker: RankerReport | None = None
 
 
 @dataclass
@@ -85,12 +87,16 @@ class FinetuneOutcome:
     metrics: dict[str, float] = field(default_factory=dict)
 
 
-def flat_metrics(metrics: dict[str, dict[str, float]]) -> dict[str, float]:
-    """Hybrid metrics under their own names, the baselines' prefixed by model."""
+def flat_metrics(
+    metrics: dict[str, dict[str, float]], ranker: RankerReport | None = None
+) -> dict[str, float]:
+    """Hybrid metrics under their own names, the baselines' and the ranker's prefixed."""
     out = dict(metrics["hybrid"])
     for name, row in metrics.items():
         if name != "hybrid":
             out.update({f"{name}.{k}": v for k, v in row.items()})
+    if ranker is not None:
+        out.update({f"ranker.{k}": v for k, v in ranker.metrics().items()})
     return out
 
 
@@ -137,13 +143,19 @@ class TrainingService:
 
     # -- the recommender --------------------------------------------------------------------
 
+    def _cached(self, config: TrainConfig) -> TrainConfig:
+        """``config`` keeping the catalog's content embeddings under this home's cache."""
+        if config.embeddings_cache is not None:
+            return config
+        return replace(config, embeddings_cache=self.settings.embeddings_cache_dir)
+
     def train(self, config: TrainConfig, *, refit: bool = True, promote: bool = False) -> TrainOutcome:
         """Tune, evaluate, refit on every rating, register a version of the recommender."""
         from ml.drift import save_reference
         from ml.training import train as fit
 
         data = self.load_data()
-        result = fit(data, config, refit=refit)
+        result = fit(data, self._cached(config), refit=refit)
         assert result.model is not None
         params = {**result.params, "weights": result.weights, "refit": refit}
         with tempfile.TemporaryDirectory() as tmp:
@@ -153,15 +165,17 @@ class TrainingService:
             run_id, source = self.registry.log_run(
                 experiment=RECOMMENDER,
                 params=params,
-                metrics=flat_metrics(result.metrics),
+                metrics=flat_metrics(result.metrics, result.ranker),
                 artifacts=Path(tmp),
             )
         assert source is not None
         version, champion = register_version(
             self.settings, self.registry, RECOMMENDER, source=source, run_id=run_id, promote=promote
         )
-        self._log_wandb(f"train-v{version}", params, flat_metrics(result.metrics))
-        return TrainOutcome(version, champion, run_id, result.metrics, result.weights, result.timings)
+        self._log_wandb(f"train-v{version}", params, flat_metrics(result.metrics, result.ranker))
+        return TrainOutcome(
+            version, champion, run_id, result.metrics, result.weights, result.timings, result.ranker
+        )
 
     def evaluate(self, config: TrainConfig, *, rerank_users: int = 0) -> EvaluateOutcome:
         """Popularity, EASE, LightFM and the hybrid on one held-out split; with ``rerank_users``,
@@ -169,8 +183,8 @@ class TrainingService:
         from ml.training import train as fit
 
         data = self.load_data()
-        result = fit(data, config, evaluate_only=True, keep_evaluation=rerank_users > 0)
-        metrics = flat_metrics(result.metrics)
+        result = fit(data, self._cached(config), evaluate_only=True, keep_evaluation=rerank_users > 0)
+        metrics = flat_metrics(result.metrics, result.ranker)
         rerank = None
         if rerank_users > 0:
             rerank = self.evaluate_rerank(data, result, rerank_users, config.seed)
@@ -193,7 +207,7 @@ class TrainingService:
             metrics=metrics,
         )
         self._log_wandb(f"evaluate-{run_id[:8]}", result.params, metrics)
-        return EvaluateOutcome(run_id, result.metrics, result.weights, result.timings, rerank)
+        return EvaluateOutcome(run_id, result.metrics, result.weights, result.timings, rerank, result.ranker)
 
     # -- the LLM ----------------------------------------------------------------------------
 

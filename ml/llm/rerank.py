@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from ml import metrics as m
 from ml.hybrid import HybridRecommender
-from ml.interactions import Catalog, Interactions
+from ml.interactions import Catalog, Interactions, truncate
 from ml.llm.examples import catalog_facts, catalog_genres, catalog_label
 from ml.llm.prompts import ScoreRequest, preference_request
 
@@ -78,19 +78,6 @@ def segment_of(rated: int) -> str:
         if cut is not None and rated <= cut:
             return name
     return "warm"
-
-
-def truncate(history: sp.csr_matrix, keep: int, seed: int) -> sp.csr_matrix:
-    """Each row cut to ``keep`` of its ratings, drawn at random (seeded)."""
-    rng = np.random.default_rng(seed)
-    rows = history.tolil(copy=True)
-    for i in range(rows.shape[0]):
-        cols = rows.rows[i]
-        if len(cols) > keep:
-            chosen = set(rng.choice(len(cols), size=keep, replace=False).tolist())
-            rows.rows[i] = [c for j, c in enumerate(cols) if j in chosen]
-            rows.data[i] = [v for j, v in enumerate(rows.data[i]) if j in chosen]
-    return rows.tocsr()
 
 
 @dataclass
@@ -178,15 +165,7 @@ def evaluate_segments(
         chosen = np.array([reranked(c, s, p, weight)[:k] for c, s, p in test_lists])
         with_rerank = m.ndcg_per_user(chosen, test_relevant, k)
         diff = with_rerank - without
-        if np.ptp(diff) > 0:
-            from scipy import stats as scipy_stats
-
-            interval = scipy_stats.bootstrap(
-                (diff,), np.mean, confidence_level=0.95, n_resamples=resamples, method="percentile", rng=seed
-            ).confidence_interval
-            low, high = float(interval.low), float(interval.high)
-        else:  # the rerank changed no list (weight 0): no gain, exactly
-            low = high = float(diff.mean())
+        low, high = m.mean_interval(diff, resamples=resamples, seed=seed)
         reports.append(
             SegmentReport(
                 name,

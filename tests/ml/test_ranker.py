@@ -92,3 +92,108 @@ def test_a_ranker_taught_with_times_is_not_saved() -> None:
         ranker.arrays()
     with pytest.raises(ValueError, match="time features"):
         ranker.with_stats(stats)
+
+
+def _world(n_users: int = 120, n_items: int = 60, seed: int = 3) -> tuple[np.ndarray, learned.ItemStats]:
+    rng = np.random.default_rng(seed)
+    embeddings = rng.normal(size=(n_items, 8)).astype(np.float32)
+    embeddings /= np.linalg.norm(embeddings, axis=1, keepdims=True)
+    genres = (rng.random((n_items, 3)) < 0.3).astype(np.float32)
+    stats = learned.ItemStats.of(
+        sp.csr_matrix((n_users, n_items), dtype=np.float32), np.zeros(n_items), genres
+    )
+    return embeddings, stats
+
+
+def _content_fold(
+    embeddings: np.ndarray, stats: learned.ItemStats, parts_of, seed: int, liked_per_user: int = 4
+) -> learned.Fold:
+    """Each user liked a few random movies; the ones they rated next are the closest by content."""
+    r = np.random.default_rng(seed)
+    n_items = len(embeddings)
+    n_users = 120
+    history = sp.lil_matrix((n_users, n_items), dtype=np.float32)
+    labels = sp.lil_matrix((n_users, n_items), dtype=np.float32)
+    for u in range(n_users):
+        liked = r.choice(n_items, liked_per_user, replace=False)
+        history[u, liked] = 5.0
+        near = np.argsort(-(embeddings @ embeddings[liked].mean(axis=0)))
+        labels[u, [i for i in near if i not in liked][:3]] = 4.0
+    return learned.Fold(parts_of, history.tocsr(), labels.tocsr(), np.arange(n_users), stats)
+
+
+def test_a_served_model_lets_the_ranker_order_only_users_with_few_ratings(tmp_path) -> None:
+    """A model whose one component is popularity (the same list for everyone) with a ranker
+    taught on content: users with 1 to ``ranker_up_to`` ratings get the ranker's order, dealt
+    the blend's own values; a user with more keeps the blend exactly; save and load keep both,
+    and a model saved without a ranker loads without one."""
+    from ml.hybrid import HybridRecommender, score_parts, top_k
+    from ml.models.popularity import Popularity
+
+    embeddings, stats = _world()
+    n_items = len(embeddings)
+    popularity = Popularity()
+    popularity.counts = np.random.default_rng(5).integers(1, 500, n_items).astype(np.float32)
+    components = {"popularity": popularity}
+
+    def parts_of(history: sp.csr_matrix, rows: np.ndarray) -> dict[str, np.ndarray]:
+        return score_parts(components, ["popularity"], history, rows)
+
+    config = learned.RankerConfig(
+        per_generator=30, trees=60, min_child_samples=10, early_stopping=60, threads=1
+    )
+    ranker, _ = learned.fit(
+        [_content_fold(embeddings, stats, parts_of, s) for s in (1, 2)],
+        [_content_fold(embeddings, stats, parts_of, 3)],
+        {"popularity": 1.0},
+        embeddings,
+        ["popularity"],
+        config,
+    )
+    model = HybridRecommender(
+        np.arange(1, n_items + 1),
+        np.zeros(0, dtype=np.int64),
+        components,
+        {"popularity": 1.0},
+        embeddings,
+        ranker=ranker,
+        ranker_up_to=5,
+    )
+    new = _content_fold(embeddings, stats, parts_of, 4).history[:40]  # 4 ratings each
+    veteran = _content_fold(embeddings, stats, parts_of, 5, liked_per_user=8).history[:1]
+    history = sp.vstack([new, veteran]).tocsr()
+    unseen = np.full(history.shape[0], -1)
+    assert model.ranked_rows(history).tolist() == list(range(40))
+
+    scores, blend = model.score(history, unseen), model.blend(history, unseen)
+    assert np.array_equal(scores[40], blend[40])  # the veteran: the blend, exactly
+    for row in range(40):  # the same values, in another order
+        assert np.array_equal(np.sort(scores[row]), np.sort(blend[row]))
+    labels = _content_fold(embeddings, stats, parts_of, 4).labels[:40]
+
+    def hits(values: np.ndarray) -> float:
+        values = np.where(history[:40].toarray() > 0, -np.inf, values[:40])
+        top = top_k(values, 3)[0]
+        return float(np.mean([labels[u, top[u]].getnnz() / 3 for u in range(40)]))
+
+    assert hits(blend) < 0.2 and hits(scores) > 0.6, (hits(blend), hits(scores))
+
+    model.save(tmp_path / "with")
+    loaded = HybridRecommender.load(tmp_path / "with")
+    assert loaded.ranker is not None and loaded.ranker_up_to == 5
+    assert np.array_equal(loaded.score(history, unseen), scores)
+    model.ranker, model.ranker_up_to = None, 0
+    model.save(tmp_path / "without")
+    plain = HybridRecommender.load(tmp_path / "without")
+    assert plain.ranker is None and np.array_equal(plain.score(history, unseen), blend)
+
+
+def _gain(ratings: int, low: float) -> learned.SegmentGain:
+    return learned.SegmentGain(f"cold-{ratings}", ratings, 100, 0.1, 0.1 + low + 0.01, low, low + 0.02)
+
+
+def test_the_ranker_serves_up_to_the_last_cut_whose_gain_and_every_smaller_ones_is_above_zero() -> None:
+    assert learned.served_up_to([_gain(1, 0.01), _gain(3, 0.002), _gain(5, 0.001)]) == 5
+    assert learned.served_up_to([_gain(5, -0.001), _gain(1, 0.01), _gain(3, 0.002)]) == 3
+    assert learned.served_up_to([_gain(1, 0.0), _gain(3, 0.02), _gain(5, 0.02)]) == 0
+    assert learned.served_up_to([]) == 0

@@ -10,9 +10,9 @@ import scipy.sparse as sp
 
 from app.llm import RerankWeights
 from ml.hybrid import HybridRecommender
-from ml.interactions import Catalog, Interactions
+from ml.interactions import Catalog, Interactions, truncate
 from ml.llm.prompts import ScoreRequest
-from ml.llm.rerank import SEGMENTS, evaluate_segments, segment_of, truncate
+from ml.llm.rerank import SEGMENTS, evaluate_segments, segment_of
 from ml.models import EASE, Popularity
 
 N_USERS, N_ITEMS = 80, 50
