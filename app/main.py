@@ -229,7 +229,9 @@ def open_state(settings: Settings, metrics: Metrics) -> AppState:
         explanations=ExplanationService(parts),
         models=ModelVersions(models, llm),
         experiments=experiments,
-        drift=DriftMonitor(settings, sessions, metrics, redis),
+        drift=DriftMonitor(
+            settings, sessions, metrics, redis, refresh_seconds=settings.drift_refresh_seconds
+        ),
         limits=RateLimiter(settings, TokenBuckets(counters)),
         metrics=metrics,
     )

@@ -69,6 +69,8 @@ class Settings(BaseSettings):
     # may run it instead), the share of drifted columns that makes the data drift, the fewest
     # new ratings worth a check, and the most recent ones compared.
     drift_interval_seconds: int = Field(default=0, ge=0)
+    # how often a replica reads the latest stored report into its drift gauges
+    drift_refresh_seconds: float = Field(default=60.0, gt=0)
     # Log lines as text, or as one JSON object each (for a log pipeline); every GraphQL request
     # logs one line with its request id, operation, duration, user, cost and cache outcome.
     log_format: Literal["text", "json"] = "text"

@@ -38,8 +38,7 @@ from ml import ranker as learned
 from ml.data.movielens import read_users
 from ml.features import embedding_clusters, item_features
 from ml.hybrid import HybridRecommender, rank_unrated, score_parts
-from ml.interactions import Interactions, stratified_split
-from ml.llm.rerank import truncate
+from ml.interactions import Interactions, stratified_split, truncate
 from ml.training import TrainConfig, TrainData, _frame, _split, evaluate_scorer, fit_components, tune_weights
 
 
@@ -68,23 +67,6 @@ def _times(frame: pd.DataFrame, users: np.ndarray, catalog: Any) -> learned.Rati
     return learned.RatingTimes.of(rows, items, frame["timestamp"].to_numpy(), len(users), catalog.n_items)
 
 
-def _cold(fold: learned.Fold, keep: int, seed: int) -> learned.Fold:
-    """``fold`` as cold users: each history cut to ``keep`` ratings, scored as users the
-    components never saw; the ratings cut away join the labels (the user did rate them)."""
-    cut = truncate(fold.history, keep, seed)
-    away = fold.history - cut
-    away.eliminate_zeros()
-    labels = (fold.labels + away).tocsr()
-    base = fold.parts_of
-
-    def parts_of(history: Any, rows: np.ndarray) -> dict[str, np.ndarray]:
-        return base(history, np.full(len(rows), -1))
-
-    if fold.times is not None:
-        raise SystemExit("--cold with --times is not measured: the cut histories' times are not built")
-    return learned.Fold(parts_of, cut, labels, np.flatnonzero(np.diff(cut.indptr)), fold.stats)
-
-
 SEGMENTS = {"cold-1": 1, "cold-3": 3, "cold-5": 5, "warm": None}
 
 
@@ -104,8 +86,6 @@ def _segments(
     mean per-user difference. Cold segments cut each test user's training ratings to 1, 3 or
     5 (seeded) and score them as users the components never saw, as a new user is served;
     their rating times are those of the ratings kept."""
-    from scipy import stats as scipy_stats
-
     stamps = sp.csr_matrix(
         (
             train_df["timestamp"].to_numpy(np.float64),
@@ -140,16 +120,14 @@ def _segments(
             lists["ranker"].append(rank_unrated(ranked, batch, 10)[0])
         ndcg = {k: m.ndcg_per_user(np.concatenate(v), relevant, 10) for k, v in lists.items()}
         diff = ndcg["ranker"] - ndcg["blend"]
-        interval = scipy_stats.bootstrap(
-            (diff,), np.mean, confidence_level=0.95, n_resamples=2000, method="percentile", rng=0
-        ).confidence_interval
+        low, high = m.mean_interval(diff)
         out[name] = {
             "users": len(users),
             "blend": round(float(ndcg["blend"].mean()), 4),
             "ranker": round(float(ndcg["ranker"].mean()), 4),
             "difference": round(float(diff.mean()), 4),
-            "low": round(float(interval.low), 4),
-            "high": round(float(interval.high), 4),
+            "low": round(low, 4),
+            "high": round(high, 4),
         }
     return out
 
@@ -232,14 +210,14 @@ def main() -> None:
         stop, stop_components = made[-1]
         if a.cold:  # each teaching fold again, its histories cut to 1, 3 or 5 ratings
             teach += [
-                _cold(fold, keep, seed)
+                learned.cold_copy(fold, keep, seed)
                 for seed, (fold, keep) in enumerate(zip(teach, (1, 3, 5) * a.folds, strict=False))
             ]
     folds_seconds = time.perf_counter() - started
     started = time.perf_counter()
     stops = [stop]
     if a.cold:  # stop where the cold copies of the stopping fold stop rising too
-        stops += [_cold(stop, keep, 100 + keep) for keep in (1, 3, 5)]
+        stops += [learned.cold_copy(stop, keep, 100 + keep) for keep in (1, 3, 5)]
     ranker, info = learned.fit(
         teach, stops, weights, item_embeddings, sorted(inner_components), ranker_config
     )

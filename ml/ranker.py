@@ -20,14 +20,17 @@ by a gradient-boosted tree ensemble over features of the pair:
 Taught on folds of the training part (each fold's labels are its held-out ratings, its
 features come from components fitted on the rest: the evaluation split never sees any of
 it), and stopped on a fold of its own, starting from the blend's score
-(LightGBM's ``init_score``) so that the trees learn corrections to it. ``Ranker.rank`` puts
-the candidates in its order above every other movie and leaves the rest in blend order, so
-filters, pages and diversity would work as before, with one ``predict`` per scoring batch.
+(LightGBM's ``init_score``) so that the trees learn corrections to it. ``Ranker.rank``
+reorders each row's candidates and deals them the blend's own values in its order, so
+filters, pages, diversity and the LLM's rerank read scores on one scale, with one
+``predict`` per scoring batch.
 
-Not served yet. On MovieLens 100K (``python -m benchmarks.ranker --folds 4 --cold``,
-docs/benchmarks.md), taught on four folds and on the same folds cut to cold histories, it
-beats the blend for users with 1 to 5 ratings (95% intervals above zero) and matches it for
-the rest (an interval across zero); ``cinerec train`` does not fit it yet.
+Served to new users only. `cinerec train` (when it tunes) fits it with
+``fit_for_new_users`` on the tuning split's users cut to 1, 3 and 5 ratings, measures it
+against the blend on the held-out split's users cut likewise, and the model serves it to
+users with 1 to ``served_up_to`` ratings: the cuts whose gain's 95% interval is above zero.
+For warm users it matched the blend without beating it (``python -m benchmarks.ranker
+--folds 4 --cold``, docs/benchmarks.md), so their lists stay the blend's.
 """
 
 from __future__ import annotations

@@ -134,12 +134,12 @@ class GenreGuard:
             ([_phrase(f) for f in _surface_forms(m.title)], _genres(m)) for m in facts.evidence
         ]
         # "You also gave" goes on with an evidence movie's title, year and the user's rating,
-        # copied token by token: no misspelt title ("The Shawshunstarkaner"), year or rating
-        self.titles = (
-            [tuple(encode(f" {m.title} {m.rating:g}/5")) for m in facts.evidence if m.rating is not None]
-            if encode is not None
-            else []
-        )
+        # copied token by token: no misspelt title ("The Shawshunstarkaner"), year or rating;
+        # not the one the opening named ("because you rated Schindler's List (1993) 5/5, ...
+        # You also gave Schindler's List (1993) 5/5 as well." told the reader nothing new)
+        given = [f" {m.title} {m.rating:g}/5" for m in facts.evidence if m.rating is not None]
+        self.titles = [tuple(encode(g)) for g in given if g not in opening] if encode is not None else []
+        self.copies = encode is not None  # titles are copied (and the second sentence is one)
         self._copying_from: int | None = None
         # after such a rating: " as" -> " well" -> "."; " too" -> "."
         self.then = (
@@ -223,6 +223,8 @@ class GenreGuard:
                 return self.end
             if ended == 1 and self.second:  # a second sentence names one more rating, or none comes
                 return sorted({self.second[" You"][0], *self.end})
+            if ended == 1 and self.copies and not self.titles:  # no rating left to name: the end
+                return self.end
         if self.second and (opened := _SECOND.search(own)):
             return self.second[opened.group(1)]
         return None

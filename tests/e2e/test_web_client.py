@@ -127,6 +127,12 @@ def test_a_user_signs_in_sees_rows_acts_and_searches(recommender: Recommender, b
     )
     first_words = time.monotonic() - shown
     tab.shot("02-home")
+    # the page opens at its top: the first row's heading below the sticky header, not under it
+    assert page.evaluate("window.scrollY") == 0
+    header_bottom = page.evaluate("document.querySelector('header').getBoundingClientRect().bottom")
+    assert (
+        page.evaluate("document.querySelector('section.row h2').getBoundingClientRect().top") >= header_bottom
+    )
     titles = page.eval_on_selector_all("section.row h2", "hs => hs.map(h => h.textContent)")
     assert titles[0] == "Top picks for you" and any(t.startswith("Because you liked ") for t in titles), (
         titles
@@ -187,6 +193,11 @@ def test_a_user_signs_in_sees_rows_acts_and_searches(recommender: Recommender, b
     page.wait_for_selector("ul.similar li")
     assert len(page.query_selector_all("ul.similar li")) >= 3
     tab.shot("07-movie")
+
+    # titles as a person writes them (and as the explanations name them), not the catalog's
+    page.goto(f"{tab.url}/#/movie/282")  # "Time to Kill, A" in the catalog
+    page.wait_for_selector("article.movie h1:has-text('Time to Kill')")
+    assert page.text_content("article.movie h1") == "A Time to Kill (1996)"
 
     assert page.query_selector("nav a:has-text('Admin')") is None  # a user sees no admin view
     page.goto(f"{tab.url}/#/admin")

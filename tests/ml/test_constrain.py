@@ -190,3 +190,32 @@ async def test_the_constrained_model_writes_no_genre_the_comparison_lacks(base_l
     # ...with it, none: nothing the two movies share can be named, and nothing else may be
     assert not _GENRE.search(written[True]), written[True]
     assert re.search(r"\w", written[True])  # it still writes
+
+
+def test_you_also_gave_never_names_the_movie_the_opening_named(base_llm) -> None:
+    """The opening says "because you rated Lone Star (1996) 4/5": a second sentence may name
+    only Star Wars; with Lone Star the only evidence, no second sentence can open at all."""
+    _, tokenizer = base_llm
+
+    def encode(text: str) -> list[int]:
+        return tokenizer.encode(text, add_special_tokens=False)
+
+    end = (
+        [one(tokenizer, "<|im_end|>")] if "<|im_end|>" in tokenizer.get_vocab() else [tokenizer.eos_token_id]
+    )
+    guard = GenreGuard(FACTS, genre_sequences(tokenizer), encode=encode, opening=OPENING, end=end)
+    assert guard.titles == [tuple(encode(" Star Wars (1977) 5/5"))]
+    first = OPENING + " both are dramas."
+    assert guard.only(first, []) == sorted({encode(" You")[0], *end})  # one more rating, or the end
+    assert guard.only(first + " You also gave", [one(tokenizer, " gave")]) == [
+        encode(" Star Wars (1977) 5/5")[0]
+    ]
+    alone = GenreGuard(
+        Facts(ID4, (LONE_STAR,), mean_rating=3.44, ratings_count=429),
+        genre_sequences(tokenizer),
+        encode=encode,
+        opening=OPENING,
+        end=end,
+    )
+    assert alone.titles == [] and alone.second == {}
+    assert alone.only(first, []) == end  # one sentence, then the end

@@ -95,7 +95,15 @@ function show(...nodes) {
 function problem(error) {
   return h("p", { class: "error", role: "alert" }, String(error.message || error));
 }
-const label = (movie) => (movie.year ? `${movie.title} (${movie.year})` : movie.title);
+// A catalog title as a person writes it, and as the explanations name it: the article in front
+// and an alternative title dropped ("Time to Kill, A" -> "A Time to Kill"; app display_title).
+const ARTICLE_LAST = /^(.*), (The|A|An|La|Le|Les|Il|El|Die|Der|Das|L')$/;
+const display = (title) => {
+  const main = title.includes(" (") ? title.slice(0, title.indexOf(" (")) : title;
+  const moved = ARTICLE_LAST.exec(main);
+  return moved ? `${moved[2]} ${moved[1]}` : main;
+};
+const label = (movie) => (movie.year ? `${display(movie.title)} (${movie.year})` : display(movie.title));
 
 function renderAccount() {
   const nav = document.getElementById("account");
@@ -356,7 +364,9 @@ async function route() {
     else if (hash.startsWith("#/movie/")) await movieView(Number(hash.slice(8)));
     else if (hash === "#/admin" && me.role === "admin") await adminView();
     else await homeView();
-    view.focus();
+    // focus for screen readers, without the scroll that put the first heading under the header
+    view.focus({ preventScroll: true });
+    window.scrollTo(0, 0);
   } catch (e) {
     show(problem(e));
   }
