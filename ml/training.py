@@ -49,6 +49,7 @@ class TrainConfig:
     batch_users: int = 512
     progress: bool = True
     ranker: bool = True  # fit the learned ranker for new users (only when tuning)
+    ranker_users: int = 3000  # users it is taught on (and measured on), sampled beyond this
     embeddings_cache: Path | None = None  # where the catalog's content embeddings are kept
 
 
@@ -406,7 +407,7 @@ def _fit_ranker(
         lambda history, rows: score_parts(components, names, history, rows),
         inner.matrix,
         valid.matrix,
-        np.flatnonzero(np.diff(valid.matrix.indptr)),
+        _sample(np.flatnonzero(np.diff(valid.matrix.indptr)), config.ranker_users, config.seed),
         learned.ItemStats.of(inner.matrix, catalog.years, genre_vectors),
     )
     ranker_config = replace(learned.FOR_NEW_USERS, threads=config.threads, seed=config.seed)
@@ -434,6 +435,7 @@ def _measure_ranker(
         ranker_up_to=max(learned.COLD_CUTS),
     )
     users = np.flatnonzero(np.diff(test.matrix.indptr) * np.diff(train.matrix.indptr))
+    users = _sample(users, config.ranker_users, config.seed)
     gains = cold_gains(
         model.score, ranked.score, train.matrix[users], _relevant(test, users), k=config.k, seed=config.seed
     )
