@@ -147,9 +147,14 @@ _A_BEFORE_VOWEL = re.compile(
 )
 
 
+_CHILDRENS = re.compile(r"\b([Cc])hildrens\b")
+
+
 def fix_articles(text: str) -> str:
-    """ "an comedy" -> "a comedy", "a action" -> "an action": grammar only, no claim changes.
-    Applied to what is served, after the checker (whose clause offsets are the raw text's)."""
+    """ "an comedy" -> "a comedy", "a action" -> "an action", "a childrens story" -> "a
+    children's story": grammar only, no claim changes. Applied to what is served, after the
+    checker (whose clause offsets are the raw text's)."""
+    text = _CHILDRENS.sub(r"\1hildren's", text)
     return _A_BEFORE_VOWEL.sub(r"\1n ", _AN_BEFORE_CONSONANT.sub(r"\1 ", text))
 
 

@@ -351,6 +351,10 @@ def test_the_article_before_a_genre_word_is_made_right_and_nothing_else_moves() 
     assert fix_articles("it is an drama and romance story.") == "it is a drama and romance story."
     assert fix_articles("An science fiction film.") == "A science fiction film."
     assert fix_articles("it is a action film, a adventure.") == "it is an action film, an adventure."
+    assert (
+        fix_articles("like that film, it is a childrens story.")
+        == "like that film, it is a children's story."
+    )
     # titles (capitalised words) and words that only begin like a genre are left alone
     for kept in ("you rated A Comedy of Errors (1990) 4/5", "an warning", "it is an animation", "a drama"):
         assert fix_articles(kept) == kept
