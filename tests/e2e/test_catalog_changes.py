@@ -70,10 +70,11 @@ def _add(rep: Replicas, **movie: Any) -> dict:
 
 
 def test_an_added_movie_is_searchable_similar_and_recommendable_on_the_other_replica(rep: Replicas) -> None:
-    title = f"Toy Story {uuid.uuid4().hex[:4]}"
+    # a fixed title: a random suffix put it below Toy Story's 10th neighbour for 3 titles in
+    # 100 (cosine 0.668 at worst against 0.683); "Toy Story 5" is at 0.764
     added = _add(
         rep,
-        title=title,
+        title="Toy Story 5",
         year=2031,
         genres=["Animation", "Children's", "Comedy"],
         tags=["toys that come alive"],
