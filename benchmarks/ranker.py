@@ -23,7 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +38,7 @@ from ml import ranker as learned
 from ml.data.movielens import read_users
 from ml.features import embedding_clusters, item_features
 from ml.hybrid import HybridRecommender, rank_unrated, score_parts
-from ml.interactions import Interactions, stratified_split, truncate
+from ml.interactions import Catalog, Interactions, stratified_split, truncate
 from ml.training import TrainConfig, TrainData, _frame, _split, evaluate_scorer, fit_components, tune_weights
 
 
@@ -54,6 +54,93 @@ def _ranked(components: dict, weights: dict[str, float], ranker: learned.Ranker,
 
 def _parts_of(components: dict) -> Any:
     return lambda history, rows: score_parts(components, sorted(components), history, rows)
+
+
+@dataclass
+class Study:
+    """`cinerec train`'s split of the real MovieLens 100K and what the ranker studies share:
+    the components fitted on the tuning split's inner part and the blend's weights tuned on its
+    validation part, as `cinerec train` tunes them (30 epochs, users' side features)."""
+
+    catalog: Catalog
+    ratings: pd.DataFrame  # with timestamps
+    config: TrainConfig
+    data: TrainData
+    item_embeddings: np.ndarray
+    feats: Any
+    genres: np.ndarray  # (n_items, n_genres)
+    train_part: Interactions
+    test_part: Interactions
+    inner_df: pd.DataFrame
+    valid_df: pd.DataFrame
+    inner: Interactions
+    valid: Interactions
+    inner_components: dict
+    weights: dict[str, float]
+    train_df: pd.DataFrame  # the training part with its ratings' times
+
+    @classmethod
+    def prepare(cls) -> Study:
+        import subprocess
+        import sys
+        import tempfile
+
+        from benchmarks.preference import load
+
+        data_dir = Path(tempfile.mkdtemp(prefix="cinerec-ml100k-")) / "ml-100k"
+        subprocess.run([sys.executable, str(SHARED / "ml100k.py"), str(data_dir)], check=True)
+        _, catalog = load(data_dir)
+        ratings = pd.read_csv(data_dir / "ratings.csv").rename(
+            columns={"userId": "user_id", "movieId": "movie_id"}
+        )
+        ratings = ratings[["user_id", "movie_id", "rating", "timestamp"]]
+        config = TrainConfig(epochs=30, progress=False)
+        data = TrainData(ratings, catalog, read_users(data_dir / "users.csv").frame)
+        item_embeddings = embeddings.encode([catalog.text(i) for i in range(catalog.n_items)], progress=False)
+        feats = item_features(catalog, embedding_clusters(item_embeddings, seed=config.seed))
+        train_part, test_part = _split(data, config.test_ratio, config.seed)
+        inner_df, valid_df = stratified_split(_frame(train_part, catalog), 0.8, config.seed + 1)
+        inner = Interactions.from_frame(inner_df, catalog, train_part.user_ids)
+        valid = Interactions.from_frame(valid_df, catalog, train_part.user_ids)
+        inner_components = fit_components(inner, data, config, feats)
+        users = np.flatnonzero(np.diff(valid.matrix.indptr))
+        weights, _ = tune_weights(inner_components, inner, valid, users, config)
+        train_df, _ = stratified_split(ratings, 1 - config.test_ratio, config.seed)  # _split's, with times
+        if (Interactions.from_frame(train_df, catalog, train_part.user_ids).matrix != train_part.matrix).nnz:
+            raise RuntimeError("the split with times is not cinerec train's split")
+        return cls(
+            catalog,
+            ratings,
+            config,
+            data,
+            item_embeddings,
+            feats,
+            catalog.genre_matrix()[0].toarray(),
+            train_part,
+            test_part,
+            inner_df,
+            valid_df,
+            inner,
+            valid,
+            inner_components,
+            weights,
+            train_df,
+        )
+
+    def fit_components_on_training(self) -> dict:
+        """The components refitted on the whole training part, as the served version's are."""
+        return fit_components(self.train_part, self.data, self.config, self.feats)
+
+    def fold(self, fit: Interactions, labels: Interactions, components: dict) -> learned.Fold:
+        """A teaching fold without rating times: ``components`` fitted on ``fit`` score the users
+        who have ``labels``."""
+        return learned.Fold(
+            _parts_of(components),
+            fit.matrix,
+            labels.matrix,
+            np.flatnonzero(np.diff(labels.matrix.indptr)),
+            learned.ItemStats.of(fit.matrix, self.catalog.years, self.genres),
+        )
 
 
 def _with_times(frame: pd.DataFrame, stamps: pd.DataFrame) -> pd.DataFrame:
@@ -147,37 +234,18 @@ def main() -> None:
         "--cold", action="store_true", help="also teach on each fold with histories cut to 1, 3 or 5 ratings"
     )
     a = ap.parse_args()
-    import subprocess
-    import sys
-    import tempfile
-
-    data_dir = Path(tempfile.mkdtemp(prefix="cinerec-ml100k-")) / "ml-100k"
-    subprocess.run([sys.executable, str(SHARED / "ml100k.py"), str(data_dir)], check=True)
-    from benchmarks.preference import load
-
-    _, catalog = load(data_dir)
-    ratings = pd.read_csv(data_dir / "ratings.csv").rename(
-        columns={"userId": "user_id", "movieId": "movie_id"}
+    study = Study.prepare()
+    catalog, ratings, config, data = study.catalog, study.ratings, study.config, study.data
+    item_embeddings, feats, genres = study.item_embeddings, study.feats, study.genres
+    train_part, test_part, inner_df, valid_df = (
+        study.train_part,
+        study.test_part,
+        study.inner_df,
+        study.valid_df,
     )
-    ratings = ratings[["user_id", "movie_id", "rating", "timestamp"]]
-    config = TrainConfig(epochs=30, progress=False)
-    data = TrainData(ratings, catalog, read_users(data_dir / "users.csv").frame)
-    item_embeddings = embeddings.encode([catalog.text(i) for i in range(catalog.n_items)], progress=False)
-    feats = item_features(catalog, embedding_clusters(item_embeddings, seed=config.seed))
-    genres = catalog.genre_matrix()[0].toarray()
-    train_part, test_part = _split(data, config.test_ratio, config.seed)
-    inner_df, valid_df = stratified_split(_frame(train_part, catalog), 0.8, config.seed + 1)
-    inner = Interactions.from_frame(inner_df, catalog, train_part.user_ids)
-    valid = Interactions.from_frame(valid_df, catalog, train_part.user_ids)
-    inner_components = fit_components(inner, data, config, feats)
-    users = np.flatnonzero(np.diff(valid.matrix.indptr))
-    weights, _ = tune_weights(inner_components, inner, valid, users, config)
-
+    inner_components, weights, train_df = study.inner_components, study.weights, study.train_df
     ranker_config = learned.RankerConfig(**json.loads(a.config))
     user_ids = train_part.user_ids
-    train_df, _ = stratified_split(ratings, 1 - config.test_ratio, config.seed)  # _split's, with times
-    if (Interactions.from_frame(train_df, catalog, user_ids).matrix != train_part.matrix).nnz:
-        raise RuntimeError("the split with times is not cinerec train's split")
 
     stamps = ratings[["user_id", "movie_id", "timestamp"]]
 
@@ -255,7 +323,7 @@ def main() -> None:
     }
     print("dev", json.dumps(out["dev"]), flush=True)
 
-    components = fit_components(train_part, data, config, feats)
+    components = study.fit_components_on_training()
     test_users = np.flatnonzero(np.diff(test_part.matrix.indptr))
     served = ranker.with_stats(
         learned.ItemStats.of(train_part.matrix, catalog.years, genres),
