@@ -20,6 +20,7 @@ from sqlalchemy import (
     LargeBinary,
     PrimaryKeyConstraint,
     String,
+    Table,
     Text,
     UniqueConstraint,
     false,
@@ -302,3 +303,23 @@ class MovieEmbedding(SQLModel, table=True):
         sa_column=Column(Integer, ForeignKey("movies.movie_id", ondelete="CASCADE"), primary_key=True)
     )
     vector: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+
+
+# The tables as SQLAlchemy Core objects, for the services' select, insert and update
+# expressions (one place instead of a copy in every service).
+movies: Table = Movie.__table__  # type: ignore[attr-defined]
+genres: Table = Genre.__table__  # type: ignore[attr-defined]
+movie_genres: Table = MovieGenre.__table__  # type: ignore[attr-defined]
+links: Table = Link.__table__  # type: ignore[attr-defined]
+users: Table = User.__table__  # type: ignore[attr-defined]
+tags: Table = Tag.__table__  # type: ignore[attr-defined]
+accounts: Table = Account.__table__  # type: ignore[attr-defined]
+ratings: Table = Rating.__table__  # type: ignore[attr-defined]
+genome_tags: Table = GenomeTag.__table__  # type: ignore[attr-defined]
+experiments: Table = Experiment.__table__  # type: ignore[attr-defined]
+impressions: Table = Impression.__table__  # type: ignore[attr-defined]
+drift_checks: Table = DriftCheck.__table__  # type: ignore[attr-defined]
+dismissals: Table = Dismissal.__table__  # type: ignore[attr-defined]
+deleted_ratings: Table = DeletedRating.__table__  # type: ignore[attr-defined]
+clicks: Table = Click.__table__  # type: ignore[attr-defined]
+movie_embeddings: Table = MovieEmbedding.__table__  # type: ignore[attr-defined]

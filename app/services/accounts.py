@@ -16,7 +16,7 @@ from sqlalchemy.exc import IntegrityError
 
 from app.auth import Principal, Role, bearer_token, issue_token, read_token
 from app.errors import BadUserInput, NotFound, Unauthenticated
-from app.models import Account, User
+from app.models import Account, User, accounts, users
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -28,8 +28,6 @@ if TYPE_CHECKING:
 MIN_PASSWORD = 8
 MAX_PASSWORD = 256
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
-accounts = Account.__table__  # type: ignore[attr-defined]
-users = User.__table__  # type: ignore[attr-defined]
 
 
 @lru_cache(maxsize=1)

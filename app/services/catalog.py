@@ -17,19 +17,14 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import and_, func, literal_column, or_, select
 
 from app.cache import GENRE_NAMES, GENRES, LINK, MOVIE, TAGS
-from app.models import Genre, Link, Movie, MovieGenre, Tag
+from app.models import genres, links, movie_genres, movies, tags
+from app.services.parts import CachedReads
 
 if TYPE_CHECKING:
     from sqlalchemy import ColumnElement, Row
-    from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+    from sqlalchemy.ext.asyncio import AsyncSession
 
-    from app.cache import Generations, TwoLevelCache
 
-movies = Movie.__table__  # type: ignore[attr-defined]
-genres = Genre.__table__  # type: ignore[attr-defined]
-movie_genres = MovieGenre.__table__  # type: ignore[attr-defined]
-tags = Tag.__table__  # type: ignore[attr-defined]
-links = Link.__table__  # type: ignore[attr-defined]
 log = logging.getLogger(__name__)
 WARM_PAGE = 2000  # movies read into the cache at a time
 
@@ -201,17 +196,10 @@ async def genre_names(*, session: AsyncSession) -> list[str]:
     return list((await session.execute(select(genres.c.name).order_by(genres.c.name))).scalars())
 
 
-class CatalogService:
+class CatalogService(CachedReads):
     """Catalog reads by key, in bulk, through the two cache levels (one statement per kind
     for whatever is not cached). A movie's row is keyed by its generation: ``rateMovie``
     bumps it, so its rating statistics are fresh on every replica at once."""
-
-    def __init__(
-        self, sessions: async_sessionmaker[AsyncSession], cache: TwoLevelCache, generations: Generations
-    ) -> None:
-        self.sessions = sessions
-        self.cache = cache
-        self.generations = generations
 
     async def movies(self, movie_ids: Sequence[int]) -> list[Row[Any] | None]:
         gens = await self.generations.get("movie", movie_ids)

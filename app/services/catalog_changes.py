@@ -19,7 +19,14 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from app.errors import BadUserInput, NotFound
-from app.models import Genre, Link, Movie, MovieEmbedding, MovieGenre, Tag
+from app.models import (
+    genres,
+    links,
+    movie_genres,
+    movies,
+    tags,
+)
+from app.models import movie_embeddings as vectors
 from ml import embeddings
 from ml.interactions import content_text
 
@@ -29,12 +36,6 @@ if TYPE_CHECKING:
 
     from app.cache import Generations
 
-movies = Movie.__table__  # type: ignore[attr-defined]
-genres = Genre.__table__  # type: ignore[attr-defined]
-movie_genres = MovieGenre.__table__  # type: ignore[attr-defined]
-tags = Tag.__table__  # type: ignore[attr-defined]
-links = Link.__table__  # type: ignore[attr-defined]
-vectors = MovieEmbedding.__table__  # type: ignore[attr-defined]
 
 MAX_GENRES, MAX_TAGS = 10, 20
 

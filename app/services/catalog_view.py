@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 from sqlalchemy import select
 
-from app.models import Movie, MovieEmbedding
+from app.models import movie_embeddings as vectors
+from app.models import movies
 from app.services.filters import ItemFacts, read_item_facts
 
 if TYPE_CHECKING:
@@ -18,9 +19,6 @@ if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession
 
     from ml.hybrid import HybridRecommender
-
-movies = Movie.__table__  # type: ignore[attr-defined]
-vectors = MovieEmbedding.__table__  # type: ignore[attr-defined]
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ import pandas as pd
 from sqlalchemy import insert, select, text
 
 from app.errors import BadUserInput, NotFound
-from app.models import DriftCheck
+from app.models import drift_checks
 from app.registry import registry_for
 from app.services import catalog
 from ml.drift import DriftResult, describe, load_reference
@@ -89,7 +89,7 @@ async def _current(
 async def store(engine: AsyncEngine, version: str, result: DriftResult, generated_at: float) -> None:
     async with engine.begin() as conn:
         await conn.execute(
-            insert(DriftCheck.__table__).values(  # type: ignore[attr-defined]
+            insert(drift_checks).values(
                 generated_at=int(generated_at), model_version=version, report=json.dumps(result.as_dict())
             )
         )
@@ -97,7 +97,7 @@ async def store(engine: AsyncEngine, version: str, result: DriftResult, generate
 
 async def latest(sessions: async_sessionmaker) -> StoredDrift | None:
     """The newest stored report, or None before the first check."""
-    table = DriftCheck.__table__  # type: ignore[attr-defined]
+    table = drift_checks
     async with sessions() as session:
         row = (
             await session.execute(

@@ -26,7 +26,9 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from app.errors import BadUserInput, NotFound
-from app.models import Click, Experiment, Impression
+from app.models import clicks as clicks_table
+from app.models import experiments as experiments_table
+from app.models import impressions as impressions_table
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -37,9 +39,6 @@ if TYPE_CHECKING:
     from app.services.recommendations import RecommendationShown
 
 log = logging.getLogger(__name__)
-experiments_table = Experiment.__table__  # type: ignore[attr-defined]
-clicks_table = Click.__table__  # type: ignore[attr-defined]
-impressions_table = Impression.__table__  # type: ignore[attr-defined]
 EXPERIMENTS = "experiments"  # announcements topic: an experiment started or stopped
 POSITIVE = 4.0  # a rating of at least this is a hit
 Z95 = 1.959964

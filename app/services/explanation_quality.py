@@ -109,7 +109,7 @@ async def explain_requests(
     from sqlalchemy import select
 
     from app.db import create_engine, session_factory
-    from app.models import Rating
+    from app.models import ratings
     from app.services import catalog
     from app.services.llm_inputs import explanation_inputs, rated_by
     from ml.hybrid import HybridRecommender
@@ -128,7 +128,7 @@ async def explain_requests(
         sessions = session_factory(engine)
         async with sessions() as session:
             if isinstance(users, HeldOut):
-                everyone = await session.execute(select(Rating.__table__.c.user_id).distinct())  # type: ignore[attr-defined]
+                everyone = await session.execute(select(ratings.c.user_id).distinct())
                 users = users.pick(np.asarray([int(u) for (u,) in everyone.all()]))
             users = [int(u) for u in users if int(u) in known]
             rated = await rated_by(session=session, user_ids=users)

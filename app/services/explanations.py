@@ -17,6 +17,7 @@ from app.cache import Kind
 from app.errors import NotFound, RateLimited
 from app.services import catalog, ratings
 from app.services.llm_inputs import explanation_inputs
+from app.services.parts import ServesModels
 from ml.llm.backends import Overloaded
 from ml.llm.evidence import Evidence
 from ml.llm.faithfulness import CLAUSE_END, TitleIndex, check, ends_sentence, fix_articles, vet
@@ -27,9 +28,12 @@ from ml.llm.template import template_explanation
 # go on), or "!" / "?"; CLAUSE_END waits for the space after it, one decoding step later
 ENDED_NOW = re.compile(r"(?:(?<!\b[A-Z])(?<![\d.])\.|[!?])$")
 
+
 if TYPE_CHECKING:
     from app.llm import ServedLLM
+    from app.metrics import Metrics
     from app.services.parts import ServingParts
+    from ml.llm.faithfulness import Claim, Facts
 
 log = logging.getLogger(__name__)
 
@@ -93,16 +97,122 @@ class ExplanationsServed:
         return out
 
 
-class ExplanationService:
+OPENING_TAIL = ", and"  # an opening ending so states the closest evidence, and goes out at once
+
+
+class StreamText:
+    """One explanation stream's text. With facts to check against, the model's text is checked
+    at every clause end and sent a sentence at a time once the text so far holds; a sentence's
+    closing mark is held back (it opens the next chunk, or becomes the full stop when a later
+    clause makes a claim the facts do not hold, and the stream ends there). Without facts,
+    pieces go out as they come. The first chunk sent carries the evidence."""
+
+    def __init__(
+        self,
+        request: Any,
+        evidence: list[Evidence],
+        source: str,
+        facts: Facts | None,
+        titles: TitleIndex | None,
+    ) -> None:
+        self.request, self.evidence, self.source = request, evidence, source
+        self.facts, self.titles = facts, titles
+        # the server's opening is not the model's: claims are looked for after it
+        self.opening = explanation_opening(request) if facts is not None else ""
+        self.floor = len(self.opening)
+        self.written = ""
+        self.sent_upto = 0  # text before this has gone out
+        self.checked_upto = 0  # claims are looked for clause by clause; text goes out by sentences
+        self.sent = False
+        self.model_sent = False  # a sentence of the model's own went out
+        self.claim: Claim | None = None  # the first claim the facts do not hold
+
+    def start(self) -> list[Chunk]:
+        """An opening that states the closest evidence is true as it stands: it goes out at
+        once, marked as the server's (TEMPLATE), so the first words never wait."""
+        if self.facts is None or not self.facts.evidence or not self.opening.endswith(OPENING_TAIL):
+            return []
+        self.sent_upto = self.floor - len(OPENING_TAIL)
+        self.sent = True
+        return [Chunk(self.opening[: self.sent_upto], False, self.evidence, "template")]
+
+    def add(self, piece: str) -> list[Chunk]:
+        """What may go out now that ``piece`` is written; at the first clause the facts do not
+        hold, ``claim`` is set and nothing after it goes out."""
+        if self.facts is None or self.titles is None:
+            first = not self.sent
+            self.sent = True
+            return [Chunk(piece, False, self.evidence if first else None, self.source)]
+        self.written += piece
+        after = max(self.checked_upto, self.floor)
+        ends = [m for m in CLAUSE_END.finditer(self.written) if m.start() >= after]
+        if (now := ENDED_NOW.search(self.written)) is not None and now.start() >= after:
+            ends.append(now)  # a sentence just ended goes out now, not with the next token
+        out = []
+        for end in ends:
+            verdict = check(self.written[: end.end()], self.facts, self.titles)
+            if not verdict.supported:
+                self.claim = verdict.claims[0]
+                break
+            self.checked_upto = end.end()
+            if ends_sentence(end):  # a whole sentence holds: it goes out
+                out.append(self._model_chunk(self.written[self.sent_upto : end.start()]))
+                self.sent, self.sent_upto, self.model_sent = True, end.start(), True
+        return out
+
+    def failed(self, error: str | None) -> list[Chunk]:
+        """The backend gave up: the template when nothing went out; else what is out ends
+        honestly (with a full stop) rather than a second text starting."""
+        if not self.sent:
+            text = template_explanation(self.request)
+            return [
+                Chunk(text, False, self.evidence, "template", error),
+                Chunk("", True, self.evidence, "template", error),
+            ]
+        who = self.source if self.model_sent or self.facts is None else "template"
+        stop = [] if self.facts is None or self._ends_sentence() else [Chunk(".", False, None, who)]
+        return [*stop, Chunk("", True, self.evidence, who, error)]
+
+    def finish(self, metrics: Metrics) -> list[Chunk]:
+        """The end of the stream: the rest of a text that holds, else what went out ended with
+        a full stop and marked as whoever wrote the most of it (the template when nothing did)."""
+        if self.facts is None or self.titles is None:
+            return [Chunk("", True, self.evidence, self.source)]
+        claim = self.claim
+        if claim is None:
+            verdict = check(self.written, self.facts, self.titles)
+            if verdict.supported and len(self.written.strip()) > self.floor:
+                metrics.explanations.labels(source="llm").inc()
+                rest = self.written[self.sent_upto :]
+                return [
+                    *([self._model_chunk(rest)] if rest else []),
+                    Chunk("", True, self.evidence, self.source),
+                ]
+            claim = verdict.claims[0] if verdict.claims else None
+        if claim is not None:
+            metrics.unsupported_claims.labels(kind=claim.kind).inc()
+        reason = f"{UNSUPPORTED}: {claim}" if claim else "the model wrote nothing past the opening"
+        who = self.source if self.model_sent else "template"
+        metrics.explanations.labels(source=who).inc()
+        if not self.sent:
+            return [
+                Chunk(template_explanation(self.request), False, self.evidence, "template", reason),
+                Chunk("", True, self.evidence, "template", reason),
+            ]
+        stop = [] if self._ends_sentence() else [Chunk(".", False, None, who)]
+        return [*stop, Chunk("", True, self.evidence, who, reason)]
+
+    def _model_chunk(self, text: str) -> Chunk:
+        """Model-written text that holds, as served (articles made right)."""
+        return Chunk(fix_articles(text), False, None if self.sent else self.evidence, self.source)
+
+    def _ends_sentence(self) -> bool:
+        return self.written[: self.sent_upto].rstrip().endswith((".", "!", "?"))
+
+
+class ExplanationService(ServesModels):
     def __init__(self, parts: ServingParts) -> None:
-        self.sessions = parts.sessions
-        self.models = parts.models
-        self.llm = parts.llm
-        self.fallback = parts.fallback
-        self.metrics = parts.metrics
-        self.histories = parts.histories
-        self.cache = parts.cache
-        self.generations = parts.generations
+        super().__init__(parts)
         self._titles: tuple[int, TitleIndex] | None = None
 
     @property
@@ -217,35 +327,18 @@ class ExplanationService:
     async def _stream(
         self, served: ServedLLM, request: Any, evidence: list[Evidence]
     ) -> AsyncGenerator[Chunk, None]:
-        """The LLM's text, sentence by sentence, each sent once the text so far holds (its
-        closing mark is held back: it opens the next chunk, or becomes the full stop when a
-        later clause makes a claim the facts do not hold and the stream ends there). Claims are
-        looked for at every clause end, so a stream stops at the first one."""
+        """The LLM's text as ``StreamText`` lets it out: checked at every clause end, sent a
+        sentence at a time, ended at the first claim the facts do not hold."""
         source = served.backend.source
         facts = request.facts if source == "llm" else None
         titles = await self.titles() if facts is not None else None
-        written, sent_upto, sent, claim, model_sent = "", 0, False, None, False
-        checked_upto = 0  # claims are looked for clause by clause; text goes out by sentences
-        # the server's opening is not the model's: the model's text is sent sentence by sentence once
-        # it holds. An opening that states the closest evidence is true as it stands: it goes
-        # out at once, marked as the server's (TEMPLATE), so the first words never wait.
-        opening = explanation_opening(request) if facts is not None else ""
-        floor = len(opening)
-        tail = ", and"
-
-        def model_chunk(text: str) -> Chunk:
-            """Model-written text that holds, as served (articles made right); the first chunk
-            sent carries the evidence."""
-            return Chunk(fix_articles(text), False, None if sent else evidence, source)
-
+        text = StreamText(request, evidence, source, facts, titles)
         try:
-            if facts is not None and facts.evidence and opening.endswith(tail):
-                sent_upto = floor - len(tail)
-                yield Chunk(opening[:sent_upto], False, evidence, "template")
-                sent = True
+            for chunk in text.start():
+                yield chunk
             pieces = served.backend.stream(request)
             async with contextlib.aclosing(pieces):  # type: ignore[type-var]
-                while True:
+                while text.claim is None:  # closing the pieces stops the generation
                     try:
                         piece, error = await self.fallback.call(
                             "stream", anext(pieces), raise_overloaded=True
@@ -255,63 +348,12 @@ class ExplanationService:
                     except Overloaded as exc:
                         raise RateLimited(str(exc), retryAfterSeconds=1, retryAfter=1) from exc
                     if piece is None:
-                        if not sent:
-                            text = template_explanation(request)
-                            yield Chunk(text, False, evidence, "template", error)
-                            yield Chunk("", True, evidence, "template", error)
-                        else:  # part of the text is out: end it honestly rather than start a second one
-                            who = source if model_sent or facts is None else "template"
-                            if facts is not None and not written[:sent_upto].rstrip().endswith(
-                                (".", "!", "?")
-                            ):
-                                yield Chunk(".", False, None, who)
-                            yield Chunk("", True, evidence, who, error)
+                        for chunk in text.failed(error):
+                            yield chunk
                         return
-                    if facts is None or titles is None:
-                        yield Chunk(piece, False, None if sent else evidence, source)
-                        sent = True
-                        continue
-                    written += piece
-                    ends = [m for m in CLAUSE_END.finditer(written) if m.start() >= max(checked_upto, floor)]
-                    if (now := ENDED_NOW.search(written)) is not None and now.start() >= max(
-                        checked_upto, floor
-                    ):
-                        ends.append(now)  # a sentence just ended goes out now, not with the next token
-                    for end in ends:
-                        verdict = check(written[: end.end()], facts, titles)
-                        if not verdict.supported:
-                            claim = verdict.claims[0]
-                            break
-                        checked_upto = end.end()
-                        if ends_sentence(end):  # a whole sentence holds: it goes out
-                            yield model_chunk(written[sent_upto : end.start()])
-                            sent, sent_upto, model_sent = True, end.start(), True
-                    if claim is not None:
-                        break  # closing the pieces stops the generation
-            if facts is not None and titles is not None:
-                if claim is None:
-                    verdict = check(written, facts, titles)
-                    if verdict.supported and len(written.strip()) > floor:
-                        self.metrics.explanations.labels(source="llm").inc()
-                        if written[sent_upto:]:
-                            yield model_chunk(written[sent_upto:])
-                        yield Chunk("", True, evidence, source)
-                        return
-                    claim = verdict.claims[0] if verdict.claims else None
-                if claim is not None:
-                    self.metrics.unsupported_claims.labels(kind=claim.kind).inc()
-                reason = f"{UNSUPPORTED}: {claim}" if claim else "the model wrote nothing past the opening"
-                # what went out stays; it ends with a full stop, marked as whoever wrote the most of it
-                who = source if model_sent else "template"
-                self.metrics.explanations.labels(source=who).inc()
-                if not sent:
-                    yield Chunk(template_explanation(request), False, evidence, "template", reason)
-                    yield Chunk("", True, evidence, "template", reason)
-                    return
-                if not written[:sent_upto].rstrip().endswith((".", "!", "?")):
-                    yield Chunk(".", False, None, who)
-                yield Chunk("", True, evidence, who, reason)
-                return
-            yield Chunk("", True, evidence, source)
+                    for chunk in text.add(piece):
+                        yield chunk
+            for chunk in text.finish(self.metrics):
+                yield chunk
         finally:
             self.metrics.llm_streams.dec()

@@ -16,16 +16,13 @@ import numpy as np
 from sqlalchemy import select
 
 from app.errors import BadUserInput
-from app.models import Genre, Movie, MovieGenre
+from app.models import genres, movie_genres, movies
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from sqlalchemy.ext.asyncio import AsyncSession
 
-movies = Movie.__table__  # type: ignore[attr-defined]
-genres = Genre.__table__  # type: ignore[attr-defined]
-movie_genres = MovieGenre.__table__  # type: ignore[attr-defined]
 MAX_EXCLUDED = 1000  # movie ids one filter may exclude
 
 

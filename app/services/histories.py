@@ -10,19 +10,18 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import select
 
 from app.cache import Kind
-from app.models import DeletedRating, Dismissal, Rating
+from app.models import deleted_ratings as deleted
+from app.models import dismissals
+from app.models import ratings as ratings_table
 from app.services.llm_inputs import Ratings, history_matrix, rated_by
+from app.services.parts import CachedReads
 
 if TYPE_CHECKING:
     import scipy.sparse as sp
-    from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+    from sqlalchemy.ext.asyncio import AsyncSession
 
-    from app.cache import Generations, TwoLevelCache
     from ml.hybrid import HybridRecommender
 
-ratings_table = Rating.__table__  # type: ignore[attr-defined]
-dismissals = Dismissal.__table__  # type: ignore[attr-defined]
-deleted = DeletedRating.__table__  # type: ignore[attr-defined]
 DISMISSED = -1.0  # a dismissal's value in the scoring matrix: taste against, not for
 
 
@@ -141,19 +140,12 @@ class History:
         return self.changes[user].dismissed
 
 
-class Histories:
+class Histories(CachedReads):
     """Users' ratings as serving needs them, without reading whole histories per request:
     what the serving model was trained on (in memory, memory-mapped) plus what changed since
     (one indexed read per kind), cached per user *generation* so that a new rating, a deleted
     one or a dismissal counts on the next request (each bumps it). Without a model, whole
     histories, cached the same way."""
-
-    def __init__(
-        self, sessions: async_sessionmaker[AsyncSession], cache: TwoLevelCache, generations: Generations
-    ) -> None:
-        self.sessions = sessions
-        self.cache = cache
-        self.generations = generations
 
     async def read(self, model: HybridRecommender | None, user_ids: Sequence[int]) -> History:
         """One read for these users (through the cache; the database for what it misses)."""

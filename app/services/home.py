@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from sqlalchemy import func, select
 
-from app.models import Genre, Movie, MovieGenre, Rating
+from app.models import genres, movie_genres, movies, ratings
 from app.services.filters import NO_FILTER, RecFilter
 from app.services.recommendations import Recommended, RecRequest, ServedBy, ranker_extension
 from ml.llm.prompts import LIKED_THRESHOLD, display_title, movie_label
@@ -34,10 +34,6 @@ if TYPE_CHECKING:
 
     from app.services.recommendations import RecommendationService
 
-ratings = Rating.__table__  # type: ignore[attr-defined]
-movies = Movie.__table__  # type: ignore[attr-defined]
-genres = Genre.__table__  # type: ignore[attr-defined]
-movie_genres = MovieGenre.__table__  # type: ignore[attr-defined]
 MONTH = 30 * 24 * 3600
 NEIGHBOURS = 200  # movies close in content to the anchor of "Because you liked"
 POPULAR_MIN = 100  # ratings in the last 30 days for "Popular this month" to mean something

@@ -33,14 +33,14 @@ from app.models import (
     RATINGS_TIME_INDEX,
     RATINGS_USER_FK,
     RATINGS_USER_TIME_INDEX,
-    GenomeTag,
-    Genre,
-    Link,
-    Movie,
-    MovieGenre,
-    Tag,
-    User,
 )
+from app.models import genome_tags as GENOME_TAGS
+from app.models import genres as GENRES
+from app.models import links as LINKS
+from app.models import movie_genres as MOVIE_GENRES
+from app.models import movies as MOVIES
+from app.models import tags as TAGS
+from app.models import users as USERS
 from ml.data import movielens
 
 if TYPE_CHECKING:
@@ -48,13 +48,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-MOVIES: Table = Movie.__table__  # type: ignore[attr-defined]
-GENRES: Table = Genre.__table__  # type: ignore[attr-defined]
-MOVIE_GENRES: Table = MovieGenre.__table__  # type: ignore[attr-defined]
-USERS: Table = User.__table__  # type: ignore[attr-defined]
-LINKS: Table = Link.__table__  # type: ignore[attr-defined]
-TAGS: Table = Tag.__table__  # type: ignore[attr-defined]
-GENOME_TAGS: Table = GenomeTag.__table__  # type: ignore[attr-defined]
 
 MAX_REPORTED = 20
 _BATCH = 2000  # rows per multi-row INSERT: stays under SQLite's and asyncpg's parameter limits

@@ -15,7 +15,8 @@ import numpy as np
 import scipy.sparse as sp
 from sqlalchemy import select
 
-from app.models import MovieEmbedding, Rating
+from app.models import movie_embeddings as movie_vectors
+from app.models import ratings as ratings_table
 from app.services import catalog
 from ml.llm.evidence import Evidence, gather_evidence
 from ml.llm.faithfulness import FactMovie, Facts
@@ -35,8 +36,6 @@ if TYPE_CHECKING:
 
     from ml.hybrid import HybridRecommender
 
-ratings_table = Rating.__table__  # type: ignore[attr-defined]
-movie_vectors = MovieEmbedding.__table__  # type: ignore[attr-defined]
 Ratings = dict[int, list[tuple[int, float]]]  # user id -> (movie id, rating) pairs
 
 

@@ -28,3 +28,28 @@ class ServingParts:
     histories: Histories
     cache: TwoLevelCache
     generations: Generations
+
+
+class ServesModels:
+    """A model-backed service: it holds the shared parts as its own attributes."""
+
+    def __init__(self, parts: ServingParts) -> None:
+        self.sessions = parts.sessions
+        self.models = parts.models
+        self.llm = parts.llm
+        self.fallback = parts.fallback
+        self.metrics = parts.metrics
+        self.histories = parts.histories
+        self.cache = parts.cache
+        self.generations = parts.generations
+
+
+class CachedReads:
+    """A service that reads the database through the two cache levels, keyed by generation."""
+
+    def __init__(
+        self, sessions: async_sessionmaker[AsyncSession], cache: TwoLevelCache, generations: Generations
+    ) -> None:
+        self.sessions = sessions
+        self.cache = cache
+        self.generations = generations

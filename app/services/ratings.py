@@ -13,19 +13,22 @@ from sqlalchemy.dialects import postgresql, sqlite
 from app.batching import Coalescer
 from app.cache import Kind
 from app.errors import BadUserInput, NotFound
-from app.models import RATING_MAX, RATING_MIN, DeletedRating, Dismissal, Movie, Rating, User
+from app.models import (
+    RATING_MAX,
+    RATING_MIN,
+    deleted_ratings,
+    dismissals,
+    movies,
+    ratings,
+    users,
+)
+from app.services.parts import CachedReads
 
 if TYPE_CHECKING:
     from sqlalchemy import Row
     from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
     from app.cache import Generations, TwoLevelCache
-
-ratings = Rating.__table__  # type: ignore[attr-defined]
-dismissals = Dismissal.__table__  # type: ignore[attr-defined]
-deleted_ratings = DeletedRating.__table__  # type: ignore[attr-defined]
-movies = Movie.__table__  # type: ignore[attr-defined]
-users = User.__table__  # type: ignore[attr-defined]
 
 
 def check_rating(value: float) -> float:
@@ -203,7 +206,7 @@ async def dismiss(*, session: AsyncSession, user_id: int, movie_id: int, dismiss
 USER = Kind("user", 60, False, keep=lambda row: row is not None)  # who exists: rows never go away
 
 
-class UserService:
+class UserService(CachedReads):
     """Users by id, through this process's cache (concurrent requests' misses are one
     statement; a user row is never deleted, logins are, so only found rows are kept), their
     ratings, and rating a movie, which makes stale whatever was cached of the user and the
@@ -212,9 +215,7 @@ class UserService:
     def __init__(
         self, sessions: async_sessionmaker[AsyncSession], cache: TwoLevelCache, generations: Generations
     ) -> None:
-        self.sessions = sessions
-        self.cache = cache
-        self.generations = generations
+        super().__init__(sessions, cache, generations)
         self._reads: Coalescer[int, Row[Any] | None] = Coalescer(self._read)
 
     async def _read(self, user_ids: list[int]) -> dict[int, Row[Any] | None]:

@@ -21,10 +21,11 @@ from sqlalchemy import func, or_, select
 from app.batching import Coalescer
 from app.cache import Kind
 from app.errors import BadUserInput, NotFound
-from app.models import Genre, Movie, MovieGenre
+from app.models import genres, movie_genres, movies
 from app.services.catalog_view import CatalogView, content_scores, read_catalog_view, taste
 from app.services.filters import NO_FILTER, ItemFacts, RecFilter
 from app.services.llm_inputs import Ratings, preference_requests
+from app.services.parts import ServesModels
 from app.services.tokens import Signer
 from ml import embeddings
 from ml.diversity import mmr
@@ -39,9 +40,6 @@ if TYPE_CHECKING:
     from app.services.parts import ServingParts
     from ml.hybrid import HybridRecommender
 
-movies = Movie.__table__  # type: ignore[attr-defined]
-genres = Genre.__table__  # type: ignore[attr-defined]
-movie_genres = MovieGenre.__table__  # type: ignore[attr-defined]
 FACTS_SECONDS = 300.0  # how long filter facts stand before rating counts are read again
 
 
@@ -212,21 +210,14 @@ SIMILAR = Kind("similar", 3600, False)
 SEARCH = Kind("search", 3600, False)
 
 
-class RecommendationService:
+class RecommendationService(ServesModels):
     def __init__(
         self, parts: ServingParts, *, rerank_candidates: int, secret: str, max_hits: int = 100
     ) -> None:
         self.max_hits = max_hits  # the longest similar or search list anyone may ask for
         self._cursors = Signer(secret, "recommendation-cursor")
         self._ids = Signer(secret, "recommendation-id")
-        self.sessions = parts.sessions
-        self.models = parts.models
-        self.llm = parts.llm
-        self.fallback = parts.fallback
-        self.metrics = parts.metrics
-        self.histories = parts.histories
-        self.cache = parts.cache
-        self.generations = parts.generations
+        super().__init__(parts)
         self.pool = rerank_candidates
         self.experiments: ExperimentService | None = None
         self._views: dict[tuple[str, int], tuple[float, CatalogView]] = {}

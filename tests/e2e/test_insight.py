@@ -9,8 +9,10 @@ Drift, on the same data: the replayed held-out ratings are a random sample of wh
 learned from, so a check must not flag them; a burst of 1-star ratings of one genre added
 after them must be flagged (rating and genre drifted, and the dataset).
 
-The replay goes through ``app.services.ratings.rate_movie``, the function `rateMovie` runs
-(in this process: the 943 MovieLens users have no logins to call the API with).
+The replay writes the ratings into the database in bulk, timestamped now (the 943 MovieLens
+users have no logins to call the API with): the experiment's hits and the drift check read
+the ratings table, whichever path wrote it. `rateMovie`'s own path is tested in
+tests/e2e/test_product.py and tests/e2e/test_serving.py.
 """
 
 from __future__ import annotations
@@ -31,9 +33,8 @@ import pandas as pd
 import pytest
 from sqlalchemy import text
 
-from app.db import create_engine, session_factory
+from app.db import create_engine
 from app.registry import registry_for
-from app.services.ratings import rate_movie
 from app.settings import Settings
 from ml.registry import RECOMMENDER
 from tests.conftest import Databases, LiveServer, _free_port, ingest_into
@@ -64,32 +65,6 @@ class Replay:
     movies: pd.DataFrame  # movieId, title, genres
     replayed: set[int]  # users whose held-out ratings were replayed
 
-    def rate(self, rows: pd.DataFrame) -> int:
-        """Ratings made now, through what `rateMovie` runs."""
-
-        async def run() -> int:
-            engine = create_engine(self.settings)
-            sessions = session_factory(engine)
-            todo = list(rows.itertuples())
-
-            async def client(share: list) -> None:  # one client's ratings, one after another
-                for row in share:
-                    async with sessions() as session:
-                        await rate_movie(
-                            session=session,
-                            user_id=int(row.user_id),
-                            movie_id=int(row.movie_id),
-                            rating=float(row.rating),
-                        )
-
-            try:  # 8 clients at once, as traffic comes (and their commits share the disk's flushes)
-                await asyncio.gather(*(client(todo[i::8]) for i in range(8)))
-            finally:
-                await engine.dispose()
-            return len(rows)
-
-        return asyncio.run(run())
-
     def insert(self, rows: pd.DataFrame) -> int:
         """Ratings made now, written in one statement (many users at once, as a day's traffic)."""
         if rows.empty:
@@ -117,7 +92,7 @@ class Replay:
         return len(rows)
 
     def replay(self, users: list[int]) -> int:
-        count = self.rate(self.held_out[self.held_out.user_id.isin(users)])
+        count = self.insert(self.held_out[self.held_out.user_id.isin(users)])
         self.replayed.update(users)
         return count
 
@@ -248,7 +223,7 @@ def drift_check(replay: Replay, tmp: Path) -> dict:
 
 def replay_all(replay: Replay) -> int:
     """Every user's held-out fifth made now: a random sample of what the model learned from
-    (the experiment replayed its 400 users' through rateMovie's path; the rest in bulk)."""
+    (the experiment replayed its 400 users' first; the rest now)."""
     rest = replay.held_out[~replay.held_out.user_id.isin(list(replay.replayed))]
     replay.insert(rest)
     replay.replayed.update(int(u) for u in rest.user_id.unique())
@@ -295,7 +270,7 @@ def test_a_burst_of_one_star_ratings_on_one_genre_is_drift(
         pair = (int(rng.integers(1, 944)), int(rng.choice(horror)))
         if pair not in rated:
             burst.add(pair)
-    replay.rate(
+    replay.insert(
         pd.DataFrame([(u, m, 1.0) for u, m in sorted(burst)], columns=["user_id", "movie_id", "rating"])
     )
 
