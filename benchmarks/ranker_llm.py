@@ -46,7 +46,7 @@ from benchmarks.ranker import Study, _parts_of
 from ml import metrics as m
 from ml import ranker as learned
 from ml.interactions import truncate
-from ml.llm.examples import PreferenceExample, catalog_facts, catalog_genres, catalog_label
+from ml.llm.examples import PreferenceExample, catalog_facts, catalog_genres, catalog_label, matrix_stats
 from ml.llm.prompts import preference_request
 
 SERVED = "served"
@@ -154,13 +154,6 @@ def examples(
     return out
 
 
-def movie_stats(catalog: Any, matrix: sp.csr_matrix) -> dict[int, tuple[float, int]]:
-    """(mean rating, count) per movie id over ``matrix``'s ratings, as the prompt states them."""
-    counts = np.diff(matrix.tocsc().indptr)
-    means = np.asarray(matrix.sum(axis=0)).ravel() / np.maximum(counts, 1)
-    return {int(catalog.item_ids[j]): (float(means[j]), int(counts[j])) for j in np.flatnonzero(counts)}
-
-
 def _logit(p: np.ndarray) -> np.ndarray:
     p = np.clip(p, 1e-6, 1 - 1e-6)
     return np.log(p / (1 - p)).astype(np.float32)
@@ -261,7 +254,7 @@ def main() -> None:
     teach_users = np.sort(order[half : half + a.teach_users])
     stop_users = np.sort(order[half + a.teach_users : half + a.teach_users + a.stop_users])
     ranker, _ = learned.fit_for_new_users(replace(tuning, users=first), weights, emb, generators)
-    inner_stats = movie_stats(catalog, study.inner.matrix)
+    inner_stats = matrix_stats(catalog, study.inner.matrix)
 
     def tuning_pools(users: np.ndarray, seed: int) -> list[Pools]:
         out = []
@@ -355,7 +348,7 @@ def main() -> None:
         }
         print("finetune", out["finetune"], flush=True)
     seconds = score_llm(model, builder, teach_pools + stop_pools, catalog, inner_stats)
-    test_stats = movie_stats(catalog, study.train_part.matrix)
+    test_stats = matrix_stats(catalog, study.train_part.matrix)
     seconds += score_llm(model, builder, test_pools, catalog, test_stats)
     lists = sum(len(p.users) for p in teach_pools + stop_pools + test_pools)
     out["llm_scoring"] = {"lists": lists, "pairs": lists * a.pool, "seconds": round(seconds)}

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 
 from ml.interactions import Catalog
 from ml.llm.prompts import (
@@ -38,6 +39,13 @@ def item_stats(ratings: pd.DataFrame, users: Sequence[int] | np.ndarray) -> dict
     frame = ratings[ratings["user_id"].isin(set(int(u) for u in users))]
     grouped = frame.groupby("movie_id")["rating"].agg(["mean", "count"])
     return {int(m): (float(r["mean"]), int(r["count"])) for m, r in grouped.iterrows()}
+
+
+def matrix_stats(catalog: Catalog, matrix: sp.csr_matrix) -> dict[int, tuple[float, int]]:
+    """(mean rating, count) per movie id over the ratings in ``matrix`` (users x catalog columns)."""
+    counts = np.diff(matrix.tocsc().indptr)
+    means = np.asarray(matrix.sum(axis=0)).ravel() / np.maximum(counts, 1)
+    return {int(catalog.item_ids[j]): (float(means[j]), int(counts[j])) for j in np.flatnonzero(counts)}
 
 
 def split_users(user_ids: np.ndarray, eval_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -21,7 +21,7 @@ from tqdm import tqdm
 from ml import metrics as m
 from ml.hybrid import HybridRecommender
 from ml.interactions import Catalog, Interactions, truncate
-from ml.llm.examples import catalog_facts, catalog_genres, catalog_label
+from ml.llm.examples import catalog_facts, catalog_genres, catalog_label, matrix_stats
 from ml.llm.prompts import ScoreRequest, preference_request
 
 WEIGHTS = (0.0, 0.1, 0.25, 0.5, 1.0, 2.0)
@@ -141,9 +141,7 @@ def evaluate_segments(
     """nDCG@k with and without the rerank per segment, for the users at ``rows``. Cold
     segments score their cut histories as users the recommender never saw (folded in), as a
     new user is served; warm users keep their trained rows."""
-    counts = np.diff(train.matrix.tocsc().indptr)
-    means = np.asarray(train.matrix.sum(axis=0)).ravel() / np.maximum(counts, 1)
-    item_stats = {int(catalog.item_ids[j]): (float(means[j]), int(counts[j])) for j in np.flatnonzero(counts)}
+    item_stats = matrix_stats(catalog, train.matrix)
     reports = []
     for name, cut in SEGMENTS.items():
         lists: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
