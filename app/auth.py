@@ -110,7 +110,9 @@ def issue_token(principal: Principal, settings: Settings, *, now: datetime | Non
         "sub": str(principal.account_id),
         "uid": principal.user_id,
         "role": principal.role.value,
-        "iat": issued,
+        # to the microsecond: a sign-out refuses the tokens issued before it, not a login
+        # made in the same second after it
+        "iat": issued.timestamp(),
         "exp": issued + timedelta(minutes=settings.jwt_expiry_minutes),
     }
     return jwt.encode(claims, settings.signing_secret(), algorithm=ALGORITHM)

@@ -39,3 +39,11 @@ def create_engine(settings: Settings, metrics: Metrics | None = None) -> AsyncEn
 
 def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, expire_on_commit=False)
+
+
+def dialect_insert(session: AsyncSession) -> Any:
+    """The session's dialect's INSERT, which has ON CONFLICT DO NOTHING / DO UPDATE."""
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    postgres = session.bind is not None and session.bind.dialect.name == "postgresql"
+    return (postgresql if postgres else sqlite).insert

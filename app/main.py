@@ -178,6 +178,12 @@ def _follow_accounts(announcements: Announcements, accounts: AccountService, soc
 
     announcements.on(ACCOUNTS, account_changed, resync=forget_accounts)
 
+    async def changed_here(account_id: int) -> None:
+        await account_changed({"accountId": account_id})  # this replica at once, Redis or not
+        await announcements.publish(ACCOUNTS, {"accountId": account_id})
+
+    accounts.changed = changed_here
+
 
 def open_state(settings: Settings, metrics: Metrics) -> AppState:
     """Everything a running app holds, wired together; nothing is loaded or started yet."""
@@ -354,6 +360,6 @@ def create_app(settings: Settings | None = None) -> Starlette:
         Route("/healthz", healthz),
         Route("/readyz", readyz),
         Route("/metrics", metrics_endpoint(settings, metrics)),
-        *web.routes(),
+        *web.routes(graphiql=settings.graphiql_enabled),
     ]
     return Starlette(routes=routes, middleware=middleware, lifespan=lifespan)

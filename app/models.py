@@ -138,6 +138,8 @@ class Account(SQLModel, table=True):
         )
     )
     created_at: datetime = Field(default_factory=_utcnow, sa_column=Column(DateTime, nullable=False))
+    # Unix seconds of the last sign-out: tokens issued before it are refused
+    signed_out_at: float | None = Field(default=None, sa_column=Column(Float, nullable=True))
 
 
 class Rating(SQLModel, table=True):
@@ -213,7 +215,10 @@ class Impression(SQLModel, table=True):
     """A recommendation shown to a user in an experiment; a later rating of it is its outcome."""
 
     __tablename__ = "impressions"
-    __table_args__ = (Index("ix_impressions_experiment_user_movie", "experiment", "user_id", "movie_id"),)
+    # one row per pair: the report reads when the movie was first shown, repeats add nothing
+    __table_args__ = (
+        Index("uq_impressions_experiment_user_movie", "experiment", "user_id", "movie_id", unique=True),
+    )
 
     impression_id: int | None = Field(
         default=None,
@@ -272,12 +277,13 @@ class DeletedRating(SQLModel, table=True):
 
 
 class Click(SQLModel, table=True):
-    """A click on a recommendation, named by the id the recommendation carried (once each)."""
+    """A click on a recommendation, once per what was shown: ``recommendation`` is a digest of
+    (user, movie, version, experiment, arm), whatever rank or list the id came from."""
 
     __tablename__ = "clicks"
     __table_args__ = (
         UniqueConstraint("recommendation", name="uq_clicks_recommendation"),
-        Index("ix_clicks_experiment_arm", "experiment", "arm"),
+        Index("ix_clicks_experiment_pair", "experiment", "arm", "user_id", "movie_id"),
     )
 
     click_id: int | None = Field(

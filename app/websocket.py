@@ -110,7 +110,13 @@ class AuthenticatedTransportWS(BaseGraphQLTransportWSHandler[Any, None]):
 
     async def handle_connection_init(self, message: Any) -> None:
         payload = message.get("payload") or {}
-        authorization = payload.get("authorization") if isinstance(payload, dict) else None
+        # header names are case-insensitive; GraphiQL sends its Headers tab as typed
+        named = (
+            [v for k, v in payload.items() if str(k).lower() == "authorization"]
+            if isinstance(payload, dict)
+            else []
+        )
+        authorization = named[0] if len(named) == 1 else None
         if not isinstance(authorization, str):
             authorization = None
         await self.context.authenticate(authorization)

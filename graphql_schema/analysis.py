@@ -46,6 +46,7 @@ from graphql import (
 )
 from graphql.type.introspection import SchemaMetaFieldDef, TypeMetaFieldDef
 
+from app.services.recommendations import cursor_rank
 from graphql_schema.costs import Declared, declared, type_weight
 
 DEFAULT_LIST_BOUND = 100  # a list whose size is declared nowhere (a test keeps this from happening)
@@ -192,6 +193,33 @@ class _Pricer:
             return max(value, 0)
         return DEFAULT_LIST_BOUND  # missing or invalid: execution refuses it; price it high meanwhile
 
+    def _argument(self, definition: GraphQLField, node: FieldNode, name: str) -> Any:
+        """An argument's value as it will execute: given, from a variable, or its default."""
+        argument = definition.args.get(name)
+        if argument is None:
+            return None
+        for arg in node.arguments or ():
+            if arg.name.value == name:
+                return value_from_ast(arg.value, argument.type, dict(self.variables))
+        return argument.default_value
+
+    def _grows(self, declaration: Declared, definition: GraphQLField, node: FieldNode, items: float) -> float:
+        """What a field's work adds with its arguments' values: a page's depth and diversity,
+        a text's length (``@pageDepthCost``, ``@textCost``)."""
+        extra = 0.0
+        if (paged := declaration.page_depth) is not None:
+            after = self._argument(definition, node, paged.cursor_argument)
+            depth = (cursor_rank(after) if isinstance(after, str) else 0) + items
+            extra += paged.weight * depth / 100
+            diversity = self._argument(definition, node, paged.diversity_argument)
+            if isinstance(diversity, (int, float)) and diversity > 0:
+                extra += paged.diverse_weight * (depth / 100) ** 2
+        if (text := declaration.text) is not None:
+            value = self._argument(definition, node, text.argument)
+            if isinstance(value, str):
+                extra += text.weight * len(value) / 100
+        return extra
+
     @staticmethod
     def _weight(named: GraphQLNamedType) -> int:
         """What one object of ``named`` costs where a field returns it (a scalar or enum: 0)."""
@@ -265,6 +293,8 @@ class _Pricer:
                 )
                 child = self.price(named, children, every_type=spread) if children else _ZERO
                 cost += (own or 0) + items * (self._weight(named) + child.cost)
+                if declaration is not None:
+                    cost += self._grows(declaration, definition, first, items)
                 generations += items * child.generations
             else:
                 child = self.price(named, children) if children else _ZERO

@@ -55,6 +55,31 @@ class ListSize:
     require_one_slicing_argument: bool | None = True
 
 
+@strawberry.schema_directive(
+    name="pageDepthCost",
+    locations=[Location.FIELD_DEFINITION],
+    description="Work that grows with how deep a page goes: `weight` per 100 ranks of depth (the "
+    "cursor's position plus the page size), and with diversity above 0, `diverseWeight` per (depth/100)^2 "
+    "(maximal marginal relevance compares each pick with all the pool).",
+)
+class PageDepthCost:
+    cursor_argument: str
+    diversity_argument: str
+    weight: int
+    diverse_weight: int
+
+
+@strawberry.schema_directive(
+    name="textCost",
+    locations=[Location.FIELD_DEFINITION],
+    description="Work that grows with a text argument: `weight` per 100 characters (an embedding's "
+    "cost follows its tokens).",
+)
+class TextCost:
+    argument: str
+    weight: int
+
+
 def cost(weight: int) -> Cost:
     return Cost(weight=str(weight))
 
@@ -68,6 +93,19 @@ def assumed(size: int) -> ListSize:
     return ListSize(assumed_size=size)
 
 
+def page_depth(cursor: str = "after", diversity: str = "diversity") -> PageDepthCost:
+    return PageDepthCost(
+        cursor_argument=cursor,
+        diversity_argument=diversity,
+        weight=PAGE_DEPTH,
+        diverse_weight=DIVERSE_DEPTH,
+    )
+
+
+def text_cost(argument: str, weight: int) -> TextCost:
+    return TextCost(argument=argument, weight=weight)
+
+
 OBJECT = [cost(1)]  # the weight of one object of a type: every type here declares it
 # Measured (benchmarks/field_costs.py, ML-100K, one worker, the in-process LLM on 2 cores), in
 # movie lookups: one explanation costs 471; recommendations 5.4, searchMovies 8.6 and
@@ -75,6 +113,12 @@ OBJECT = [cost(1)]  # the weight of one object of a type: every type here declar
 EXPLANATION = 470
 RECOMMENDATIONS = 10  # one scoring call; each item costs its own weight more
 EVIDENCE = 3  # the most evidence facts an explanation rests on
+# Measured (benchmarks/stall.py, ML-100K): the top of a deeper ranking costs little more to
+# take (1 per 100 ranks); a diversified page at depth d runs MMR over a pool of 3d, about
+# 1 ms per (d/100)^2 on these cores (0.12 s at depth 1,100), priced at 2 per (d/100)^2.
+PAGE_DEPTH = 1
+DIVERSE_DEPTH = 2
+SEARCH_TEXT = 20  # per 100 characters of query: the embedding's cost grows with its tokens
 
 
 @dataclass(frozen=True)
@@ -87,6 +131,8 @@ class Declared:
     slicing: str | None = None
     assumed: int | None = None
     sized_fields: tuple[str, ...] = ()
+    page_depth: PageDepthCost | None = None
+    text: TextCost | None = None
 
 
 def _directives(definition: Any) -> list[Any]:
@@ -114,6 +160,8 @@ def declared(schema: GraphQLSchema) -> dict[str, Declared]:
         for name, field in type_.fields.items():
             weight = slicing = assumed_size = None
             sized: tuple[str, ...] = ()
+            depth: PageDepthCost | None = None
+            text: TextCost | None = None
             for directive in _directives(field):
                 if isinstance(directive, Cost):
                     weight = int(directive.weight)
@@ -121,7 +169,11 @@ def declared(schema: GraphQLSchema) -> dict[str, Declared]:
                     slicing = directive.slicing_arguments[0] if directive.slicing_arguments else None
                     assumed_size = directive.assumed_size or None  # unset: None
                     sized = tuple(directive.sized_fields or ())
+                elif isinstance(directive, PageDepthCost):
+                    depth = directive
+                elif isinstance(directive, TextCost):
+                    text = directive
             found[f"{type_.name}.{name}"] = Declared(
-                weight, type_weight(get_named_type(field.type)), slicing, assumed_size, sized
+                weight, type_weight(get_named_type(field.type)), slicing, assumed_size, sized, depth, text
             )
     return found

@@ -10,19 +10,20 @@ it holds (450 bytes a token: tracemalloc measured 390 to 405) as well as by entr
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from cachetools import LRUCache
-from graphql import validate
+from graphql import FloatValueNode, GraphQLError, ValidationRule, validate
 from graphql.language.parser import parse
 from strawberry.extensions import SchemaExtension
 from strawberry.schema.validation_rules.maybe_null import MaybeNullValidationRule
 from strawberry.schema.validation_rules.one_of import OneOfInputValidationRule
 
 if TYPE_CHECKING:
-    from graphql import DocumentNode, GraphQLError
+    from graphql import DocumentNode
 
 BYTES_PER_TOKEN = 450  # a parsed document's size per token (tracemalloc: 775 to 800 KB for 1,984 tokens)
 
@@ -46,6 +47,25 @@ class _Entry:
     size: int
     rules: tuple[Any, ...] | None = None  # the rules the errors were found with
     errors: list[GraphQLError] | None = None
+
+
+class FiniteFloats(ValidationRule):
+    """A Float literal is a finite number: ``1e400`` would reach resolvers as infinity."""
+
+    def enter_float_value(self, node: FloatValueNode, *_: Any) -> None:
+        if not math.isfinite(float(node.value)):
+            self.report_error(GraphQLError("Float cannot represent a non-finite value", node))
+
+
+def _the_clients(error: GraphQLError) -> GraphQLError:
+    """A validation error is the client's, whatever raised it: graphql-core reads an Int
+    literal of more than 4,300 digits with ``int()``, whose ValueError would otherwise be taken
+    for a bug of ours (INTERNAL) and quote the literal back whole."""
+    if error.original_error is None or isinstance(error.original_error, GraphQLError):
+        return error
+    return GraphQLError(
+        "a literal in the document cannot be read as its type (Int is a 32-bit integer)", error.nodes
+    )
 
 
 class Documents:
@@ -84,12 +104,15 @@ class Documents:
         if entry is not None and entry.document is document and entry.rules == rules:
             assert entry.errors is not None
             return entry.errors
-        errors = validate(
-            schema,
-            document,
-            (*rules, MaybeNullValidationRule, OneOfInputValidationRule),  # as Strawberry validates
-            hide_suggestions=self.hide_suggestions,
-        )
+        errors = [
+            _the_clients(e)
+            for e in validate(
+                schema,
+                document,
+                (*rules, FiniteFloats, MaybeNullValidationRule, OneOfInputValidationRule),
+                hide_suggestions=self.hide_suggestions,
+            )
+        ]
         if entry is not None and entry.document is document:
             entry.rules, entry.errors = rules, errors
         return errors

@@ -10,7 +10,16 @@ from typing import TYPE_CHECKING, Annotated
 import strawberry
 from strawberry.types import Info
 
-from graphql_schema.costs import EXPLANATION, RECOMMENDATIONS, assumed, cost, sliced
+from graphql_schema.costs import (
+    EXPLANATION,
+    RECOMMENDATIONS,
+    SEARCH_TEXT,
+    assumed,
+    cost,
+    page_depth,
+    sliced,
+    text_cost,
+)
 from graphql_schema.extensions import schema_extensions
 from graphql_schema.permissions import IsAdmin, IsAuthenticated, OwnerOrAdmin
 from graphql_schema.types import (
@@ -106,7 +115,7 @@ class Query:
     @strawberry.field(
         permission_classes=[OwnerOrAdmin],
         description="Top movies for a user (yourself, or anyone for an admin), from the serving model.",
-        directives=[cost(RECOMMENDATIONS), sliced()],
+        directives=[cost(RECOMMENDATIONS), sliced(), page_depth()],
     )
     async def recommendations(
         self,
@@ -156,7 +165,7 @@ class Query:
 
     @strawberry.field(
         description="Semantic search: movies whose description is closest to the query.",
-        directives=[cost(20), sliced()],
+        directives=[cost(20), sliced(), text_cost("query", SEARCH_TEXT)],
     )
     async def search_movies(self, info: Info, query: str, first: int = 10) -> list[MovieSearchHit]:
         found = await rec_resolvers.search_movies(info.context, query=query, first=first)
@@ -227,6 +236,16 @@ class Mutation:
         token, principal = await user_resolvers.login(info.context, email=email, password=password)
         row = await user_resolvers.user(info.context, user_id=principal.user_id)
         return AuthPayload(token=token, user=User.from_row(row))
+
+    @strawberry.mutation(
+        permission_classes=[IsAuthenticated],
+        description="Sign out: every token of the caller's account issued until now stops working, on "
+        "every replica, and its open subscriptions close. True when done.",
+        directives=[cost(5)],
+    )
+    async def logout(self, info: Info) -> bool:
+        await user_resolvers.logout(info.context, principal=info.context.require_principal())
+        return True
 
     @strawberry.mutation(
         permission_classes=[IsAuthenticated],

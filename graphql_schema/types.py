@@ -11,7 +11,16 @@ import strawberry
 from strawberry.types import Info
 
 from app.errors import BadUserInput
-from graphql_schema.costs import EVIDENCE, EXPLANATION, OBJECT, RECOMMENDATIONS, assumed, cost, sliced
+from graphql_schema.costs import (
+    EVIDENCE,
+    EXPLANATION,
+    OBJECT,
+    RECOMMENDATIONS,
+    assumed,
+    cost,
+    page_depth,
+    sliced,
+)
 from graphql_schema.permissions import OwnerOrAdmin
 from resolvers import explanations as explain_resolvers
 from resolvers import movies as movie_resolvers
@@ -179,7 +188,7 @@ class User:
     @strawberry.field(
         permission_classes=[OwnerOrAdmin],
         description="Best first, unrated movies only (as `Query.recommendations`).",
-        directives=[cost(RECOMMENDATIONS), sliced()],
+        directives=[cost(RECOMMENDATIONS), sliced(), page_depth()],
     )
     async def recommendations(
         self,

@@ -140,8 +140,11 @@ class Registry:
         if previous == version:
             return
         history = self._history(name, alias) + ([previous] if previous else [])
+        try:
+            self.client.set_registered_model_alias(name, alias, version)
+        except MlflowException as exc:  # an alias MLflow will not take
+            raise RegistryError(f"MLflow refused the alias {alias!r}: {exc.message}") from exc
         self.client.set_registered_model_tag(name, f"alias_history.{alias}", json.dumps(history[-50:]))
-        self.client.set_registered_model_alias(name, alias, version)
 
     def rollback(self, name: str, alias: str) -> str:
         """Return ``alias`` to the version it held before its last move; the new version."""

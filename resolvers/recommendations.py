@@ -129,4 +129,4 @@ async def record_click(ctx: Context, *, principal: Principal, recommendation_id:
     shown = ctx.services.recommendations.read_recommendation_id(recommendation_id)
     if shown.user_id != principal.user_id and not principal.is_admin:
         raise Forbidden("that recommendation was shown to another user")
-    return await ctx.services.experiments.record_click(shown, recommendation_id)
+    return await ctx.services.experiments.record_click(shown)

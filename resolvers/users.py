@@ -46,6 +46,10 @@ async def login(ctx: Context, *, email: str, password: str) -> tuple[str, Princi
     return await ctx.services.accounts.login(email=email, password=password, client=ctx.client)
 
 
+async def logout(ctx: Context, *, principal: Principal) -> None:
+    await ctx.services.accounts.sign_out(principal)
+
+
 async def rate_movie(
     ctx: Context, *, principal: Principal, movie_id: int, rating: float
 ) -> ratings.RatingRow:

@@ -4,6 +4,7 @@ account still exists with the role it claims."""
 from __future__ import annotations
 
 import re
+import time
 import unicodedata
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -19,6 +20,8 @@ from app.errors import BadUserInput, NotFound, Unauthenticated
 from app.models import Account, User, accounts, users
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
     from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
     from app.auth import PasswordHasher, Token
@@ -156,8 +159,9 @@ class ActiveAccounts:
 
     def __init__(self, sessions: async_sessionmaker[AsyncSession], *, ttl: float) -> None:
         self.sessions = sessions
-        # account id -> (its principal now, when it was created in Unix seconds), or None: gone
-        self._cache: TTLCache[int, tuple[Principal, float] | None] = TTLCache(maxsize=100_000, ttl=ttl)
+        # account id -> (its principal now, when it was created and last signed out in Unix
+        # seconds), or None: gone
+        self._cache: TTLCache[int, tuple[Principal, float, float] | None] = TTLCache(maxsize=100_000, ttl=ttl)
 
     async def verify(self, token: Token) -> Principal:
         account_id = token.claimed.account_id
@@ -167,13 +171,20 @@ class ActiveAccounts:
             async with self.sessions() as session:
                 row = (
                     await session.execute(
-                        select(accounts.c.user_id, accounts.c.role, accounts.c.created_at).where(
-                            accounts.c.account_id == account_id
-                        )
+                        select(
+                            accounts.c.user_id,
+                            accounts.c.role,
+                            accounts.c.created_at,
+                            accounts.c.signed_out_at,
+                        ).where(accounts.c.account_id == account_id)
                     )
                 ).first()
             found = (
-                (Principal(account_id, row.user_id, Role(row.role)), _unix_seconds(row.created_at))
+                (
+                    Principal(account_id, row.user_id, Role(row.role)),
+                    _unix_seconds(row.created_at),
+                    row.signed_out_at or 0.0,
+                )
                 if row
                 else None
             )
@@ -182,6 +193,8 @@ class ActiveAccounts:
         # if its id were given again (ids are never reused: migration 0006; this is the second lock).
         if found is None or int(found[1]) > token.issued_at:
             raise Unauthenticated("this token's account no longer exists")
+        if token.issued_at <= found[2]:
+            raise Unauthenticated("this token was signed out: log in again")
         return found[0]
 
     def forget(self, account_id: int | None = None) -> None:
@@ -219,6 +232,8 @@ class AccountService:
         self.logins = logins
         self.registrations = registrations
         self.active = active
+        # told of an account's change, to forget it and recheck its sockets on every replica
+        self.changed: Callable[[int], Awaitable[None]] | None = None
 
     async def register(self, *, email: str, password: str, client: str) -> tuple[str, Principal]:
         """(a token, the new account's principal)."""
@@ -235,6 +250,20 @@ class AccountService:
                 session=session, hasher=self.hasher, email=email, password=password
             )
         return issue_token(principal, self.settings), principal
+
+    async def sign_out(self, principal: Principal) -> None:
+        """Every token of the account issued until now fails from here on, on every replica
+        (the account-change announcement), and its open sockets close."""
+        async with self.sessions() as session:
+            await session.execute(
+                update(accounts)
+                .where(accounts.c.account_id == principal.account_id)
+                .values(signed_out_at=time.time())
+            )
+            await session.commit()
+        self.active.forget(principal.account_id)
+        if self.changed is not None:
+            await self.changed(principal.account_id)
 
     async def caller(self, authorization: str | None) -> tuple[Principal, Token] | None:
         """Who an ``Authorization`` value names (None: no token); UNAUTHENTICATED for a bad,

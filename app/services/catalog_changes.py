@@ -10,6 +10,7 @@ and filter facts are keyed by it.
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -38,6 +39,13 @@ if TYPE_CHECKING:
 
 
 MAX_GENRES, MAX_TAGS = 10, 20
+# Characters that reorder or hide the text around them where a title is shown (U+202E turns
+# "gnp.exe" round), and other invisible formatting: refused in what admins write.
+_CONTROLS = re.compile("[\u0000-\u001f\u007f-\u009f\u061c\u200b-\u200f\u202a-\u202e\u2066-\u2069\ufeff]")
+
+
+def _readable(text: str) -> bool:
+    return _CONTROLS.search(text) is None
 
 
 @dataclass(frozen=True)
@@ -54,6 +62,16 @@ class MovieDraft:
     def check(self, prefix: str) -> None:
         if self.title is not None and not 1 <= len(self.title.strip()) <= 300:
             raise BadUserInput("a title is 1 to 300 characters", field=f"{prefix}.title")
+        for field, texts in (
+            ("title", [self.title or ""]),
+            ("genres", self.genres or ()),
+            ("tags", self.tags or ()),
+        ):
+            if not all(_readable(t) for t in texts):
+                raise BadUserInput(
+                    f"{field} may not hold control or bidirectional formatting characters (such as U+202E)",
+                    field=f"{prefix}.{field}",
+                )
         if self.year is not None and not 1870 <= self.year <= 2100:
             raise BadUserInput("year must be between 1870 and 2100", field=f"{prefix}.year")
         if self.genres is not None and (
@@ -64,8 +82,10 @@ class MovieDraft:
             len(self.tags) > MAX_TAGS or any(not 1 <= len(t.strip()) <= 100 for t in self.tags)
         ):
             raise BadUserInput(f"at most {MAX_TAGS} tags of 1 to 100 characters", field=f"{prefix}.tags")
-        if self.imdb_id is not None and not (self.imdb_id.isdigit() and len(self.imdb_id) <= 10):
-            raise BadUserInput("an IMDb id is up to 10 digits", field=f"{prefix}.imdbId")
+        if self.imdb_id is not None and not (
+            self.imdb_id.isascii() and self.imdb_id.isdigit() and len(self.imdb_id) <= 10
+        ):
+            raise BadUserInput("an IMDb id is 1 to 10 ASCII digits (0-9)", field=f"{prefix}.imdbId")
         if self.tmdb_id is not None and self.tmdb_id <= 0:
             raise BadUserInput("a TMDb id is positive", field=f"{prefix}.tmdbId")
 

@@ -21,10 +21,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from cachetools import LRUCache
 from sqlalchemy import delete, insert, select, text, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
+from app.db import dialect_insert
 from app.errors import BadUserInput, NotFound
 from app.models import clicks as clicks_table
 from app.models import experiments as experiments_table
@@ -174,8 +174,19 @@ class ImpressionWriter:
         self._rows: list[dict[str, Any]] = []
         self._wake = asyncio.Event()
         self.written = 0
+        # pairs this process has queued already, the most recent ones (bounded by count)
+        self._seen: LRUCache[tuple[str, int, int], bool] = LRUCache(maxsize=max_buffer)
+
+    def _new(self, pair: tuple[str, int, int]) -> bool:
+        if pair in self._seen:
+            return False
+        self._seen[pair] = True
+        return True
 
     def add(self, rows: list[dict[str, Any]]) -> None:
+        """Rows of pairs not written yet: a list shown again (asked again, or answered from a
+        cache) adds none; the table's unique key holds it across processes."""
+        rows = [r for r in rows if self._new((r["experiment"], r["user_id"], r["movie_id"]))]
         room = self.max_buffer - len(self._rows)
         if room < len(rows):
             log.warning("impression buffer full: %d impressions dropped", len(rows) - max(room, 0))
@@ -189,8 +200,14 @@ class ImpressionWriter:
             return 0
         try:
             async with self.sessions() as session:
+                insert_ = dialect_insert(session)
                 for start in range(0, len(rows), 2000):
-                    await session.execute(insert(impressions_table), rows[start : start + 2000])
+                    await session.execute(
+                        insert_(impressions_table).on_conflict_do_nothing(
+                            index_elements=["experiment", "user_id", "movie_id"]
+                        ),
+                        rows[start : start + 2000],
+                    )
                 await session.commit()
         except Exception as exc:  # the database may be down for a while: keep them, retry
             log.warning("could not write %d impressions yet: %s", len(rows), exc)
@@ -313,17 +330,15 @@ class ExperimentService:
         if self.announcements is not None:
             await self.announcements.publish(EXPERIMENTS, {"changed": True})
 
-    async def record_click(self, shown: RecommendationShown, recommendation_id: str) -> bool:
-        """A click on a recommendation; True when it is new (one per recommendation id)."""
-        digest = hashlib.sha256(recommendation_id.encode()).hexdigest()[:64]
+    async def record_click(self, shown: RecommendationShown) -> bool:
+        """A click on a recommendation; True when it is new. One per what was shown (user,
+        movie, version, experiment, arm): the ids of one pair at other ranks or in other lists
+        are the same impression, and count once."""
+        what = [shown.user_id, shown.movie_id, shown.version, shown.experiment, shown.arm]
+        digest = hashlib.sha256(json.dumps(what).encode()).hexdigest()
         async with self.sessions() as session:
-            insert_ = (
-                pg_insert
-                if session.bind is not None and session.bind.dialect.name == "postgresql"
-                else sqlite_insert
-            )
             result = await session.execute(
-                insert_(clicks_table)
+                dialect_insert(session)(clicks_table)
                 .values(
                     recommendation=digest,
                     user_id=shown.user_id,
@@ -377,16 +392,20 @@ class ExperimentService:
             per_user = (
                 await session.execute(
                     text(
+                        # each side grouped once by pair, then joined: the clicks are read once,
+                        # not once per impression (2.2 s at 2,000 impressions on SQLite before)
                         "WITH shown AS (SELECT arm, user_id, movie_id, min(shown_at) AS shown_at "
-                        "FROM impressions WHERE experiment = :name GROUP BY arm, user_id, movie_id) "
+                        "FROM impressions WHERE experiment = :name GROUP BY arm, user_id, movie_id), "
+                        "clicked AS (SELECT arm, user_id, movie_id, min(clicked_at) AS clicked_at "
+                        "FROM clicks WHERE experiment = :name GROUP BY arm, user_id, movie_id) "
                         "SELECT s.arm, count(*) AS shown, count(r.user_id) AS hits, "
-                        "sum(CASE WHEN EXISTS (SELECT 1 FROM clicks c WHERE c.experiment = :name "
-                        "AND c.arm = s.arm AND c.user_id = s.user_id AND c.movie_id = s.movie_id "
-                        "AND c.clicked_at >= s.shown_at AND c.clicked_at <= s.shown_at + :window) "
-                        "THEN 1 ELSE 0 END) AS clicks FROM shown s "
+                        "count(c.user_id) AS clicks FROM shown s "
                         "LEFT JOIN ratings r ON r.user_id = s.user_id AND r.movie_id = s.movie_id "
                         "AND r.rating >= :positive AND r.timestamp >= s.shown_at "
-                        "AND r.timestamp <= s.shown_at + :window GROUP BY s.arm, s.user_id"
+                        "AND r.timestamp <= s.shown_at + :window "
+                        "LEFT JOIN clicked c ON c.arm = s.arm AND c.user_id = s.user_id "
+                        "AND c.movie_id = s.movie_id AND c.clicked_at >= s.shown_at "
+                        "AND c.clicked_at <= s.shown_at + :window GROUP BY s.arm, s.user_id"
                     ),
                     {"name": name, "positive": POSITIVE, "window": row.window_seconds},
                 )

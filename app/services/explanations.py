@@ -313,8 +313,13 @@ class ExplanationService(ServesModels):
         async with self.sessions() as session:
             if not await ratings.users_by_ids(session=session, user_ids=[user_id]):
                 raise NotFound(f"user {user_id} does not exist")
-            if not await catalog.movies_by_ids(session=session, movie_ids=[movie_id]):
+            found = await catalog.movies_by_ids(session=session, movie_ids=[movie_id])
+            if not found:
                 raise NotFound(f"movie {movie_id} does not exist")
+            if found[movie_id].retired:
+                raise NotFound(
+                    f"movie {movie_id} was retired from the catalog: it is not recommended any more"
+                )
         [(request, evidence)] = await self._inputs([(user_id, movie_id)])
         self.metrics.llm_streams.inc()
         async with (

@@ -1,8 +1,8 @@
 """Recommendation filters, tested on the whole score vector before the top is taken.
 
-A filter becomes one boolean per column of the serving model from ``ItemFacts``: genres as
-bits, year, rating count and retirement, read once per (model version, catalog generation)
-and refreshed every few minutes for rating counts.
+A filter becomes one boolean per column of the serving model from ``ItemFacts``: genres as a
+sparse movie x genre matrix (any number of genres), year, rating count and retirement, read
+once per (model version, catalog generation) and refreshed every few minutes for rating counts.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
+import scipy.sparse as sp
 from sqlalchemy import select
 
 from app.errors import BadUserInput
@@ -68,30 +69,34 @@ NO_FILTER = RecFilter()
 class ItemFacts:
     """What filters test, one entry per column of a model (aligned with its ``item_ids``)."""
 
-    genre_bits: dict[str, int]  # genre name in lower case -> its bit
-    bits: np.ndarray  # int64: the movie's genres
+    genre_columns: dict[str, int]  # genre name in lower case -> its column in ``genres``
+    genres: sp.csr_matrix  # (n_items, n_genres) bool: the movie's genres, however many exist
     year: np.ndarray  # int32: -1 when unknown
     ratings: np.ndarray  # int32: raters
     retired: np.ndarray  # bool
 
-    def _mask(self, names: Sequence[str], field: str) -> int:
-        mask = 0
+    def _columns(self, names: Sequence[str], field: str) -> list[int]:
+        columns = []
         for name in names:
-            bit = self.genre_bits.get(name.strip().lower())
-            if bit is None:
+            column = self.genre_columns.get(name.strip().lower())
+            if column is None:
                 raise BadUserInput(f"unknown genre {name!r}", field=field)
-            mask |= 1 << bit
-        return mask
+            columns.append(column)
+        return columns
+
+    def _count(self, columns: list[int]) -> np.ndarray:
+        """How many of ``columns``' genres each movie has."""
+        return np.asarray(self.genres[:, sorted(set(columns))].sum(axis=1)).ravel()
 
     def allowed(self, f: RecFilter, item_index: np.ndarray | None = None) -> np.ndarray:
         """One boolean per column: may it be recommended under ``f``? Retired movies never are;
         ``item_index`` maps ``f.exclude``'s movie ids to columns."""
         keep = ~self.retired
         if f.any_genres:
-            keep &= (self.bits & np.int64(self._mask(f.any_genres, "filter.anyGenres"))) != 0
+            keep &= self._count(self._columns(f.any_genres, "filter.anyGenres")) > 0
         if f.all_genres:
-            every = np.int64(self._mask(f.all_genres, "filter.allGenres"))
-            keep &= (self.bits & every) == every
+            every = sorted(set(self._columns(f.all_genres, "filter.allGenres")))
+            keep &= self._count(every) == len(every)
         if f.year_from is not None:
             keep &= self.year >= f.year_from
         if f.year_to is not None:
@@ -110,7 +115,6 @@ async def read_item_facts(session: AsyncSession, item_ids: np.ndarray) -> ItemFa
     year = np.full(n, -1, dtype=np.int32)
     ratings = np.zeros(n, dtype=np.int32)
     retired = np.zeros(n, dtype=bool)
-    bits = np.zeros(n, dtype=np.int64)
     rows = (
         await session.execute(
             select(movies.c.movie_id, movies.c.year, movies.c.ratings_count, movies.c.retired)
@@ -128,13 +132,19 @@ async def read_item_facts(session: AsyncSession, item_ids: np.ndarray) -> ItemFa
     names = (
         await session.execute(select(genres.c.genre_id, genres.c.name).order_by(genres.c.genre_id))
     ).all()
-    genre_bits = {name.lower(): bit for bit, (_, name) in enumerate(names[:63])}
-    bit_of = {genre_id: genre_bits[name.lower()] for genre_id, name in names[:63]}
+    genre_columns: dict[str, int] = {}
+    column_of: dict[int, int] = {}
+    for genre_id, name in names:  # names differing only in case share a column
+        column_of[genre_id] = genre_columns.setdefault(name.lower(), len(genre_columns))
     pairs = (await session.execute(select(movie_genres.c.movie_id, movie_genres.c.genre_id))).all()
+    matrix = sp.csr_matrix((n, len(genre_columns)), dtype=bool)
     if pairs and n:
         ids = np.array([m for m, _ in pairs], dtype=np.int64)
-        flags = np.array([(1 << bit_of[g]) if g in bit_of else 0 for _, g in pairs], dtype=np.int64)
+        columns = np.array([column_of.get(g, -1) for _, g in pairs], dtype=np.int64)
         pos = np.searchsorted(item_ids, ids).clip(0, n - 1)
-        found = item_ids[pos] == ids
-        np.bitwise_or.at(bits, pos[found], flags[found])
-    return ItemFacts(genre_bits, bits, year, ratings, retired)
+        found = (item_ids[pos] == ids) & (columns >= 0)
+        matrix = sp.csr_matrix(
+            (np.ones(int(found.sum()), dtype=bool), (pos[found], columns[found])),
+            shape=(n, len(genre_columns)),
+        )
+    return ItemFacts(genre_columns, matrix, year, ratings, retired)

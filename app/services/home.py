@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
@@ -123,7 +123,15 @@ class HomePages:
                 )
             )
         by = ServedBy(version, ranker=ranker_extension(served) if len(model.ranked_rows(history)) else None)
-        return HomePage([r for r in rows if r.items], by, user_id)
+        shown = [r for r in rows if r.items]
+        experiment = recs.experiments.running if recs.experiments is not None else None
+        if experiment is not None and recs.experiments is not None:
+            # the page's items carry the user's arm and count as impressions like any list's
+            arm = experiment.arm_for(user_id)
+            for row in shown:
+                recs.experiments.record(experiment, arm, user_id, [r.movie_id for r in row.items])
+            by = replace(by, experiment=experiment.name, arm=arm.alias)
+        return HomePage(shown, by, user_id)
 
     @staticmethod
     async def _anchor(session: AsyncSession, user_id: int) -> tuple[int, str] | None:

@@ -4,6 +4,7 @@ aliases that point at them: what an admin sees and moves."""
 from __future__ import annotations
 
 import asyncio
+import re
 from typing import TYPE_CHECKING
 
 from app.errors import BadUserInput, NotFound
@@ -13,6 +14,23 @@ if TYPE_CHECKING:
     from app.holders import ChampionHolder, RecommenderHolder
     from app.llm import LLMHolder
     from ml.registry import ModelVersionInfo
+
+
+# What MLflow takes as an alias, less its reserved names ("latest", "v1"...), in ASCII: any
+# other alias would reach MLflow and come back as an error of its own.
+_ALIAS = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,63}")
+_RESERVED = re.compile(r"latest|v\d+", re.IGNORECASE)
+
+
+def _checked(*, alias: str, version: str | None = None) -> None:
+    if not _ALIAS.fullmatch(alias) or _RESERVED.fullmatch(alias):
+        raise BadUserInput(
+            "an alias is 1 to 64 ASCII letters, digits, '_' or '-', starting with a letter "
+            "(not 'latest' or 'v' and a number)",
+            field="alias",
+        )
+    if version is not None and not (version.isascii() and version.isdigit() and len(version) <= 9):
+        raise BadUserInput('a version is a number such as "3"', field="version")
 
 
 class ModelVersions:
@@ -27,12 +45,14 @@ class ModelVersions:
         return await asyncio.to_thread(self._holders[kind].registry.versions, self._names[kind])
 
     async def promote(self, kind: str, *, version: str, alias: str) -> ModelVersionInfo:
+        _checked(alias=alias, version=version)
         try:
             return await self._holders[kind].promote(version, alias)
         except RegistryError as exc:
             raise NotFound(str(exc)) from exc
 
     async def rollback(self, kind: str, *, alias: str) -> ModelVersionInfo:
+        _checked(alias=alias)
         try:
             return await self._holders[kind].rollback(alias)
         except RegistryError as exc:

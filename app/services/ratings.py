@@ -12,6 +12,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from app.batching import Coalescer
 from app.cache import Kind
+from app.db import dialect_insert
 from app.errors import BadUserInput, NotFound
 from app.models import (
     RATING_MAX,
@@ -96,9 +97,13 @@ async def rate_movie(*, session: AsyncSession, user_id: int, movie_id: int, rati
     the insert that loses waits for the winner, then updates its row."""
     value = check_rating(rating)
     now = int(time.time())
-    exists = (await session.execute(select(movies.c.movie_id).where(movies.c.movie_id == movie_id))).first()
+    exists = (await session.execute(select(movies.c.retired).where(movies.c.movie_id == movie_id))).first()
     if exists is None:
         raise NotFound(f"movie {movie_id} does not exist")
+    if exists.retired:
+        raise BadUserInput(
+            f"movie {movie_id} was retired from the catalog: it can no longer be rated", field="movieId"
+        )
     dialect = postgresql if session.bind is not None and session.bind.dialect.name == "postgresql" else sqlite
     inserted = await session.execute(
         dialect.insert(ratings)
@@ -139,13 +144,6 @@ async def rate_movie(*, session: AsyncSession, user_id: int, movie_id: int, rati
     return RatingRow(user_id, movie_id, value, now)
 
 
-def _insert(session: AsyncSession) -> Any:
-    """The dialect's INSERT (for ON CONFLICT)."""
-    return (
-        postgresql if session.bind is not None and session.bind.dialect.name == "postgresql" else sqlite
-    ).insert
-
-
 async def _movie_exists(session: AsyncSession, movie_id: int, field: str) -> None:
     if (
         await session.execute(select(movies.c.movie_id).where(movies.c.movie_id == movie_id))
@@ -179,7 +177,7 @@ async def delete_rating(*, session: AsyncSession, user_id: int, movie_id: int) -
     )
     now = int(time.time())
     await session.execute(
-        _insert(session)(deleted_ratings)
+        dialect_insert(session)(deleted_ratings)
         .values(user_id=user_id, movie_id=movie_id, deleted_at=now)
         .on_conflict_do_update(index_elements=["user_id", "movie_id"], set_={"deleted_at": now})
     )
@@ -191,7 +189,7 @@ async def dismiss(*, session: AsyncSession, user_id: int, movie_id: int, dismiss
     await _movie_exists(session, movie_id, "movieId")
     if dismissed:
         result = await session.execute(
-            _insert(session)(dismissals)
+            dialect_insert(session)(dismissals)
             .values(user_id=user_id, movie_id=movie_id, dismissed_at=int(time.time()))
             .on_conflict_do_nothing(index_elements=["user_id", "movie_id"])
         )

@@ -26,7 +26,7 @@ from app.services.catalog_view import CatalogView, content_scores, read_catalog_
 from app.services.filters import NO_FILTER, ItemFacts, RecFilter
 from app.services.llm_inputs import Ratings, preference_requests
 from app.services.parts import ServesModels
-from app.services.tokens import Signer
+from app.services.tokens import Signer, peek
 from ml import embeddings
 from ml.diversity import mmr
 from ml.llm.rerank import blend
@@ -88,6 +88,23 @@ class RecRequest:
 
 
 MAX_DEPTH = 1000  # how far into a ranking pages may go
+
+
+def cursor_rank(after: str | None) -> int:
+    """The rank a recommendations cursor says its page follows (0 when it is not a cursor),
+    read without checking it: what an operation is priced at before it runs, which then
+    refuses a changed cursor."""
+    payload = peek(after) if after else None
+    if payload is None or len(payload) != 5 or type(payload[4]) is not int:
+        return 0
+    return min(max(payload[4], 0), MAX_DEPTH)
+
+
+def pool_size(request: RecRequest) -> int:
+    """How many of the best scores a request's page is taken from: its depth, or for a
+    diversified list a pool larger than that, which MMR picks from."""
+    depth = request.offset + request.first
+    return max(3 * depth, 100) if request.diversity else depth
 
 
 @dataclass(frozen=True)
@@ -429,23 +446,24 @@ class RecommendationService(ServesModels):
     async def _recommend(
         self, served: Served, requests: Sequence[RecRequest], read: History
     ) -> tuple[list[list[Recommended]], set[int]]:
-        """Each request's page, and the users whose lists the learned ranker ordered."""
-        model = served.model
+        """Each request's page, and the users whose lists the learned ranker ordered. Reads
+        happen here; every step whose work grows with the request (filters over the catalog,
+        scoring, the overlay, diversity, deep pages) runs in one call off the event loop, so
+        that a heavy list never holds other requests up."""
+        view = await self.view(served)
+        return await asyncio.to_thread(self._rank_pages, served.model, view, requests, read)
+
+    def _rank_pages(
+        self, model: HybridRecommender, view: CatalogView, requests: Sequence[RecRequest], read: History
+    ) -> tuple[list[list[Recommended]], set[int]]:
         users = read.users  # each user once, in the order of the requests
         row_of = {u: i for i, u in enumerate(users)}
         rows = np.array([row_of[r.user_id] for r in requests])  # each user scored once, ranked per request
         history = read.matrix()
-        view = await self.view(served)
         allowed = np.stack([self.allowed(model, view.facts, r, read) for r in requests])
         exclude = np.array([r.exclude_rated for r in requests])
-        # a diversified list picks from a pool larger than itself
-        k = max(
-            r.offset + r.first if not r.diversity else max(3 * (r.offset + r.first), 100) for r in requests
-        )
-        # Off the event loop: numpy releases the GIL, other requests keep being served.
-        top, values = await asyncio.to_thread(
-            self._score_batch, model, history, model.user_index(users), k, exclude, rows, allowed
-        )
+        k = max(pool_size(r) for r in requests)
+        top, values = self._score_batch(model, history, model.user_index(users), k, exclude, rows, allowed)
         added = self.added(model, view, history, requests, rows, read)
         answers = []
         for n, (request, items, scores) in enumerate(zip(requests, top, values, strict=True)):

@@ -9,6 +9,7 @@ const TOKEN_KEY = "cinerec.token";
 const STREAMED_PER_PAGE = 4; // explanations streamed at once on the home page; the rest on demand
 
 const Q = {
+  logout: `mutation Logout { logout }`,
   login: `mutation Login($email: String!, $password: String!) { login(email: $email, password: $password) { token } }`,
   register: `mutation Register($email: String!, $password: String!) { register(email: $email, password: $password) { token } }`,
   home: `query Home($u: Int!) { homePage(userId: $u) { rows { title kind items(first: 6) { id rank movie { movieId title year genres } evidence { reason } } } } }`,
@@ -28,6 +29,7 @@ const Q = {
 // -- the session ----------------------------------------------------------------------------
 
 let token = localStorage.getItem(TOKEN_KEY);
+let notice = null; // what the sign-in page says first (after a sign-out)
 const claims = () => (token ? JSON.parse(atob(token.split(".")[1].replace(/-/g, "+").replace(/_/g, "/"))) : null);
 let socket = null;
 let client = connect();
@@ -57,6 +59,7 @@ function connect() {
 
 function signIn(newToken) {
   token = newToken;
+  if (token) notice = null;
   if (token) localStorage.setItem(TOKEN_KEY, token);
   else localStorage.removeItem(TOKEN_KEY);
   client = connect();
@@ -115,8 +118,22 @@ function renderAccount() {
   }
   nav.replaceChildren(
     ...[h("a", { href: "#/" }, "Home"), me.role === "admin" ? h("a", { href: "#/admin" }, "Admin") : null].filter(Boolean),
-    h("button", { type: "button", onclick: () => { signIn(null); location.hash = "#/signin"; } }, "Sign out"),
+    h("button", { type: "button", onclick: signOut }, "Sign out"),
   );
+}
+
+// Signing out revokes the token on the server (every replica refuses it from then on), then
+// forgets it here; the sign-in page says which of the two happened.
+async function signOut() {
+  try {
+    await run("mutation", Q.logout);
+    notice = "Signed out: this session's token no longer works anywhere.";
+  } catch (e) {
+    notice = `Signed out on this device; the server could not be told (${e.message}).`;
+  }
+  signIn(null);
+  if (location.hash === "#/signin") route();
+  else location.hash = "#/signin";
 }
 
 // -- sign in --------------------------------------------------------------------------------
@@ -131,6 +148,7 @@ function signInView() {
     h("input", { id: "email", name: "email", type: "email", required: true, autocomplete: "username", value: "demo@cinerec.local" }),
     h("label", { for: "password" }, "Password"),
     h("input", { id: "password", name: "password", type: "password", required: true, autocomplete: "current-password" }),
+    notice ? h("p", { class: "notice", role: "status" }, notice) : null,
     h("p", { class: "hint" }, "The demo account: demo@cinerec.local, password demo-password."),
     h("div", { class: "actions" },
       h("button", { type: "submit", name: "action", value: "login" }, "Sign in"),
