@@ -342,7 +342,10 @@ def create_app(settings: Settings | None = None) -> Starlette:
             await stop(state, tasks)
 
     graphql = GraphQLApp(
-        build_schema(settings), graphql_ide="graphiql" if settings.graphiql_enabled else None
+        build_schema(settings),
+        graphql_ide="graphiql" if settings.graphiql_enabled else None,
+        # the origins CORS lets call over HTTP may subscribe too (Strawberry's own origin check)
+        allowed_origins=settings.cors_origins,
     )
     middleware = [
         Middleware(CachedAnswers),  # first: a repeated anonymous GET pays for no other layer

@@ -412,3 +412,5 @@ def test_the_websocket_accepts_the_configured_cors_origins(databases, live_serve
 
     # no token: refused for that (4401), not for the origin (403 before the socket opens)
     assert asyncio.run(init("http://localhost:5173")) == "closed 4401"
+    with pytest.raises(websockets.InvalidStatus):  # an origin not configured: no socket at all
+        asyncio.run(init("http://elsewhere.example"))
