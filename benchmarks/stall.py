@@ -29,6 +29,9 @@ from benchmarks.common import free_port, machine, save, start
 PAGE = "query($u: Int!, $a: String, $d: Float!) { recommendations(userId: $u, first: 100, diversity: $d, after: $a) { cursor } }"
 
 
+CREATE = [sys.executable, "-m", "app", "users", "create"]
+
+
 def _quantiles(values: list[float]) -> dict[str, float]:
     ordered = sorted(values)
     return {
@@ -68,8 +71,7 @@ def main() -> None:
     email, password = f"stall-{uuid.uuid4().hex[:8]}@example.com", "stall-password"
     for user in range(1, 944):  # the first MovieLens user without an account yet
         made = subprocess.run(
-            [sys.executable, "-m", "app", "users", "create", "--email", email, "--password", password]
-            + ["--user-id", str(user)],
+            [*CREATE, "--email", email, "--password", password, "--user-id", str(user)],
             env={**os.environ, **env},
             capture_output=True,
         )

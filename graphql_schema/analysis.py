@@ -208,12 +208,15 @@ class _Pricer:
         a text's length (``@pageDepthCost``, ``@textCost``)."""
         extra = 0.0
         if (paged := declaration.page_depth) is not None:
+            # a first page (up to 100 deep) costs what its items cost; deeper, each 100 ranks
+            # skipped, and for a diversified list MMR's (depth/100)^2, in whole points
             after = self._argument(definition, node, paged.cursor_argument)
-            depth = (cursor_rank(after) if isinstance(after, str) else 0) + items
-            extra += paged.weight * depth / 100
+            offset = cursor_rank(after) if isinstance(after, str) else 0
+            depth = offset + items
+            extra += paged.weight * (offset // 100)
             diversity = self._argument(definition, node, paged.diversity_argument)
-            if isinstance(diversity, (int, float)) and diversity > 0:
-                extra += paged.diverse_weight * (depth / 100) ** 2
+            if isinstance(diversity, (int, float)) and diversity > 0 and depth > 100:
+                extra += paged.diverse_weight * int((depth / 100) ** 2)
         if (text := declaration.text) is not None:
             value = self._argument(definition, node, text.argument)
             if isinstance(value, str):

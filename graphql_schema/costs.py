@@ -58,9 +58,9 @@ class ListSize:
 @strawberry.schema_directive(
     name="pageDepthCost",
     locations=[Location.FIELD_DEFINITION],
-    description="Work that grows with how deep a page goes: `weight` per 100 ranks of depth (the "
-    "cursor's position plus the page size), and with diversity above 0, `diverseWeight` per (depth/100)^2 "
-    "(maximal marginal relevance compares each pick with all the pool).",
+    description="Work that grows with how deep a page goes: `weight` per 100 ranks the cursor skips, and "
+    "with diversity above 0 and a depth (the cursor's rank plus the page size) over 100, `diverseWeight` "
+    "per whole (depth/100)^2 (maximal marginal relevance compares each pick with all the pool).",
 )
 class PageDepthCost:
     cursor_argument: str
@@ -114,8 +114,9 @@ EXPLANATION = 470
 RECOMMENDATIONS = 10  # one scoring call; each item costs its own weight more
 EVIDENCE = 3  # the most evidence facts an explanation rests on
 # Measured (benchmarks/stall.py, ML-100K): the top of a deeper ranking costs little more to
-# take (1 per 100 ranks); a diversified page at depth d runs MMR over a pool of 3d, about
-# 1 ms per (d/100)^2 on these cores (0.12 s at depth 1,100), priced at 2 per (d/100)^2.
+# take (1 per 100 ranks skipped); a diversified page at depth d runs MMR over a pool of 3d,
+# about 1 ms per (d/100)^2 on these cores (0.12 s at depth 1,100), priced at 2 per
+# (d/100)^2 beyond a first page of 100 (5 ms: less than its items).
 PAGE_DEPTH = 1
 DIVERSE_DEPTH = 2
 SEARCH_TEXT = 20  # per 100 characters of query: the embedding's cost grows with its tokens

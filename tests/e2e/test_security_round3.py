@@ -72,8 +72,8 @@ def test_a_page_is_priced_by_its_depth_and_diversity(recommender: Recommender) -
     first = price(0.0, None)
     deep = price(0.0, _deep_cursor(recommender, 1, 0.0, 900))
     deep_diverse = price(0.9, _deep_cursor(recommender, 1, 0.9, 900))
-    assert first == 10 + 100 + 1  # scoring, 100 items, 100 ranks deep
-    assert deep == 10 + 100 + 10  # 1,000 ranks deep
+    assert first == 10 + 100  # scoring, 100 items
+    assert deep == 10 + 100 + 9  # 900 ranks skipped
     assert deep_diverse == deep + 200  # MMR over a pool of 3,000 for 1,000 picks
 
 
