@@ -68,6 +68,15 @@ def start(cmd: list[str], env: dict[str, str], url: str, timeout: float = 60) ->
     raise RuntimeError(f"{cmd} did not answer at {url}")
 
 
+def serve(env: dict[str, str], timeout: float = 120) -> tuple[subprocess.Popen[bytes], str]:
+    """``cinerec serve`` (one worker, no access log) on a free port with ``env``, once it answers
+    ``/healthz``: the process and its base URL."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    cmd = [sys.executable, "-m", "app", "serve", "--port", str(port), "--no-access-log"]
+    return start(cmd, env, f"{url}/healthz", timeout), url
+
+
 def machine() -> str:
     mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     return f"{os.cpu_count()} cores, {mem:.0f} GiB, {platform.python_implementation()} {platform.python_version()}"

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import httpx
 
-from benchmarks.common import free_port, machine, pg_url, save, start
+from benchmarks.common import machine, pg_url, save, serve
 
 ADMIN = ("bench-admin@example.com", "bench-admin-password")
 WORDS = [
@@ -64,14 +64,7 @@ def main() -> None:
         capture_output=True,
         check=False,
     )
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    server = start(
-        [sys.executable, "-m", "app", "serve", "--port", str(port), "--no-access-log"],
-        env,
-        f"{url}/healthz",
-        timeout=600,
-    )
+    server, url = serve(env, timeout=600)
     try:
         login = "mutation($e: String!, $p: String!) { login(email: $e, password: $p) { token } }"
         token = httpx.post(

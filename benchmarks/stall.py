@@ -24,7 +24,7 @@ from pathlib import Path
 
 import httpx
 
-from benchmarks.common import free_port, machine, save, start
+from benchmarks.common import machine, save, serve
 
 PAGE = "query($u: Int!, $a: String, $d: Float!) { recommendations(userId: $u, first: 100, diversity: $d, after: $a) { cursor } }"
 
@@ -77,14 +77,7 @@ def main() -> None:
         )
         if made.returncode == 0:
             break
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    server = start(
-        [sys.executable, "-m", "app", "serve", "--port", str(port), "--no-access-log"],
-        env,
-        f"{url}/healthz",
-        120,
-    )
+    server, url = serve(env)
     try:
         with httpx.Client(base_url=url, timeout=300) as client, httpx.Client() as health:
             login = client.post(

@@ -174,8 +174,9 @@ class ImpressionWriter:
         self._rows: list[dict[str, Any]] = []
         self._wake = asyncio.Event()
         self.written = 0
-        # pairs this process has queued already, the most recent ones (bounded by count)
-        self._seen: LRUCache[tuple[str, int, int], bool] = LRUCache(maxsize=max_buffer)
+        # pairs this process has queued already, the most recent 50,000 (about 6 MB): older
+        # repeats reach the table's unique key, which drops them
+        self._seen: LRUCache[tuple[str, int, int], bool] = LRUCache(maxsize=50_000)
 
     def _new(self, pair: tuple[str, int, int]) -> bool:
         if pair in self._seen:

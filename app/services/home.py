@@ -124,12 +124,12 @@ class HomePages:
             )
         by = ServedBy(version, ranker=ranker_extension(served) if len(model.ranked_rows(history)) else None)
         shown = [r for r in rows if r.items]
-        experiment = recs.experiments.running if recs.experiments is not None else None
-        if experiment is not None and recs.experiments is not None:
+        experiments = recs.experiments
+        if experiments is not None and (experiment := experiments.running) is not None:
             # the page's items carry the user's arm and count as impressions like any list's
             arm = experiment.arm_for(user_id)
             for row in shown:
-                recs.experiments.record(experiment, arm, user_id, [r.movie_id for r in row.items])
+                experiments.record(experiment, arm, user_id, [r.movie_id for r in row.items])
             by = replace(by, experiment=experiment.name, arm=arm.alias)
         return HomePage(shown, by, user_id)
 
