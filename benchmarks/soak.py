@@ -127,6 +127,30 @@ KINDS: list[tuple[str, Callable[[int, random.Random], tuple[str, Any]]]] = [
             },
         ),
     ),
+    # Distinct documents just under the body limit (256 KB), each parsed (issue 32): the size
+    # is in a comment, a string literal, an operation name, or many variables.
+    (
+        "large comment documents",
+        lambda i, r: ("post", {"query": f"{{ genres }} # {_noise(250_000, r)}"}),
+    ),
+    (
+        "large literal documents",
+        lambda i, r: (
+            "post",
+            {"query": f'{{ searchMovies(query: "{_noise(250_000, r)}", first: 1) {{ score }} }}'},
+        ),
+    ),
+    (
+        "large operation-name documents",
+        lambda i, r: ("post", {"query": f"query Op{_noise(250_000, r)} {{ genres }}"}),
+    ),
+    (
+        "many-variable documents",  # 1,900 tokens of variable definitions, each name distinct
+        lambda i, r: (
+            "post",
+            {"query": "query(" + " ".join(f"${_noise(60, r)}: String" for _ in range(475)) + ") { genres }"},
+        ),
+    ),
     (
         "websocket frames",
         lambda i, r: ("ws", {"query": "{ genres }", "variables": {"v": _noise(200_000, r)}}),
