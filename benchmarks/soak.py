@@ -145,6 +145,14 @@ KINDS: list[tuple[str, Callable[[int, random.Random], tuple[str, Any]]]] = [
         lambda i, r: ("post", {"query": f"query Op{_noise(250_000, r)} {{ genres }}"}),
     ),
     (
+        "long-name documents",  # 1,900 tokens, each name 120 characters: 230 KB
+        lambda i, r: ("post", {"query": "{ " + " ".join(f"{_noise(120, r)}" for _ in range(1_900)) + " }"}),
+    ),
+    (
+        "large GET documents",
+        lambda i, r: ("get", {"query": f"query Op{_noise(60_000, r)} {{ genres }}"}),
+    ),
+    (
         "many-variable documents",  # 1,900 tokens of variable definitions, each name distinct
         lambda i, r: (
             "post",
