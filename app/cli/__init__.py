@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import logging
 import sys
+from typing import Annotated
 
-import click
 import typer
 
 from app.cli import data, db, llm, models, monitor, schema, serve, users
@@ -49,20 +49,22 @@ def _exit_code(error: BaseException) -> int | None:
     return next((code for kind, code in EXIT_CODES if isinstance(error, kind)), None)
 
 
+@app.callback()
+def _options(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log progress (INFO lines) too.")] = False,
+) -> None:
+    logging.getLogger().setLevel(logging.INFO if verbose else logging.WARNING)
+
+
 def main() -> None:
+    """Run the command line. Usage mistakes are click's to report (its usage message, exit 2:
+    typer raises the exceptions of the click it bundles, which only its standalone mode
+    catches); domain errors are reported here with their exit codes."""
     logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+        level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
     try:
-        app(standalone_mode=False)
-    except click.exceptions.Exit as exc:
-        sys.exit(exc.exit_code)
-    except click.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
-    except click.exceptions.Abort:
-        typer.echo("Aborted.", err=True)
-        sys.exit(1)
+        app()
     except Exception as exc:
         code = _exit_code(exc)
         if code is None:
