@@ -58,10 +58,11 @@ class Page:
         self.context = browser.new_context(viewport={"width": 1280, "height": 900})
         self.page = self.context.new_page()
         self.errors: list[str] = []
+        self.page_errors: list[str] = []  # uncaught exceptions in the page's own code
         self.foreign: list[str] = []
         host = urllib.parse.urlsplit(url).netloc
         self.page.on("console", lambda m: self.errors.append(m.text) if m.type == "error" else None)
-        self.page.on("pageerror", lambda e: self.errors.append(str(e)))
+        self.page.on("pageerror", lambda e: (self.errors.append(str(e)), self.page_errors.append(str(e))))
         self.page.on(
             "request",
             lambda r: (
@@ -206,6 +207,46 @@ def test_a_user_signs_in_sees_rows_acts_and_searches(recommender: Recommender, b
     assert code(refused) == "FORBIDDEN"  # and the server refuses them anyway
     tab.check_clean()
     print(f"first explanation words {first_words:.2f} s after the rows showed; badges {badges}; {reasons}")
+    tab.context.close()
+
+
+def test_a_lost_session_and_a_sign_out_land_on_sign_in_saying_why(
+    recommender: Recommender, browser: Any
+) -> None:
+    email, password, user_id = "session@example.com", "a-session-passphrase", "43"
+    made = cli(
+        recommender.env, "users", "create", "--email", email, "--password", password, "--user-id", user_id
+    )
+    assert made.returncode == 0 or "exists" in made.stderr, made.stderr
+    tab = Page(browser, recommender.server.url)
+    page = tab.page
+    page.goto(f"{tab.url}/")
+    page.wait_for_selector("form.signin")
+    assert not page.is_visible("#search")  # signed out: no search box
+    tab.sign_in_with_the_keyboard(email, password)
+    until(page, "document.querySelectorAll('section.row').length >= 2", timeout=30)
+    assert page.is_visible("#search")
+
+    # the session ends elsewhere (another tab signs out): the next action lands on sign-in
+    token = page.evaluate("localStorage.getItem('cinerec.token')")
+    assert _gql(tab.url, "mutation { logout }", token)["data"]["logout"] is True
+    page.click(".card .star >> nth=0")
+    page.wait_for_selector("form.signin")
+    assert "session has ended" in page.text_content(".notice")
+    assert not page.is_visible("#search") and page.query_selector("#account button") is None
+    tab.shot("08-session-ended")
+
+    # signing out here revokes the token on the server, and the page says so
+    tab.sign_in_with_the_keyboard(email, password)
+    until(page, "document.querySelectorAll('section.row').length >= 2", timeout=30)
+    token = page.evaluate("localStorage.getItem('cinerec.token')")
+    page.click("#account button:has-text('Sign out')")
+    page.wait_for_selector("form.signin")
+    assert "no longer works anywhere" in page.text_content(".notice")
+    assert code(_gql(tab.url, "{ me { userId } }", token)) == "UNAUTHENTICATED"
+    tab.shot("09-signed-out")
+    assert not tab.page_errors, tab.page_errors
+    assert not tab.foreign, tab.foreign
     tab.context.close()
 
 

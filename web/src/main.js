@@ -71,11 +71,31 @@ async function run(kind, query, variables = {}) {
   const result = await op.toPromise();
   if (result.error) {
     const first = result.error.graphQLErrors[0];
-    const code = first?.extensions?.code;
-    if (code === "UNAUTHENTICATED") signIn(null);
+    if (first?.extensions?.code === "UNAUTHENTICATED" && token) sessionEnded();
     throw new Error(first ? first.message : result.error.message);
   }
   return result.data;
+}
+
+// The token stopped working (signed out elsewhere, expired, the account gone): to sign-in,
+// saying why, from whatever view the user was on.
+function sessionEnded() {
+  notice = "Your session has ended (signed out, expired or removed): sign in again.";
+  signIn(null);
+  if (location.hash === "#/signin") route();
+  else location.hash = "#/signin";
+}
+
+// A button's action: its error is shown at the top of the view, never swallowed (after a lost
+// session the sign-in page says why instead).
+function act(fn) {
+  return async (event) => {
+    try {
+      await fn(event);
+    } catch (e) {
+      if (token) view.prepend(problem(e));
+    }
+  };
 }
 
 // -- building the page ----------------------------------------------------------------------
@@ -181,14 +201,18 @@ function stopStreams() {
 }
 
 function stream(movieId, into, badge) {
+  const me = claims();
+  if (!me) return;
   into.textContent = "";
   into.classList.add("writing");
   const { unsubscribe } = client
-    .subscription(Q.explanation, { u: claims().uid, m: movieId })
+    .subscription(Q.explanation, { u: me.uid, m: movieId })
     .subscribe((result) => {
       if (result.error) {
-        into.textContent = result.error.graphQLErrors[0]?.message || result.error.message;
+        const first = result.error.graphQLErrors[0];
+        into.textContent = first?.message || result.error.message;
         into.classList.remove("writing");
+        if (first?.extensions?.code === "UNAUTHENTICATED" && token) sessionEnded();
         return;
       }
       const chunk = result.data.explanation;
@@ -210,10 +234,10 @@ function stars(movie, onRated) {
         class: "star",
         "aria-label": `Rate ${label(movie)} ${n} star${n > 1 ? "s" : ""}`,
         title: `${n} star${n > 1 ? "s" : ""}`,
-        onclick: async () => {
+        onclick: act(async () => {
           await run("mutation", Q.rate, { m: movie.movieId, r: n });
           onRated(n);
-        },
+        }),
       }, "★"),
     );
   }
@@ -234,7 +258,7 @@ function card(item, streamNow, refresh) {
     h("div", { class: "why" }, badge, text, streamNow ? null : why),
     h("div", { class: "acts" },
       stars(movie, refresh),
-      h("button", { type: "button", class: "secondary", "aria-label": `Not interested in ${label(movie)}`, onclick: async () => { await run("mutation", Q.dismiss, { m: movie.movieId }); refresh(); } }, "Not interested")),
+      h("button", { type: "button", class: "secondary", "aria-label": `Not interested in ${label(movie)}`, onclick: act(async () => { await run("mutation", Q.dismiss, { m: movie.movieId }); refresh(); }) }, "Not interested")),
   );
   if (streamNow) stream(movie.movieId, text, badge);
   return node;
@@ -333,7 +357,7 @@ async function adminView() {
       h("td", {}, new Date(v.createdAt).toLocaleString()),
       h("td", {}, ndcg(v)),
       h("td", {}, v.aliases.includes("champion") ? "" :
-        h("button", { type: "button", "aria-label": `Promote version ${v.version}`, onclick: async () => { await run("mutation", Q.promote, { v: v.version }); adminView(); } }, "Promote"))));
+        h("button", { type: "button", "aria-label": `Promote version ${v.version}`, onclick: act(async () => { await run("mutation", Q.promote, { v: v.version }); adminView(); }) }, "Promote"))));
   const experimentOut = h("div", {});
   const experimentForm = h("form", { class: "inline" },
     h("label", { for: "experiment-name" }, "Experiment"),
@@ -356,7 +380,7 @@ async function adminView() {
     h("h1", {}, "Models"),
     status,
     h("table", {}, h("thead", {}, h("tr", {}, ["Version", "Aliases", "Registered", "nDCG@10", ""].map((t) => h("th", { scope: "col" }, t)))), h("tbody", {}, rows)),
-    h("button", { type: "button", onclick: async () => { await run("mutation", Q.rollback); adminView(); } }, "Roll back the champion"),
+    h("button", { type: "button", onclick: act(async () => { await run("mutation", Q.rollback); adminView(); }) }, "Roll back the champion"),
     h("h2", {}, "Experiment"),
     experimentForm,
     experimentOut,
