@@ -226,6 +226,28 @@ def test_a_lost_session_and_a_sign_out_land_on_sign_in_saying_why(
     tab.sign_in_with_the_keyboard(email, password)
     until(page, "document.querySelectorAll('section.row').length >= 2", timeout=30)
     assert page.is_visible("#search")
+    # on a 390 px phone: nothing wider than the screen, the account's links on it
+    page.set_viewport_size({"width": 390, "height": 844})
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390
+    right = page.evaluate("document.querySelector('#account button').getBoundingClientRect().right")
+    assert right <= 390, right
+    tab.shot("10-phone-home", full_page=False)
+    page.set_viewport_size({"width": 1280, "height": 900})
+
+    # a finished explanation survives another card's "Not interested" (the rows re-render)
+    finished = (
+        "[...document.querySelectorAll('.card')].find(c => {"
+        " const p = c.querySelector('.explanation');"
+        " return !p.classList.contains('writing') && p.textContent.trim().length > 20; })"
+    )
+    until(page, finished, timeout=60)
+    kept = int(page.evaluate(f"{finished}.dataset.movieId"))
+    text = page.text_content(f'.card[data-movie-id="{kept}"] .explanation')
+    other = next(m for m in tab.card_ids() if m != kept)
+    page.click(f'.card[data-movie-id="{other}"] button:has-text("Not interested")')
+    until(page, f"!document.querySelector('.card[data-movie-id=\"{other}\"]')", timeout=30)
+    again = f'.card[data-movie-id="{kept}"] .explanation'
+    assert page.text_content(again) == text and "writing" not in (page.get_attribute(again, "class") or "")
 
     # the session ends elsewhere (another tab signs out): the next action lands on sign-in
     token = page.evaluate("localStorage.getItem('cinerec.token')")
@@ -234,7 +256,7 @@ def test_a_lost_session_and_a_sign_out_land_on_sign_in_saying_why(
     page.wait_for_selector("form.signin")
     assert "session has ended" in page.text_content(".notice")
     assert not page.is_visible("#search") and page.query_selector("#account button") is None
-    tab.shot("08-session-ended")
+    tab.shot("11-session-ended")
 
     # signing out here revokes the token on the server, and the page says so
     tab.sign_in_with_the_keyboard(email, password)
@@ -244,7 +266,7 @@ def test_a_lost_session_and_a_sign_out_land_on_sign_in_saying_why(
     page.wait_for_selector("form.signin")
     assert "no longer works anywhere" in page.text_content(".notice")
     assert code(_gql(tab.url, "{ me { userId } }", token)) == "UNAUTHENTICATED"
-    tab.shot("09-signed-out")
+    tab.shot("12-signed-out")
     assert not tab.page_errors, tab.page_errors
     assert not tab.foreign, tab.foreign
     tab.context.close()
@@ -303,6 +325,12 @@ def test_an_admin_sees_the_experiment_promotes_a_version_and_sees_which_serves(
     page.click("nav a:has-text('Admin')")
     page.wait_for_selector("#serving")
     serving_before = page.text_content("#serving")
+    # version 1's nDCG@10 as `cinerec train` stored it (a metric the client misreads shows "—")
+    rows = page.eval_on_selector_all(
+        "tbody tr", "rs => rs.map(r => [...r.querySelectorAll('td')].map(t => t.textContent))"
+    )
+    first = next(r for r in rows if r[0] == "1")
+    assert first[3].replace(".", "", 1).isdigit(), rows
     tab.shot("08-admin")
     assert not tab.unlabelled_controls()
     try:

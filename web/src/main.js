@@ -59,6 +59,7 @@ function connect() {
 
 function signIn(newToken) {
   token = newToken;
+  explained.clear();
   if (token) notice = null;
   if (token) localStorage.setItem(TOKEN_KEY, token);
   else localStorage.removeItem(TOKEN_KEY);
@@ -195,6 +196,9 @@ function signInView() {
 // -- the home page --------------------------------------------------------------------------
 
 let streams = [];
+// Finished explanations by movie id, kept while the user stays signed in: a rating or a
+// dismissal re-renders the rows without writing the finished ones again.
+const explained = new Map();
 function stopStreams() {
   for (const stop of streams) stop();
   streams = [];
@@ -220,7 +224,10 @@ function stream(movieId, into, badge) {
       badge.textContent = chunk.source === "TEMPLATE" ? "template" : "written by the model";
       badge.className = chunk.source === "TEMPLATE" ? "badge template" : "badge llm";
       if (chunk.error) badge.title = chunk.error; // why the template stood in, or why the stream ended
-      if (chunk.done) into.classList.remove("writing");
+      if (chunk.done) {
+        into.classList.remove("writing");
+        explained.set(movieId, { text: into.textContent, badge: badge.textContent, kind: badge.className, why: badge.title });
+      }
     });
   streams.push(unsubscribe);
 }
@@ -260,7 +267,12 @@ function card(item, streamNow, refresh) {
       stars(movie, refresh),
       h("button", { type: "button", class: "secondary", "aria-label": `Not interested in ${label(movie)}`, onclick: act(async () => { await run("mutation", Q.dismiss, { m: movie.movieId }); refresh(); }) }, "Not interested")),
   );
-  if (streamNow) stream(movie.movieId, text, badge);
+  const done = explained.get(movie.movieId);
+  if (done) {
+    text.textContent = done.text;
+    Object.assign(badge, { textContent: done.badge, className: done.kind, title: done.why });
+    why.remove();
+  } else if (streamNow) stream(movie.movieId, text, badge);
   return node;
 }
 
@@ -273,7 +285,8 @@ async function homeView() {
     const rows = data.homePage.rows.map((row) =>
       h("section", { class: "row", "aria-label": row.title, "data-kind": row.kind },
         h("h2", {}, row.title),
-        h("div", { class: "cards" }, row.items.map((item) => card(item, streamed++ < STREAMED_PER_PAGE, refresh)))),
+        h("div", { class: "cards" }, row.items.map((item) =>
+          card(item, !explained.has(item.movie.movieId) && streamed++ < STREAMED_PER_PAGE, refresh)))),
     );
     show(h("h1", { class: "visually-hidden" }, "Your home page"), ...rows);
   };
@@ -342,7 +355,7 @@ function armsChart(arms) {
 }
 
 function ndcg(version) {
-  const found = version.metrics.find((m) => /^hybrid[._]ndcg_at_10$/.test(m.name));
+  const found = version.metrics.find((m) => /^(hybrid[._])?ndcg_at_10$/.test(m.name));
   return found ? found.value.toFixed(3) : "—";
 }
 
