@@ -171,6 +171,8 @@ def test_a_user_signs_in_sees_rows_acts_and_searches(recommender: Recommender, b
         f"!document.querySelector('.card[data-movie-id=\"{rated}\"]') && document.querySelectorAll('.card').length",
         timeout=30,
     )
+    # the keyboard stays where it was: on the card that took the rated one's place
+    assert page.evaluate("document.activeElement.classList.contains('star')")
     tab.shot("04-rated")
 
     dismissed = tab.card_ids()[0]

@@ -276,19 +276,35 @@ function card(item, streamNow, refresh) {
   return node;
 }
 
+// Where the keyboard was (which row, which card in it) when the rows re-render after a rating
+// or a dismissal, so that focus lands on the card now in that place instead of on <body>.
+function focusPlace() {
+  const card = document.activeElement?.closest?.(".card");
+  const row = card?.closest("section.row");
+  return row ? { kind: row.dataset.kind, index: [...row.querySelectorAll(".card")].indexOf(card) } : null;
+}
+function restoreFocus(place) {
+  const row = view.querySelector(`section.row[data-kind="${place.kind}"]`) || view.querySelector("section.row");
+  const cards = row ? row.querySelectorAll(".card") : [];
+  const card = cards[Math.min(place.index, cards.length - 1)];
+  (card?.querySelector(".star") || row?.querySelector("h2"))?.focus();
+}
+
 async function homeView() {
   const me = claims();
   const load = async () => {
+    const place = focusPlace();
     stopStreams();
     const data = await run("query", Q.home, { u: me.uid });
     let streamed = 0;
     const rows = data.homePage.rows.map((row) =>
       h("section", { class: "row", "aria-label": row.title, "data-kind": row.kind },
-        h("h2", {}, row.title),
+        h("h2", { tabindex: "-1" }, row.title),
         h("div", { class: "cards" }, row.items.map((item) =>
           card(item, !explained.has(item.movie.movieId) && streamed++ < STREAMED_PER_PAGE, refresh)))),
     );
     show(h("h1", { class: "visually-hidden" }, "Your home page"), ...rows);
+    if (place) restoreFocus(place);
   };
   const refresh = () => load().catch((e) => show(problem(e)));
   await load();
