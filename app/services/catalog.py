@@ -45,10 +45,22 @@ _DESCENDING = {
 }
 
 
+# "Best rated" is the mean shrunk toward PRIOR_MEAN as if every movie had PRIOR_WEIGHT more
+# ratings of it (a Bayesian average): two ratings of 5 do not outrank 400 ratings of 4.4.
+# A constant prior, not the catalog's moving mean, so that a page's keyset position means
+# the same on the next page. MovieLens's mean rating is about 3.5.
+PRIOR_MEAN = 3.5
+PRIOR_WEIGHT = 10
+
+
+def shrunk_mean() -> ColumnElement[Any]:
+    return (movies.c.rating_sum + PRIOR_MEAN * PRIOR_WEIGHT) / (movies.c.ratings_count + PRIOR_WEIGHT)
+
+
 def _sort_column(sort: MovieSort) -> ColumnElement[Any]:
     return {
         MovieSort.POPULARITY: movies.c.ratings_count,
-        MovieSort.AVERAGE_RATING: movies.c.rating_mean,
+        MovieSort.AVERAGE_RATING: shrunk_mean(),
         MovieSort.YEAR: func.coalesce(movies.c.year, 0),
         MovieSort.TITLE: movies.c.title,
     }[sort]

@@ -110,8 +110,21 @@ def test_filters_and_orders(catalog: Catalog) -> None:
     rated = gql(PAGE, {"first": 100, "filter": {"minRatings": 10}, "order": "AVERAGE_RATING"})["data"][
         "movies"
     ]
-    means = [e["node"]["averageRating"] for e in rated["edges"]]
-    assert means == sorted(means, reverse=True)
+    # best rated: the mean shrunk toward 3.5 by 10 ratings (app.services.catalog.shrunk_mean)
+    shrunk = [
+        (e["node"]["averageRating"] * e["node"]["ratingsCount"] + 35) / (e["node"]["ratingsCount"] + 10)
+        for e in rated["edges"]
+    ]
+    assert shrunk == sorted(shrunk, reverse=True) and len(shrunk) > 3
+    every = gql(PAGE, {"first": 100, "order": "AVERAGE_RATING"})["data"]["movies"]["edges"]
+    scored = [
+        ((e["node"]["averageRating"] or 0) * e["node"]["ratingsCount"] + 35)
+        / (e["node"]["ratingsCount"] + 10)
+        for e in every
+    ]
+    assert scored == sorted(scored, reverse=True)
+    raw = [e["node"]["averageRating"] or 0 for e in every]
+    assert raw != sorted(raw, reverse=True)  # the fixture has small samples that a raw mean would put first
     assert all(e["node"]["ratingsCount"] >= 10 for e in rated["edges"])
     genre = gql(
         "query($g: String) { movies(first: 100, filter: {genre: $g}) { totalCount edges { node { genres } } } }",
