@@ -3,7 +3,8 @@ estimate of their memory, and keeps their validation errors with the rules that 
 
 from __future__ import annotations
 
-import tracemalloc
+import subprocess
+import sys
 
 from graphql import GraphQLSchema, parse, specified_rules
 from graphql.validation import NoSchemaIntrospectionCustomRule
@@ -18,16 +19,26 @@ def _dense(i: int) -> str:
     return "{ " + " ".join(f"a{i}x{j}: genres" for j in range(660)) + " }"
 
 
+_MEASURE = """
+import sys, tracemalloc
+from graphql import parse
+text = "{ " + " ".join(f"a0x{j}: genres" for j in range(660)) + " }"
+tracemalloc.start()
+before = tracemalloc.get_traced_memory()[0]
+document = parse(text, max_tokens=2000)
+print(tracemalloc.get_traced_memory()[0] - before)
+"""
+
+
 def test_the_estimate_is_not_below_what_a_document_takes() -> None:
-    tracemalloc.start()
-    try:
-        before = tracemalloc.get_traced_memory()[0]
-        document = parse(_dense(0), max_tokens=2000)
-        taken = tracemalloc.get_traced_memory()[0] - before
-    finally:
-        tracemalloc.stop()
+    # Measured in a fresh interpreter: in the suite's process, threads left by other tests
+    # (servers, pools) allocate while tracemalloc counts, and CI once read 451 bytes a token.
+    measured = subprocess.run(
+        [sys.executable, "-c", _MEASURE], capture_output=True, text=True, check=True, timeout=60
+    )
+    taken = int(measured.stdout.strip())
     tokens = 4 + 3 * 660  # {, }, <EOF> and <SOF>, then three per alias
-    assert document is not None and taken <= BYTES_PER_TOKEN * tokens
+    assert 300 * tokens <= taken <= BYTES_PER_TOKEN * tokens
 
 
 def test_the_cache_holds_at_most_its_byte_budget() -> None:
