@@ -234,7 +234,9 @@ async def _movie(info: Info, movie_id: int) -> Movie:
 
 
 @strawberry.type(
-    directives=OBJECT, description="A fact from the user's own ratings that an explanation rests on."
+    directives=OBJECT,
+    description="A reason behind a recommendation, which an explanation rests on: one of the user's "
+    "ratings that raised the model's score most, or the movie's own popularity, largest first.",
 )
 class ExplanationEvidence:
     reason: str = strawberry.field(
@@ -243,15 +245,38 @@ class ExplanationEvidence:
     similarity: float = strawberry.field(
         description="Content similarity of this movie and the recommended one."
     )
+    weight: float = strawberry.field(
+        description="This reason's share of what raised the recommendation's score, 0 to 1: its part "
+        "of the model's score over the sum of the parts that raised it (for CONTENT, its share of "
+        "the content similarity shown)."
+    )
+    kind: EvidenceKind = strawberry.field(description="What the reason is.")
     movie_id: strawberry.Private[int]
 
     @classmethod
     def from_evidence(cls, evidence: Any) -> ExplanationEvidence:
-        return cls(reason=evidence.reason, similarity=evidence.similarity, movie_id=evidence.movie_id)
+        return cls(
+            reason=evidence.reason,
+            similarity=evidence.similarity,
+            weight=evidence.weight,
+            kind=EvidenceKind(evidence.kind),
+            movie_id=evidence.movie_id,
+        )
 
-    @strawberry.field(description="The user's movie the fact is about.", directives=[cost(1)])
+    @strawberry.field(
+        description="The movie the fact is about: the user's rated movie, or for POPULARITY the "
+        "recommended movie itself.",
+        directives=[cost(1)],
+    )
     async def movie(self, info: Info) -> Movie:
         return await _movie(info, self.movie_id)
+
+
+@strawberry.enum(description="What a reason behind a recommendation is.")
+class EvidenceKind(Enum):
+    RATING = "rating"  # one of the user's ratings, by its part of the model's score
+    POPULARITY = "popularity"  # the movie's own part of the score: how widely it is liked
+    CONTENT = "content"  # a liked movie nearest in content: for movies the model scores by content alone
 
 
 @strawberry.enum(description="Who wrote an explanation.")

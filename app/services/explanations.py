@@ -49,7 +49,7 @@ class Explained:
 def _encode(value: Explained) -> Any:
     return [
         value.text,
-        [[e.movie_id, e.reason, e.similarity] for e in value.evidence],
+        [[e.movie_id, e.reason, e.similarity, e.weight, e.kind] for e in value.evidence],
         value.source,
         value.error,
     ]
@@ -57,7 +57,9 @@ def _encode(value: Explained) -> Any:
 
 def _decode(value: Any) -> Explained:
     text, evidence, source, error = value
-    return Explained(text, [Evidence(int(m), r, float(s)) for m, r, s in evidence], source, error)
+    return Explained(
+        text, [Evidence(int(m), r, float(s), float(w), k) for m, r, s, w, k in evidence], source, error
+    )
 
 
 UNSUPPORTED = "unsupported claim"
@@ -70,7 +72,8 @@ def _keep(value: Explained) -> bool:
     return value.source == "llm" or (value.error or "").startswith(UNSUPPORTED)
 
 
-EXPLANATIONS = Kind("explanations", 3600, True, _encode, _decode, keep=_keep)
+# "-2": entries carry each reason's weight and kind; the older three-field ones are not read
+EXPLANATIONS = Kind("explanations-2", 3600, True, _encode, _decode, keep=_keep)
 
 
 @dataclass(frozen=True)
@@ -251,9 +254,12 @@ class ExplanationService(ServesModels):
     async def _inputs(self, pairs: Sequence[tuple[int, int]]) -> list[tuple[Any, list[Evidence]]]:
         served = self.models.current
         model = served.model if served else None
-        rated = await self.histories.of(model, [u for u, _ in pairs])
+        read = await self.histories.read(model, [u for u, _ in pairs])
+        matrix = read.matrix() if model is not None else None  # the rows served: dismissals too
         async with self.sessions() as session:
-            return await explanation_inputs(session=session, model=model, pairs=pairs, rated=rated)
+            return await explanation_inputs(
+                session=session, model=model, pairs=pairs, rated=read.pairs(), matrix=matrix
+            )
 
     async def evidence(self, pairs: Sequence[tuple[int, int]]) -> list[list[Evidence]]:
         """The facts each explanation would rest on, without writing one (no LLM)."""

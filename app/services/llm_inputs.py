@@ -8,7 +8,7 @@ build the fine-tuning data); this module only gathers the facts they take.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -18,7 +18,8 @@ from sqlalchemy import select
 from app.models import movie_embeddings as movie_vectors
 from app.models import ratings as ratings_table
 from app.services import catalog
-from ml.llm.evidence import Evidence, gather_evidence
+from ml import attribution
+from ml.llm.evidence import POPULARITY, RATING, Evidence, gather_evidence, popularity_reason, rated_reason
 from ml.llm.faithfulness import FactMovie, Facts
 from ml.llm.prompts import (
     LIKED_THRESHOLD,
@@ -96,12 +97,20 @@ async def explanation_inputs(
     model: HybridRecommender | None,
     pairs: Sequence[tuple[int, int]],
     rated: Ratings,
+    matrix: sp.csr_matrix | None = None,
 ) -> list[tuple[ExplainRequest, list[Evidence]]]:
     """For each (user, movie): the request for the LLM and the evidence it carries; ``rated``
-    holds the users' ratings."""
+    holds the users' ratings, ``matrix`` their scoring rows in the order users first appear in
+    ``pairs`` (as served: dismissals included; built from ``rated`` when not given).
+
+    The evidence is the movie's attributed reasons (``ml.attribution``); a movie the model
+    does not know (added since training, scored by content) takes the liked movies nearest
+    to it by content."""
     users = list(dict.fromkeys(u for u, _ in pairs))
     liked = {u: [(m, r) for m, r in rated[u] if r > LIKED_THRESHOLD] for u in users}
+    found = _attributed(model, pairs, users, rated, matrix)
     movies = [m for _, m in pairs] + [m for u in users for m, _ in liked[u]]
+    movies += [e.movie_id for reasons in found.values() for e in reasons]
     facts = await catalog_facts(session, movies)
     embedding_of = _embeddings(model, list(dict.fromkeys(movies)))
     if added := [m for m in dict.fromkeys(movies) if m not in embedding_of]:  # added since training
@@ -113,23 +122,84 @@ async def explanation_inputs(
     out = []
     shown = {m: display_title(label) for m, label in facts.labels.items()}  # as a person reads them
     for user, movie in pairs:
-        evidence = gather_evidence(
-            candidate=movie,
-            rated=liked[user],
-            embedding_of=embedding_of,
-            titles=shown,
-            genres=facts.genres,
-        )
         own = dict(rated[user])
+        if (user, movie) in found:
+            evidence = [_worded(e, movie, own, facts, shown, embedding_of) for e in found[(user, movie)]]
+        else:
+            evidence = gather_evidence(
+                candidate=movie,
+                rated=liked[user],
+                embedding_of=embedding_of,
+                titles=shown,
+                genres=facts.genres,
+            )
         mean, count = facts.stats.get(movie, (None, None))
         known = Facts(
             candidate=fact_movie(facts, movie, own.get(movie)),
-            evidence=tuple(fact_movie(facts, e.movie_id, own.get(e.movie_id)) for e in evidence),
+            evidence=tuple(
+                fact_movie(facts, e.movie_id, own.get(e.movie_id)) for e in evidence if e.kind != POPULARITY
+            ),
             mean_rating=mean,
             ratings_count=count,
         )
         out.append((ExplainRequest(known.candidate.title, [e.reason for e in evidence], known), evidence))
     return out
+
+
+def _attributed(
+    model: HybridRecommender | None,
+    pairs: Sequence[tuple[int, int]],
+    users: list[int],
+    rated: Ratings,
+    matrix: sp.csr_matrix | None,
+) -> dict[tuple[int, int], list[Evidence]]:
+    """The reasons of each pair the model scores (its movie among the model's columns), with
+    ``reason`` left empty for ``_worded``: movie ids and shares only."""
+    if model is None:
+        return {}
+    rows = matrix if matrix is not None else history_matrix(model, users, rated)
+    out: dict[tuple[int, int], list[Evidence]] = {}
+    for i, user in enumerate(users):
+        movies = [m for u, m in pairs if u == user]
+        columns = model.item_index(movies)
+        known = [(m, c) for m, c in zip(movies, columns, strict=True) if c >= 0]
+        if not known:
+            continue
+        row = int(model.user_index([user])[0])
+        split = attribution.parts(model, rows[i], row, np.array([c for _, c in known]))
+        for (movie, _), reasons in zip(known, attribution.reasons(split), strict=True):
+            out[(user, movie)] = [
+                Evidence(
+                    int(model.item_ids[r.column]) if r.kind == attribution.RATING else movie,
+                    "",
+                    0.0,
+                    round(r.share, 4),
+                    RATING if r.kind == attribution.RATING else POPULARITY,
+                )
+                for r in reasons
+            ]
+    return out
+
+
+def _worded(
+    evidence: Evidence,
+    candidate: int,
+    own: dict[int, float],
+    facts: CatalogFacts,
+    shown: dict[int, str],
+    embedding_of: dict[int, np.ndarray],
+) -> Evidence:
+    """An attributed reason in words, with the content similarity of its movie and the candidate."""
+    if evidence.kind == POPULARITY:
+        mean, count = facts.stats.get(candidate, (None, None))
+        return replace(evidence, reason=popularity_reason(mean, count), similarity=1.0)
+    movie = evidence.movie_id
+    wanted = set(facts.genres.get(candidate, []))
+    shared = [g for g in facts.genres.get(movie, []) if g in wanted]
+    a, b = embedding_of.get(movie), embedding_of.get(candidate)
+    similarity = float(a @ b) if a is not None and b is not None else 0.0
+    title = shown.get(movie, f"movie {movie}")
+    return replace(evidence, reason=rated_reason(title, own.get(movie, 0.0), shared), similarity=similarity)
 
 
 def fact_movie(facts: CatalogFacts, movie_id: int, rating: float | None) -> FactMovie:

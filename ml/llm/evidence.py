@@ -1,6 +1,10 @@
-"""Evidence for an explanation: the user's best-rated movies most like the candidate, and
-the genres and tags they share. Built from the engine's content embeddings, so the text a
-model writes can be shown beside the facts it was given."""
+"""Evidence for an explanation: the reasons behind a recommendation, as facts in words.
+
+Served evidence comes from ``ml.attribution``: the user's ratings (and the movie's own
+popularity) that contributed most to its score, each with its share (``weight``). The
+genres a reason shares with the candidate are a fact about it, not how it was chosen.
+``gather_evidence`` (the liked movies nearest by content embedding) remains for what the
+model scores by content alone: movies added since it was trained."""
 
 from __future__ import annotations
 
@@ -11,12 +15,29 @@ import numpy as np
 
 from ml.llm.prompts import LIKED_THRESHOLD
 
+RATING = "rating"  # a movie the user rated moved the score
+POPULARITY = "popularity"  # the movie's own part: its popularity (``movie_id`` is the candidate)
+CONTENT = "content"  # nearest by content, for a movie the model scores by content alone
+
 
 @dataclass(frozen=True)
 class Evidence:
     movie_id: int
     reason: str
-    similarity: float
+    similarity: float  # content similarity of ``movie_id`` and the candidate
+    weight: float = 0.0  # the reason's share of what pushed the score up, in [0, 1]
+    kind: str = RATING
+
+
+def rated_reason(title: str, rating: float, shared: Sequence[str]) -> str:
+    out = f"you rated {title} {rating:g}/5"
+    return f"{out} and it shares {', '.join(shared[:3])}" if shared else out
+
+
+def popularity_reason(mean: float | None, count: int | None) -> str:
+    if mean is None or not count:
+        return "it is popular with viewers"
+    return f"it is widely liked: {mean:.1f}/5 from {count:,} {'person' if count == 1 else 'people'}"
 
 
 def gather_evidence(
@@ -44,14 +65,14 @@ def gather_evidence(
     out = []
     cand_genres = set(genres.get(candidate, []))
     cand_tags = set((tags or {}).get(candidate, []))
+    total = float(np.clip(sims[order], 0, None).sum()) or 1.0
     for i in order:
         movie, rating = liked[int(i)]
-        parts = [f"you rated {titles.get(movie, f'movie {movie}')} {rating:g}/5"]
         shared = [g for g in genres.get(movie, []) if g in cand_genres]
-        if shared:
-            parts.append("it shares " + ", ".join(shared[:3]))
+        reason = rated_reason(titles.get(movie, f"movie {movie}"), rating, shared)
         shared_tags = [t for t in (tags or {}).get(movie, []) if t in cand_tags]
         if shared_tags:
-            parts.append("tagged " + ", ".join(shared_tags[:3]))
-        out.append(Evidence(movie, " and ".join(parts), float(sims[int(i)])))
+            reason += " and tagged " + ", ".join(shared_tags[:3])
+        similarity = float(sims[int(i)])
+        out.append(Evidence(movie, reason, similarity, max(similarity, 0.0) / total, CONTENT))
     return out

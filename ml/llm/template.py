@@ -16,8 +16,11 @@ from ml.llm.backends import ExplainRequest, ScoreRequest
 def template_explanation(request: ExplainRequest) -> str:
     if not request.evidence:
         return f"{request.title} is popular with viewers whose ratings resemble yours."
-    reasons = "; ".join(request.evidence[:3])
-    return f"We picked {request.title} because {reasons}."
+    first, *more = request.evidence[:3]
+    # one sentence a reason, so that each "it shares" is with the movie its sentence names;
+    # a later reason about the movie itself ("it is widely liked") names it, not "it"
+    also = [f"Also, {request.title}{r[2:]}." if r.startswith("it ") else f"Also, {r}." for r in more]
+    return " ".join([f"We picked {request.title} because {first}.", *also])
 
 
 class TemplateBackend:

@@ -49,6 +49,15 @@ class EASE:
         item counts +1; a negative entry (a dismissal) counts -1, so what is like it falls."""
         return np.asarray(history.sign().astype(np.float32) @ self.weights)
 
+    def per_rating(
+        self, rated: np.ndarray, values: np.ndarray, items: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """((len(items), len(rated)) sign(r_j) * (B[j, i] - mean_k B[j, k]), zeros): each rated
+        column's part of ``score``, centred over all columns (``ml.attribution``)."""
+        rows = np.asarray(self.weights[rated], dtype=np.float64)  # (m, n_items)
+        centred = rows[:, items] - rows.mean(axis=1, keepdims=True)
+        return (np.sign(values)[:, None] * centred).T, np.zeros(len(items))
+
     def arrays(self) -> dict[str, np.ndarray]:
         return {"weights": self.weights, "lam": np.array(self.lam)}
 

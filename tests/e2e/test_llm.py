@@ -24,7 +24,7 @@ from tests.e2e.conftest import Recommender, cli, wait_until
 from tests.ollama_server import OllamaTestServer
 
 EXPLAIN = """query($u: Int!, $n: Int) { recommendations(userId: $u, first: $n) {
-  movie { movieId } explanation explanationSource evidence { reason similarity movie { movieId title } } } }"""
+  movie { movieId } explanation explanationSource evidence { reason similarity weight kind movie { movieId title } } } }"""
 STREAM = """subscription($u: Int!, $m: Int!) { explanation(userId: $u, movieId: $m) {
   text done source error evidence { reason movie { movieId } } } }"""
 
@@ -150,12 +150,17 @@ def test_explanations_of_a_request_are_one_batch(recommender: Recommender) -> No
         assert consistent(rec), rec
         assert rec["evidence"], "the engine found no evidence for a user with 272 ratings"
         for fact in rec["evidence"]:
-            # evidence is the user's own liked movies (rated above 3), named in the reason as a
-            # person reads the title ("The Professional", not the catalog's "Professional, The")
+            # a reason is one of the user's ratings, named as a person reads the title ("The
+            # Professional", not the catalog's "Professional, The"), or the movie's popularity
             title = re.escape(display_title(fact["movie"]["title"]))
-            assert re.match(rf"you rated {title} \(\d{{4}}\) (4|4\.5|5)/5", fact["reason"]), fact
-        similarities = [round(f["similarity"], 3) for f in rec["evidence"]]
-        assert similarities == sorted(similarities, reverse=True)
+            if fact["kind"] == "RATING":
+                assert re.match(rf"you rated {title} \(\d{{4}}\) [\d.]+/5", fact["reason"]), fact
+            else:
+                assert fact["kind"] == "POPULARITY" and fact["movie"]["movieId"] == rec["movie"]["movieId"]
+                assert re.match(r"it is widely liked: \d\.\d/5 from [\d,]+ people", fact["reason"]), fact
+        # the largest parts of the score first, each its share of what raised it
+        weights = [f["weight"] for f in rec["evidence"]]
+        assert weights == sorted(weights, reverse=True) and 0 < weights[-1] and sum(weights) <= 1 + 1e-6
 
 
 async def test_explanation_streams_over_websocket(recommender: Recommender) -> None:
@@ -312,7 +317,9 @@ async def test_llm_failure_falls_back_to_the_template(recommender: Recommender, 
     assert (
         not errors and all(c["source"] == "TEMPLATE" for c in chunks) and "unreachable" in chunks[-1]["error"]
     )
-    closest = recs[0]["evidence"][0]["reason"].split(" and it shares")[0]  # "you rated X 5/5"
+    # the opening's movie: the first rated reason that shares a genre, else the first rated one
+    rated = [e["reason"] for e in recs[0]["evidence"] if e["kind"] == "RATING"]
+    closest = next((r for r in rated if " and it shares" in r), rated[0]).split(" and it shares")[0]
     text = "".join(c["text"] for c in chunks)
     assert text.startswith("You will enjoy ") and text.endswith(f"because {closest}."), text
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from graphql import GraphQLSchema, parse, specified_rules
+from graphql import GraphQLSchema, specified_rules
 from graphql.validation import NoSchemaIntrospectionCustomRule
 
 from app.settings import Settings

@@ -12,11 +12,12 @@ const Q = {
   logout: `mutation Logout { logout }`,
   login: `mutation Login($email: String!, $password: String!) { login(email: $email, password: $password) { token } }`,
   register: `mutation Register($email: String!, $password: String!) { register(email: $email, password: $password) { token } }`,
-  home: `query Home($u: Int!) { homePage(userId: $u) { rows { title kind items(first: 6) { id rank movie { movieId title year genres } evidence { reason } } } } }`,
+  home: `query Home($u: Int!) { homePage(userId: $u) { rows { title kind items(first: 6) { id rank movie { movieId title year genres } evidence { reason weight kind } } } } }`,
   rate: `mutation Rate($m: Int!, $r: Float!) { rateMovie(movieId: $m, rating: $r) { rating } }`,
   dismiss: `mutation Dismiss($m: Int!) { dismissMovie(movieId: $m) }`,
   click: `mutation Click($id: ID!) { recordClick(recommendationId: $id) }`,
   search: `query Search($q: String!) { searchMovies(query: $q, first: 10) { score movie { movieId title year genres } } }`,
+  why: `query Why { me { recommendations(first: 50) { rank movie { movieId } evidence { reason weight kind } } } }`,
   movie: `query Movie($m: Int!) { movie(movieId: $m) { movieId title year genres tags(first: 8) ratingsCount averageRating } similarMovies(movieId: $m, first: 8) { movieId title year genres } }`,
   versions: `query Versions { modelVersions { version aliases createdAt metrics { name value } } }`,
   promote: `mutation Promote($v: String!) { promoteModel(version: $v) { version aliases } }`,
@@ -251,6 +252,12 @@ function stars(movie, onRated) {
   return group;
 }
 
+// Each reason with its share of what raised the movie's score (the model's own parts).
+function reasons(evidence, name) {
+  return h("ul", { class: "evidence", "aria-label": name }, evidence.map((e) =>
+    h("li", {}, e.reason, " ", h("span", { class: "weight", title: "its share of what raised this movie's score" }, `${Math.round(e.weight * 100)}%`))));
+}
+
 function card(item, streamNow, refresh) {
   const { movie } = item;
   const text = h("p", { class: "explanation", "aria-live": "polite" });
@@ -261,7 +268,7 @@ function card(item, streamNow, refresh) {
     { class: "card", "data-movie-id": movie.movieId },
     h("h3", {}, h("a", { href: `#/movie/${movie.movieId}`, onclick: () => run("mutation", Q.click, { id: item.id }).catch(() => {}) }, label(movie))),
     h("p", { class: "genres" }, movie.genres.join(" · ")),
-    h("ul", { class: "evidence", "aria-label": "Why it is here" }, item.evidence.map((e) => h("li", {}, e.reason))),
+    reasons(item.evidence, "Why it is here"),
     h("div", { class: "why" }, badge, text, streamNow ? null : why),
     h("div", { class: "acts" },
       stars(movie, refresh),
@@ -327,6 +334,13 @@ async function movieView(movieId) {
   const movie = data.movie;
   if (!movie) return show(problem(new Error(`No movie ${movieId}`)));
   const status = h("p", { role: "status" });
+  let why = null;
+  if (claims()) {  // signed in: is it among this user's recommendations, and why?
+    const mine = (await run("query", Q.why)).me.recommendations.find((r) => r.movie.movieId === movieId);
+    why = mine ? h("section", { class: "why-here", "aria-label": "Why it is recommended to you" },
+      h("h2", {}, `Recommended to you: number ${mine.rank} in your list`),
+      reasons(mine.evidence, "Its reasons")) : null;
+  }
   show(
     h("article", { class: "movie" },
       h("h1", {}, label(movie)),
@@ -335,6 +349,7 @@ async function movieView(movieId) {
       movie.tags.length ? h("p", { class: "tags" }, `Tags: ${movie.tags.join(", ")}`) : null,
       stars(movie, (n) => { status.textContent = `You rated it ${n}/5.`; }),
       status),
+    why,
     h("section", { "aria-label": "Similar movies" },
       h("h2", {}, "Similar movies"),
       h("ul", { class: "similar" }, data.similarMovies.map((m) => h("li", {}, h("a", { href: `#/movie/${m.movieId}` }, label(m)))))),
