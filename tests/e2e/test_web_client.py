@@ -5,6 +5,7 @@ but the server, fails the test."""
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import time
@@ -151,6 +152,16 @@ def test_a_user_signs_in_sees_rows_acts_and_searches(recommender: Recommender, b
     reasons = page.eval_on_selector_all(".card .badge", "bs => bs.map(b => b.title).filter(Boolean)")
     assert set(badges) <= {"written by the model", "template"} and badges
     tab.shot("03-explained")
+    # every card lists its reasons, each with its share of what raised the score, largest first
+    shares = page.eval_on_selector_all(
+        ".card",
+        "cs => cs.map(c => [...c.querySelectorAll('.evidence li:not(.rest) .weight')].map(w => w.textContent))",
+    )
+    assert shares and all(card for card in shares), shares
+    assert all(re.fullmatch(r"\d{1,3}%", w) for card in shares for w in card), shares
+    assert all(
+        [int(w[:-1]) for w in card] == sorted((int(w[:-1]) for w in card), reverse=True) for card in shares
+    )
     page.evaluate("window.scrollTo(0, 0)")
     tab.shot("home-as-seen", full_page=False)  # the README's picture
 
@@ -186,6 +197,7 @@ def test_a_user_signs_in_sees_rows_acts_and_searches(recommender: Recommender, b
     until(page, "document.querySelectorAll('section.row').length >= 2", timeout=30)
     assert dismissed not in tab.card_ids() and rated not in tab.card_ids()
     tab.shot("05-dismissed-after-reload")
+    top = tab.card_ids()[0]  # the first of the top picks
 
     page.fill("#search-box", "toys that come alive")
     page.press("#search-box", "Enter")
@@ -196,6 +208,15 @@ def test_a_user_signs_in_sees_rows_acts_and_searches(recommender: Recommender, b
     page.wait_for_selector("ul.similar li")
     assert len(page.query_selector_all("ul.similar li")) >= 3
     tab.shot("07-movie")
+
+    # a recommended movie's page says where it stands in the user's list and why
+    page.goto(f"{tab.url}/#/movie/{top}")
+    page.wait_for_selector("section.why-here h2")
+    assert re.fullmatch(
+        r"Recommended to you: number \d+ in your list", page.text_content("section.why-here h2")
+    )
+    assert page.query_selector_all("section.why-here .evidence li .weight")
+    tab.shot("08-movie-why")
 
     # titles as a person writes them (and as the explanations name them), not the catalog's
     page.goto(f"{tab.url}/#/movie/282")  # "Time to Kill, A" in the catalog

@@ -253,9 +253,13 @@ function stars(movie, onRated) {
 }
 
 // Each reason with its share of what raised the movie's score (the model's own parts).
+// The rest of the score is spread over everything else the user rated: said, not hidden.
 function reasons(evidence, name) {
-  return h("ul", { class: "evidence", "aria-label": name }, evidence.map((e) =>
-    h("li", {}, e.reason, " ", h("span", { class: "weight", title: "its share of what raised this movie's score" }, `${Math.round(e.weight * 100)}%`))));
+  const share = (weight, title) => h("span", { class: "weight", title }, `${Math.round(weight * 100)}%`);
+  const rest = 1 - evidence.reduce((sum, e) => sum + e.weight, 0);
+  return h("ul", { class: "evidence", "aria-label": name },
+    evidence.map((e) => h("li", {}, e.reason, " ", share(e.weight, "its share of what raised this movie's score"))),
+    evidence.length && rest >= 0.005 ? h("li", { class: "rest" }, "everything else you rated ", share(rest, "the share of all your other ratings together")) : null);
 }
 
 function card(item, streamNow, refresh) {
