@@ -156,7 +156,8 @@ class Query:
         return HomePage(rows=[HomeRow(title=t, kind=HomeRowKind(k), page=p) for t, k, p in rows])
 
     @strawberry.field(
-        description="Movies most alike in content (title, genres, tags embeddings).",
+        description="Movies most alike: by content (title, year, genres) and by the model's item "
+        "representations together; movies added since training by content.",
         directives=[cost(2), sliced()],
     )
     async def similar_movies(self, info: Info, movie_id: int, first: int = 10) -> list[Movie]:

@@ -27,6 +27,7 @@ from sqlalchemy import func, select
 from app.models import genres, movie_genres, movies, ratings
 from app.services.filters import NO_FILTER, RecFilter
 from app.services.recommendations import Recommended, RecRequest, ServedBy, ranker_extension
+from ml import similarity
 from ml.llm.prompts import LIKED_THRESHOLD, display_title, movie_label
 
 if TYPE_CHECKING:
@@ -99,7 +100,7 @@ class HomePages:
             genre = await self._genre(session, pairs)
             popular, popular_title = await self._popular(session)
         if anchor is not None and (column := int(model.item_index([anchor[0]])[0])) >= 0:
-            near = model.search(np.asarray(model.item_embeddings[column]), NEIGHBOURS, leave_out=column)[0]
+            near = similarity.neighbours(model, column, NEIGHBOURS)[0]  # as similarMovies finds them
             near = near[np.argsort(-scores[near], kind="stable")]
             rows.append(
                 HomeRow(f"Because you liked {display_title(anchor[1])}", "because", take(near, scores))

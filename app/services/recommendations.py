@@ -8,9 +8,10 @@ counts (fold-in), with or without retraining.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
@@ -27,7 +28,7 @@ from app.services.filters import NO_FILTER, ItemFacts, RecFilter
 from app.services.llm_inputs import Ratings, preference_requests
 from app.services.parts import ServesModels
 from app.services.tokens import Signer, peek
-from ml import embeddings
+from ml import embeddings, similarity
 from ml.diversity import mmr
 from ml.llm.rerank import blend
 from ml.registry import RECOMMENDER
@@ -195,16 +196,20 @@ def _with_overlay(
     query: np.ndarray,
     k: int,
     leave_out: int | None = None,
+    scale: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> Hits:
-    """The model's own hits merged with the movies added since its training, best first."""
+    """The model's own hits merged with the movies added since its training, best first: those
+    by their content cosine with ``query``, put on the hits' scale by ``scale`` when given."""
     ids, scores = _hits(model, *hits)
     overlay = view.overlay
     if not len(overlay):
         return ids, scores
-    similarity = overlay.vectors @ query
+    cosines = overlay.vectors @ query
+    if scale is not None:
+        cosines = scale(cosines)
     keep = ~overlay.facts.retired & (overlay.ids != (leave_out if leave_out is not None else -1))
     ids = np.concatenate([ids, overlay.ids[keep].astype(np.int32)])
-    scores = np.concatenate([scores, similarity[keep].astype(np.float64)])
+    scores = np.concatenate([scores, cosines[keep].astype(np.float64)])
     order = np.argsort(-scores, kind="stable")[:k]
     return ids[order], scores[order]
 
@@ -398,8 +403,9 @@ class RecommendationService(ServesModels):
         return served
 
     async def similar(self, movie_id: int, first: int) -> list[tuple[int, float]]:
-        """Movies most alike in content (those added since training too), cached per model
-        version and catalog generation; retired movies leave at once."""
+        """Movies most alike by content and the model's item representations (``ml.similarity``;
+        those added since training by content), cached per model version and catalog
+        generation; retired movies leave at once."""
         served = self._served()
         model = served.model
         view = await self.view(served)
@@ -410,14 +416,18 @@ class RecommendationService(ServesModels):
         catalog = (await self.generations.get("catalog", [0]))[0]
 
         async def compute(keys: list[int]) -> dict[int, Hits]:
-            query = model.item_embeddings[index] if index >= 0 else view.overlay.vectors[added]
-            hits = model.search(
-                np.asarray(query),
-                self.max_hits,
-                ~view.facts.retired,
-                leave_out=int(index) if index >= 0 else None,
+            if index < 0:  # added since training: by content alone
+                query = np.asarray(view.overlay.vectors[added])
+                hits = model.search(query, self.max_hits, ~view.facts.retired)
+                return {keys[0]: _with_overlay(model, hits, view, query, self.max_hits, movie_id)}
+            # content and the model's item representations together (ml.similarity), off the loop
+            column = int(index)
+            hits = await asyncio.to_thread(
+                similarity.neighbours, model, column, self.max_hits, ~view.facts.retired
             )
-            return {keys[0]: _with_overlay(model, hits, view, np.asarray(query), self.max_hits, movie_id)}
+            query = np.asarray(model.item_embeddings[column])
+            scale = functools.partial(similarity.on_served_scale, model, column)
+            return {keys[0]: _with_overlay(model, hits, view, query, self.max_hits, movie_id, scale)}
 
         [found] = await self.cache.get_many(
             SIMILAR, [movie_id], lambda m: f"{m}:{served.version}:{catalog}", compute
