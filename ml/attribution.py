@@ -13,7 +13,9 @@ one that belongs to the movie alone:
   parts are those of the fold-in vector of the same ratings;
 - popularity: the movie's own part only.
 
-For folded-in users the parts sum to the blended score exactly (a test holds it). A reason is a
+For folded-in users the parts sum to the blended score exactly (a test holds it). For a user the
+learned ranker orders, ``served_parts`` splits the trees' score instead (``pred_contrib``).
+A reason is a
 positive part, and its share is the part over the sum of the positive parts: how much of what
 pushed the movie up came from it. The counterfactual test (``benchmarks/counterfactual.py``)
 deletes the ratings named as reasons and checks that the movie falls.
@@ -63,9 +65,13 @@ class Parts:
     values: np.ndarray  # (m,) their entries (a dismissal is negative)
     ratings: np.ndarray  # (n, m)
     prior: np.ndarray  # (n,)
+    # what belongs to neither (the ranker's user-level features and its trees' base value:
+    # the same for every movie of the user, so it orders nothing); 0 for the blend
+    rest: np.ndarray | None = None
 
     def total(self) -> np.ndarray:
-        return self.ratings.sum(axis=1) + self.prior
+        out = self.ratings.sum(axis=1) + self.prior
+        return out if self.rest is None else out + self.rest
 
 
 def parts(model: HybridRecommender, history: sp.csr_matrix, user: int, items: np.ndarray) -> Parts:
@@ -92,6 +98,80 @@ def parts(model: HybridRecommender, history: sp.csr_matrix, user: int, items: np
         by_rating += scale * own_ratings
         prior += scale * own
     return Parts(items, rated, values, by_rating, prior)
+
+
+# The learned ranker's features, by where their part goes (ml.ranker.feature_names)
+_PRIOR_FEATURES = ("popularity_", "movie_")
+_CONTENT_FEATURES = ("content_", "closest_liked", "genre_")
+_AGAINST_FEATURES = ("closest_disliked",)
+
+
+def served_parts(model: HybridRecommender, history: sp.csr_matrix, user: int, items: np.ndarray) -> Parts:
+    """``parts`` of the score that ordered this user's list: the blend's, or for a user the
+    learned ranker orders (1 to ``ranker_up_to`` ratings), the ranker's: ``start`` times the
+    blend's parts, plus each feature's contribution (LightGBM ``pred_contrib``) mapped back:
+    the components' scores and ranks to the ratings in proportion to their blend parts, the
+    movie's statistics and popularity to the movie's own part, content and genre taste to the
+    liked movies in proportion to their content similarity, the closest disliked movie's
+    similarity to the disliked ones. The user's own features and the base value go to
+    ``rest``: the same for every movie of the user. A movie that was no candidate (the ranker
+    never saw it) keeps the blend's parts."""
+    blend = parts(model, history, user, items)
+    row = history[:1].tocsr()
+    if model.ranker is None or not len(model.ranked_rows(row)):
+        return blend
+    from ml.hybrid import score_parts
+    from ml.ranker import DISLIKED, LIKED, candidates, feature_names
+
+    ranker = model.ranker
+    users = np.array([user], dtype=np.int64)
+    scores = score_parts(model.components, ranker.generators, row, users)
+    found = candidates(
+        scores, model.blend(row, users), row, model.item_embeddings, ranker.stats, ranker.per_generator
+    )
+    contributions = np.asarray(ranker.booster.predict(found.features, pred_contrib=True, num_threads=1))
+    names = feature_names(ranker.generators)
+    group = np.array([_group(n) for n in names])
+    where = {int(c): i for i, c in enumerate(found.items)}
+    ratings = blend.ratings * ranker.start
+    prior = blend.prior * ranker.start
+    rest = np.zeros(len(items))
+    values = blend.values
+    liked, disliked = values >= LIKED, (values > 0) & (values <= DISLIKED)
+    embeddings = model.item_embeddings
+    for i, item in enumerate(blend.items):
+        pair = where.get(int(item))
+        if pair is None:  # not a candidate: the blend ordered it
+            ratings[i], prior[i] = blend.ratings[i], blend.prior[i]
+            continue
+        c = contributions[pair]
+        by = {g: float(c[:-1][group == g].sum()) for g in ("model", "prior", "content", "against", "user")}
+        prior[i] += by["prior"]
+        rest[i] = by["user"] + float(c[-1])
+        similarity = np.clip(embeddings[blend.rated] @ embeddings[item], 0, None)
+        for value, weights in (
+            (by["model"], np.clip(blend.ratings[i], 0, None)),
+            (by["content"], similarity * liked),
+            (by["against"], similarity * disliked),
+        ):
+            total = weights.sum()
+            if total > 0:
+                ratings[i] += value * weights / total
+            else:  # no rating to give it to (no liked movie, say): it stays with the user
+                rest[i] += value
+    return Parts(blend.items, blend.rated, values, ratings, prior, rest)
+
+
+def _group(feature: str) -> str:
+    if feature.startswith(("user_",)):
+        return "user"
+    if feature.startswith(_PRIOR_FEATURES):
+        return "prior"
+    if feature.startswith(_CONTENT_FEATURES):
+        return "content"
+    if feature.startswith(_AGAINST_FEATURES):
+        return "against"
+    return "model"  # blend_, ease_, lightfm_ and any other generator's score and rank
 
 
 def reasons(split: Parts, k: int = 3) -> list[list[Reason]]:
@@ -124,7 +204,7 @@ def content_nearest(model: HybridRecommender, row: sp.csr_matrix, item: int, k: 
 
 def attributed(model: HybridRecommender, row: sp.csr_matrix, item: int, k: int) -> list[int]:
     """The rated columns that are ``item``'s largest ``k`` reasons (the prior is no rating)."""
-    found = reasons(parts(model, row, -1, np.array([item])), k)[0]
+    found = reasons(served_parts(model, row, -1, np.array([item])), k)[0]
     return [r.column for r in found if r.kind == RATING]
 
 

@@ -166,7 +166,7 @@ def _attributed(
         if not known:
             continue
         row = int(model.user_index([user])[0])
-        split = attribution.parts(model, rows[i], row, np.array([c for _, c in known]))
+        split = attribution.served_parts(model, rows[i], row, np.array([c for _, c in known]))
         for (movie, _), reasons in zip(known, attribution.reasons(split), strict=True):
             out[(user, movie)] = [
                 Evidence(

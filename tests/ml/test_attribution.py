@@ -106,3 +106,69 @@ def test_deleting_the_reasons_moves_a_recommendation_down_far_more_than_random_r
     assert found["attribution"].removed == found["random"].removed  # as many ratings each
     assert moved["attribution"] >= 3 * moved["random"] and moved["attribution"] > moved["content"]
     assert found["attribution"].left >= max(3 * found["random"].left, 1)
+
+
+def test_a_user_the_ranker_orders_gets_the_ranker_s_reasons() -> None:
+    """A blend of popularity alone (the same for everyone) and a ranker taught on content: the
+    blend's parts name no rating, but the ranker ordered the list by the user's liked movies,
+    so its parts (pred_contrib mapped back) name them, and add up to what the trees scored."""
+    from ml import ranker as learned
+    from ml.hybrid import score_parts
+    from ml.models.popularity import Popularity
+    from tests.ml.test_ranker import _content_fold, _world
+
+    embeddings, stats = _world()
+    n_items = len(embeddings)
+    popularity = Popularity()
+    popularity.counts = np.random.default_rng(5).integers(1, 500, n_items).astype(np.float32)
+    components = {"popularity": popularity}
+
+    def parts_of(history: sp.csr_matrix, rows: np.ndarray) -> dict[str, np.ndarray]:
+        return score_parts(components, ["popularity"], history, rows)
+
+    config = learned.RankerConfig(
+        per_generator=30, trees=60, min_child_samples=10, early_stopping=60, threads=1
+    )
+    folds = [_content_fold(embeddings, stats, parts_of, s) for s in (1, 2)]
+    ranker, _ = learned.fit(
+        folds,
+        [_content_fold(embeddings, stats, parts_of, 3)],
+        {"popularity": 1.0},
+        embeddings,
+        ["popularity"],
+        config,
+    )
+    model = HybridRecommender(
+        np.arange(1, n_items + 1),
+        np.zeros(0, dtype=np.int64),
+        components,
+        {"popularity": 1.0},
+        embeddings,
+        ranker=ranker,
+        ranker_up_to=5,
+    )
+    row = _content_fold(embeddings, stats, parts_of, 4).history[:1]  # 4 liked movies
+    scores = model.score(row, np.array([-1]))[0]
+    scores[row.indices] = -np.inf
+    items = np.argsort(-scores)[:3]
+    assert all(
+        r.kind == attribution.PRIOR
+        for found in attribution.reasons(attribution.parts(model, row, -1, items))
+        for r in found
+    )
+
+    split = attribution.served_parts(model, row, -1, items)
+    found = learned.candidates(
+        parts_of(row, np.array([-1])),
+        model.blend(row, np.array([-1])),
+        row,
+        embeddings,
+        ranker.stats,
+        ranker.per_generator,
+    )
+    raw = ranker.booster.predict(found.features, num_threads=1) + ranker.start * found.blend
+    expected = [raw[list(found.items).index(i)] for i in items]
+    np.testing.assert_allclose(split.total(), expected, rtol=1e-4, atol=1e-4)
+    for found_reasons in attribution.reasons(split):
+        rated = [r.column for r in found_reasons if r.kind == attribution.RATING]
+        assert rated and set(rated) <= set(row.indices.tolist())
