@@ -150,7 +150,7 @@ async def explain_requests(
 def _judge(
     name: str, requests: list[Any], texts: list[str], titles: TitleIndex, seconds: float, tokens: int
 ) -> ExplanationReport:
-    from ml.llm.prompts import explanation_opening
+    from ml.llm.prompts import explanation_opening, opening_sentence
     from ml.llm.template import template_explanation
 
     n = len(requests)
@@ -158,7 +158,11 @@ def _judge(
     for text, request in zip(texts, requests, strict=True):
         kept, verdict = vet(text, request.facts, titles, explanation_opening(request))
         verdicts.append(verdict)
-        served.append(fix_articles(kept) if kept else template_explanation(request))
+        # as serving answers: the model's words that hold, else the opening's sentence (which a
+        # stream sends first), else the template
+        served.append(
+            fix_articles(kept) if kept else opening_sentence(request) or template_explanation(request)
+        )
         written.append(bool(kept))
     served_verdicts = [check(t, r.facts, titles) for t, r in zip(served, requests, strict=True)]
     llm_words = [len(t.split()) for t, w in zip(served, written, strict=True) if w]

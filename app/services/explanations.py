@@ -21,7 +21,7 @@ from app.services.parts import ServesModels
 from ml.llm.backends import Overloaded
 from ml.llm.evidence import Evidence
 from ml.llm.faithfulness import CLAUSE_END, TitleIndex, check, ends_sentence, fix_articles, vet
-from ml.llm.prompts import explanation_opening
+from ml.llm.prompts import OPENING_TAIL, explanation_opening, opening_sentence
 from ml.llm.template import template_explanation
 
 # a sentence the text so far ends with: a full stop after a word (not "L.A." or "4.", which may
@@ -100,9 +100,6 @@ class ExplanationsServed:
         return out
 
 
-OPENING_TAIL = ", and"  # an opening ending so states the closest evidence, and goes out at once
-
-
 class StreamText:
     """One explanation stream's text. With facts to check against, the model's text is checked
     at every clause end and sent a sentence at a time once the text so far holds; a sentence's
@@ -133,7 +130,7 @@ class StreamText:
     def start(self) -> list[Chunk]:
         """An opening that states the closest evidence is true as it stands: it goes out at
         once, marked as the server's (TEMPLATE), so the first words never wait."""
-        if self.facts is None or not self.facts.evidence or not self.opening.endswith(OPENING_TAIL):
+        if opening_sentence(self.request) is None:
             return []
         self.sent_upto = self.floor - len(OPENING_TAIL)
         self.sent = True
@@ -299,11 +296,12 @@ class ExplanationService(ServesModels):
                     out[p] = Explained(t, e, backend.source)
                     continue
                 kept, claim = self.vet(t, r, titles)
-                # a cut text says why; a refused one is the template, with the claim it refused
+                # a cut text says why; a refused one is what a stream of it would have said (the
+                # opening's sentence, which went out first) or else the template, with the claim
                 out[p] = (
                     Explained(fix_articles(kept), e, "llm", claim)
                     if kept
-                    else Explained(template_explanation(r), e, "template", claim)
+                    else Explained(opening_sentence(r) or template_explanation(r), e, "template", claim)
                 )
             return out
 

@@ -141,6 +141,7 @@ async def explanation_inputs(
             ),
             mean_rating=mean,
             ratings_count=count,
+            prior=next((i for i, e in enumerate(evidence) if e.kind == POPULARITY), None),
         )
         out.append((ExplainRequest(known.candidate.title, [e.reason for e in evidence], known), evidence))
     return out

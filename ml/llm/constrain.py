@@ -1,15 +1,18 @@
 """Decoding that cannot make a false comparison: genre words are allowed only where true.
 
-An explanation opens with the server's words ("You will enjoy C because you rated E 4/5,
-and"), so every genre the model writes after them reads as a comparison with the evidence
-movie named last. ``GenreGuard`` bans, at each decoding step, the tokens that would complete
-a genre word outside what that movie shares with the candidate (or, before any evidence
-movie is named, outside the candidate's own genres). Multi-token words are banned at their
-last token once the tokens before it are written ("thr" + "iller"), as transformers'
-``NoBadWordsLogitsProcessor`` does, so that a common first token (" com", " An") stays free.
-Five more rules, each measured on the same 150 held-out pairs (docs/benchmarks.md): after
-"You also gave" the model copies an evidence movie's title, year and the user's rating token
-by token; right after such a rating only a full stop, "as well." or "too." may follow
+An explanation opens with the server's words ("You will enjoy C because many who watched E,
+which you rated 4/5, watched it too, and"), so every genre the model writes after them reads
+as a comparison with the evidence movie named last. ``GenreGuard`` bans, at each decoding
+step, the tokens that would complete a genre word outside what that movie shares with the
+candidate (or, before any evidence movie is named, outside the candidate's own genres).
+Multi-token words are banned at their last token once the tokens before it are written
+("thr" + "iller"), as transformers' ``NoBadWordsLogitsProcessor`` does, so that a common
+first token (" com", " An") stays free. More rules, the first frame's measured on the same
+150 held-out pairs (docs/benchmarks.md), this frame's with issue 33: after "you rated" the
+model copies an evidence movie's title, year and the user's rating token by token, and a
+second sentence is "Many who watched" and one more rated reason copied whole (", which you
+rated r/5, watched it too."); the model's first word is one the targets open with
+(``FIRST_WORDS``); right after a rating only a full stop, "as well." or "too." may follow
 (``CONTINUATIONS``, ``THEN``), not "across your viewing averages"; "like" may open the
 model's answer ("and like that film, it is ...") but not follow later, where it led to plots
 and garbled titles; the first sentence ends once it has named what the movies share ("both
@@ -97,8 +100,14 @@ _NAMED_SHARE = re.compile(
 _AFTER_GENRE = re.compile(r"(?<![\w-])(?:" + GENRE_ALTERNATION + r")$", re.IGNORECASE)
 PRAISE = (" epic", " classic", " excellent", " acclaimed", " masterpiece", " iconic", " beloved")
 SENTENCES = 2  # an answer ends with its second sentence
-SECOND = {" You": " You", "You": " also", "You also": " gave"}  # after the first sentence: " You also gave"
-_SECOND = re.compile(r"[.!?] (You|You also)$")
+# after the first sentence: " Many who watched", then a rated reason copied (``GenreGuard.watched``)
+SECOND = {" Many": " Many", "Many": " who", "Many who": " watched"}
+_SECOND = re.compile(r"[.!?] (Many|Many who)$")
+_WATCHED = re.compile(r"[.!?] Many who watched$")
+# the model's first word after the server's opening: what the targets open with. Left free,
+# the base model went on the opening's own subject ("many who watched E ... watched it too,
+# and loved it!"), a claim about those viewers the server does not hold
+FIRST_WORDS = (" it", " both", " like", " viewers")
 _SENTENCE_END = re.compile(r"(?<![A-Z])[.!?](?=\s|$)")
 _TRIGGER = re.compile(r"\b[Yy]ou (?:also )?(?:gave|rated)$")
 
@@ -137,10 +146,23 @@ class GenreGuard:
         # copied token by token: no misspelt title ("The Shawshunstarkaner"), year or rating;
         # not the one the opening named ("because you rated Schindler's List (1993) 5/5, ...
         # You also gave Schindler's List (1993) 5/5 as well." told the reader nothing new)
-        given = [f" {m.title} {m.rating:g}/5" for m in facts.evidence if m.rating is not None]
-        self.titles = [tuple(encode(g)) for g in given if g not in opening] if encode is not None else []
+        rest = [m for m in facts.evidence if m.rating is not None and f" {m.title}" not in opening]
+        self.titles = (
+            [tuple(encode(f" {m.title} {m.rating:g}/5")) for m in rest] if encode is not None else []
+        )
+        # the second sentence says one more rated reason as what it is, copied whole after
+        # "Many who watched": not the one the opening named, and no bullet restated (issue 33)
+        self.watched = (
+            [tuple(encode(f" {m.title}, which you rated {m.rating:g}/5, watched it too.")) for m in rest]
+            if encode is not None
+            else []
+        )
         self.copies = encode is not None  # titles are copied (and the second sentence is one)
+        self.first = (
+            sorted({int(encode(w)[0]) for w in FIRST_WORDS}) if encode is not None and opening else []
+        )
         self._copying_from: int | None = None
+        self._copying: list[tuple[int, ...]] = []
         # after such a rating: " as" -> " well" -> "."; " too" -> "."
         self.then = (
             {k: [int(encode(v)[0])] for k, v in THEN.items()} if encode is not None and continuations else {}
@@ -159,12 +181,14 @@ class GenreGuard:
         self.story = story or []
         self.praise = praise or []
         self.titles_text = [title, *(m.title for m in facts.evidence)]
-        # the second sentence, if any, is "You also gave <an evidence title> <its rating> as
-        # well.": second sentences the model began otherwise ("It has more of that same idea as
-        # the original film's comedy elements.") were where what a reader refused was left
+        # the second sentence, if any, is "Many who watched <a rated reason>, which you rated
+        # r/5, watched it too.": second sentences the model began otherwise ("It has more of
+        # that same idea as the original film's comedy elements.") were where what a reader
+        # refused was left, and the first frame's "You also gave <title> r/5 as well." only
+        # repeated a bullet
         self.second = (
             {k: [int(encode(v)[0])] for k, v in SECOND.items()}
-            if encode is not None and self.titles and end
+            if encode is not None and self.watched and end
             else {}
         )
 
@@ -199,31 +223,36 @@ class GenreGuard:
         """The only tokens that may come next, or None when any may (those ``banned`` leaves):
         the next token of an evidence title being copied after "You also gave"; after a
         rating the user gave, one of a few ``CONTINUATIONS``."""
+        if self.first and not text[self.floor :].strip():
+            return self.first
         if self._copying_from is not None:
             done = tuple(answer[self._copying_from :])
-            nexts = {t[len(done)] for t in self.titles if len(t) > len(done) and t[: len(done)] == done}
+            nexts = {t[len(done)] for t in self._copying if len(t) > len(done) and t[: len(done)] == done}
             if nexts:
                 return sorted(nexts)
             self._copying_from = None
-            if done in self.titles and self.continuations:
+            if done in self.titles and self._copying is self.titles and self.continuations:
                 return self.continuations  # right after the rating copied
+        own = text[self.floor :]
+        if self.watched and _WATCHED.search(own):
+            self._copying_from, self._copying = len(answer), self.watched
+            return sorted({t[0] for t in self.watched})
         if self.titles and _TRIGGER.search(text):
-            self._copying_from = len(answer)
+            self._copying_from, self._copying = len(answer), self.titles
             return sorted({t[0] for t in self.titles})
         if self.then and (tail := _RATED_TAIL.search(text)):
             return self.then[tail.group(1)]
         if self.continuations and _RATED.search(text.rstrip()) and not text.endswith(" "):
             return self.continuations
-        own = text[self.floor :]
         if self.stop and not re.search(r"[.!?]", own) and _NAMED_SHARE.search(own):
             return self.stop
         if self.end and own.endswith((".", "!", "?")):
             ended = self._sentences(own)
             if ended >= SENTENCES:
                 return self.end
-            if ended == 1 and self.second:  # a second sentence names one more rating, or none comes
-                return sorted({self.second[" You"][0], *self.end})
-            if ended == 1 and self.copies and not self.titles:  # no rating left to name: the end
+            if ended == 1 and self.second:  # a second sentence names one more reason, or none comes
+                return sorted({self.second[" Many"][0], *self.end})
+            if ended == 1 and self.copies and not self.watched:  # no reason left to name: the end
                 return self.end
         if self.second and (opened := _SECOND.search(own)):
             return self.second[opened.group(1)]

@@ -13,7 +13,17 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ml.llm.prompts import LIKED_THRESHOLD
+from ml.llm.prompts import LIKED_THRESHOLD, popularity_reason
+
+__all__ = [
+    "CONTENT",
+    "POPULARITY",
+    "RATING",
+    "Evidence",
+    "gather_evidence",
+    "popularity_reason",
+    "rated_reason",
+]
 
 RATING = "rating"  # a movie the user rated moved the score
 POPULARITY = "popularity"  # the movie's own part: its popularity (``movie_id`` is the candidate)
@@ -32,20 +42,6 @@ class Evidence:
 def rated_reason(title: str, rating: float, shared: Sequence[str]) -> str:
     out = f"you rated {title} {rating:g}/5"
     return f"{out} and it shares {', '.join(shared[:3])}" if shared else out
-
-
-LIKED_MEAN = 3.5  # a mean rating at or above this may be called "liked"
-
-
-def popularity_reason(mean: float | None, count: int | None) -> str:
-    """The prior's part in words. It counts raters (log(1 + raters)), so a movie many people
-    rated and few liked is "widely watched", never "widely liked"."""
-    if mean is None or not count:
-        return "it is popular with viewers"
-    people = f"{count:,} {'person' if count == 1 else 'people'}"
-    if mean >= LIKED_MEAN:
-        return f"it is widely liked: {mean:.1f}/5 from {people}"
-    return f"it is widely watched: {people} rated it, {mean:.1f}/5 on average"
 
 
 def gather_evidence(

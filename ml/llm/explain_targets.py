@@ -1,10 +1,12 @@
 """Data-to-text targets for the explanation side of the adapter.
 
 A target is what a good answer to an explanation prompt says: it continues the server's
-opening (``prompts.explanation_opening``) and states only facts the request holds, the
-evidence movies and their ratings, the genres the candidate shares with them, its own genres
-and its rating statistics, in wording drawn at random from a few phrasings per fact, so that
-the model learns to verbalise the facts it is given rather than one sentence. Every target is
+opening (``prompts.explanation_opening``, which states the largest reason) with what that
+reason shares with the candidate, or the candidate's own genres, in wording drawn at random
+from a few phrasings; then, only when there is one, a second sentence with the next rated
+reason as what it is ("Many who watched E, which you rated r/5, watched it too."). No
+sentence restates a bullet (issue 33: the first frame's two sentences repeated bullets 1
+and 2 word for word). Every target is
 held to the checker that serving applies (``ml.llm.faithfulness.check``): one it would refuse
 is never trained on (``explanation_examples`` raises instead).
 """
@@ -69,36 +71,6 @@ def _pick(rng: np.random.Generator, options: Sequence[str]) -> str:
     return options[int(rng.integers(len(options)))]
 
 
-def _stats(facts: Facts, rng: np.random.Generator) -> str | None:
-    if facts.mean_rating is None or not facts.ratings_count:
-        return None
-    mean, count = f"{facts.mean_rating:.1f}/5", facts.ratings_count
-    return _pick(
-        rng,
-        [
-            f"Viewers rate it {mean} on average across {count} ratings.",
-            f"Across {count} ratings, viewers give it {mean} on average.",
-            f"It averages {mean} from {count} viewers.",
-            f"Its {count} ratings average {mean}.",
-        ],
-    )
-
-
-def _about_candidate(facts: Facts, rng: np.random.Generator) -> str | None:
-    words = genre_words(facts.candidate.genres)[:3]
-    if not words:
-        return None
-    kind = _and(words)
-    return _pick(
-        rng,
-        [
-            f"It is {_a(kind)} film.",
-            f"It is {_a(kind)} movie through and through.",
-            f"Expect {_a(kind)} story.",
-        ],
-    )
-
-
 def _first_reason(facts: Facts, first: FactMovie, rng: np.random.Generator) -> str:
     """What follows "... because you rated <first> r/5, and": why that movie matters."""
     shared = _shared(first, facts.candidate)
@@ -114,35 +86,32 @@ def _first_reason(facts: Facts, first: FactMovie, rng: np.random.Generator) -> s
                 f" like that film, it is {_a(kind)} story.",
             ],
         )
-    own = genre_words(facts.candidate.genres)[:2]
-    if own:
-        return _pick(
-            rng,
-            [
-                f" it is {_a(_and(own))} film that people with your taste rate highly.",
-                f" this {_and(own)} film is a close match to what you rate highly.",
-            ],
-        )
-    return " it is a close match to the movies you rate highly."
-
-
-def _more_evidence(movie: FactMovie, facts: Facts, rng: np.random.Generator) -> str:
-    rating = f"{movie.rating:g}/5"
-    shared = _shared(movie, facts.candidate)
-    if shared:
-        kind = _and(shared)
-        return _pick(
-            rng,
-            [
-                f"You also gave {movie.title} {rating}, another {kind} film.",
-                f"You rated {movie.title} {rating} as well, and it has the same {kind} elements.",
-                f"You also rated {movie.title} {rating}, and it is {_a(kind)} film too.",
-            ],
-        )
+    # the opening named a movie that shares no genre: any genre word would compare with it
     return _pick(
         rng,
-        [f"You also gave {movie.title} {rating}.", f"{movie.title} earned {rating} from you as well."],
+        [
+            " it is a close match to the movies you rate highly.",
+            " it is close to what you rate highly.",
+            " it fits the movies you rate highly.",
+            " viewers with your taste rate it highly.",
+            " it suits the taste your ratings show.",
+        ],
     )
+
+
+def also_watched(movie: FactMovie) -> str:
+    """The second sentence: one more rated reason, said as what it is (the guard in
+    ``ml.llm.constrain`` copies it token by token after "Many who watched")."""
+    return f"Many who watched {movie.title}, which you rated {movie.rating:g}/5, watched it too."
+
+
+def _about_own_genres(facts: Facts, rng: np.random.Generator) -> str:
+    """What follows "... because it is widely watched: ..., and": the movie's own genres."""
+    words = genre_words(facts.candidate.genres)[:2]
+    if not words:
+        return " viewers with your taste rate it highly."
+    kind = _and(words)
+    return _pick(rng, [f" it is {_a(kind)} film.", f" it is {_a(kind)} film through and through."])
 
 
 def explanation_target(request: ExplainRequest, rng: np.random.Generator) -> str:
@@ -150,7 +119,6 @@ def explanation_target(request: ExplainRequest, rng: np.random.Generator) -> str
     facts = request.facts
     assert facts is not None, "a target is written from the request's facts"
     parts: list[str] = []
-    extras = [_stats(facts, rng), _about_candidate(facts, rng)]
     if facts.rated:  # "You rated C r/5, and it fits your taste because"
         if facts.evidence:
             first = facts.evidence[0]
@@ -170,34 +138,33 @@ def explanation_target(request: ExplainRequest, rng: np.random.Generator) -> str
             kind = f"{_a(_and(words))} film" if words else "a film"
             parts.append(f" it is {kind}, the kind you rate highly.")
             rest = ()
-    elif (opener := opening_movie(facts)) is not None:
-        parts.append(_first_reason(facts, opener, rng))
-        rest = tuple(m for m in facts.evidence if m is not opener)
-    else:  # "You will enjoy C because"
-        words = genre_words(facts.candidate.genres)[:2]
-        kind = f"{_a(_and(words))} film" if words else "a film"
-        parts.append(
-            _pick(
-                rng,
-                [
-                    f" it is {kind} that viewers with your taste rate highly.",
-                    f" it is {kind} close to what you like.",
-                ],
+    else:
+        opener = opening_movie(facts)
+        popular_first = facts.prior == 0 and facts.mean_rating is not None and bool(facts.ratings_count)
+        if popular_first:  # "You will enjoy C because it is widely liked: ..., and"
+            parts.append(_about_own_genres(facts, rng))
+        elif opener is not None:  # "... because many who watched E, which you rated r/5, watched it too, and"
+            parts.append(_first_reason(facts, opener, rng))
+        else:  # "You will enjoy C because"
+            words = genre_words(facts.candidate.genres)[:2]
+            kind = f"{_a(_and(words))} film" if words else "a film"
+            parts.append(
+                _pick(
+                    rng,
+                    [
+                        f" it is {kind} that viewers with your taste rate highly.",
+                        f" it is {kind} close to what you like.",
+                    ],
+                )
             )
-        )
-        rest = ()
-    if rest and rng.random() < 0.6:
-        parts.append(" " + _more_evidence(rest[0], facts, rng))
-    said = "".join(parts)
-    stats, about = extras
-    if stats is not None and rng.random() < 0.4:
-        parts.append(" " + stats)
-    if (
-        about is not None
-        and rng.random() < 0.4
-        and not all(w in said for w in genre_words(facts.candidate.genres))
-    ):
-        parts.append(" " + about)  # only when it adds a genre not yet said
+        rest = tuple(m for m in facts.evidence if m is not opener and m.rating is not None)
+        # a second sentence only when it adds a reason: the next rated one, as what it is
+        if (popular_first or opener is not None) and rest and rng.random() < 0.7:
+            parts.append(" " + also_watched(rest[0]))
+        return "".join(parts)
+    rated_rest = [m for m in rest if m.rating is not None]
+    if rated_rest and rng.random() < 0.6:
+        parts.append(" " + also_watched(rated_rest[0]))
     return "".join(parts)
 
 

@@ -200,7 +200,7 @@ _COMPARISON = re.compile(
     r"similar\w*|akin to|more of|echo\w*|in the vein)\b",
     re.IGNORECASE,
 )
-_WHICH = re.compile(r"\s*(?:\(\d{4}\))?\s*,?\s*(?:which|that)\s+")
+_WHICH = re.compile(r"[!?.]?\s*(?:\(\d{4}\))?\s*,?\s*(?:which|that)\s+")  # "Cat! (1965), which"
 _LIKE = re.compile(r"\blike\s+$", re.IGNORECASE)  # "like" right before a title: "like Fargo (1996)"
 _ATTRIBUTION = re.compile(
     r"\byour (?:all[- ]time |own |personal )?(?:\w+ )?(?:favou?rites?|averages?|reviews?|history|"
@@ -272,6 +272,9 @@ class Facts:
     mean_rating: float | None = None
     ratings_count: int | None = None
     tags: tuple[str, ...] = ()
+    # where the movie's own popularity stands among its reasons (0: the largest), None when it
+    # is none of them; ``evidence`` holds the rated reasons, largest first
+    prior: int | None = None
 
     @property
     def rated(self) -> bool:
@@ -294,6 +297,7 @@ class Facts:
             data.get("mean_rating"),
             data.get("ratings_count"),
             tuple(data.get("tags", ())),
+            data.get("prior"),
         )
 
 

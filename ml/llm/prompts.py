@@ -271,10 +271,27 @@ def explanation_messages(request: ExplainRequest) -> list[dict[str, str]]:
     ]
 
 
+LIKED_MEAN = 3.5  # a mean rating at or above this may be called "liked"
+
+
+def popularity_reason(mean: float | None, count: int | None) -> str:
+    """The movie's own part of the score in words. Popularity counts raters (log(1 + raters)),
+    so a movie many people rated and few liked is "widely watched", never "widely liked"."""
+    if mean is None or not count:
+        return "it is popular with viewers"
+    people = f"{count:,} {'person' if count == 1 else 'people'}"
+    if mean >= LIKED_MEAN:
+        return f"it is widely liked: {mean:.1f}/5 from {people}"
+    return f"it is widely watched: {people} rated it, {mean:.1f}/5 on average"
+
+
 def opening_movie(facts: Facts) -> FactMovie | None:
-    """The evidence movie an answer opens with: the closest one that shares a genre with the
-    candidate (what follows its ", and" reads as a comparison, and a comparison with a movie
-    sharing nothing has nothing true to say), else the closest; None when none is rated."""
+    """The rated reason an answer opens with: the largest (``evidence`` is in weight order)
+    that shares a genre with the candidate (what follows its ", and" reads as a comparison,
+    and a comparison with a movie sharing nothing has nothing true to say), else the largest;
+    None when none is rated, or when the movie's own popularity is the largest reason."""
+    if facts.prior == 0:
+        return None
     rated = [m for m in facts.evidence if m.rating is not None]
     wanted = {g.lower() for g in facts.candidate.genres}
     return next((m for m in rated if wanted & {g.lower() for g in m.genres}), rated[0] if rated else None)
@@ -282,12 +299,34 @@ def opening_movie(facts: Facts) -> FactMovie | None:
 
 def explanation_opening(request: ExplainRequest) -> str:
     """The start of the answer, written for the model: it fits the viewer's relation to the
-    movie (rated already or not) and starts from the evidence (``opening_movie``), so that the
-    model continues from a fact rather than reviewing the film from memory."""
+    movie (rated already or not) and states the largest reason as what it is, which a bullet
+    does not say: many who watched a movie you rated watched this one too (EASE and LightFM
+    learn from who rated what together), or the movie is widely watched. Cut before its
+    ", and" it is a whole true sentence, so it goes out at once; the model continues from a
+    fact rather than reviewing the film from memory."""
     facts = request.facts
     if facts is not None and facts.candidate.rating is not None:
         return f"You rated {request.title} {facts.candidate.rating:g}/5, and it fits your taste because"
+    if facts is not None and facts.prior == 0 and facts.mean_rating is not None and facts.ratings_count:
+        reason = popularity_reason(facts.mean_rating, facts.ratings_count)
+        return f"You will enjoy {request.title} because {reason}, and"
     first = opening_movie(facts) if facts is not None else None
     if first is not None:
-        return f"You will enjoy {request.title} because you rated {first.title} {first.rating:g}/5, and"
+        return (
+            f"You will enjoy {request.title} because many who watched {first.title}, "
+            f"which you rated {first.rating:g}/5, watched it too, and"
+        )
     return f"You will enjoy {request.title} because"
+
+
+OPENING_TAIL = ", and"  # an opening ending so states the largest reason whole, and goes out at once
+
+
+def opening_sentence(request: ExplainRequest) -> str | None:
+    """The server's opening as a sentence of its own (cut before its ", and"), when it states a
+    reason whole: what a stream sends first, and all a text says when the model's words fail."""
+    facts = request.facts
+    opening = explanation_opening(request) if facts is not None else ""
+    if facts is None or not facts.evidence or not opening.endswith(OPENING_TAIL):
+        return None
+    return opening[: -len(OPENING_TAIL)] + "."

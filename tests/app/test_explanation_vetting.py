@@ -74,7 +74,10 @@ def test_a_supported_text_streams_whole_and_matches_http() -> None:
     chunks, _ = asyncio.run(stream(text))
     assert "".join(c.text for c in chunks) == text and chunks[-1].done
     # the server's opening goes out first, as the server's; then the model's sentences, as its own
-    assert chunks[0].text == "You will enjoy The Godfather (1972) because you rated Fargo (1996) 5/5"
+    assert (
+        chunks[0].text
+        == "You will enjoy The Godfather (1972) because many who watched Fargo (1996), which you rated 5/5, watched it too"
+    )
     assert chunks[0].source == "template" and chunks[0].evidence is not None
     assert all(c.source == "llm" and c.error is None for c in chunks[1:])
     assert len([c for c in chunks[1:] if c.text]) >= 2  # sentence by sentence, not at the end
@@ -101,7 +104,10 @@ def test_half_a_sentence_never_goes_out() -> None:
     text = f"{OPENING} and like that film, it is a horror story."
     chunks, _ = asyncio.run(stream(text))
     sent = "".join(c.text for c in chunks)
-    assert sent == "You will enjoy The Godfather (1972) because you rated Fargo (1996) 5/5."
+    assert (
+        sent
+        == "You will enjoy The Godfather (1972) because many who watched Fargo (1996), which you rated 5/5, watched it too."
+    )
     assert all(c.source == "template" for c in chunks)
     assert supported_prefix(text, REQUEST.facts, TITLES, len(OPENING)) == ""
 
@@ -110,7 +116,10 @@ def test_a_first_sentence_that_fails_leaves_the_servers_words_only() -> None:
     text = f"{OPENING} it is a horror film like Scarface, which you also loved."
     chunks, _ = asyncio.run(stream(text))
     sent = "".join(c.text for c in chunks)
-    assert sent == "You will enjoy The Godfather (1972) because you rated Fargo (1996) 5/5."
+    assert (
+        sent
+        == "You will enjoy The Godfather (1972) because many who watched Fargo (1996), which you rated 5/5, watched it too."
+    )
     assert all(c.source == "template" for c in chunks) and chunks[-1].error.startswith("unsupported claim")
     # over HTTP: the template's sentence
     assert supported_prefix(text, REQUEST.facts, TITLES, len(OPENING)) == ""

@@ -116,9 +116,12 @@ def on_ollama(recommender: Recommender, ollama: OllamaTestServer) -> Any:
 
 
 def consistent(rec: dict[str, Any]) -> bool:
-    """An explanation reads as its source says: the model's opening, or the template's."""
-    opening = "You will enjoy " if rec["explanationSource"] == "LLM" else "We picked "
-    return rec["explanation"].startswith(opening)
+    """An explanation reads as its source says: the model's opening and words of its own past
+    the opening's ", and"; or the server's: the template, or the opening's sentence alone."""
+    text = rec["explanation"]
+    if rec["explanationSource"] == "LLM":
+        return text.startswith("You will enjoy ") and ", and " in text
+    return text.startswith("We picked ") or (text.startswith("You will enjoy ") and ", and " not in text)
 
 
 def first_recommendation(rec: Recommender, user: int = 1) -> int:
@@ -317,11 +320,18 @@ async def test_llm_failure_falls_back_to_the_template(recommender: Recommender, 
     assert (
         not errors and all(c["source"] == "TEMPLATE" for c in chunks) and "unreachable" in chunks[-1]["error"]
     )
-    # the opening's movie: the first rated reason that shares a genre, else the first rated one
-    rated = [e["reason"] for e in recs[0]["evidence"] if e["kind"] == "RATING"]
-    closest = next((r for r in rated if " and it shares" in r), rated[0]).split(" and it shares")[0]
+    # the opening states the largest reason: the movie's popularity, or the first rated reason
+    # that shares a genre (else the first rated one) as what it is
+    evidence = recs[0]["evidence"]
+    if evidence[0]["kind"] == "POPULARITY":
+        said = evidence[0]["reason"]
+    else:
+        rated = [e["reason"] for e in evidence if e["kind"] == "RATING"]
+        reason = next((r for r in rated if " and it shares" in r), rated[0]).split(" and it shares")[0]
+        title, rating = re.fullmatch(r"you rated (.+) ([\d.]+/5)", reason).groups()  # type: ignore[union-attr]
+        said = f"many who watched {title}, which you rated {rating}, watched it too"
     text = "".join(c["text"] for c in chunks)
-    assert text.startswith("You will enjoy ") and text.endswith(f"because {closest}."), text
+    assert text.startswith("You will enjoy ") and text.endswith(f"because {said}."), text
 
 
 def test_finetune_registers_an_adapter_that_promotion_serves(

@@ -24,7 +24,10 @@ STAR_WARS = FactMovie(
     "Star Wars (1977)", 1977, ("Action", "Adventure", "Romance", "Sci-Fi", "War"), rating=5.0
 )
 FACTS = Facts(ID4, (LONE_STAR, STAR_WARS), mean_rating=3.44, ratings_count=429)
-OPENING = "You will enjoy Independence Day (1996) because you rated Lone Star (1996) 4/5, and"
+OPENING = (
+    "You will enjoy Independence Day (1996) because many who watched Lone Star (1996), "
+    "which you rated 4/5, watched it too, and"
+)
 
 
 def one(tokenizer, text: str) -> int:
@@ -131,9 +134,10 @@ def test_the_answer_ends_with_its_second_sentence(base_llm) -> None:
     guard = GenreGuard(facts, genre_sequences(tokenizer), end=end, opening=OPENING, title=ID4.title)
     first = OPENING + " both are mystery films."
     assert guard.only(first, []) is None  # one sentence: the answer may go on
-    assert guard.only(first + " You also gave L.A.", []) is None  # a title's full stops end nothing
-    assert guard.only(first + " You also gave L.A. Confidential (1997) 5/5", []) is None
-    assert guard.only(first + " You also gave L.A. Confidential (1997) 5/5 as well.", []) == end
+    assert guard.only(first + " Many who watched L.A.", []) is None  # a title's full stops end nothing
+    assert guard.only(first + " Many who watched L.A. Confidential (1997), which you rated 5/5", []) is None
+    done = first + " Many who watched L.A. Confidential (1997), which you rated 5/5, watched it too."
+    assert guard.only(done, []) == end
     assert guard.only(first + " It is a war film, too!", []) == end
     told = GenreGuard(
         facts,
@@ -143,12 +147,18 @@ def test_the_answer_ends_with_its_second_sentence(base_llm) -> None:
         title=ID4.title,
         encode=lambda text: tokenizer.encode(text, add_special_tokens=False),
     )
-    # a second sentence, if any, opens "You also gave" (then a title is copied)
+    # a second sentence, if any, opens "Many who watched" (then a rated reason is copied whole)
     assert sorted(tokenizer.decode([t]) for t in told.only(first, []) or []) == sorted(
-        [" You", tokenizer.eos_token]
+        [" Many", tokenizer.eos_token]
     )
-    assert [tokenizer.decode([t]) for t in told.only(first + " You", []) or []] == [" also"]
-    assert [tokenizer.decode([t]) for t in told.only(first + " You also", []) or []] == [" gave"]
+    assert [tokenizer.decode([t]) for t in told.only(first + " Many", []) or []] == [" who"]
+    assert [tokenizer.decode([t]) for t in told.only(first + " Many who", []) or []] == [" watched"]
+    text, answer = first + " Many who watched", []
+    while (only := told.only(text, answer)) is not None and only != end:
+        [token] = only
+        answer.append(token)
+        text += tokenizer.decode([token])
+    assert text == done and told.only(text, answer) == end  # copied whole, then the end
 
 
 def test_story_only_after_a_genre_word_and_no_praise_words(base_llm) -> None:
@@ -164,12 +174,12 @@ def test_story_only_after_a_genre_word_and_no_praise_words(base_llm) -> None:
 
 # the candidate shares no genre with the only evidence movie: any genre word after the opening
 # is a false comparison
-TOY_STORY = FactMovie("Toy Story (1995)", 1995, ("Animation", "Children's", "Comedy"))
-HEAT = FactMovie("Heat (1995)", 1995, ("Action", "Crime", "Thriller"), rating=5.0)
+LION_KING = FactMovie("The Lion King (1994)", 1994, ("Animation", "Children's", "Musical"))
+PULP_FICTION = FactMovie("Pulp Fiction (1994)", 1994, ("Crime", "Drama"), rating=4.0)
 REQUEST = ExplainRequest(
-    "Toy Story (1995)",
-    ["you rated Heat (1995) 5/5"],
-    Facts(TOY_STORY, (HEAT,), mean_rating=3.88, ratings_count=452),
+    "The Lion King (1994)",
+    ["you rated Pulp Fiction (1994) 4/5"],
+    Facts(LION_KING, (PULP_FICTION,), mean_rating=3.78, ratings_count=220),
 )
 
 
@@ -192,9 +202,10 @@ async def test_the_constrained_model_writes_no_genre_the_comparison_lacks(base_l
     assert re.search(r"\w", written[True])  # it still writes
 
 
-def test_you_also_gave_never_names_the_movie_the_opening_named(base_llm) -> None:
-    """The opening says "because you rated Lone Star (1996) 4/5": a second sentence may name
-    only Star Wars; with Lone Star the only evidence, no second sentence can open at all."""
+def test_the_second_sentence_never_names_the_movie_the_opening_named(base_llm) -> None:
+    """The opening says "because many who watched Lone Star (1996), which you rated 4/5,
+    watched it too": a second sentence may name only Star Wars; with Lone Star the only
+    evidence, no second sentence can open at all."""
     _, tokenizer = base_llm
 
     def encode(text: str) -> list[int]:
@@ -205,10 +216,11 @@ def test_you_also_gave_never_names_the_movie_the_opening_named(base_llm) -> None
     )
     guard = GenreGuard(FACTS, genre_sequences(tokenizer), encode=encode, opening=OPENING, end=end)
     assert guard.titles == [tuple(encode(" Star Wars (1977) 5/5"))]
+    assert guard.watched == [tuple(encode(" Star Wars (1977), which you rated 5/5, watched it too."))]
     first = OPENING + " both are dramas."
-    assert guard.only(first, []) == sorted({encode(" You")[0], *end})  # one more rating, or the end
-    assert guard.only(first + " You also gave", [one(tokenizer, " gave")]) == [
-        encode(" Star Wars (1977) 5/5")[0]
+    assert guard.only(first, []) == sorted({encode(" Many")[0], *end})  # one more reason, or the end
+    assert guard.only(first + " Many who watched", [one(tokenizer, " watched")]) == [
+        encode(" Star Wars (1977), which you rated 5/5, watched it too.")[0]
     ]
     alone = GenreGuard(
         Facts(ID4, (LONE_STAR,), mean_rating=3.44, ratings_count=429),
@@ -217,5 +229,5 @@ def test_you_also_gave_never_names_the_movie_the_opening_named(base_llm) -> None
         opening=OPENING,
         end=end,
     )
-    assert alone.titles == [] and alone.second == {}
+    assert alone.titles == [] and alone.watched == [] and alone.second == {}
     assert alone.only(first, []) == end  # one sentence, then the end
