@@ -202,6 +202,10 @@ def explanations_doc(
     seed: Annotated[int, typer.Option(help="Seed of the user sample.")] = 11,
     top: Annotated[int, typer.Option(help="Explain one of each user's top N, drawn at random.")] = 3,
     out: Annotated[Path, typer.Option(help="Where the page goes.")] = Path("docs/explanations.md"),
+    jsonl: Annotated[
+        Path | None,
+        typer.Option(help="Also write each served text split into sentences, to be labelled by hand."),
+    ] = None,
 ) -> None:
     """Write what users read: served explanations (the serving LLM version's, after the
     checker, or the template's) for held-out users, each with its movie, evidence and source."""
@@ -216,4 +220,8 @@ def explanations_doc(
     versions = [champion] if champion is not None else []
     reports = run(settings, pairs=users, seed=seed, versions=versions, top=top, base=not versions)
     out.write_text(explanations_page(reports[-1], settings, seed=seed, top=top))
+    if jsonl is not None:
+        from app.services.explanation_quality import to_label
+
+        jsonl.write_text("".join(json.dumps(item) + "\n" for item in to_label(reports[-1], seed=seed)))
     typer.echo(f"{len(reports[-1].outputs)} explanations by {reports[-1].model} written to {out}")

@@ -308,6 +308,29 @@ def explanations_page(report: ExplanationReport, settings: Settings, *, seed: in
     return "\n".join(lines)
 
 
+def to_label(report: ExplanationReport, *, seed: int) -> list[dict[str, Any]]:
+    """The served texts of a report as ``ml.llm.fluency`` items, every sentence marked
+    grammatical and supported until a reader says otherwise."""
+    from ml.llm.faithfulness import Facts
+    from ml.llm.fluency import sentences
+
+    out = []
+    for i, o in enumerate(report.outputs, 1):
+        facts = Facts.from_json(o["facts"])
+        said = sentences(o["served"], [m.title for m in facts.movies()])
+        out.append(
+            {
+                "key": f"s{seed}-{i:03d}",
+                "model": report.model,
+                "facts": o["facts"],
+                "source": o["source"],
+                "served": o["served"],
+                "sentences": [{"text": t, "grammatical": True, "supported": True, "note": ""} for t in said],
+            }
+        )
+    return out
+
+
 def _checker_lines() -> list[str]:
     """How far the checker that cut these texts can be trusted: its score on the hand labels."""
     from ml.llm.labelled import LABELLED, catalog_index, load, score
