@@ -20,7 +20,7 @@ from app.services.llm_inputs import explanation_inputs
 from app.services.parts import ServesModels
 from ml.llm.backends import Overloaded
 from ml.llm.evidence import Evidence
-from ml.llm.faithfulness import CLAUSE_END, TitleIndex, check, ends_sentence, fix_articles, vet
+from ml.llm.faithfulness import CLAUSE_END, TitleIndex, check, ends_sentence, fix_articles, in_title, vet
 from ml.llm.prompts import OPENING_TAIL, explanation_opening, opening_sentence
 from ml.llm.template import template_explanation
 
@@ -145,7 +145,11 @@ class StreamText:
             return [Chunk(piece, False, self.evidence if first else None, self.source)]
         self.written += piece
         after = max(self.checked_upto, self.floor)
-        ends = [m for m in CLAUSE_END.finditer(self.written) if m.start() >= after]
+        ends = [
+            m
+            for m in CLAUSE_END.finditer(self.written)
+            if m.start() >= after and not in_title(self.written, m.start(), self.facts)
+        ]
         if (now := ENDED_NOW.search(self.written)) is not None and now.start() >= after:
             ends.append(now)  # a sentence just ended goes out now, not with the next token
         out = []

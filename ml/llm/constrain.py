@@ -108,6 +108,16 @@ _WATCHED = re.compile(r"[.!?] Many who watched$")
 # the base model went on the opening's own subject ("many who watched E ... watched it too,
 # and loved it!"), a claim about those viewers the server does not hold
 FIRST_WORDS = (" it", " both", " like", " viewers")
+# after the popularity opening ("because it is widely liked: ..., and") the model says what the
+# movie is: "it is a drama film". Left at " it", it went on "it has more drama elements", "it
+# includes Thriller: ...", "it offers more of that film's actions" (more than what film?)
+POPULAR_FIRST = (" it", " is")
+_POPULAR_OPENING = re.compile(r"because it is widely (?:liked|watched): .*, and$")
+# "elements such as action and film", "elements of thrills and films": a list of genres never
+# ends in "film"; "both are more of the same genre": "both are" is followed by what they are
+_AND_FILM = (" film", " films")
+_AND = re.compile(r" and$")
+_BOTH_ARE = re.compile(r"\bboth are$")
 _SENTENCE_END = re.compile(r"(?<![A-Z])[.!?](?=\s|$)")
 _TRIGGER = re.compile(r"\b[Yy]ou (?:also )?(?:gave|rated)$")
 
@@ -161,6 +171,13 @@ class GenreGuard:
         self.first = (
             sorted({int(encode(w)[0]) for w in FIRST_WORDS}) if encode is not None and opening else []
         )
+        self.popular = (
+            [int(encode(w)[0]) for w in POPULAR_FIRST]
+            if encode is not None and _POPULAR_OPENING.search(opening)
+            else []
+        )
+        self.and_film = sorted({int(encode(w)[0]) for w in _AND_FILM}) if encode is not None else []
+        self.more = [int(encode(" more")[0])] if encode is not None else []
         self._copying_from: int | None = None
         self._copying: list[tuple[int, ...]] = []
         # after such a rating: " as" -> " well" -> "."; " too" -> "."
@@ -214,6 +231,11 @@ class GenreGuard:
         out += self.praise
         if self.story and not _AFTER_GENRE.search(text):
             out += self.story
+        own = text[self.floor :]
+        if self.and_film and _AND.search(own):
+            out += self.and_film
+        if self.more and _BOTH_ARE.search(own):
+            out += self.more
         for genre, sequences in self.sequences.items():
             if genre not in allowed:
                 out += _completing(sequences, answer)
@@ -223,7 +245,10 @@ class GenreGuard:
         """The only tokens that may come next, or None when any may (those ``banned`` leaves):
         the next token of an evidence title being copied after "You also gave"; after a
         rating the user gave, one of a few ``CONTINUATIONS``."""
-        if self.first and not text[self.floor :].strip():
+        written = text[self.floor :].strip()
+        if self.popular and written in ("", "it"):
+            return [self.popular[0 if not written else 1]]
+        if self.first and not written:
             return self.first
         if self._copying_from is not None:
             done = tuple(answer[self._copying_from :])

@@ -83,6 +83,8 @@ GENRE_WORDS: dict[str, str] = {
     "action": "action",
     "adventure": "adventure",
     "adventures": "adventure",
+    "adventurous": "adventure",
+    "action-adventure": "adventure",  # the hyphen hides "adventure" from the word boundary
     "animated": "animation",
     "animation": "animation",
     "cartoon": "animation",
@@ -106,6 +108,8 @@ GENRE_WORDS: dict[str, str] = {
     "fantasy": "fantasy",
     "noir": "film-noir",
     "film-noir": "film-noir",
+    "film-noirs": "film-noir",
+    "noirs": "film-noir",
     "horror": "horror",
     "musical": "musical",
     "musicals": "musical",
@@ -119,6 +123,7 @@ GENRE_WORDS: dict[str, str] = {
     "sci-fic": "sci-fi",
     "science-fic": "sci-fi",
     "sciencefic": "sci-fi",
+    "science fic": "sci-fi",  # a genre word cut off ("science fic.") is still one
     "scifi": "sci-fi",
     "science fiction": "sci-fi",
     "science-fiction": "sci-fi",
@@ -161,7 +166,9 @@ def fix_articles(text: str) -> str:
 # every genre word, longest first, as one regular-expression alternation
 GENRE_ALTERNATION = "|".join(sorted((re.escape(w) for w in GENRE_WORDS), key=len, reverse=True))
 _GENRE = re.compile(
-    r"(?<![\w-])(" + GENRE_ALTERNATION + r")(?![\w-])",
+    # after a hyphen too ("action-adventurous"), and glued to "and" ("action andadventure": the
+    # guard banned " adventure", and the model wrote it without its space)
+    r"(?:(?<![\w-])|(?<=-)|(?<=\band))(" + GENRE_ALTERNATION + r")(?![\w-])",
     re.IGNORECASE,
 )
 _YEARS = re.compile(r"(?<![\d.])(18[89]\d|19\d\d|20[0-3]\d)(s?)(?!\d)")
@@ -200,7 +207,7 @@ _COMPARISON = re.compile(
     r"similar\w*|akin to|more of|echo\w*|in the vein)\b",
     re.IGNORECASE,
 )
-_WHICH = re.compile(r"[!?.]?\s*(?:\(\d{4}\))?\s*,?\s*(?:which|that)\s+")  # "Cat! (1965), which"
+_WHICH = re.compile(r"[!?.]*\s*(?:\(\d{4}\))?\s*,?\s*(?:which|that)\s+")  # "Cat! (1965), which"
 _LIKE = re.compile(r"\blike\s+$", re.IGNORECASE)  # "like" right before a title: "like Fargo (1996)"
 _ATTRIBUTION = re.compile(
     r"\byour (?:all[- ]time |own |personal )?(?:\w+ )?(?:favou?rites?|averages?|reviews?|history|"
@@ -216,6 +223,13 @@ _RATED_THEN = re.compile(
     r"(?P<what>(?:from|across|over|among|more than|in|with)\b[^.!?;,]*|for (?!(?:its |their )?"
     r"(?:[\w'-]+ )?(?:" + GENRE_ALTERNATION + r")\b)[^.!?;,]*)",
     re.IGNORECASE,
+)
+_GARBLED_SCIENCE = re.compile(r"\bscience[- ]?f(?!iction\b|ic\b)\w*", re.IGNORECASE)
+_THEMES = re.compile(r"\b(?:themes?|tones?|filmmaking)\b", re.IGNORECASE)
+_THAT_FILM = re.compile(r"\b(?:that|the same) (?:film|movie|book|story)\b", re.IGNORECASE)
+_HAS_MORE = re.compile(r"\b(?:has|have) more\b", re.IGNORECASE)
+_MORE_GENRE = re.compile(
+    r"\bmore (?:of (?:the |its |that )?)?(?:[\w'-]+ )?(?:" + GENRE_ALTERNATION + r")\b", re.IGNORECASE
 )
 _PRAISE = re.compile(
     r"\b(?:excellent|classics?|classic's|masterpieces?|masterful|masterfully|iconic|brilliant\w*|"
@@ -575,6 +589,29 @@ def check(text: str, facts: Facts, titles: TitleIndex) -> Verdict:
         if said - _VACUOUS - allowed_words - _GENRE_PARTS:
             claims.append(Claim("name", f"like{match.group(1)}".strip()))
 
+    # a science-fiction word the model garbled ("science-fairs", "science fores"): no word at all
+    claims += [Claim("name", m.group(0)) for m in _GARBLED_SCIENCE.finditer(rest)]
+    # themes, tone, filmmaking: what the server holds of a movie is its genres ("themes of
+    # drama" says one; "themes of trauma and screenwriting", "the same tone" say what it does not)
+    for match in _THEMES.finditer(rest):
+        if not _GENRE.search(rest, match.end(), match.end() + 40):
+            claims.append(Claim("outside", match.group(0)))
+    # "that film" before any film was named (after "because it is widely liked: ..."), and
+    # "has more drama elements": which film, more than what?
+    for match in _THAT_FILM.finditer(rest):
+        if not any(m.title in text[: match.start()] for m in facts.evidence):
+            claims.append(Claim("comparison", match.group(0)))
+    claims += [Claim("comparison", m.group(0)) for m in _HAS_MORE.finditer(rest)]
+    # "it has more drama elements" with no movie named in the sentence: more than what?
+    for match in _MORE_GENRE.finditer(rest):
+        ends = [
+            m.end()
+            for m in _SENTENCE_END.finditer(text, 0, match.start())
+            if not in_title(text, m.start(), facts)
+        ]
+        sentence = text[max(ends, default=0) : match.start()]
+        if not any(m.title in sentence for m in facts.evidence):
+            claims.append(Claim("comparison", match.group(0)))
     if facts.rated:
         claims += [Claim("relation", m.group(0)) for m in _FUTURE.finditer(text)]
     else:
@@ -602,6 +639,16 @@ def check(text: str, facts: Facts, titles: TitleIndex) -> Verdict:
 CLAUSE_END = re.compile(r"(?:[,;:!?]|(?<!\b[A-Z])\.)(?=\s)")
 
 
+def in_title(text: str, at: int, facts: Facts) -> bool:
+    """Whether position ``at`` of ``text`` falls inside a title of the facts, before its last
+    character: "When Harry Met Sally... (1989)" holds marks that end no clause."""
+    return any(
+        m.start() <= at < m.end() - 1
+        for movie in facts.movies()
+        for m in re.finditer(re.escape(movie.title), text)
+    )
+
+
 def ends_sentence(mark: re.Match[str]) -> bool:
     """Whether a ``CLAUSE_END`` match ends a sentence (text is kept and sent by whole sentences)."""
     return mark.group() in ".!?"
@@ -619,8 +666,8 @@ def supported_prefix(text: str, facts: Facts, titles: TitleIndex, floor: int = 0
         return text if len(text) > floor else ""
     kept = ""
     for match in CLAUSE_END.finditer(text):
-        if match.start() < floor:
-            continue
+        if match.start() < floor or in_title(text, match.start(), facts):
+            continue  # the server's opening, or a mark inside a title ("When Harry Met Sally...")
         if not check(text[: match.end()], facts, titles).supported:
             break
         if ends_sentence(match):

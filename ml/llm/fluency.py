@@ -13,11 +13,12 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from ml.llm.faithfulness import Facts
+from ml.llm.faithfulness import Facts, TitleIndex, check
+from ml.llm.prompts import ExplainRequest, explanation_opening, opening_sentence
 
 LABELLED_FLUENCY = Path(__file__).with_name("labelled_fluency.jsonl")
 
@@ -109,3 +110,32 @@ def score(items: Sequence[LabelledText]) -> FluencyScore:
         sum(len(item.sentences) for item in items),
         sum(not s.grammatical for item in items for s in item.sentences),
     )
+
+
+def as_served_now(items: Sequence[LabelledText], titles: TitleIndex) -> list[LabelledText]:
+    """The same texts as the checker in this tree would serve them: an LLM text cut to its
+    sentences before the first one the checker refuses; when none of the model's own is left,
+    the opening's sentence (``source`` template). Kept sentences keep their labels, so a
+    checker change is measured on texts already read, before new ones are labelled."""
+    out = []
+    for item in items:
+        if item.source != "llm":
+            out.append(item)
+            continue
+        said = list(item.sentences)
+        while said and not check(" ".join(s.text for s in said), item.facts, titles).supported:
+            said.pop()
+        if len(said) == len(item.sentences):
+            out.append(item)
+            continue
+        first = said[0] if said else item.sentences[0]
+        opening = explanation_opening(ExplainRequest(item.facts.candidate.title, [], item.facts))
+        if said and len(" ".join(s.text for s in said)) > len(opening):
+            out.append(replace(item, served=" ".join(s.text for s in said), sentences=tuple(said)))
+            continue
+        cut = opening_sentence(ExplainRequest(item.facts.candidate.title, [], item.facts))
+        if cut is None or not first.text.startswith(cut[:-1]):
+            raise ValueError(f"{item.key}: no opening sentence to fall back to")
+        kept = LabelledSentence(cut, True, True, "the server's opening sentence")
+        out.append(replace(item, source="template", served=cut, sentences=(kept,)))
+    return out

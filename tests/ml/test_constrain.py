@@ -231,3 +231,33 @@ def test_the_second_sentence_never_names_the_movie_the_opening_named(base_llm) -
     )
     assert alone.titles == [] and alone.watched == [] and alone.second == {}
     assert alone.only(first, []) == end  # one sentence, then the end
+
+
+def test_after_the_popularity_opening_the_model_says_what_the_movie_is(base_llm) -> None:
+    """ "... because it is widely liked: 3.8/5 from 300 people, and" goes on "it is", not "it has
+    more drama elements" (more than what?); a genre list never ends in "film", and "both are"
+    is never followed by "more"."""
+    _, tokenizer = base_llm
+
+    def encode(text: str) -> list[int]:
+        return tokenizer.encode(text, add_special_tokens=False)
+
+    et = FactMovie("E.T. the Extra-Terrestrial (1982)", 1982, ("Children's", "Drama"))
+    apollo = FactMovie("Apollo 13 (1995)", 1995, ("Action", "Drama"), rating=4.0)
+    popular = Facts(et, (apollo,), mean_rating=3.83, ratings_count=300, prior=0)
+    opening = explanation_opening(ExplainRequest(et.title, [], popular))
+    assert opening.endswith("because it is widely liked: 3.8/5 from 300 people, and")
+    guard = GenreGuard(popular, genre_sequences(tokenizer), encode=encode, opening=opening, end=[2])
+    assert [tokenizer.decode(t) for t in [guard.only(opening, [])]] == [" it"]
+    assert [tokenizer.decode(t) for t in [guard.only(opening + " it", [1])]] == [" is"]
+    assert guard.only(opening + " it is", [1, 2]) is None  # then the model's own words
+    assert set(encode(" film")[:1] + encode(" films")[:1]) <= set(
+        guard.banned(opening + " it is drama and", [1])
+    )
+    assert encode(" more")[0] in guard.banned(OPENING + " both are", [1])
+    assert encode(" more")[0] not in guard.banned(opening + " it is", [1])
+    plain = Facts(et, (apollo,), mean_rating=3.83, ratings_count=300)  # a rated reason first
+    told = GenreGuard(plain, genre_sequences(tokenizer), encode=encode, opening=OPENING, end=[2])
+    assert sorted(tokenizer.decode([t]) for t in told.only(OPENING, []) or []) == sorted(
+        [" it", " both", " like", " viewers"]
+    )
