@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -44,15 +44,6 @@ class Reason:
     column: int  # the rated movie's column; for PRIOR the scored movie's own
     value: float  # its part of the blended score (the score's own units)
     share: float  # value / the sum of the positive parts, in [0, 1]
-
-
-class PerRating(Protocol):
-    def per_rating(
-        self, rated: np.ndarray, values: np.ndarray, items: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """((len(items), len(rated)) parts of each rated column, (len(items),) the items' own
-        parts), both centred over all columns, in the component's raw units."""
-        ...
 
 
 @dataclass(frozen=True)

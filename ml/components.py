@@ -10,26 +10,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from ml.models import EASE, LightFMModel, Popularity
+from ml.models.base import Component, FitInputs
 
 if TYPE_CHECKING:
     import numpy as np
-    import scipy.sparse as sp
-
-    from ml.hybrid import Component
-
-
-@dataclass(frozen=True)
-class FitInputs:
-    """What a component may learn from: the training ratings, content features of the items
-    and side features of the users (rows as the matrix's), and the training settings."""
-
-    matrix: sp.csr_matrix  # (n_users, n_items), ratings
-    item_features: sp.csr_matrix
-    user_features: sp.csr_matrix | None
-    config: Any  # ml.training.TrainConfig
 
 
 @dataclass(frozen=True)

@@ -14,28 +14,18 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
 
 from ml.components import COMPONENTS
+from ml.models.base import Component
 from ml.ranker import Ranker
 
 ARRAYS = "model.npz"  # the format before arrays were saved one .npy each (still read)
 META = "meta.json"
 RANKER = "ranker"  # the prefix of the learned ranker's arrays
-
-
-class Component(Protocol):
-    name: str
-
-    def score(self, history: sp.csr_matrix, users: np.ndarray) -> np.ndarray:
-        """(batch, n_items), a new array the caller may overwrite (or a read-only broadcast
-        view for components marked ``same_for_every_user``)."""
-        ...
-
-    def arrays(self) -> dict[str, np.ndarray]: ...
 
 
 def score_parts(

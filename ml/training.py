@@ -24,10 +24,11 @@ from tqdm import tqdm
 from ml import embeddings
 from ml import metrics as m
 from ml import ranker as learned
-from ml.components import COMPONENTS, FitInputs
+from ml.components import COMPONENTS
 from ml.features import embedding_clusters, item_features, user_features
-from ml.hybrid import Component, HybridRecommender, rank_unrated, score_parts, standardise
+from ml.hybrid import HybridRecommender, rank_unrated, score_parts, standardise
 from ml.interactions import Catalog, Interactions, stratified_split, truncate
+from ml.models.base import Component, FitInputs
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ import numpy as np
 import scipy.sparse as sp
 
 if TYPE_CHECKING:
-    from ml.components import FitInputs
+    from ml.models.base import FitInputs
 
 
 class LightFMModel:

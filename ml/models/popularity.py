@@ -8,7 +8,7 @@ import numpy as np
 import scipy.sparse as sp
 
 if TYPE_CHECKING:
-    from ml.components import FitInputs
+    from ml.models.base import FitInputs
 
 
 class Popularity:

@@ -12,8 +12,9 @@ import scipy.sparse as sp
 
 from ml import components as registry
 from ml import training
-from ml.components import COMPONENTS, FitInputs, Spec
+from ml.components import COMPONENTS, Spec
 from ml.hybrid import HybridRecommender
+from ml.models.base import FitInputs
 
 
 class Constant:
@@ -74,3 +75,33 @@ def test_tuning_may_leave_any_registered_component_out() -> None:
     assert registry.COMPONENTS.keys() >= {"popularity", "ease", "lightfm"}
     for spec in registry.COMPONENTS.values():
         assert spec.weights[0] == 0.0 and len(spec.weights) >= 2  # tuning may leave any one out
+
+
+@pytest.mark.parametrize("name", sorted(COMPONENTS))
+def test_every_registered_component_keeps_the_contract(name: str) -> None:
+    """One contract for every entry of ``COMPONENTS`` (as implicit's RecommenderBaseTestMixin
+    runs one suite over every model): trained from ``FitInputs``, it scores a batch of rating
+    rows (users it saw, and rows it folds in) as (batch, n_items) finite floats, loads back from
+    its arrays scoring the same, scores alike rows alike when it says so, and, when it splits
+    its score by rating (``PerRating``), the parts add up to the centred score."""
+    rng = np.random.default_rng(7)
+    x = sp.csr_matrix(
+        np.where(rng.random((50, 24)) < 0.3, rng.integers(1, 6, (50, 24)), 0).astype(np.float32)
+    )
+    config = training.TrainConfig(components=4, epochs=2, threads=1, progress=False, ease_max_items=100)
+    component = COMPONENTS[name].train(FitInputs(x, sp.identity(24, format="csr"), None, config))
+    assert component is not None, f"{name} does not fit 24 items"
+    rows = x[[0, 5, 9]]
+    users = np.array([0, 5, -1])  # the last row is folded in
+    scores = np.asarray(component.score(rows, users))
+    assert scores.shape == (3, 24) and np.isfinite(scores).all()
+    again = COMPONENTS[name].load({k: np.asarray(v) for k, v in component.arrays().items()})
+    np.testing.assert_allclose(np.asarray(again.score(rows, users)), scores, rtol=1e-5)
+    if getattr(component, "same_for_every_user", False):
+        assert (scores == scores[0]).all()
+    split = getattr(component, "per_rating", None)
+    if split is not None:
+        row = rows[2]
+        ratings, own = split(row.indices.astype(np.int64), row.data.astype(np.float64), np.arange(24))
+        folded = np.asarray(component.score(row, np.array([-1])), dtype=np.float64)[0]
+        np.testing.assert_allclose(ratings.sum(axis=1) + own, folded - folded.mean(), atol=1e-4)
