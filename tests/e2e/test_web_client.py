@@ -162,6 +162,15 @@ def test_a_user_signs_in_sees_rows_acts_and_searches(recommender: Recommender, b
     assert all(
         [int(w[:-1]) for w in card] == sorted((int(w[:-1]) for w in card), reverse=True) for card in shares
     )
+    # the stars are empty until pointed at: a card never looks rated before anyone rated it;
+    # on the third, the first three fill
+    colours = "[...document.querySelectorAll('.card .stars')][0].querySelectorAll('.star')"
+    rest = page.evaluate(f"[...{colours}].map(s => getComputedStyle(s).color)")
+    assert len(set(rest)) == 1, rest
+    page.hover(".card .stars .star:nth-child(3)")
+    pointed = page.evaluate(f"[...{colours}].map(s => getComputedStyle(s).color)")
+    assert pointed[0] == pointed[1] == pointed[2] != pointed[3] == pointed[4] == rest[0], pointed
+    page.mouse.move(0, 0)
     page.evaluate("window.scrollTo(0, 0)")
     tab.shot("home-as-seen", full_page=False)  # the README's picture
 
