@@ -38,10 +38,10 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
+from ml.llm.facts import FactMovie, Facts
 from ml.llm.prompts import display_title
 
 _WORD = re.compile(r"[^\W_]+(?:'[^\W\d_]+)?")  # letters of any alphabet ("La Cérémonie")
@@ -284,50 +284,6 @@ def title_key(title: str) -> str:
     """A catalog title as words, as prose writes it: year and alternative titles dropped, a
     trailing article moved to the front ("Godfather, The (1972)" -> "the godfather")."""
     return " ".join(w.lower() for w in _WORD.findall(_YEAR_SUFFIX.sub("", display_title(title))))
-
-
-@dataclass(frozen=True)
-class FactMovie:
-    title: str  # as the catalog labels it, e.g. "Star Wars (1977)"
-    year: int | None
-    genres: tuple[str, ...]
-    rating: float | None = None  # the user's own rating of it (None: not rated)
-
-
-@dataclass(frozen=True)
-class Facts:
-    candidate: FactMovie
-    evidence: tuple[FactMovie, ...] = ()
-    mean_rating: float | None = None
-    ratings_count: int | None = None
-    tags: tuple[str, ...] = ()
-    # where the movie's own popularity stands among its reasons (0: the largest), None when it
-    # is none of them; ``evidence`` holds the rated reasons, largest first
-    prior: int | None = None
-
-    @property
-    def rated(self) -> bool:
-        return self.candidate.rating is not None
-
-    def movies(self) -> tuple[FactMovie, ...]:
-        return (self.candidate, *self.evidence)
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Facts:
-        def movie(m: dict[str, Any]) -> FactMovie:
-            return FactMovie(m["title"], m.get("year"), tuple(m.get("genres", ())), m.get("rating"))
-
-        return cls(
-            movie(data["candidate"]),
-            tuple(movie(m) for m in data.get("evidence", ())),
-            data.get("mean_rating"),
-            data.get("ratings_count"),
-            tuple(data.get("tags", ())),
-            data.get("prior"),
-        )
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
-    from ml.llm.faithfulness import FactMovie, Facts
+    from ml.llm.facts import FactMovie, Facts
 
 SYSTEM = "You are a movie recommendation assistant."
 _SPLIT = "\u2063"  # an invisible separator that no title contains: where the user part ends
