@@ -21,7 +21,7 @@ from app.services.parts import ServesModels
 from ml.llm.backends import Overloaded
 from ml.llm.evidence import Evidence
 from ml.llm.faithfulness import CLAUSE_END, TitleIndex, check, ends_sentence, fix_articles, in_title, vet
-from ml.llm.prompts import OPENING_TAIL, explanation_opening, opening_sentence
+from ml.llm.prompts import OPENING_TAIL, ExplainRequest, explanation_opening, opening_sentence
 from ml.llm.template import template_explanation
 
 # a sentence the text so far ends with: a full stop after a word (not "L.A." or "4.", which may
@@ -109,7 +109,7 @@ class StreamText:
 
     def __init__(
         self,
-        request: Any,
+        request: ExplainRequest,
         evidence: list[Evidence],
         source: str,
         facts: Facts | None,
@@ -234,7 +234,7 @@ class ExplanationService(ServesModels):
             self._titles = (generation, await asyncio.to_thread(TitleIndex, names))
         return self._titles[1]
 
-    def vet(self, text: str, request: Any, titles: TitleIndex) -> tuple[str, str | None]:
+    def vet(self, text: str, request: ExplainRequest, titles: TitleIndex) -> tuple[str, str | None]:
         """What of an LLM text may reach a client: its whole sentences before the first claim the
         facts do not support; "" and that claim when none of the model's own sentences holds."""
         if request.facts is None:
@@ -252,7 +252,7 @@ class ExplanationService(ServesModels):
         )
         return kept, reason
 
-    async def _inputs(self, pairs: Sequence[tuple[int, int]]) -> list[tuple[Any, list[Evidence]]]:
+    async def _inputs(self, pairs: Sequence[tuple[int, int]]) -> list[tuple[ExplainRequest, list[Evidence]]]:
         served = self.models.current
         model = served.model if served else None
         read = await self.histories.read(model, [u for u, _ in pairs])
@@ -338,7 +338,7 @@ class ExplanationService(ServesModels):
                 yield chunk
 
     async def _stream(
-        self, served: ServedLLM, request: Any, evidence: list[Evidence]
+        self, served: ServedLLM, request: ExplainRequest, evidence: list[Evidence]
     ) -> AsyncGenerator[Chunk, None]:
         """The LLM's text as ``StreamText`` lets it out: checked at every clause end, sent a
         sentence at a time, ended at the first claim the facts do not hold."""
