@@ -124,7 +124,8 @@ async def explanation_inputs(
     for user, movie in pairs:
         own = dict(rated[user])
         if (user, movie) in found:
-            evidence = [_worded(e, movie, own, facts, shown, embedding_of) for e in found[(user, movie)]]
+            worded = [_worded(e, movie, own, facts, shown, embedding_of) for e in found[(user, movie)]]
+            evidence = _merged(worded)
         else:
             evidence = gather_evidence(
                 candidate=movie,
@@ -180,6 +181,16 @@ def _attributed(
                 for r in reasons
             ]
     return out
+
+
+def _merged(evidence: list[Evidence]) -> list[Evidence]:
+    """Reasons that read the same said once, their weights added: ML-100K lists 18 titles twice
+    under two ids ("you rated Chasing Amy (1997) 5/5" twice on one card, each half the weight)."""
+    out: dict[str, Evidence] = {}
+    for e in evidence:
+        same = out.get(e.reason)
+        out[e.reason] = e if same is None else replace(same, weight=round(same.weight + e.weight, 4))
+    return sorted(out.values(), key=lambda e: -e.weight)
 
 
 def _worded(
