@@ -113,40 +113,11 @@ def test_a_user_the_ranker_orders_gets_the_ranker_s_reasons() -> None:
     blend's parts name no rating, but the ranker ordered the list by the user's liked movies,
     so its parts (pred_contrib mapped back) name them, and add up to what the trees scored."""
     from ml import ranker as learned
-    from ml.hybrid import score_parts
-    from ml.models.popularity import Popularity
-    from tests.ml.test_ranker import _content_fold, _world
+    from tests.ml.test_ranker import _content_fold, popularity_with_content_ranker
 
-    embeddings, stats = _world()
-    n_items = len(embeddings)
-    popularity = Popularity()
-    popularity.counts = np.random.default_rng(5).integers(1, 500, n_items).astype(np.float32)
-    components = {"popularity": popularity}
-
-    def parts_of(history: sp.csr_matrix, rows: np.ndarray) -> dict[str, np.ndarray]:
-        return score_parts(components, ["popularity"], history, rows)
-
-    config = learned.RankerConfig(
-        per_generator=30, trees=60, min_child_samples=10, early_stopping=60, threads=1
-    )
-    folds = [_content_fold(embeddings, stats, parts_of, s) for s in (1, 2)]
-    ranker, _ = learned.fit(
-        folds,
-        [_content_fold(embeddings, stats, parts_of, 3)],
-        {"popularity": 1.0},
-        embeddings,
-        ["popularity"],
-        config,
-    )
-    model = HybridRecommender(
-        np.arange(1, n_items + 1),
-        np.zeros(0, dtype=np.int64),
-        components,
-        {"popularity": 1.0},
-        embeddings,
-        ranker=ranker,
-        ranker_up_to=5,
-    )
+    model, parts_of, embeddings, stats = popularity_with_content_ranker()
+    ranker = model.ranker
+    assert ranker is not None
     row = _content_fold(embeddings, stats, parts_of, 4).history[:1]  # 4 liked movies
     scores = model.score(row, np.array([-1]))[0]
     scores[row.indices] = -np.inf

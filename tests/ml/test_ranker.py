@@ -3,6 +3,8 @@ ranker taught on folds that orders the candidates it was taught on better than t
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -122,12 +124,10 @@ def _content_fold(
     return learned.Fold(parts_of, history.tocsr(), labels.tocsr(), np.arange(n_users), stats)
 
 
-def test_a_served_model_lets_the_ranker_order_only_users_with_few_ratings(tmp_path) -> None:
-    """A model whose one component is popularity (the same list for everyone) with a ranker
-    taught on content: users with 1 to ``ranker_up_to`` ratings get the ranker's order, dealt
-    the blend's own values; a user with more keeps the blend exactly; save and load keep both,
-    and a model saved without a ranker loads without one."""
-    from ml.hybrid import HybridRecommender, score_parts, top_k
+def popularity_with_content_ranker() -> tuple[Any, Any, np.ndarray, learned.ItemStats]:
+    """(model, parts_of, embeddings, stats): a blend of popularity alone (the same list for
+    everyone) with a ranker taught on content, serving users with 1 to 5 ratings."""
+    from ml.hybrid import HybridRecommender, score_parts
     from ml.models.popularity import Popularity
 
     embeddings, stats = _world()
@@ -159,6 +159,17 @@ def test_a_served_model_lets_the_ranker_order_only_users_with_few_ratings(tmp_pa
         ranker=ranker,
         ranker_up_to=5,
     )
+    return model, parts_of, embeddings, stats
+
+
+def test_a_served_model_lets_the_ranker_order_only_users_with_few_ratings(tmp_path) -> None:
+    """A model whose one component is popularity (the same list for everyone) with a ranker
+    taught on content: users with 1 to ``ranker_up_to`` ratings get the ranker's order, dealt
+    the blend's own values; a user with more keeps the blend exactly; save and load keep both,
+    and a model saved without a ranker loads without one."""
+    from ml.hybrid import HybridRecommender, top_k
+
+    model, parts_of, embeddings, stats = popularity_with_content_ranker()
     new = _content_fold(embeddings, stats, parts_of, 4).history[:40]  # 4 ratings each
     veteran = _content_fold(embeddings, stats, parts_of, 5, liked_per_user=8).history[:1]
     history = sp.vstack([new, veteran]).tocsr()
