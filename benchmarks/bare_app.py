@@ -14,10 +14,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from app.main import open_state, start, stop
-from app.metrics import Metrics
+from app.infra.metrics import Metrics
+from app.infra.settings import get_settings
+from app.server.factory import open_state, start, stop
 from app.services.catalog import MovieQuery, MovieSort
-from app.settings import get_settings
 
 
 def _movie(row: Any, genres: list[str]) -> dict:

@@ -16,7 +16,7 @@ from pathlib import Path
 import asyncpg
 import httpx
 
-from app.persisted import sha256
+from app.server.persisted_queries import sha256
 
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 ROOT = Path(__file__).resolve().parents[1]

@@ -23,11 +23,11 @@ from typing import Any
 
 from sqlalchemy import insert, text
 
-from app.db import create_engine, session_factory
-from app.migrate import upgrade
-from app.models import clicks, experiments, impressions, ratings, users
+from app.infra.database import create_engine, session_factory
+from app.infra.migrations import upgrade
+from app.infra.settings import Settings
+from app.infra.tables import clicks, experiments, impressions, ratings, users
 from app.services.experiments import ExperimentService
-from app.settings import Settings
 from benchmarks.common import machine, pg_exec, pg_url, save
 
 BEFORE = (

@@ -18,8 +18,8 @@ import time
 
 import numpy as np
 
-from app.registry import registry_for
-from app.settings import Settings
+from app.infra.model_registry import registry_for
+from app.infra.settings import Settings
 from benchmarks.common import machine, save
 from ml.hybrid import HybridRecommender
 from ml.interactions import truncate

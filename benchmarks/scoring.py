@@ -21,10 +21,10 @@ from pathlib import Path
 
 import numpy as np
 
-from app.db import create_engine, session_factory
-from app.registry import registry_for
-from app.services.llm_inputs import history_matrix, rated_by
-from app.settings import Settings
+from app.infra.database import create_engine, session_factory
+from app.infra.model_registry import registry_for
+from app.infra.settings import Settings
+from app.serving.llm_inputs import history_matrix, rated_by
 from benchmarks.common import free_port, machine, pg_url, save, start
 from benchmarks.http_load import wrk
 from ml.hybrid import HybridRecommender

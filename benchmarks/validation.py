@@ -15,7 +15,7 @@ import time
 from graphql import FragmentDefinitionNode, OperationDefinitionNode, parse, validate
 from strawberry.extensions import MaxAliasesLimiter, QueryDepthLimiter
 
-from app.settings import Settings
+from app.infra.settings import Settings
 from benchmarks.common import machine, save
 from graphql_schema.analysis import price_operation
 from graphql_schema.schema import build_schema

@@ -46,7 +46,7 @@ from graphql import (
 )
 from graphql.type.introspection import SchemaMetaFieldDef, TypeMetaFieldDef
 
-from app.services.recommendations import cursor_rank
+from app.serving.recommendations import cursor_rank
 from graphql_schema.costs import Declared, declared, type_weight
 
 DEFAULT_LIST_BOUND = 100  # a list whose size is declared nowhere (a test keeps this from happening)

@@ -7,9 +7,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from app.clients import client_address
-from app.errors import CinerecError, Unauthenticated, Unavailable, is_outage
-from graphql_schema.limits import bucket_key
+from app.infra.errors import CinerecError, Unauthenticated, Unavailable, is_outage
+from app.server.callers import client_address
+from graphql_schema.charges import bucket_key
 from resolvers.loaders import Loaders, create_loaders
 
 if TYPE_CHECKING:
@@ -18,12 +18,12 @@ if TYPE_CHECKING:
     from starlette.responses import Response
     from starlette.websockets import WebSocket
 
-    from app.auth import Principal, Token
-    from app.ratelimit import Budget
-    from app.services.bundle import Services
-    from app.services.explanations import ExplanationsServed
-    from app.services.recommendations import ServedBy
-    from app.settings import Settings
+    from app.infra.auth import Principal, Token
+    from app.infra.settings import Settings
+    from app.infra.throttles import Budget
+    from app.services.services import Services
+    from app.serving.explanations import ExplanationsServed
+    from app.serving.recommendations import ServedBy
     from graphql_schema.analysis import Price
 
 
@@ -42,7 +42,7 @@ class Context:
     settings: Settings
     services: Services
     loaders: Loaders
-    client: str  # the caller's address (see app.clients)
+    client: str  # the caller's address (see app.server.callers)
     principal: Principal | None = None
     auth_error: CinerecError | None = None
     token: Token | None = None  # the caller's verified token (its expiry closes a websocket)

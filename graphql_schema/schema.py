@@ -59,7 +59,7 @@ if TYPE_CHECKING:
     from graphql import GraphQLError
     from strawberry.types import ExecutionContext
 
-    from app.settings import Settings
+    from app.infra.settings import Settings
 
 log = logging.getLogger(__name__)
 

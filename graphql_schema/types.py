@@ -10,7 +10,7 @@ from typing import Any, Generic, TypeVar
 import strawberry
 from strawberry.types import Info
 
-from app.errors import BadUserInput
+from app.infra.errors import BadUserInput
 from graphql_schema.costs import (
     EVIDENCE,
     EXPLANATION,

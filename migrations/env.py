@@ -8,9 +8,9 @@ from typing import TYPE_CHECKING
 from alembic import context
 from sqlmodel import SQLModel
 
-import app.models  # noqa: F401  (registers the tables on SQLModel.metadata)
-from app.db import create_engine
-from app.settings import get_settings
+import app.infra.tables  # noqa: F401  (registers the tables on SQLModel.metadata)
+from app.infra.database import create_engine
+from app.infra.settings import get_settings
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from app.services.explanations import Chunk, Explained
+    from app.serving.explanations import Chunk, Explained
     from graphql_schema.context import Context
     from ml.llm.evidence import Evidence
 

@@ -12,9 +12,10 @@ from strawberry.dataloader import DataLoader
 if TYPE_CHECKING:
     from sqlalchemy import Row
 
-    from app.services.bundle import Services
-    from app.services.explanations import Explained, ExplanationService, ExplanationsServed
-    from app.services.recommendations import RecommendationService, Recommended, RecRequest, ServedBy
+    from app.services.services import Services
+    from app.serving.explanations import Explained, ExplanationService, ExplanationsServed
+    from app.serving.pipeline import Recommended, RecRequest
+    from app.serving.recommendations import RecommendationService, ServedBy
     from ml.llm.evidence import Evidence
 
 

@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from app.errors import BadUserInput
+from app.infra.errors import BadUserInput
 from app.services import catalog
 from app.services.catalog_changes import MovieDraft
 from resolvers.pagination import check_first, decode_cursor, encode_cursor
@@ -15,7 +15,7 @@ from resolvers.pagination import check_first, decode_cursor, encode_cursor
 if TYPE_CHECKING:
     from sqlalchemy import Row
 
-    from app.auth import Principal
+    from app.infra.auth import Principal
     from graphql_schema.context import Context
 
 

@@ -8,7 +8,7 @@ import json
 import math
 from typing import Any
 
-from app.errors import BadUserInput
+from app.infra.errors import BadUserInput
 
 
 def encode_cursor(*position: Any) -> str:

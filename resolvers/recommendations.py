@@ -5,15 +5,16 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
-from app.errors import BadUserInput, Forbidden, NotFound
-from app.services.filters import NO_FILTER, RecFilter
-from app.services.recommendations import Recommended, RecRequest, ServedBy
+from app.infra.errors import BadUserInput, Forbidden, NotFound
+from app.serving.filters import NO_FILTER, RecFilter
+from app.serving.pipeline import Recommended, RecRequest
+from app.serving.recommendations import ServedBy
 from resolvers.pagination import check_first
 
 if TYPE_CHECKING:
     from sqlalchemy import Row
 
-    from app.auth import Principal
+    from app.infra.auth import Principal
     from graphql_schema.context import Context
     from ml.registry import ModelVersionInfo
 
@@ -101,7 +102,7 @@ ROW_LENGTH = 20  # the longest row a home page holds
 async def similar_movies(ctx: Context, *, movie_id: int, first: int) -> list[Row[Any]]:
     """The similar movies' rows, read in one batch."""
     check_first(first, ctx.settings.max_recommendations)
-    found = await ctx.services.recommendations.similar(movie_id, first)
+    found = await ctx.services.movie_search.similar(movie_id, first)
     rows = await ctx.loaders.movie.load_many([m for m, _ in found])
     return [row for row in rows if row is not None]
 
@@ -110,7 +111,7 @@ async def search_movies(ctx: Context, *, query: str, first: int) -> list[tuple[i
     check_first(first, ctx.settings.max_recommendations)
     if not query.strip() or len(query) > 500:
         raise BadUserInput("query must be 1 to 500 characters", field="query")
-    return await ctx.services.recommendations.search(query, first)
+    return await ctx.services.movie_search.search(query, first)
 
 
 async def model_versions(ctx: Context, *, model: str = "recommender") -> list[ModelVersionInfo]:

@@ -12,7 +12,7 @@ from resolvers.pagination import check_first, decode_cursor, encode_cursor
 if TYPE_CHECKING:
     from sqlalchemy import Row
 
-    from app.auth import Principal
+    from app.infra.auth import Principal
     from graphql_schema.context import Context
 
 

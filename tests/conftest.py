@@ -5,27 +5,31 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import socket
+import sqlite3
 import subprocess
 import sys
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Self
+from typing import Any, Protocol, Self, TypeVar
 
 import asyncpg
+import filelock
 import httpx
 import pytest
 import uvicorn
 
 from app.cli.serve import uvicorn_options
-from app.db import create_engine
-from app.main import create_app
-from app.migrate import upgrade
+from app.infra.database import create_engine
+from app.infra.migrations import upgrade
+from app.infra.settings import Settings
+from app.server.factory import create_app
 from app.services.ingest import IngestReport, ingest
-from app.settings import Settings
 from ml.llm.base_model import init_torch
 from tests.movielens_fixture import write_movielens
 
@@ -59,11 +63,12 @@ class Databases:
         self.llm_cache = llm_cache
         self.created: list[str] = []
 
-    def url(self, backend: str) -> str:
+    def url(self, backend: str, *, template: str | None = None) -> str:
+        """A new database; a PostgreSQL one copied from ``template`` when given."""
         name = f"cinerec_test_{uuid.uuid4().hex[:12]}"
         if backend == "sqlite":
             return f"sqlite+aiosqlite:///{self.root / (name + '.db')}"
-        asyncio.run(_pg(f'CREATE DATABASE "{name}"'))
+        asyncio.run(_pg(f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else "")))
         self.created.append(name)
         return f"postgresql+asyncpg://postgres@127.0.0.1:5432/{name}"
 
@@ -77,9 +82,91 @@ class Databases:
             upgrade(settings)
         return settings
 
+    def copy(self, trained: TrainedHome, **overrides: object) -> Settings:
+        """A copy of a trained home: its database by ``CREATE DATABASE … TEMPLATE``, its folder
+        (the MLflow store and artifacts) by a file copy, with the store's paths moved along."""
+        home = self.root / uuid.uuid4().hex[:8]
+        with filelock.FileLock(str(trained.home) + ".lock"):  # one copy of the template at a time
+            url = self.url("postgresql", template=trained.database)
+            shutil.copytree(trained.home, home)
+        _move_mlflow_store(home / "mlflow.db", trained.home, home)
+        overrides.setdefault("llm_cache_dir", self.llm_cache)
+        overrides.setdefault("redis_prefix", f"cinerec-test-{uuid.uuid4().hex[:8]}")
+        overrides.setdefault("env", "test")
+        return Settings(home=home, database_url=url, **overrides)  # type: ignore[arg-type]
+
     def drop_all(self) -> None:
         for name in self.created:
             asyncio.run(_pg(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+def _move_mlflow_store(store: Path, old: Path, new: Path) -> None:
+    """Point a copied MLflow SQLite store's artifact locations at the copy's folder."""
+    with sqlite3.connect(store) as db:
+        for (table,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall():
+            for column in db.execute(f'PRAGMA table_info("{table}")').fetchall():
+                if column[2].upper().startswith(("VARCHAR", "TEXT")):
+                    db.execute(
+                        f'UPDATE "{table}" SET "{column[1]}" = replace("{column[1]}", ?, ?) '
+                        f'WHERE "{column[1]}" LIKE ?',
+                        (str(old), str(new), f"%{old}%"),
+                    )
+
+
+@dataclass(frozen=True)
+class TrainedHome:
+    """A database and a home folder with a trained model, copied by ``Databases.copy``."""
+
+    database: str
+    home: Path
+
+
+def shared_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder this run's pytest-xdist workers share (each worker's base folder's parent)."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
+TEMPLATES = "template-databases.txt"  # under the shared root: dropped when the whole run ends
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """The run's template databases are dropped by the process that ran every worker (or by the
+    only one): a worker cannot know whether another still copies from them."""
+    if hasattr(session.config, "workerinput"):
+        return
+    listed = session.config._tmp_path_factory.getbasetemp() / TEMPLATES  # type: ignore[attr-defined]
+    if listed.exists():
+        for name in listed.read_text().split():
+            asyncio.run(_pg(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+def trained_template(
+    tmp_path_factory: pytest.TempPathFactory, name: str, make: Callable[[Settings], None], **overrides: object
+) -> TrainedHome:
+    """A trained home made once per run, whatever the number of workers: the first to ask
+    makes it under a lock (``make`` ingests and trains into the settings given), the others
+    find it."""
+    root = shared_root(tmp_path_factory)
+    home = root / f"trained-{name}"
+    with filelock.FileLock(str(home) + ".lock"):
+        made = home / ".database"
+        if made.exists():
+            return TrainedHome(made.read_text(), home)
+        database = f"cinerec_template_{uuid.uuid4().hex[:12]}"
+        asyncio.run(_pg(f'CREATE DATABASE "{database}"'))
+        with (root / TEMPLATES).open("a") as listed:
+            listed.write(database + "\n")
+        settings = Settings(
+            home=home,
+            database_url=f"postgresql+asyncpg://postgres@127.0.0.1:5432/{database}",
+            env="test",
+            **overrides,  # type: ignore[arg-type]
+        )
+        upgrade(settings)
+        make(settings)
+        made.write_text(database)
+        return TrainedHome(database, home)
 
 
 @pytest.fixture(scope="session")
@@ -187,6 +274,49 @@ class LiveServer(ThreadedUvicorn):
         return answer(response)
 
 
+class InProcessServer:
+    """The real cinerec app in the test's process, with no socket between: Starlette's
+    ``TestClient`` (httpx over the ASGI app) runs the app's lifespan on enter and its shutdown
+    on exit. For API behaviour (errors, costs, permissions, queries); what needs a socket,
+    a process or a signal runs on ``LiveServer``."""
+
+    url = "http://testserver"
+
+    def __init__(self, settings: Settings) -> None:
+        from starlette.testclient import TestClient
+
+        self.settings = settings
+        self.token = uuid.uuid4().hex[:8]  # what makes this server's test data its own
+        # the peer a socket would have: the app reads the caller's address from it
+        self.http = TestClient(create_app(settings), client=("127.0.0.1", 50000))
+
+    def __enter__(self) -> Self:
+        self.http.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.http.__exit__(*exc)
+
+    def signal_exit(self) -> None:
+        """Nothing to ask ahead: leaving the client runs the app's shutdown."""
+
+    def gql(self, query: str, variables: dict | None = None, token: str | None = None, **kw: object) -> dict:
+        headers = {"authorization": f"Bearer {token}"} if token else {}
+        response = self.http.post(
+            "/graphql", json={"query": query, "variables": variables or {}}, headers=headers
+        )
+        return answer(response)
+
+
+class _Stoppable(Protocol):
+    def __enter__(self) -> Any: ...
+    def __exit__(self, *exc: object) -> None: ...
+    def signal_exit(self) -> None: ...
+
+
+Server = TypeVar("Server", bound=_Stoppable)
+
+
 def answer(response: httpx.Response) -> dict:
     """A GraphQL answer over HTTP: 200, or 429 with Retry-After when it is RATE_LIMITED."""
     if response.status_code == 429:
@@ -198,21 +328,62 @@ def answer(response: httpx.Response) -> dict:
     return response.json()
 
 
-@pytest.fixture(scope="session")
-def live_server_factory(databases: Databases) -> Iterator[Callable[..., LiveServer]]:
-    # Depends on `databases` so that servers stop before their databases are dropped.
-    servers: list[LiveServer] = []
+def _serving(kind: Callable[[Settings], Server]) -> Iterator[Callable[[Settings], Server]]:
+    """Starts servers; at the end of the fixture's scope they all drain at once."""
+    servers: list[Server] = []
 
-    def start(settings: Settings) -> LiveServer:
-        server = LiveServer(settings).__enter__()
+    def start(settings: Settings) -> Server:
+        server = kind(settings).__enter__()
         servers.append(server)
         return server
 
     yield start
-    for server in servers:  # every server drains at once: the session ends at the slowest one's pace
+    for server in servers:
         server.signal_exit()
     for server in servers:
         server.__exit__()
+
+
+# Each depends on `databases` so that servers stop before their databases are dropped. A
+# server stops at the end of what asked for it: the session's fixtures, a module's, a test.
+@pytest.fixture(scope="session")
+def live_server_factory(databases: Databases) -> Iterator[Callable[..., LiveServer]]:
+    yield from _serving(LiveServer)
+
+
+@pytest.fixture(scope="module")
+def module_server_factory(databases: Databases) -> Iterator[Callable[..., LiveServer]]:
+    yield from _serving(LiveServer)
+
+
+@pytest.fixture
+def server_factory(databases: Databases) -> Iterator[Callable[..., LiveServer]]:
+    yield from _serving(LiveServer)
+
+
+@pytest.fixture(scope="session")
+def in_process_factory(databases: Databases) -> Iterator[Callable[..., InProcessServer]]:
+    yield from _serving(InProcessServer)
+
+
+def settings_env(settings: Settings, *, redis: bool = False) -> dict[str, str]:
+    """What a `cinerec` subprocess needs to act on ``settings``' database and home (and its
+    Redis, with ``redis``: then it announces what it changes to running servers)."""
+    env = {
+        "CINEREC_DATABASE_URL": settings.database_url,
+        "CINEREC_HOME": str(settings.home),
+        "CINEREC_ENV": "test",
+    }
+    if redis:
+        env.update(CINEREC_REDIS_URL=settings.redis_url, CINEREC_REDIS_PREFIX=settings.redis_prefix)
+    return env
+
+
+def ingest_generated(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """The generated MovieLens set (tests/movielens_fixture.py) ingested into ``settings``."""
+    directory = tmp_path_factory.mktemp("ml") / "ml"
+    write_movielens(directory)
+    ingest_into(settings, directory)
 
 
 def ingest_into(settings: Settings, directory: Path, **options: object) -> IngestReport:

@@ -13,8 +13,8 @@ from typing import Annotated
 import typer
 
 from app.cli import data, db, llm, models, monitor, schema, serve, users
-from app.errors import CinerecError
-from app.migrate import SchemaBehind
+from app.infra.errors import CinerecError
+from app.infra.migrations import SchemaBehind
 from ml.data.download import DownloadError
 from ml.data.movielens import DatasetError
 from ml.registry import RegistryError

@@ -9,8 +9,8 @@ from typing import Annotated
 
 import typer
 
-from app.migrate import ensure_schema
-from app.settings import get_settings
+from app.infra.migrations import ensure_schema
+from app.infra.settings import get_settings
 
 app = typer.Typer(help="MovieLens data: download and ingest.", no_args_is_help=True)
 
@@ -47,7 +47,7 @@ def data_ingest(
     migrate: Annotated[bool, typer.Option(help="Run pending migrations first.")] = True,
 ) -> None:
     """Load a MovieLens folder into the database in one transaction (re-runnable)."""
-    from app.db import create_engine
+    from app.infra.database import create_engine
     from app.services.ingest import ingest
 
     settings = get_settings()
@@ -72,6 +72,6 @@ def data_ingest(
             typer.echo(f"rejected {report.rejected} rows: see {report.reject_file}")
 
     asyncio.run(run())
-    from app.cache import bump_generation_sync
+    from app.infra.cache import bump_generation_sync
 
     bump_generation_sync(settings, "catalog", 0)  # cached catalog responses are stale now

@@ -6,8 +6,8 @@ import asyncio
 
 import typer
 
-from app.migrate import revision_gap, upgrade
-from app.settings import get_settings
+from app.infra.migrations import revision_gap, upgrade
+from app.infra.settings import get_settings
 
 app = typer.Typer(help="Database schema (Alembic).", no_args_is_help=True)
 

@@ -8,8 +8,8 @@ from typing import Annotated, Any
 
 import typer
 
-from app.migrate import ensure_schema
-from app.settings import get_settings
+from app.infra.migrations import ensure_schema
+from app.infra.settings import get_settings
 from ml.llm.labelled import LABELLED
 
 app = typer.Typer(help="The LLM: LoRA fine-tuning and registration.", no_args_is_help=True)
@@ -209,7 +209,7 @@ def explanations_doc(
 ) -> None:
     """Write what users read: served explanations (the serving LLM version's, after the
     checker, or the template's) for held-out users, each with its movie, evidence and source."""
-    from app.registry import registry_for
+    from app.infra.model_registry import registry_for
     from app.services.explanation_quality import evaluate_explanations as run
     from app.services.explanation_quality import explanations_page
     from ml.registry import CHAMPION, LLM

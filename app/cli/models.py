@@ -6,8 +6,8 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from app.migrate import ensure_schema
-from app.settings import get_settings
+from app.infra.migrations import ensure_schema
+from app.infra.settings import get_settings
 
 if TYPE_CHECKING:
     from app.services.training import RerankOutcome

@@ -9,8 +9,8 @@ from typing import Annotated
 
 import typer
 
-from app.migrate import ensure_schema
-from app.settings import get_settings
+from app.infra.migrations import ensure_schema
+from app.infra.settings import get_settings
 
 app = typer.Typer(help="Watch the serving model's data.", no_args_is_help=True)
 

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from app.settings import get_settings
+from app.infra.settings import get_settings
 
 app = typer.Typer(help="The GraphQL schema.", no_args_is_help=True)
 

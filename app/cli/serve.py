@@ -9,8 +9,8 @@ from typing import Annotated, Any
 
 import typer
 
-from app.migrate import ensure_schema
-from app.settings import Settings, get_settings
+from app.infra.migrations import ensure_schema
+from app.infra.settings import Settings, get_settings
 
 
 def serve(
@@ -37,7 +37,7 @@ def serve(
     if workers > 1:
         _share_metrics(settings)
         _share_cores(workers)
-        from app.registry import registry_for
+        from app.infra.model_registry import registry_for
 
         registry_for(settings).ensure_store()  # once, before the workers race to create it
     typer.echo(
@@ -45,7 +45,7 @@ def serve(
     )
     _announce_when_ready(host, port)
     uvicorn.run(
-        "app.main:create_app",
+        "app.server.factory:create_app",
         factory=True,
         host=host,
         port=port,
@@ -90,11 +90,11 @@ def uvicorn_options(settings: Settings) -> dict[str, Any]:
         # SIGTERM: stop accepting, let in-flight requests finish, but never wait forever;
         # open websockets are told 1001 (going away) so that clients reconnect elsewhere
         "timeout_graceful_shutdown": int(settings.shutdown_timeout_seconds),
-        "ws": "app.websocket_protocol:GoingAwayProtocol",
+        "ws": "app.server.going_away:GoingAwayProtocol",
         # a websocket message is held to the HTTP body limit: uvicorn's default is 16 MiB, and the
         # frame is read whole before the app sees it
         "ws_max_size": settings.max_body_bytes,
-        # X-Forwarded-For is believed by cinerec only from CINEREC_TRUSTED_PROXIES (app.clients);
+        # X-Forwarded-For is believed by cinerec only from CINEREC_TRUSTED_PROXIES (app.server.callers);
         # uvicorn's own rewrite would trust it from 127.0.0.1 whatever the settings say
         "proxy_headers": False,
     }

@@ -7,18 +7,22 @@ from typing import Annotated
 
 import typer
 
-from app.announcements import ACCOUNTS, publish_sync
-from app.auth import PasswordHasher, Role
-from app.db import create_engine, session_factory
-from app.migrate import ensure_schema
+from app.infra.announcements import ACCOUNTS, publish_sync
+from app.infra.auth import PasswordHasher, Role
+from app.infra.database import create_engine, session_factory
+from app.infra.migrations import ensure_schema
+from app.infra.settings import Settings, get_settings
 from app.services import accounts
-from app.settings import get_settings
 
 app = typer.Typer(help="Logins and roles.", no_args_is_help=True)
 
 
 def _create(email: str, password: str, *, role: Role, user_id: int | None) -> int:
-    settings = get_settings()
+    return create_login(get_settings(), email, password, role=role, user_id=user_id)
+
+
+def create_login(settings: Settings, email: str, password: str, *, role: Role, user_id: int | None) -> int:
+    """A login in ``settings``' database (what `cinerec users create` and `create-admin` do): its user id."""
     ensure_schema(settings, migrate=True)
 
     async def run() -> int:

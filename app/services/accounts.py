@@ -15,18 +15,18 @@ from cachetools import TTLCache
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 
-from app.auth import Principal, Role, bearer_token, issue_token, read_token
-from app.errors import BadUserInput, NotFound, Unauthenticated
-from app.models import Account, User, accounts, users
+from app.infra.auth import Principal, Role, bearer_token, issue_token, read_token
+from app.infra.errors import BadUserInput, NotFound, Unauthenticated
+from app.infra.tables import Account, User, accounts, users
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
     from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-    from app.auth import PasswordHasher, Token
-    from app.ratelimit import LoginThrottle, RegisterThrottle
-    from app.settings import Settings
+    from app.infra.auth import PasswordHasher, Token
+    from app.infra.settings import Settings
+    from app.infra.throttles import LoginThrottle, RegisterThrottle
 
 MIN_PASSWORD = 8
 MAX_PASSWORD = 256

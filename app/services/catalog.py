@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import and_, func, literal_column, or_, select
 
-from app.cache import GENRE_NAMES, GENRES, LINK, MOVIE, TAGS
-from app.models import genres, links, movie_genres, movies, tags
-from app.services.parts import CachedReads
+from app.infra.cache import GENRE_NAMES, GENRES, LINK, MOVIE, TAGS
+from app.infra.tables import genres, links, movie_genres, movies, tags
+from app.serving.parts import CachedReads
 
 if TYPE_CHECKING:
     from sqlalchemy import ColumnElement, Row

@@ -19,15 +19,15 @@ import numpy as np
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 
-from app.errors import BadUserInput, NotFound
-from app.models import (
+from app.infra.errors import BadUserInput, NotFound
+from app.infra.tables import (
     genres,
     links,
     movie_genres,
     movies,
     tags,
 )
-from app.models import movie_embeddings as vectors
+from app.infra.tables import movie_embeddings as vectors
 from ml import embeddings
 from ml.interactions import content_text
 
@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     from sqlalchemy import Row
     from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-    from app.cache import Generations
+    from app.infra.cache import Generations
 
 
 MAX_GENRES, MAX_TAGS = 10, 20

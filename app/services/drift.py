@@ -24,9 +24,9 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 from sqlalchemy import insert, select, text
 
-from app.errors import BadUserInput, NotFound
-from app.models import drift_checks
-from app.registry import registry_for
+from app.infra.errors import BadUserInput, NotFound
+from app.infra.model_registry import registry_for
+from app.infra.tables import drift_checks
 from app.services import catalog
 from ml.drift import DriftResult, describe, load_reference
 from ml.registry import CHAMPION, RECOMMENDER
@@ -36,8 +36,8 @@ if TYPE_CHECKING:
     from redis.asyncio import Redis
     from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
-    from app.metrics import Metrics
-    from app.settings import Settings
+    from app.infra.metrics import Metrics
+    from app.infra.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +68,7 @@ async def _current(
     engine: AsyncEngine, since: float, limit: int
 ) -> tuple[pd.DataFrame, dict[int, list[str]]]:
     """The newest ``limit`` ratings made after ``since``, and their movies' genres."""
-    from app.db import session_factory
+    from app.infra.database import session_factory
 
     async with session_factory(engine)() as session:
         rows = (
@@ -114,7 +114,7 @@ async def latest(sessions: async_sessionmaker) -> StoredDrift | None:
 def check(settings: Settings, *, version: str | None = None, keep: bool = False) -> DriftOutcome:
     """Compare the ratings since ``version``'s cut-off (the champion's by default) with its
     training snapshot; with ``keep``, store the report for the server to show."""
-    from app.db import create_engine
+    from app.infra.database import create_engine
     from ml.drift import compare
 
     registry = registry_for(settings)

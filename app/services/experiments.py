@@ -24,19 +24,19 @@ from typing import TYPE_CHECKING, Any
 from cachetools import LRUCache
 from sqlalchemy import delete, insert, select, text, update
 
-from app.db import dialect_insert
-from app.errors import BadUserInput, NotFound
-from app.models import clicks as clicks_table
-from app.models import experiments as experiments_table
-from app.models import impressions as impressions_table
+from app.infra.database import dialect_insert
+from app.infra.errors import BadUserInput, NotFound
+from app.infra.tables import clicks as clicks_table
+from app.infra.tables import experiments as experiments_table
+from app.infra.tables import impressions as impressions_table
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-    from app.announcements import Announcements
-    from app.holders import RecommenderHolder
-    from app.metrics import Metrics
-    from app.services.recommendations import RecommendationShown
+    from app.infra.announcements import Announcements
+    from app.infra.metrics import Metrics
+    from app.serving.champions import RecommenderHolder
+    from app.serving.recommendations import RecommendationShown
 
 log = logging.getLogger(__name__)
 EXPERIMENTS = "experiments"  # announcements topic: an experiment started or stopped

@@ -19,12 +19,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from app.registry import registry_for
+from app.infra.model_registry import registry_for
 from ml.llm.faithfulness import KINDS, TitleIndex, check, fix_articles, vet
 from ml.registry import CHAMPION, LLM, RECOMMENDER
 
 if TYPE_CHECKING:
-    from app.settings import Settings
+    from app.infra.settings import Settings
     from ml.llm.prompts import ExplainRequest
 
 EXPERIMENT = "cinerec-explanations"
@@ -108,16 +108,16 @@ async def explain_requests(
     those too). Users the recommender does not know are left out."""
     from sqlalchemy import select
 
-    from app.db import create_engine, session_factory
-    from app.models import ratings
+    from app.infra.database import create_engine, session_factory
+    from app.infra.tables import ratings
     from app.services import catalog
-    from app.services.llm_inputs import explanation_inputs, rated_by
+    from app.serving.llm_inputs import explanation_inputs, rated_by
     from ml.hybrid import HybridRecommender
 
     registry = registry_for(settings)
     version = registry.alias_version(RECOMMENDER, CHAMPION)
     if version is None:
-        from app.errors import NotFound
+        from app.infra.errors import NotFound
 
         raise NotFound("no recommender champion: run `cinerec train` first")
     model = HybridRecommender.load(registry.download(RECOMMENDER, version, settings.home / "models"))
@@ -214,7 +214,7 @@ def evaluate_explanations(
     # users never seen by an adapter's explanation training
     requests, titles = asyncio.run(explain_requests(settings, HeldOut(pairs, draw=seed), top=top, seed=seed))
     if not requests:
-        from app.errors import BadUserInput
+        from app.infra.errors import BadUserInput
 
         raise BadUserInput("no users to explain for: the recommender knows none")
     registry = registry_for(settings)

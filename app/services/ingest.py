@@ -26,7 +26,7 @@ from sqlalchemy import Table, text
 from sqlalchemy.dialects import postgresql, sqlite
 from tqdm import tqdm
 
-from app.models import (
+from app.infra.tables import (
     RATINGS_MOVIE_FK,
     RATINGS_MOVIE_INDEX,
     RATINGS_PK,
@@ -34,13 +34,13 @@ from app.models import (
     RATINGS_USER_FK,
     RATINGS_USER_TIME_INDEX,
 )
-from app.models import genome_tags as GENOME_TAGS
-from app.models import genres as GENRES
-from app.models import links as LINKS
-from app.models import movie_genres as MOVIE_GENRES
-from app.models import movies as MOVIES
-from app.models import tags as TAGS
-from app.models import users as USERS
+from app.infra.tables import genome_tags as GENOME_TAGS
+from app.infra.tables import genres as GENRES
+from app.infra.tables import links as LINKS
+from app.infra.tables import movie_genres as MOVIE_GENRES
+from app.infra.tables import movies as MOVIES
+from app.infra.tables import tags as TAGS
+from app.infra.tables import users as USERS
 from ml.data import movielens
 
 if TYPE_CHECKING:

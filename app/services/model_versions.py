@@ -7,12 +7,12 @@ import asyncio
 import re
 from typing import TYPE_CHECKING
 
-from app.errors import BadUserInput, NotFound
+from app.infra.errors import BadUserInput, NotFound
 from ml.registry import LLM, RECOMMENDER, RegistryError
 
 if TYPE_CHECKING:
-    from app.holders import ChampionHolder, RecommenderHolder
-    from app.llm import LLMHolder
+    from app.serving.champions import ChampionHolder, RecommenderHolder
+    from app.serving.llm_holder import LLMHolder
     from ml.registry import ModelVersionInfo
 
 

@@ -10,11 +10,11 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import and_, case, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from app.batching import Coalescer
-from app.cache import Kind
-from app.db import dialect_insert
-from app.errors import BadUserInput, NotFound
-from app.models import (
+from app.infra.cache import Kind
+from app.infra.coalescer import Coalescer
+from app.infra.database import dialect_insert
+from app.infra.errors import BadUserInput, NotFound
+from app.infra.tables import (
     RATING_MAX,
     RATING_MIN,
     deleted_ratings,
@@ -23,13 +23,13 @@ from app.models import (
     ratings,
     users,
 )
-from app.services.parts import CachedReads
+from app.serving.parts import CachedReads
 
 if TYPE_CHECKING:
     from sqlalchemy import Row
     from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-    from app.cache import Generations, TwoLevelCache
+    from app.infra.cache import Generations, TwoLevelCache
 
 
 def check_rating(value: float) -> float:

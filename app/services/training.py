@@ -17,13 +17,13 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from app.announcements import PROMOTIONS, publish_sync
-from app.errors import BadUserInput
-from app.registry import register_version, registry_for
+from app.infra.announcements import PROMOTIONS, publish_sync
+from app.infra.errors import BadUserInput
+from app.infra.model_registry import register_version, registry_for
 from ml.registry import CHAMPION, LLM, RECOMMENDER, RERANK_WEIGHTS_TAG
 
 if TYPE_CHECKING:
-    from app.settings import Settings
+    from app.infra.settings import Settings
     from ml.llm.finetune import FinetuneConfig
     from ml.llm.rerank import SegmentReport
     from ml.training import RankerReport, TrainConfig, TrainData, TrainResult
@@ -110,7 +110,7 @@ class TrainingService:
 
     def load_data(self) -> TrainData:
         """The database's ratings and catalog as frames; ``NoRatings`` when there are none."""
-        from app.db import create_engine
+        from app.infra.database import create_engine
         from app.services.training_data import load_train_data
 
         async def run() -> TrainData:

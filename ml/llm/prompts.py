@@ -11,6 +11,7 @@ by every candidate.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -112,6 +113,12 @@ class ExplainRequest:
     title: str
     evidence: Sequence[str]
     facts: Facts | None = None
+
+    @functools.cached_property
+    def opening(self) -> str:
+        """``explanation_opening``, worked out once per request (a stream's text, its prompt
+        and its fallback all start from it)."""
+        return _opening(self)
 
 
 def profile_movies(
@@ -298,6 +305,11 @@ def opening_movie(facts: Facts) -> FactMovie | None:
 
 
 def explanation_opening(request: ExplainRequest) -> str:
+    """The start of the answer (see ``_opening``), once per request."""
+    return request.opening
+
+
+def _opening(request: ExplainRequest) -> str:
     """The start of the answer, written for the model: it fits the viewer's relation to the
     movie (rated already or not) and states the largest reason as what it is, which a bullet
     does not say: many who watched a movie you rated watched this one too (EASE and LightFM

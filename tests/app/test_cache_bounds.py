@@ -3,9 +3,9 @@ many distinct searches cannot grow it past its budget."""
 
 from __future__ import annotations
 
-from app.cache import Kind, RedisHealth, TwoLevelCache, approx_size
-from app.metrics import Metrics
-from app.persisted import ResponseCache
+from app.infra.cache import Kind, RedisHealth, TwoLevelCache, approx_size
+from app.infra.metrics import Metrics
+from app.server.persisted_queries import ResponseCache
 
 
 async def test_l1_holds_at_most_its_byte_budget() -> None:

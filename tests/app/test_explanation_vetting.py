@@ -9,9 +9,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Sequence
 
-from app.llm import Fallback, RerankWeights, ServedLLM
-from app.metrics import Metrics
-from app.services.explanations import ExplanationService
+from app.infra.metrics import Metrics
+from app.serving.explanations import ExplanationService
+from app.serving.llm_holder import Fallback, RerankWeights, ServedLLM
 from ml.llm.faithfulness import FactMovie, Facts, TitleIndex, supported_prefix
 from ml.llm.prompts import ExplainRequest, explanation_opening
 

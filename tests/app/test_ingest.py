@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 from sqlalchemy import text
 
-from app.db import create_engine
+from app.infra.database import create_engine
 from app.services.ingest import IngestError
 from ml.data.movielens import DatasetError
 from tests.conftest import Databases, ingest_into

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from app.llm import PrometheusObserver
-from app.metrics import Metrics
+from app.infra.metrics import Metrics
+from app.serving.llm_holder import PrometheusObserver
 
 
 def _running(metrics: Metrics) -> float | None:

@@ -13,8 +13,8 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlmodel import SQLModel
 
-import app.models  # noqa: F401
-from app.db import create_engine
+import app.infra.tables  # noqa: F401
+from app.infra.database import create_engine
 from tests.conftest import Databases, ingest_into
 
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from app.db import create_engine, session_factory
-from app.services.llm_inputs import preference_requests
+from app.infra.database import create_engine, session_factory
 from app.services.training_data import load_train_data
+from app.serving.llm_inputs import preference_requests
 from ml.llm.examples import build_examples, item_stats
 from tests.conftest import Databases, ingest_into
 from tests.movielens_fixture import write_movielens

@@ -6,8 +6,8 @@ import asyncio
 
 import pytest
 
-from app.errors import RateLimited, Unauthenticated
-from app.ratelimit import Counters, LoginThrottle, RegisterThrottle
+from app.infra.errors import RateLimited, Unauthenticated
+from app.infra.throttles import Counters, LoginThrottle, RegisterThrottle
 
 
 def _throttle(attempts: int = 2, per_address: int = 10) -> LoginThrottle:

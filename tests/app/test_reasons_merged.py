@@ -3,7 +3,7 @@ both can be among a movie's largest parts; they are said once, with their weight
 
 from __future__ import annotations
 
-from app.services.llm_inputs import _merged
+from app.serving.llm_inputs import _merged
 from ml.llm.evidence import POPULARITY, RATING, Evidence
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from app.settings import Settings
+from app.infra.settings import Settings
 
 
 def test_embedded_defaults(tmp_path: Path) -> None:

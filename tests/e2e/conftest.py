@@ -9,13 +9,24 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 import pytest
 
-from app.settings import Settings
-from tests.conftest import BACKENDS, Databases, LiveServer, answer, ingest_into
-from tests.movielens_fixture import write_movielens
+from app.cli.users import create_login
+from app.infra.auth import Role
+from app.infra.settings import Settings
+from tests.conftest import (
+    Databases,
+    LiveServer,
+    TrainedHome,
+    answer,
+    ingest_generated,
+    ingest_into,
+    settings_env,
+    trained_template,
+)
 from tests.redis_server import RedisServer
 
 ADMIN = ("admin@example.com", "admin-password")
@@ -36,48 +47,27 @@ def cli(settings_env: dict[str, str], *args: str) -> subprocess.CompletedProcess
     )
 
 
-@dataclass
-class Catalog:
-    server: LiveServer
-    admin_token: str
-    user_token: str
-    env: dict[str, str]
+def add_logins(settings: Settings, *, user_id: int, admin: bool = True) -> None:
+    """The fixtures' logins (ADMIN, a new user; USER, MovieLens user ``user_id``), made as
+    `cinerec users create-admin` and `create` make them, in this process (the commands
+    themselves are tested in tests/app/test_cli.py)."""
+    if admin:
+        create_login(settings, *ADMIN, role=Role.ADMIN, user_id=None)
+    create_login(settings, *USER, role=Role.USER, user_id=user_id)
 
 
-@pytest.fixture(scope="session", params=BACKENDS)
-def catalog(
-    request: pytest.FixtureRequest,
-    databases: Databases,
-    live_server_factory: Callable[..., LiveServer],
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Catalog:
-    # No background cache warming here: the statement-count test must see only its own SQL.
-    settings = databases.settings(
-        request.param,
-        redis_url="redis://127.0.0.1:6379/0",
-        max_query_depth=DEPTH,
-        cache_warm_movies=0,
-        llm_backend="none",  # the catalog tests need no model; the LLM has its own tests
-        metrics_operations=["Named"],
-    )
-    directory = tmp_path_factory.mktemp("ml") / "ml"
-    write_movielens(directory)
+@pytest.fixture(scope="session")
+def ml100k_trained(tmp_path_factory: pytest.TempPathFactory, ml100k_dir: Path) -> TrainedHome:
+    """ML-100K in PostgreSQL and a model trained by `cinerec train` (10 epochs, no tuning:
+    version 1, champion), made once per run; fixtures take copies (``Databases.copy``)."""
 
-    ingest_into(settings, directory)
-    env = {
-        "CINEREC_DATABASE_URL": settings.database_url,
-        "CINEREC_HOME": str(settings.home),
-        "CINEREC_ENV": "test",
-    }
-    made = cli(env, "users", "create-admin", "--email", ADMIN[0], "--password", ADMIN[1])
-    assert made.returncode == 0, made.stderr
-    made = cli(env, "users", "create", "--email", USER[0], "--password", USER[1], "--user-id", str(USER_ID))
-    assert made.returncode == 0, made.stderr
-    server = live_server_factory(settings)
-    login = "mutation($e: String!, $p: String!) { login(email: $e, password: $p) { token user { userId } } }"
-    admin = server.gql(login, {"e": ADMIN[0], "p": ADMIN[1]})["data"]["login"]["token"]
-    user = server.gql(login, {"e": USER[0], "p": USER[1]})["data"]["login"]["token"]
-    return Catalog(server, admin, user, env)
+    def make(settings: Settings) -> None:
+        ingest_into(settings, ml100k_dir)
+        trained = cli(settings_env(settings), "train", "--epochs", "10", "--no-tune")
+        assert trained.returncode == 0, trained.stderr[-3000:]
+        assert "version 1: serving (champion)" in trained.stdout
+
+    return trained_template(tmp_path_factory, "ml100k", make)
 
 
 @dataclass
@@ -91,28 +81,18 @@ class Recommender:
 
 @pytest.fixture(scope="session")
 def recommender(
-    databases: Databases, live_server_factory: Callable[..., LiveServer], ml100k_dir
+    databases: Databases, live_server_factory: Callable[..., LiveServer], ml100k_trained: TrainedHome
 ) -> Recommender:
-    """ML-100K in PostgreSQL, a model trained by `cinerec train` (version 1, champion), a server."""
+    """A copy of the trained ML-100K home (version 1, champion) and a server on it."""
     # a generous LLM timeout: a slow machine must not turn a test of batching into one of fallbacks
-    settings = databases.settings(
-        "postgresql", redis_url="redis://127.0.0.1:6379/0", llm_max_new_tokens=24, llm_timeout_seconds=90.0
+    settings = databases.copy(
+        ml100k_trained,
+        redis_url="redis://127.0.0.1:6379/0",
+        llm_max_new_tokens=24,
+        llm_timeout_seconds=90.0,
     )
-
-    ingest_into(settings, ml100k_dir)
-    env = {
-        "CINEREC_DATABASE_URL": settings.database_url,
-        "CINEREC_HOME": str(settings.home),
-        "CINEREC_ENV": "test",
-    }
-    trained = cli(env, "train", "--epochs", "10", "--no-tune")
-    assert trained.returncode == 0, trained.stderr[-3000:]
-    assert "version 1: serving (champion)" in trained.stdout
-    assert cli(env, "users", "create-admin", "--email", ADMIN[0], "--password", ADMIN[1]).returncode == 0
-    assert (
-        cli(env, "users", "create", "--email", USER[0], "--password", USER[1], "--user-id", "1").returncode
-        == 0
-    )
+    env = settings_env(settings)
+    add_logins(settings, user_id=1)
     server = live_server_factory(settings)
     login = "mutation($e: String!, $p: String!) { login(email: $e, password: $p) { token } }"
     admin = server.gql(login, {"e": ADMIN[0], "p": ADMIN[1]})["data"]["login"]["token"]
@@ -200,20 +180,10 @@ def guarded(
         # tests here count the SQL statements a request sends: no drift-gauge read in between
         drift_refresh_seconds=86_400,
     )
-    directory = tmp_path_factory.mktemp("ml") / "ml"
-    write_movielens(directory)
-    ingest_into(settings, directory)
-    env = {
-        "CINEREC_DATABASE_URL": settings.database_url,
-        "CINEREC_HOME": str(settings.home),
-        "CINEREC_ENV": "test",
-        "CINEREC_REDIS_URL": redis.url,
-        "CINEREC_REDIS_PREFIX": settings.redis_prefix,
-    }
+    ingest_generated(settings, tmp_path_factory)
+    env = settings_env(settings, redis=True)
     trained = cli(env, "train", "--epochs", "2", "--no-tune", "--no-refit")
     assert trained.returncode == 0, trained.stderr[-2000:]
-    assert cli(env, "users", "create-admin", "--email", ADMIN[0], "--password", ADMIN[1]).returncode == 0
-    made = cli(env, "users", "create", "--email", USER[0], "--password", USER[1], "--user-id", str(USER_ID))
-    assert made.returncode == 0, made.stderr
+    add_logins(settings, user_id=USER_ID)
     yield Guarded(live_server_factory(settings), redis, settings, env)
     redis.stop()

@@ -31,12 +31,12 @@ def apollo_client() -> Path:
 
 
 def test_apollo_persisted_queries_link_registers_then_hits_the_cache(
-    apollo_client: Path, databases: Databases, live_server_factory: Callable[..., LiveServer], tmp_path: Path
+    apollo_client: Path, databases: Databases, server_factory: Callable[..., LiveServer], tmp_path: Path
 ) -> None:
     settings = databases.settings("sqlite", llm_backend="none", cache_warm_movies=0)
     write_movielens(tmp_path / "ml")
     ingest_into(settings, tmp_path / "ml")
-    server = live_server_factory(settings)
+    server = server_factory(settings)
     done = subprocess.run(
         ["node", "apq.mjs", server.url, "3"],
         cwd=apollo_client,

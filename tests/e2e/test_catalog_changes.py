@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import Databases, LiveServer, ingest_into
-from tests.e2e.conftest import ADMIN, LOGIN, USER, cli, code, wait_until
+from tests.conftest import Databases, LiveServer, TrainedHome
+from tests.e2e.conftest import ADMIN, LOGIN, USER, add_logins, code, wait_until
 
 
 @dataclass
@@ -25,26 +25,15 @@ class Replicas:
 
 @pytest.fixture(scope="module")
 def replicas(
-    databases: Databases, live_server_factory: Callable[..., LiveServer], ml100k_dir: Any
+    databases: Databases, module_server_factory: Callable[..., LiveServer], ml100k_trained: TrainedHome
 ) -> Replicas:
-    settings = databases.settings(
-        "postgresql", redis_url="redis://127.0.0.1:6379/0", llm_backend="none", account_cache_seconds=0
+    """Two servers on one copy of the trained ML-100K home."""
+    settings = databases.copy(
+        ml100k_trained, redis_url="redis://127.0.0.1:6379/0", llm_backend="none", account_cache_seconds=0
     )
-    ingest_into(settings, ml100k_dir)
-    env = {
-        "CINEREC_DATABASE_URL": settings.database_url,
-        "CINEREC_HOME": str(settings.home),
-        "CINEREC_ENV": "test",
-    }
-    trained = cli(env, "train", "--epochs", "5", "--no-tune", "--no-refit")
-    assert trained.returncode == 0, trained.stderr[-2000:]
-    assert cli(env, "users", "create-admin", "--email", ADMIN[0], "--password", ADMIN[1]).returncode == 0
-    assert (
-        cli(env, "users", "create", "--email", USER[0], "--password", USER[1], "--user-id", "1").returncode
-        == 0
-    )
-    a = live_server_factory(settings)
-    b = live_server_factory(settings.model_copy())
+    add_logins(settings, user_id=1)
+    a = module_server_factory(settings)
+    b = module_server_factory(settings.model_copy())
     admin = a.gql(LOGIN, {"e": ADMIN[0], "p": ADMIN[1]})["data"]["login"]["token"]
     user = a.gql(LOGIN, {"e": USER[0], "p": USER[1]})["data"]["login"]["token"]
     return Replicas(a, b, admin, user)

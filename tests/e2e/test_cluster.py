@@ -138,8 +138,8 @@ def movie_reads(i: int) -> tuple[str, dict]:
 def test_a_promotion_through_one_replica_is_served_by_the_other_and_prometheus_scrapes_both(
     cluster: LocalCluster,
 ) -> None:
-    from app.registry import registry_for
-    from app.settings import Settings
+    from app.infra.model_registry import registry_for
+    from app.infra.settings import Settings
 
     a, b = cluster.replica_urls()
     token = admin_token(cluster.url)
@@ -218,8 +218,8 @@ def test_sigterm_to_a_replica_under_load(cluster: LocalCluster) -> None:
 
 
 def test_redis_stopped_under_load(cluster: LocalCluster) -> None:
-    from app.registry import registry_for
-    from app.settings import Settings
+    from app.infra.model_registry import registry_for
+    from app.infra.settings import Settings
 
     a, b = cluster.replica_urls()
     token = admin_token(cluster.url)

@@ -33,9 +33,11 @@ import pandas as pd
 import pytest
 from sqlalchemy import text
 
-from app.db import create_engine
-from app.registry import registry_for
-from app.settings import Settings
+from app.cli.users import create_login
+from app.infra.auth import Role
+from app.infra.database import create_engine
+from app.infra.model_registry import registry_for
+from app.infra.settings import Settings
 from ml.registry import RECOMMENDER
 from tests.conftest import Databases, LiveServer, _free_port, ingest_into
 from tests.e2e.conftest import ADMIN, cli, wait_until
@@ -110,7 +112,7 @@ def gql(server: LiveServer, query: str, variables: dict | None = None, token: st
 @pytest.fixture(scope="module")
 def replay(
     databases: Databases,
-    live_server_factory: Callable[..., LiveServer],
+    module_server_factory: Callable[..., LiveServer],
     ml100k_dir: Path,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Replay:
@@ -135,7 +137,7 @@ def replay(
     }
     trained = cli(env, "train", "--epochs", "10", "--no-tune")
     assert trained.returncode == 0, trained.stderr[-2000:]
-    assert cli(env, "users", "create-admin", "--email", ADMIN[0], "--password", ADMIN[1]).returncode == 0
+    create_login(settings, *ADMIN, role=Role.ADMIN, user_id=None)
     # the challenger: the same version with popularity as its only component
     registry = registry_for(settings)
     folder = registry.download(RECOMMENDER, "1", tmp_path_factory.mktemp("challenger"))
@@ -149,8 +151,8 @@ def replay(
         RECOMMENDER, "challenger", registry.register(RECOMMENDER, source=source, run_id=run_id)
     )
 
-    server = live_server_factory(settings)
-    replica = live_server_factory(settings)
+    server = module_server_factory(settings)
+    replica = module_server_factory(settings)
     login = "mutation($e: String!, $p: String!) { login(email: $e, password: $p) { token } }"
     token = gql(server, login, {"e": ADMIN[0], "p": ADMIN[1]})["data"]["login"]["token"]
     movies = pd.read_csv(ml100k_dir / "movies.csv")
@@ -258,7 +260,7 @@ def test_a_random_sample_of_the_training_distribution_is_not_drift(replay: Repla
 
 
 def test_a_burst_of_one_star_ratings_on_one_genre_is_drift(
-    replay: Replay, live_server_factory: Callable[..., LiveServer]
+    replay: Replay, server_factory: Callable[..., LiveServer]
 ) -> None:
     replayed = replay_all(replay)
     # 6,000 1-star ratings of horror films (a fifth of all ratings since), by users who had not rated them
@@ -275,7 +277,7 @@ def test_a_burst_of_one_star_ratings_on_one_genre_is_drift(
     )
 
     # a server checking on an interval (one replica at a time, a Redis lock) stores the report
-    watcher = live_server_factory(replay.settings.model_copy(update={"drift_interval_seconds": 5}))
+    watcher = server_factory(replay.settings.model_copy(update={"drift_interval_seconds": 5}))
     try:
         wait_until(
             lambda: (
@@ -308,7 +310,7 @@ def _promql(prometheus: str, expr: str) -> list:
 
 
 def test_every_dashboard_panel_has_data_in_a_real_prometheus(
-    replay: Replay, tmp_path: Path, live_server_factory: Callable[..., LiveServer], base_llm
+    replay: Replay, tmp_path: Path, server_factory: Callable[..., LiveServer], base_llm
 ) -> None:
     """A real Prometheus scrapes a real cinerec under load (an experiment running, LLM
     explanations through the Ollama-protocol test server, one of them failing over to the
@@ -325,7 +327,7 @@ def test_every_dashboard_panel_has_data_in_a_real_prometheus(
                 "llm_rerank_weight": 0.0,
             }
         )
-        server = live_server_factory(settings)
+        server = server_factory(settings)
         port = _free_port()
         (tmp_path / "prometheus.yml").write_text(
             "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"

@@ -254,12 +254,12 @@ async def test_websocket_auth_refusals(recommender: Recommender) -> None:
 
 
 @pytest.fixture(scope="module")
-def busy_server(recommender: Recommender, live_server_factory: Callable[..., LiveServer]) -> LiveServer:
+def busy_server(recommender: Recommender, module_server_factory: Callable[..., LiveServer]) -> LiveServer:
     """One stream at a time and one waiting, and the LLM rerank forced on."""
     settings = recommender.settings.model_copy(
         update={"llm_max_batch": 1, "llm_max_pending": 1, "llm_rerank_weight": 1.0, "llm_max_new_tokens": 24}
     )
-    return live_server_factory(settings)
+    return module_server_factory(settings)
 
 
 async def test_a_full_stream_queue_answers_rate_limited(
@@ -295,7 +295,7 @@ def test_rerank_scores_every_pair_of_a_request_in_one_batch(
     assert [r["rank"] for r in plain] == [1, 2, 3, 4, 5]
 
 
-async def test_llm_failure_falls_back_to_the_template(recommender: Recommender, live_server_factory) -> None:
+async def test_llm_failure_falls_back_to_the_template(recommender: Recommender, server_factory) -> None:
     settings = recommender.settings.model_copy(
         update={
             "llm_backend": "ollama",
@@ -304,7 +304,7 @@ async def test_llm_failure_falls_back_to_the_template(recommender: Recommender, 
             "llm_rerank_weight": 1.0,
         }
     )
-    server = live_server_factory(settings)
+    server = server_factory(settings)
     result = server.gql(EXPLAIN + "", {"u": 1, "n": 2}, token=recommender.user_token)
     assert "errors" not in result
     recs = result["data"]["recommendations"]
@@ -335,7 +335,7 @@ async def test_llm_failure_falls_back_to_the_template(recommender: Recommender, 
 
 
 def test_finetune_registers_an_adapter_that_promotion_serves(
-    recommender: Recommender, live_server_factory, base_llm
+    recommender: Recommender, server_factory, base_llm
 ) -> None:
     done = cli(
         recommender.env | {"CINEREC_LLM_CACHE_DIR": str(recommender.settings.llm_cache_dir)},
@@ -377,7 +377,7 @@ def test_finetune_registers_an_adapter_that_promotion_serves(
     # The Ollama backend: at start-up it creates cinerec-explainer:1 from the base tag + adapter.
     model, tokenizer = base_llm
     with OllamaTestServer(model, tokenizer) as ollama:
-        server = live_server_factory(on_ollama(recommender, ollama))
+        server = server_factory(on_ollama(recommender, ollama))
         assert "cinerec-explainer:1" in ollama.state.models
         assert set(ollama.state.models["cinerec-explainer:1"]["adapters"]) == {
             "adapter_model.safetensors",
@@ -474,14 +474,14 @@ async def test_promoting_the_llm_drains_work_in_flight(recommender: Recommender)
 
 
 def test_an_adapter_ollama_cannot_load_is_not_claimed(
-    recommender: Recommender, live_server_factory: Callable[..., LiveServer], base_llm
+    recommender: Recommender, server_factory: Callable[..., LiveServer], base_llm
 ) -> None:
     """Ollama refuses to create the champion adapter's model: the base tag writes, and
     extensions.explanations says the base model wrote, not the adapter version."""
     model, tokenizer = base_llm
     with OllamaTestServer(model, tokenizer) as ollama:
         ollama.state.fail_create = True
-        server = live_server_factory(on_ollama(recommender, ollama))
+        server = server_factory(on_ollama(recommender, ollama))
         try:
             assert any(r["path"] == "/api/create" for r in ollama.state.requests)  # it tried
             result = server.gql(EXPLAIN, {"u": 3, "n": 1}, token=recommender.admin_token)
@@ -495,11 +495,11 @@ def test_an_adapter_ollama_cannot_load_is_not_claimed(
 
 
 def test_more_explanations_than_the_llm_writes_per_request_are_refused_before_any_work(
-    recommender: Recommender, live_server_factory: Callable[..., LiveServer]
+    recommender: Recommender, server_factory: Callable[..., LiveServer]
 ) -> None:
     # a server that writes at most 4 per request (the default, 16, is above what the query
     # cost lets one request ask for: 470 points an explanation, 5000 at most)
-    server = live_server_factory(recommender.settings.model_copy(update={"llm_max_explanations": 4}))
+    server = server_factory(recommender.settings.model_copy(update={"llm_max_explanations": 4}))
     try:
         batches = metric(server, "cinerec_llm_batches_total", kind="generate")
         five = server.gql(

@@ -325,7 +325,7 @@ def test_an_experiment_reports_click_through_per_arm(recommender: Recommender) -
         assert other["clicks"] == 0
     finally:
         gql(f'mutation {{ stopExperiment(name: "{name}") {{ active }} }}', token=admin)
-        from app.registry import registry_for
+        from app.infra.model_registry import registry_for
         from ml.registry import RECOMMENDER
 
         # the registry outlives this test: other tests read version 1's aliases
@@ -338,7 +338,7 @@ def test_an_experiment_reports_click_through_per_arm(recommender: Recommender) -
 def test_a_cursor_from_before_a_promotion_is_refused_with_its_reason(
     recommender: Recommender, tmp_path: Any
 ) -> None:
-    from app.registry import registry_for
+    from app.infra.model_registry import registry_for
     from ml.registry import RECOMMENDER
 
     registry = registry_for(recommender.settings)

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
-from app.registry import registry_for
+from app.infra.model_registry import registry_for
 from ml.hybrid import HybridRecommender, rank_unrated
 from ml.registry import RECOMMENDER
 from tests.e2e.conftest import Recommender, cli

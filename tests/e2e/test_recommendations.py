@@ -9,9 +9,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from app.registry import registry_for
+from app.infra.model_registry import registry_for
 from ml.registry import CHAMPION, RECOMMENDER
-from tests.e2e.conftest import Catalog, Recommender
+from tests.e2e.conftest import Recommender
 
 REC = "query($u: Int!, $n: Int) { recommendations(userId: $u, first: $n) { rank score movie { movieId title genres } } }"
 
@@ -136,9 +136,9 @@ def _wait_for_version(server, token: str, version: str) -> None:
 
 
 def test_promotion_and_rollback_under_concurrent_queries(
-    recommender: Recommender, live_server_factory, tmp_path: Path
+    recommender: Recommender, server_factory, tmp_path: Path
 ) -> None:
-    replica = live_server_factory(recommender.settings)  # a second replica: learns of promotions over Redis
+    replica = server_factory(recommender.settings)  # a second replica: learns of promotions over Redis
     registry = registry_for(recommender.settings)  # type: ignore[arg-type]
     folder = registry.download(RECOMMENDER, "1", tmp_path)
     run_id, source = registry.log_run(
@@ -206,16 +206,6 @@ def test_promotion_and_rollback_under_concurrent_queries(
         "{ recommendations(userId: 3, first: 1) { rank } }", token=recommender.admin_token
     )
     assert after["extensions"]["recommender"]["version"] == "1"
-
-
-def test_popularity_fallback_before_any_model(catalog: Catalog) -> None:
-    result = catalog.server.gql(
-        "{ me { recommendations(first: 3) { rank movie { ratingsCount } } } }", token=catalog.user_token
-    )
-    recs = result["data"]["me"]["recommendations"]
-    counts = [r["movie"]["ratingsCount"] for r in recs]
-    assert len(recs) == 3 and counts == sorted(counts, reverse=True)
-    assert result["extensions"]["recommender"]["model"] == "popularity"
 
 
 def test_catalog_reads_come_from_the_warmed_cache(recommender: Recommender) -> None:

@@ -100,14 +100,14 @@ def test_an_over_cost_query_is_refused_before_anything_runs(guarded: Guarded) ->
 
 
 def test_a_request_over_its_time_budget_is_cancelled_with_a_clear_error(
-    databases: Databases, live_server_factory: Callable[..., LiveServer], tmp_path: Path
+    databases: Databases, server_factory: Callable[..., LiveServer], tmp_path: Path
 ) -> None:
     settings = databases.settings(
         "sqlite", llm_backend="none", cache_warm_movies=0, request_timeout_seconds=1e-4
     )
     write_movielens(tmp_path / "ml")
     ingest_into(settings, tmp_path / "ml")
-    server = live_server_factory(settings)
+    server = server_factory(settings)
     result = server.gql("{ movies(first: 5) { totalCount edges { node { title genres } } } }")
     assert result["data"] is None and code(result) == "TIMEOUT"
     assert result["errors"][0]["extensions"]["budgetSeconds"] == 1e-4
@@ -118,7 +118,7 @@ def test_a_request_over_its_time_budget_is_cancelled_with_a_clear_error(
 
 
 async def test_password_hashing_leaves_the_event_loop_free() -> None:
-    from app.auth import PasswordHasher
+    from app.infra.auth import PasswordHasher
 
     hasher = PasswordHasher(threads=1, max_waiting=4)
     stored = await hasher.hash("a-good-long-password")
@@ -140,8 +140,8 @@ async def test_password_hashing_leaves_the_event_loop_free() -> None:
 
 
 async def test_a_burst_of_logins_beyond_the_hash_queue_is_refused_not_queued() -> None:
-    from app.auth import PasswordHasher
-    from app.errors import RateLimited
+    from app.infra.auth import PasswordHasher
+    from app.infra.errors import RateLimited
 
     hasher = PasswordHasher(threads=1, max_waiting=2)
     stored = await hasher.hash("a-good-long-password")
@@ -163,7 +163,7 @@ def test_concurrent_logins_all_answer(guarded: Guarded) -> None:
 
 
 def test_redis_outage_degrades_then_recovers_and_resyncs(guarded: Guarded, tmp_path: Path) -> None:
-    from app.registry import registry_for
+    from app.infra.model_registry import registry_for
 
     server, redis = guarded.server, guarded.redis
     channel = f"{guarded.settings.redis_prefix}:model-promotions"
@@ -207,7 +207,7 @@ def test_redis_outage_degrades_then_recovers_and_resyncs(guarded: Guarded, tmp_p
     assert guarded.metric("cinerec_redis_up") == 1
     registry.set_alias(RECOMMENDER, CHAMPION, "1")
     assert registry.alias_version(RECOMMENDER, CHAMPION) == "1"
-    from app.announcements import PROMOTIONS, publish_sync
+    from app.infra.announcements import PROMOTIONS, publish_sync
 
     publish_sync(guarded.settings, PROMOTIONS, {"model": RECOMMENDER, "version": "1"})
     wait_until(lambda: serves("1"), "the announced rollback is served")
@@ -448,7 +448,7 @@ def test_a_normal_websocket_disconnect_is_not_an_error(caplog: pytest.LogCapture
     from starlette.websockets import WebSocketDisconnect
     from strawberry.http.exceptions import WebSocketDisconnected
 
-    from app.websocket import AuthenticatedTransportWS
+    from app.server.websockets import AuthenticatedTransportWS
 
     handler = object.__new__(AuthenticatedTransportWS)
     with caplog.at_level("DEBUG"):
@@ -502,12 +502,12 @@ def _answers(port: int) -> bool:
 
 
 def test_production_closes_introspection_graphiql_and_metrics(
-    databases: Databases, live_server_factory: Callable[..., LiveServer]
+    databases: Databases, server_factory: Callable[..., LiveServer]
 ) -> None:
     settings = databases.settings(
         "sqlite", env="production", jwt_secret="x" * 48, llm_backend="none", cache_warm_movies=0
     )
-    server = live_server_factory(settings)
+    server = server_factory(settings)
     introspection = server.gql("{ __schema { types { name } } }")
     assert (
         code(introspection) == "BAD_USER_INPUT" and "introspection" in introspection["errors"][0]["message"]
@@ -522,7 +522,7 @@ def test_production_closes_introspection_graphiql_and_metrics(
         cache_warm_movies=0,
         metrics_token="m" * 24,
     )
-    with_token = live_server_factory(locked)
+    with_token = server_factory(locked)
     assert httpx.get(f"{with_token.url}/metrics").status_code == 401
     ok = httpx.get(f"{with_token.url}/metrics", headers={"authorization": "Bearer " + "m" * 24})
     assert ok.status_code == 200 and "cinerec_graphql_requests_total" in ok.text

@@ -28,8 +28,8 @@ import pytest
 import websockets
 from graphql import get_introspection_query
 
-from app.auth import Token, read_token
-from app.persisted import registration_cost, sha256
+from app.infra.auth import Token, read_token
+from app.server.persisted_queries import registration_cost, sha256
 from tests.conftest import Databases, LiveServer, _free_port
 from tests.e2e.conftest import ADMIN, LOGIN, REGISTER, USER, Guarded, answer, cli, code, wait_until
 
@@ -101,7 +101,7 @@ def _register(guarded: Guarded) -> tuple[str, str]:
 
 
 @pytest.fixture(scope="module")
-def slow(databases: Databases, live_server_factory: Callable[..., LiveServer]) -> LiveServer:
+def slow(databases: Databases, module_server_factory: Callable[..., LiveServer]) -> LiveServer:
     """SQLite and the machine's Redis; buckets that barely refill (every charge shows in what
     is left), 3 sockets an account, idle sockets closed after 1.5 s."""
     settings = databases.settings(
@@ -116,7 +116,7 @@ def slow(databases: Databases, live_server_factory: Callable[..., LiveServer]) -
         ws_max_per_account=3,
         ws_idle_seconds=1.5,
     )
-    return live_server_factory(settings)
+    return module_server_factory(settings)
 
 
 # -- 1. memory stays bounded -------------------------------------------------------------------
@@ -249,7 +249,7 @@ async def test_an_operation_after_expiry_is_refused(guarded: Guarded) -> None:
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
 def accounts_server(
-    request: pytest.FixtureRequest, databases: Databases, live_server_factory: Callable[..., LiveServer]
+    request: pytest.FixtureRequest, databases: Databases, module_server_factory: Callable[..., LiveServer]
 ) -> tuple[LiveServer, dict[str, str]]:
     settings = databases.settings(
         request.param, llm_backend="none", cache_warm_movies=0, register_attempts=100, account_cache_seconds=0
@@ -259,7 +259,7 @@ def accounts_server(
         "CINEREC_HOME": str(settings.home),
         "CINEREC_ENV": "test",
     }
-    return live_server_factory(settings), env
+    return module_server_factory(settings), env
 
 
 def test_a_deleted_accounts_token_never_names_a_later_account(
@@ -285,9 +285,9 @@ def test_a_deleted_accounts_token_never_names_a_later_account(
 def test_a_token_issued_before_its_account_was_created_is_refused(databases: Databases) -> None:
     """The second lock: even an id given again (a database restored, a row copied) would not
     let an older token in."""
-    from app.auth import PasswordHasher
-    from app.db import create_engine, session_factory
-    from app.errors import Unauthenticated
+    from app.infra.auth import PasswordHasher
+    from app.infra.database import create_engine, session_factory
+    from app.infra.errors import Unauthenticated
     from app.services.accounts import ActiveAccounts, create_account
 
     settings = databases.settings("sqlite")
@@ -522,12 +522,12 @@ def test_a_cached_public_answer_carries_no_callers_bucket(guarded: Guarded) -> N
 
 
 def test_production_names_no_field_in_its_errors(
-    databases: Databases, live_server_factory: Callable[..., LiveServer]
+    databases: Databases, server_factory: Callable[..., LiveServer]
 ) -> None:
     settings = databases.settings(
         "sqlite", env="production", jwt_secret="z" * 48, llm_backend="none", cache_warm_movies=0
     )
-    server = live_server_factory(settings)
+    server = server_factory(settings)
     typo = server.gql("{ modelVersion { version } }")
     assert code(typo) == "BAD_USER_INPUT"
     assert "Did you mean" not in typo["errors"][0]["message"]  # before: "Did you mean 'modelVersions'?"

@@ -18,8 +18,8 @@ import httpx
 import pytest
 import websockets
 
-from app.services.recommendations import RecRequest
-from app.services.tokens import Signer
+from app.serving.pipeline import RecRequest
+from app.serving.tokens import Signer
 from tests.e2e.conftest import ADMIN, USER, Guarded, Recommender, code
 
 RECS = "recommendations(userId: {u}, first: 100, diversity: {d}, after: {a}) {{ rank }}"
@@ -128,9 +128,9 @@ def test_every_html_response_carries_the_pages_headers(guarded: Guarded, path: s
     assert response.headers["x-content-type-options"] == "nosniff"
 
 
-def test_graphiql_files_are_not_served_where_graphiql_is_off(databases, live_server_factory) -> None:
+def test_graphiql_files_are_not_served_where_graphiql_is_off(databases, server_factory) -> None:
     settings = databases.settings("sqlite", llm_backend="none", cache_warm_movies=0, graphiql=False)
-    server = live_server_factory(settings)
+    server = server_factory(settings)
     for path in ("/client/graphiql.html", "/client/graphiql.js", "/client/graphiql.css"):
         assert httpx.get(f"{server.url}{path}").status_code == 404, path
     assert httpx.get(f"{server.url}/client/index.html").status_code == 200
@@ -257,7 +257,7 @@ def test_feedback_counts_once_per_shown_movie(recommender: Recommender) -> None:
         assert arm["clicks"] == clicked
     finally:
         gql(f'mutation {{ stopExperiment(name: "{name}") {{ active }} }}', token=admin)
-        from app.registry import registry_for
+        from app.infra.model_registry import registry_for
         from ml.registry import RECOMMENDER
 
         registry_for(recommender.settings).client.delete_registered_model_alias(RECOMMENDER, "twin3")
@@ -391,11 +391,11 @@ def test_signing_out_revokes_the_token_everywhere(guarded: Guarded) -> None:
     )  # a new session works
 
 
-def test_the_websocket_accepts_the_configured_cors_origins(databases, live_server_factory) -> None:
+def test_the_websocket_accepts_the_configured_cors_origins(databases, server_factory) -> None:
     settings = databases.settings(
         "sqlite", llm_backend="none", cache_warm_movies=0, cors_origins=["http://localhost:5173"]
     )
-    server = live_server_factory(settings)
+    server = server_factory(settings)
     url = server.url.replace("http://", "ws://") + "/graphql"
 
     async def init(origin: str) -> str:

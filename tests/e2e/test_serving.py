@@ -14,13 +14,13 @@ import httpx
 import pytest
 import websockets
 
-from app.cache import bump_generation_sync
-from app.graphql_app import TARPIT_SECONDS
-from app.persisted import sha256
-from app.settings import Settings
+from app.infra.cache import bump_generation_sync
+from app.infra.settings import Settings
+from app.server.graphql_endpoint import TARPIT_SECONDS
+from app.server.persisted_queries import sha256
 from graphql_schema.costs import EXPLANATION
-from tests.conftest import Databases, LiveServer, ingest_into
-from tests.e2e.conftest import USER, USER_ID, cli, code, wait_until
+from tests.conftest import Databases, LiveServer, ingest_generated, ingest_into, settings_env
+from tests.e2e.conftest import USER, USER_ID, add_logins, cli, code, wait_until
 from tests.movielens_fixture import write_movielens
 from tests.redis_server import RedisServer
 
@@ -65,7 +65,7 @@ def metric(server: LiveServer, series: str) -> float:
 @pytest.fixture(scope="module")
 def replicas(
     databases: Databases,
-    live_server_factory: Callable[..., LiveServer],
+    module_server_factory: Callable[..., LiveServer],
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Replicas]:
     redis = RedisServer(tmp_path_factory.mktemp("redis")).start()
@@ -80,21 +80,12 @@ def replicas(
         rate_user_capacity=6000,
         rate_user_per_second=1.0,
     )
-    directory = tmp_path_factory.mktemp("ml") / "ml"
-    write_movielens(directory)
-    ingest_into(settings, directory)
-    env = {
-        "CINEREC_DATABASE_URL": settings.database_url,
-        "CINEREC_HOME": str(settings.home),
-        "CINEREC_ENV": "test",
-        "CINEREC_REDIS_URL": redis.url,
-        "CINEREC_REDIS_PREFIX": settings.redis_prefix,
-    }
+    ingest_generated(settings, tmp_path_factory)
+    env = settings_env(settings, redis=True)
     trained = cli(env, "train", "--epochs", "2", "--no-tune")
     assert trained.returncode == 0, trained.stderr[-2000:]
-    made = cli(env, "users", "create", "--email", USER[0], "--password", USER[1], "--user-id", str(USER_ID))
-    assert made.returncode == 0, made.stderr
-    yield Replicas(live_server_factory(settings), live_server_factory(settings), redis, settings, env)
+    add_logins(settings, user_id=USER_ID, admin=False)
+    yield Replicas(module_server_factory(settings), module_server_factory(settings), redis, settings, env)
     redis.stop()
 
 
@@ -150,7 +141,7 @@ def test_replicas_share_one_bucket(replicas: Replicas) -> None:
 
 
 def test_a_forged_forwarded_for_from_an_untrusted_peer_is_ignored(
-    databases: Databases, live_server_factory: Callable[..., LiveServer], tmp_path: Path
+    databases: Databases, server_factory: Callable[..., LiveServer], tmp_path: Path
 ) -> None:
     settings = databases.settings(
         "sqlite",
@@ -161,7 +152,7 @@ def test_a_forged_forwarded_for_from_an_untrusted_peer_is_ignored(
     )
     write_movielens(tmp_path / "ml")
     ingest_into(settings, tmp_path / "ml")
-    server = live_server_factory(settings)  # trusts no proxy: every request is 127.0.0.1's
+    server = server_factory(settings)  # trusts no proxy: every request is 127.0.0.1's
     seen = []
     for i in range(30):
         response = httpx.post(
@@ -385,7 +376,7 @@ def test_authenticated_answers_are_never_shared(replicas: Replicas) -> None:
 
 
 def test_allowlist_mode_runs_only_the_manifest(
-    databases: Databases, live_server_factory: Callable[..., LiveServer], tmp_path: Path
+    databases: Databases, server_factory: Callable[..., LiveServer], tmp_path: Path
 ) -> None:
     allowed = "query Genres { genres }"
     manifest = tmp_path / "manifest.json"
@@ -407,7 +398,7 @@ def test_allowlist_mode_runs_only_the_manifest(
     )
     write_movielens(tmp_path / "ml")
     ingest_into(settings, tmp_path / "ml")
-    server = live_server_factory(settings)
+    server = server_factory(settings)
     post = lambda body: httpx.post(f"{server.url}/graphql", json=body).json()  # noqa: E731
     assert code(post({"query": "{ genres }"})) == "PERSISTED_QUERY_NOT_SUPPORTED"
     ok = post({"extensions": {"persistedQuery": {"version": 1, "sha256Hash": sha256(allowed)}}})

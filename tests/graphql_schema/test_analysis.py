@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from graphql import FragmentDefinitionNode, GraphQLSchema, OperationDefinitionNode, parse
 
-from app.settings import Settings
+from app.infra.settings import Settings
 from graphql_schema import analysis
 from graphql_schema.analysis import Price, TooComplex, price_operation
 from graphql_schema.costs import EXPLANATION

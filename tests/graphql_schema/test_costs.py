@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 from graphql import GraphQLObjectType, GraphQLSchema, get_named_type, is_list_type, is_non_null_type
 
-from app.settings import Settings
+from app.infra.settings import Settings
 from graphql_schema.costs import declared, type_weight
 from graphql_schema.schema import build_schema
 

@@ -9,7 +9,7 @@ import sys
 from graphql import GraphQLSchema, specified_rules
 from graphql.validation import NoSchemaIntrospectionCustomRule
 
-from app.settings import Settings
+from app.infra.settings import Settings
 from graphql_schema.document_cache import BYTES_PER_TOKEN, Documents
 from graphql_schema.schema import build_schema
 

@@ -9,9 +9,9 @@ import pytest
 from graphql import GraphQLError
 from sqlalchemy.exc import OperationalError
 
-from app.auth import Principal, Role
-from app.errors import BadUserInput, Forbidden, Unauthenticated
-from app.settings import Settings
+from app.infra.auth import Principal, Role
+from app.infra.errors import BadUserInput, Forbidden, Unauthenticated
+from app.infra.settings import Settings
 from graphql_schema.extensions import ErrorCodes
 from graphql_schema.permissions import IsAdmin, IsAuthenticated, OwnerOrAdmin
 from graphql_schema.schema import build_schema

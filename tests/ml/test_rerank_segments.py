@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-from app.llm import RerankWeights
+from app.serving.llm_holder import RerankWeights
 from ml.hybrid import HybridRecommender
 from ml.interactions import Catalog, Interactions, truncate
 from ml.llm.prompts import ScoreRequest

@@ -1,0 +1,71 @@
+"""The reference web client (web/, built into app/static/client): the page at ``/`` and its
+assets under ``/client``. The page may reach only this server (Content-Security-Policy)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import FileResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+from starlette.types import Scope
+
+CLIENT = Path(__file__).parents[1] / "static" / "client"
+# 'self' covers the page's own ws:// origin in CSP level 3: nothing else may be fetched
+POLICY = (
+    "default-src 'self'; connect-src 'self'; img-src 'self' data:; style-src 'self'; "
+    "script-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'"
+)
+
+
+# GraphiQL (CodeMirror, React) sets styles inline and embeds its fonts: allowed on its page only
+IDE_POLICY = POLICY.replace("style-src 'self'", "style-src 'self' 'unsafe-inline'").replace(
+    "img-src 'self' data:", "img-src 'self' data:; font-src 'self' data:"
+)
+
+
+def _headers(policy: str) -> dict[str, str]:
+    """What every HTML response carries, wherever it is served from: it runs only what this
+    server sends, and no other site may frame it (a framed page would click for its user)."""
+    return {
+        "Content-Security-Policy": policy,
+        "X-Frame-Options": "DENY",
+        "Cache-Control": "no-cache",
+        "X-Content-Type-Options": "nosniff",
+    }
+
+
+def graphiql() -> Response:
+    """GraphiQL from the package (built from web/src/graphiql.js): no request leaves the machine."""
+    return FileResponse(CLIENT / "graphiql.html", headers=_headers(IDE_POLICY))
+
+
+async def page(request: Request) -> Response:
+    return FileResponse(CLIENT / "index.html", headers=_headers(POLICY))
+
+
+class ClientFiles(StaticFiles):
+    """The client's built files; an HTML file with its page's headers, every file ``nosniff``,
+    and GraphiQL's files only where GraphiQL is on."""
+
+    def __init__(self, *, graphiql: bool) -> None:
+        super().__init__(directory=CLIENT)
+        self.graphiql = graphiql
+
+    async def get_response(self, path: str, scope: Scope) -> Response:
+        if not self.graphiql and Path(path).name.startswith("graphiql"):
+            raise HTTPException(status_code=404)
+        response = await super().get_response(path, scope)
+        if path.endswith(".html"):
+            response.headers.update(
+                _headers(IDE_POLICY if Path(path).name.startswith("graphiql") else POLICY)
+            )
+        else:
+            response.headers["X-Content-Type-Options"] = "nosniff"
+        return response
+
+
+def routes(*, graphiql: bool) -> list[Route | Mount]:
+    return [Route("/", page), Mount("/client", ClientFiles(graphiql=graphiql), name="client")]
