@@ -208,6 +208,7 @@ def evaluate_explanations(
 ) -> list[ExplanationReport]:
     """The base model (unless not ``base``) and each LLM version (all registered ones unless
     ``versions``); each user's explained movie is drawn from their ``top`` recommendations."""
+    from app.serving.llm_holder import decoding
     from ml.llm.base_model import for_serving, init_torch, load_base, with_adapter
     from ml.llm.local import TransformersBackend
 
@@ -232,11 +233,7 @@ def evaluate_explanations(
         backend = TransformersBackend(
             model,
             tokenizer,
-            max_new_tokens=settings.llm_max_new_tokens,
-            max_batch=settings.llm_max_batch,
-            constrain_genres=settings.llm_constrain_genres,
-            max_pending=max(settings.llm_max_pending, len(requests)),
-            window_s=settings.llm_batch_window_ms / 1000,
+            decoding(settings, max_pending=max(settings.llm_max_pending, len(requests))),
             observer=counter,
         )
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, TypeVar
 
 from app.serving.champions import ChampionHolder
-from ml.llm.backends import LLMBackend, LLMError, Overloaded
+from ml.llm.backends import Decoding, LLMBackend, LLMError, Overloaded
 from ml.llm.rerank import SEGMENTS, segment_of
 from ml.llm.template import TemplateBackend
 from ml.registry import CHAMPION, LLM, RERANK_WEIGHT_TAG, RERANK_WEIGHTS_TAG
@@ -128,6 +128,17 @@ class ServedLLM:
         return out
 
 
+def decoding(settings: Settings, *, max_pending: int | None = None) -> Decoding:
+    """How the in-process LLM decodes, from the settings."""
+    return Decoding(
+        max_new_tokens=settings.llm_max_new_tokens,
+        max_batch=settings.llm_max_batch,
+        max_pending=settings.llm_max_pending if max_pending is None else max_pending,
+        window_s=settings.llm_batch_window_ms / 1000,
+        constrain_genres=settings.llm_constrain_genres,
+    )
+
+
 class LLMHolder(ChampionHolder[ServedLLM]):
     name = LLM
 
@@ -206,16 +217,7 @@ class LLMHolder(ChampionHolder[ServedLLM]):
             model = with_adapter(model, adapter, merge=True)
             model.eval()
         model = for_serving(model, settings.llm_quantize)
-        return TransformersBackend(
-            model,
-            tokenizer,
-            max_new_tokens=settings.llm_max_new_tokens,
-            max_batch=settings.llm_max_batch,
-            constrain_genres=settings.llm_constrain_genres,
-            max_pending=settings.llm_max_pending,
-            window_s=settings.llm_batch_window_ms / 1000,
-            observer=observer,
-        )
+        return TransformersBackend(model, tokenizer, decoding(settings), observer=observer)
 
     @contextlib.asynccontextmanager
     async def lease(self) -> AsyncIterator[ServedLLM]:

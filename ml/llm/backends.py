@@ -5,6 +5,7 @@ explanations. ``CINEREC_LLM_BACKEND`` picks transformers (in-process), ollama or
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
@@ -70,3 +71,17 @@ class LLMBackend(Protocol):
         ...
 
     async def aclose(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class Decoding:
+    """How the in-process backend decodes: how long an answer may be, how answers batch, and
+    whether genre words are constrained to the facts."""
+
+    max_new_tokens: int = 64
+    max_batch: int = 8  # answers decoded together
+    max_pending: int = 32  # answers waiting for a batch; more are refused (Overloaded)
+    window_s: float = 0.02  # how long a batch waits for more answers to join
+    repetition_penalty: float = 1.15
+    min_new_tokens: int = 0  # a test's way to make every answer long
+    constrain_genres: bool = False

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from ml.llm.faithfulness import GENRE_ALTERNATION, GENRE_WORDS, Facts, _genres, _phrase, _surface_forms
@@ -122,25 +123,49 @@ _SENTENCE_END = re.compile(r"(?<![A-Z])[.!?](?=\s|$)")
 _TRIGGER = re.compile(r"\b[Yy]ou (?:also )?(?:gave|rated)$")
 
 
+@dataclass(frozen=True)
+class GuardTokens:
+    """The tokenizer's side of a guard: each genre's token sequences and the token ids of the
+    words a guard bans or forces. The same for every answer: a backend builds it once."""
+
+    sequences: dict[str, list[tuple[int, ...]]]
+    continuations: list[int] | None = None
+    like: list[int] | None = None  # " like": only as the model's first word
+    encode: Callable[[str], list[int]] | None = None  # titles and ratings are copied whole
+    your: list[int] | None = None
+    stop: list[int] | None = None  # the end of a sentence
+    end: list[int] | None = None  # the end of the answer
+    story: list[int] | None = None
+    praise: list[int] | None = None
+
+    @classmethod
+    def of(cls, tokenizer: Any, end: list[int]) -> GuardTokens:
+        """Every token set a served answer's guard uses, from ``tokenizer``."""
+        return cls(
+            genre_sequences(tokenizer),
+            continuation_tokens(tokenizer),
+            like=word_tokens(tokenizer, " like", " Like"),
+            encode=lambda text: tokenizer.encode(text, add_special_tokens=False),
+            your=word_tokens(tokenizer, " your", " Your"),
+            stop=word_tokens(tokenizer, "."),
+            end=end,
+            story=single_tokens(tokenizer, " story", " stories", " Story", " Stories"),
+            praise=single_tokens(tokenizer, *PRAISE),
+        )
+
+
 class GenreGuard:
     """The bans and forced tokens of one answer being decoded. Kept per answer: a title being
     copied is followed token by token (``only``)."""
 
-    def __init__(
-        self,
-        facts: Facts,
-        sequences: dict[str, list[tuple[int, ...]]],
-        continuations: list[int] | None = None,
-        like: list[int] | None = None,
-        encode: Callable[[str], list[int]] | None = None,
-        your: list[int] | None = None,
-        stop: list[int] | None = None,
-        opening: str = "",
-        end: list[int] | None = None,
-        title: str = "",
-        story: list[int] | None = None,
-        praise: list[int] | None = None,
-    ) -> None:
+    def __init__(self, facts: Facts, tokens: GuardTokens, *, opening: str = "", title: str = "") -> None:
+        sequences, continuations, like, encode = (
+            tokens.sequences,
+            tokens.continuations,
+            tokens.like,
+            tokens.encode,
+        )
+        your, stop, end, story, praise = tokens.your, tokens.stop, tokens.end, tokens.story, tokens.praise
         self.sequences = sequences
         self.continuations = continuations
         self.like = like or []  # " like": only as the model's first word ("and like that film, ...")

@@ -25,16 +25,17 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ml.llm.backends import ExplainRequest, LLMError, NullObserver, Observer, Overloaded, ScoreRequest
-from ml.llm.constrain import (
-    PRAISE,
-    GenreGuard,
-    continuation_tokens,
-    genre_sequences,
-    single_tokens,
-    word_tokens,
+from ml.llm.backends import (
+    Decoding,
+    ExplainRequest,
+    LLMError,
+    NullObserver,
+    Observer,
+    Overloaded,
+    ScoreRequest,
 )
-from ml.llm.prompts import PromptBuilder, explanation_opening
+from ml.llm.constrain import GenreGuard, GuardTokens
+from ml.llm.prompts import PromptBuilder
 from ml.llm.scoring import left_pad, positions, yes_probabilities
 
 if TYPE_CHECKING:
@@ -129,31 +130,15 @@ class TransformersBackend:
     can_score = True
 
     def __init__(
-        self,
-        model: Any,
-        tokenizer: Any,
-        *,
-        max_new_tokens: int = 64,
-        max_batch: int = 8,
-        max_pending: int = 32,
-        window_s: float = 0.02,
-        observer: Observer | None = None,
-        repetition_penalty: float = 1.15,
-        min_new_tokens: int = 0,
-        constrain_genres: bool = False,
+        self, model: Any, tokenizer: Any, decoding: Decoding = Decoding(), *, observer: Observer | None = None
     ) -> None:
         self.model = model
         self.tokenizer = tokenizer
         self.builder = PromptBuilder(tokenizer)
-        self.max_new_tokens = max_new_tokens
-        self.max_batch = max_batch
-        self.window_s = window_s
+        self.decoding = decoding
         self.observer = observer or NullObserver()
-        self.repetition_penalty = repetition_penalty
-        self.min_new_tokens = min_new_tokens  # a test's way to make every answer long
-        self.constrain_genres = constrain_genres
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="cinerec-llm")
-        self._pending: asyncio.Queue[_Job] = asyncio.Queue(maxsize=max_pending)
+        self._pending: asyncio.Queue[_Job] = asyncio.Queue(maxsize=decoding.max_pending)
         self._direct: list[_Job] = []  # whole answers asked for by explain_many
         self._wake = asyncio.Event()
         self._decoder: asyncio.Task[None] | None = None
@@ -163,8 +148,7 @@ class TransformersBackend:
         self._idle.set()
         eos = tokenizer.eos_token_id
         self._eos_ids = {int(e) for e in (eos if isinstance(eos, list) else [eos])}
-        self._story = single_tokens(tokenizer, " story", " stories", " Story", " Stories")
-        self._praise = single_tokens(tokenizer, *PRAISE)
+        self._guard_tokens = GuardTokens.of(tokenizer, sorted(self._eos_ids))
 
     # -- scoring -------------------------------------------------------------------------
     async def score(self, requests: Sequence[ScoreRequest]) -> list[np.ndarray]:
@@ -203,24 +187,13 @@ class TransformersBackend:
     # -- generation ----------------------------------------------------------------------
     def _job(self, request: ExplainRequest) -> _Job:
         guard = None
-        if self.constrain_genres and request.facts is not None:
+        if self.decoding.constrain_genres and request.facts is not None:
             guard = GenreGuard(
-                request.facts,
-                genre_sequences(self.tokenizer),
-                continuation_tokens(self.tokenizer),
-                like=word_tokens(self.tokenizer, " like", " Like"),
-                encode=lambda text: self.tokenizer.encode(text, add_special_tokens=False),
-                your=word_tokens(self.tokenizer, " your", " Your"),
-                stop=word_tokens(self.tokenizer, "."),
-                opening=explanation_opening(request),
-                end=sorted(self._eos_ids),
-                title=request.title,
-                story=self._story,
-                praise=self._praise,
+                request.facts, self._guard_tokens, opening=request.opening, title=request.title
             )
         return _Job(
             self.builder.explanation(request),
-            explanation_opening(request),
+            request.opening,
             asyncio.get_running_loop(),
             guard=guard,
         )
@@ -274,7 +247,7 @@ class TransformersBackend:
         while True:
             if not batch.rows and not self._direct and self._pending.empty():
                 await self._wait_for_work()
-            joining = self._next_joiners(self.max_batch - len(batch.rows))
+            joining = self._next_joiners(self.decoding.max_batch - len(batch.rows))
             if not batch.rows and not joining:
                 continue
             self._active(True)
@@ -298,8 +271,8 @@ class TransformersBackend:
                 waiter.cancel()
         if waiter.done() and not waiter.cancelled():
             self._direct.insert(0, waiter.result())
-        deadline = loop.time() + self.window_s
-        while (left := deadline - loop.time()) > 0 and len(self._direct) < self.max_batch:
+        deadline = loop.time() + self.decoding.window_s
+        while (left := deadline - loop.time()) > 0 and len(self._direct) < self.decoding.max_batch:
             try:
                 self._direct.append(await asyncio.wait_for(self._pending.get(), left))
             except TimeoutError:
@@ -407,10 +380,14 @@ class TransformersBackend:
             [r.seen + [r.seen[0]] * (width - len(r.seen)) for r in rows], device=scores.device
         )
         picked = scores.gather(1, seen)
-        picked = torch.where(picked < 0, picked * self.repetition_penalty, picked / self.repetition_penalty)
+        picked = torch.where(
+            picked < 0, picked * self.decoding.repetition_penalty, picked / self.decoding.repetition_penalty
+        )
         scores = scores.scatter(1, seen, picked)
-        if self.min_new_tokens:
-            early = torch.as_tensor([len(r.answer) < self.min_new_tokens for r in rows], device=scores.device)
+        if self.decoding.min_new_tokens:
+            early = torch.as_tensor(
+                [len(r.answer) < self.decoding.min_new_tokens for r in rows], device=scores.device
+            )
             for eos in self._eos_ids:
                 scores[early, eos] = float("-inf")
         for i, row in enumerate(rows):
@@ -448,7 +425,7 @@ class TransformersBackend:
         for i, row in enumerate(batch.rows):
             done = (
                 row.next_token in self._eos_ids
-                or len(row.answer) >= self.max_new_tokens
+                or len(row.answer) >= self.decoding.max_new_tokens
                 or row.job.cancelled.is_set()
             )
             if done:

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import re
 
-from ml.llm.backends import ExplainRequest
+from ml.llm.backends import Decoding, ExplainRequest
 from ml.llm.constrain import (
     PRAISE,
     GenreGuard,
+    GuardTokens,
     continuation_tokens,
     genre_sequences,
     single_tokens,
@@ -37,7 +38,7 @@ def one(tokenizer, text: str) -> int:
 
 def test_after_the_opening_only_shared_genres_may_be_written(base_llm) -> None:
     _, tokenizer = base_llm
-    guard = GenreGuard(FACTS, genre_sequences(tokenizer))
+    guard = GenreGuard(FACTS, GuardTokens(genre_sequences(tokenizer)))
     # Lone Star (Drama, Mystery) shares no genre with Independence Day: every genre word is banned,
     # the candidate's own "action" too, since after the opening it reads as a comparison
     assert guard.allowed(OPENING) == set()
@@ -53,7 +54,7 @@ def test_after_the_opening_only_shared_genres_may_be_written(base_llm) -> None:
 
 def test_a_multi_token_word_is_banned_at_its_last_token_only(base_llm) -> None:
     _, tokenizer = base_llm
-    guard = GenreGuard(FACTS, genre_sequences(tokenizer))
+    guard = GenreGuard(FACTS, GuardTokens(genre_sequences(tokenizer)))
     thr, iller = tokenizer.encode(" thriller", add_special_tokens=False)
     assert iller not in guard.banned(OPENING, [one(tokenizer, " the")])  # " the" + "iller" is no thriller
     assert iller in guard.banned(OPENING, [thr])  # " thr" + "iller" is
@@ -61,7 +62,7 @@ def test_a_multi_token_word_is_banned_at_its_last_token_only(base_llm) -> None:
 
 def test_after_a_rating_the_user_gave_only_a_plain_continuation_may_follow(base_llm) -> None:
     _, tokenizer = base_llm
-    guard = GenreGuard(FACTS, genre_sequences(tokenizer), continuation_tokens(tokenizer))
+    guard = GenreGuard(FACTS, GuardTokens(genre_sequences(tokenizer), continuation_tokens(tokenizer)))
     said = OPENING + " both are set in Texas. You also gave Star Wars (1977) 5/5"
     only = guard.only(said, [])
     assert only is not None
@@ -69,15 +70,17 @@ def test_after_a_rating_the_user_gave_only_a_plain_continuation_may_follow(base_
     assert guard.only(said + " as well.", []) is None  # without ``encode``, anything may follow then
     told = GenreGuard(
         FACTS,
-        genre_sequences(tokenizer),
-        continuation_tokens(tokenizer),
-        encode=lambda text: tokenizer.encode(text, add_special_tokens=False),
+        GuardTokens(
+            genre_sequences(tokenizer),
+            continuation_tokens(tokenizer),
+            encode=lambda text: tokenizer.encode(text, add_special_tokens=False),
+        ),
     )
     assert [tokenizer.decode([t]) for t in told.only(said + " as", []) or []] == [" well"]
     assert [tokenizer.decode([t]) for t in told.only(said + " as well", []) or []] == ["."]
     assert [tokenizer.decode([t]) for t in told.only(said + " too", []) or []] == ["."]
     assert guard.only(OPENING, []) is None  # the opening's own rating is followed by its ", and"
-    assert GenreGuard(FACTS, genre_sequences(tokenizer)).only(said, []) is None  # not asked for
+    assert GenreGuard(FACTS, GuardTokens(genre_sequences(tokenizer))).only(said, []) is None  # not asked for
 
 
 def test_after_you_also_gave_an_evidence_title_and_its_rating_are_copied(base_llm) -> None:
@@ -86,7 +89,7 @@ def test_after_you_also_gave_an_evidence_title_and_its_rating_are_copied(base_ll
     def encode(text: str) -> list[int]:
         return tokenizer.encode(text, add_special_tokens=False)
 
-    guard = GenreGuard(FACTS, genre_sequences(tokenizer), encode=encode)
+    guard = GenreGuard(FACTS, GuardTokens(genre_sequences(tokenizer), encode=encode))
     text, answer = OPENING + " both are set in Texas. You also gave", [one(tokenizer, " gave")]
     copied = []
     while (only := guard.only(text, answer)) is not None:
@@ -105,7 +108,9 @@ def encode_all(tokenizer, text: str) -> list[int]:
 
 def test_like_may_open_the_answer_only(base_llm) -> None:
     _, tokenizer = base_llm
-    guard = GenreGuard(FACTS, genre_sequences(tokenizer), like=word_tokens(tokenizer, " like", " Like"))
+    guard = GenreGuard(
+        FACTS, GuardTokens(genre_sequences(tokenizer), like=word_tokens(tokenizer, " like", " Like"))
+    )
     like = one(tokenizer, " like")
     assert like not in guard.banned(OPENING, [])  # "and like that film, ..." may open
     said = OPENING + " both are action films"
@@ -115,7 +120,7 @@ def test_like_may_open_the_answer_only(base_llm) -> None:
 def test_the_first_sentence_ends_once_the_shared_genres_are_named(base_llm) -> None:
     _, tokenizer = base_llm
     stop = word_tokens(tokenizer, ".")
-    guard = GenreGuard(FACTS, genre_sequences(tokenizer), stop=stop, opening=OPENING)
+    guard = GenreGuard(FACTS, GuardTokens(genre_sequences(tokenizer), stop=stop), opening=OPENING)
     assert guard.only(OPENING + " both are set in", []) is None
     assert guard.only(OPENING + " both have war elements", []) == stop
     assert guard.only(OPENING + " both are war films", []) == stop
@@ -131,7 +136,9 @@ def test_the_answer_ends_with_its_second_sentence(base_llm) -> None:
     end = [int(tokenizer.eos_token_id)]
     la = FactMovie("L.A. Confidential (1997)", 1997, ("Crime", "Film-Noir", "Mystery"), rating=5.0)
     facts = Facts(ID4, (LONE_STAR, la), mean_rating=3.44, ratings_count=429)
-    guard = GenreGuard(facts, genre_sequences(tokenizer), end=end, opening=OPENING, title=ID4.title)
+    guard = GenreGuard(
+        facts, GuardTokens(genre_sequences(tokenizer), end=end), opening=OPENING, title=ID4.title
+    )
     first = OPENING + " both are mystery films."
     assert guard.only(first, []) is None  # one sentence: the answer may go on
     assert guard.only(first + " Many who watched L.A.", []) is None  # a title's full stops end nothing
@@ -141,11 +148,13 @@ def test_the_answer_ends_with_its_second_sentence(base_llm) -> None:
     assert guard.only(first + " It is a war film, too!", []) == end
     told = GenreGuard(
         facts,
-        genre_sequences(tokenizer),
-        end=end,
+        GuardTokens(
+            genre_sequences(tokenizer),
+            end=end,
+            encode=lambda text: tokenizer.encode(text, add_special_tokens=False),
+        ),
         opening=OPENING,
         title=ID4.title,
-        encode=lambda text: tokenizer.encode(text, add_special_tokens=False),
     )
     # a second sentence, if any, opens "Many who watched" (then a rated reason is copied whole)
     assert sorted(tokenizer.decode([t]) for t in told.only(first, []) or []) == sorted(
@@ -166,7 +175,9 @@ def test_story_only_after_a_genre_word_and_no_praise_words(base_llm) -> None:
     story = single_tokens(tokenizer, " story", " stories")
     praise = single_tokens(tokenizer, *PRAISE)
     assert story and {tokenizer.decode([t]) for t in praise} >= {" epic", " classic"}
-    guard = GenreGuard(FACTS, genre_sequences(tokenizer), story=story, praise=praise, opening=OPENING)
+    guard = GenreGuard(
+        FACTS, GuardTokens(genre_sequences(tokenizer), story=story, praise=praise), opening=OPENING
+    )
     assert set(story) <= set(guard.banned(OPENING + " both films share that", [1]))  # "that story"
     assert not set(story) & set(guard.banned(OPENING + " both are a war", [1]))  # "a war story"
     assert set(praise) <= set(guard.banned(OPENING + " it is an", [1]))
@@ -187,7 +198,9 @@ async def test_the_constrained_model_writes_no_genre_the_comparison_lacks(base_l
     model, tokenizer = base_llm
     written = {}
     for constrained in (False, True):
-        backend = TransformersBackend(model, tokenizer, max_new_tokens=40, constrain_genres=constrained)
+        backend = TransformersBackend(
+            model, tokenizer, Decoding(max_new_tokens=40, constrain_genres=constrained)
+        )
         try:
             [text] = await backend.explain_many([REQUEST])
         finally:
@@ -214,7 +227,9 @@ def test_the_second_sentence_never_names_the_movie_the_opening_named(base_llm) -
     end = (
         [one(tokenizer, "<|im_end|>")] if "<|im_end|>" in tokenizer.get_vocab() else [tokenizer.eos_token_id]
     )
-    guard = GenreGuard(FACTS, genre_sequences(tokenizer), encode=encode, opening=OPENING, end=end)
+    guard = GenreGuard(
+        FACTS, GuardTokens(genre_sequences(tokenizer), encode=encode, end=end), opening=OPENING
+    )
     assert guard.titles == [tuple(encode(" Star Wars (1977) 5/5"))]
     assert guard.watched == [tuple(encode(" Star Wars (1977), which you rated 5/5, watched it too."))]
     first = OPENING + " both are dramas."
@@ -224,10 +239,8 @@ def test_the_second_sentence_never_names_the_movie_the_opening_named(base_llm) -
     ]
     alone = GenreGuard(
         Facts(ID4, (LONE_STAR,), mean_rating=3.44, ratings_count=429),
-        genre_sequences(tokenizer),
-        encode=encode,
+        GuardTokens(genre_sequences(tokenizer), encode=encode, end=end),
         opening=OPENING,
-        end=end,
     )
     assert alone.titles == [] and alone.watched == [] and alone.second == {}
     assert alone.only(first, []) == end  # one sentence, then the end
@@ -247,7 +260,9 @@ def test_after_the_popularity_opening_the_model_says_what_the_movie_is(base_llm)
     popular = Facts(et, (apollo,), mean_rating=3.83, ratings_count=300, prior=0)
     opening = explanation_opening(ExplainRequest(et.title, [], popular))
     assert opening.endswith("because it is widely liked: 3.8/5 from 300 people, and")
-    guard = GenreGuard(popular, genre_sequences(tokenizer), encode=encode, opening=opening, end=[2])
+    guard = GenreGuard(
+        popular, GuardTokens(genre_sequences(tokenizer), encode=encode, end=[2]), opening=opening
+    )
     assert [tokenizer.decode(t) for t in [guard.only(opening, [])]] == [" it"]
     assert [tokenizer.decode(t) for t in [guard.only(opening + " it", [1])]] == [" is"]
     assert guard.only(opening + " it is", [1, 2]) is None  # then the model's own words
@@ -257,7 +272,7 @@ def test_after_the_popularity_opening_the_model_says_what_the_movie_is(base_llm)
     assert encode(" more")[0] in guard.banned(OPENING + " both are", [1])
     assert encode(" more")[0] not in guard.banned(opening + " it is", [1])
     plain = Facts(et, (apollo,), mean_rating=3.83, ratings_count=300)  # a rated reason first
-    told = GenreGuard(plain, genre_sequences(tokenizer), encode=encode, opening=OPENING, end=[2])
+    told = GenreGuard(plain, GuardTokens(genre_sequences(tokenizer), encode=encode, end=[2]), opening=OPENING)
     assert sorted(tokenizer.decode([t]) for t in told.only(OPENING, []) or []) == sorted(
         [" it", " both", " like", " viewers"]
     )

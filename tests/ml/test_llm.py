@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from ml.interactions import Catalog
-from ml.llm.backends import ExplainRequest, Overloaded, ScoreRequest
+from ml.llm.backends import Decoding, ExplainRequest, Overloaded, ScoreRequest
 from ml.llm.evidence import gather_evidence
 from ml.llm.examples import build_examples, split_users
 from ml.llm.finetune import FinetuneConfig, finetune, preference_auc
@@ -257,7 +257,7 @@ async def test_streams_arriving_together_decode_as_one_batch(base_llm) -> None:
     model, tokenizer = base_llm
     observer = CountingObserver()
     backend = TransformersBackend(
-        model, tokenizer, max_new_tokens=12, max_batch=8, window_s=0.2, observer=observer
+        model, tokenizer, Decoding(max_new_tokens=12, max_batch=8, window_s=0.2), observer=observer
     )
     try:
 
@@ -280,7 +280,9 @@ async def test_streams_arriving_together_decode_as_one_batch(base_llm) -> None:
 async def test_closing_a_stream_stops_its_generation(base_llm) -> None:
     model, tokenizer = base_llm
     observer = CountingObserver()
-    backend = TransformersBackend(model, tokenizer, max_new_tokens=300, observer=observer, min_new_tokens=300)
+    backend = TransformersBackend(
+        model, tokenizer, Decoding(max_new_tokens=300, min_new_tokens=300), observer=observer
+    )
     try:
         pieces = backend.stream(REQUEST)
         first = await anext(pieces)
@@ -303,7 +305,7 @@ async def test_a_late_stream_joins_the_running_batch_and_leaves_it_at_once(base_
     model, tokenizer = base_llm
     observer = CountingObserver()
     backend = TransformersBackend(
-        model, tokenizer, max_new_tokens=60, min_new_tokens=60, window_s=0, observer=observer
+        model, tokenizer, Decoding(max_new_tokens=60, min_new_tokens=60, window_s=0), observer=observer
     )
     try:
         running = backend.stream(REQUEST)
@@ -333,7 +335,7 @@ async def test_a_late_stream_joins_the_running_batch_and_leaves_it_at_once(base_
 
 async def test_a_full_queue_refuses_with_overloaded(base_llm) -> None:
     model, tokenizer = base_llm
-    backend = TransformersBackend(model, tokenizer, max_new_tokens=40, max_batch=1, max_pending=1)
+    backend = TransformersBackend(model, tokenizer, Decoding(max_new_tokens=40, max_batch=1, max_pending=1))
     try:
         streams = [backend.stream(REQUEST) for _ in range(4)]
         results = await asyncio.gather(*(anext(s) for s in streams), return_exceptions=True)
@@ -429,7 +431,7 @@ async def test_continuous_batching_writes_what_generate_writes(base_llm) -> None
             )
         written = tokenizer.decode(out[0][inputs.input_ids.shape[1] :], skip_special_tokens=True)
         expected.append(f"{explanation_opening(request)} {written.strip()}")
-    backend = TransformersBackend(model, tokenizer, max_new_tokens=24, window_s=0)
+    backend = TransformersBackend(model, tokenizer, Decoding(max_new_tokens=24, window_s=0))
     try:
         first = backend.stream(REQUEST)
         pieces = [await anext(first)]  # decoding: the second joins the running batch
