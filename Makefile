@@ -37,10 +37,12 @@ demo: data
 	$(BIN)/cinerec serve --host $${HOST:-127.0.0.1} --port $${PORT:-8000}
 
 # The cluster tests' MLflow server runs from its own venv (the full mlflow pins graphql-core
-# below Strawberry's); it is installed here, once, not inside a timed test.
+# below Strawberry's); it is installed once, beside the suite's first minutes (the cluster
+# tests wait for it under a lock), its log in var/mlflow-venv.log.
 test: install
-	$(BIN)/python -m deploy.localcluster mlflow-venv --home $(CURDIR)/var
-	$(BIN)/pytest
+	@mkdir -p var
+	$(BIN)/python -m deploy.localcluster mlflow-venv --home $(CURDIR)/var > var/mlflow-venv.log 2>&1 & \
+	$(BIN)/pytest; status=$$?; wait; exit $$status
 
 lint: install
 	$(BIN)/ruff check .

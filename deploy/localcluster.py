@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import filelock
 import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -167,13 +168,17 @@ class LocalCluster:
         self.start("redis")
 
     def _mlflow_venv(self) -> Path:
-        venv = self.mlflow_venv  # kept across clusters: installing MLflow takes minutes
+        """The MLflow server's own venv, installed once: kept across clusters (installing MLflow
+        takes minutes), and installed by one process while any other asking waits for it."""
+        venv = self.mlflow_venv
         mlflow = venv / "bin" / "mlflow"
-        if not mlflow.exists():
-            subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-            subprocess.run(
-                [str(venv / "bin" / "pip"), "install", "-q", f"mlflow=={MLFLOW_VERSION}"], check=True
-            )
+        venv.parent.mkdir(parents=True, exist_ok=True)
+        with filelock.FileLock(f"{venv}.lock"):
+            if not mlflow.exists():
+                subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+                subprocess.run(
+                    [str(venv / "bin" / "pip"), "install", "-q", f"mlflow=={MLFLOW_VERSION}"], check=True
+                )
         return mlflow
 
     def _mlflow(self) -> None:
