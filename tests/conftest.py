@@ -379,6 +379,18 @@ def settings_env(settings: Settings, *, redis: bool = False) -> dict[str, str]:
     return env
 
 
+def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    """`cinerec ARGS` in a child process, with ``env`` over this one's environment."""
+    return subprocess.run(
+        [sys.executable, "-m", "app", *args],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
 def ingest_generated(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> None:
     """The generated MovieLens set (tests/movielens_fixture.py) ingested into ``settings``."""
     directory = tmp_path_factory.mktemp("ml") / "ml"

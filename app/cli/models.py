@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -13,6 +14,7 @@ if TYPE_CHECKING:
     from app.services.training import RerankOutcome
     from ml.training import RankerReport, TrainConfig
 
+ALIAS = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,63}")  # a registry alias a person types
 EpochsOption = Annotated[int, typer.Option(help="LightFM epochs.")]
 ComponentsOption = Annotated[int, typer.Option(help="LightFM latent dimensions.")]
 SeedOption = Annotated[int, typer.Option(help="Seed of the split and the models.")]
@@ -152,11 +154,24 @@ def train(
         bool, typer.Option("--if-missing", help="Do nothing when a champion exists.")
     ] = False,
     ranker: RankerOption = True,
+    alias: Annotated[
+        str | None,
+        typer.Option(
+            help="Give the new version this alias (a challenger for an experiment) without promoting it."
+        ),
+    ] = None,
 ) -> None:
     """Train the hybrid on the database's ratings, evaluate it, register a new version in MLflow."""
+    from app.infra.errors import BadUserInput
+    from app.infra.model_registry import registry_for
     from app.services.training import TrainingService
-    from ml.registry import RECOMMENDER
+    from ml.registry import CHAMPION, RECOMMENDER
 
+    if alias is not None and (alias == CHAMPION or not ALIAS.fullmatch(alias)):
+        raise BadUserInput(
+            f"--alias {alias!r}: letters, digits, '-' and '_', and not {CHAMPION!r} (use --promote)",
+            field="alias",
+        )
     settings = get_settings()
     ensure_schema(settings, migrate=True)
     service = TrainingService(settings)
@@ -168,10 +183,12 @@ def train(
     )
     print_table(outcome.metrics)
     print_ranker(outcome.ranker)
+    if alias is not None:
+        registry_for(settings).set_alias(RECOMMENDER, alias, outcome.version)
     state = (
         "serving (champion)"
         if outcome.champion == outcome.version
-        else f"registered; champion is still version {outcome.champion}"
+        else f"registered{f' as {alias}' if alias else ''}; champion is still version {outcome.champion}"
     )
     typer.echo(f"{RECOMMENDER} version {outcome.version}: {state}; MLflow run {outcome.run_id}")
     typer.echo(f"timings {outcome.timings}")

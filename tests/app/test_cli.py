@@ -4,12 +4,17 @@ for every command (walked from the app, so a new command is covered when it is a
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
 import typer
 
 from app.cli import app, main
+from app.infra.model_registry import registry_for
+from ml.registry import CHAMPION, RECOMMENDER
+from tests.conftest import Databases, cli, ingest_into, settings_env
+from tests.movielens_fixture import write_movielens
 
 
 def _commands(group: Any, path: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
@@ -56,3 +61,24 @@ def test_usage_mistakes_exit_2_without_a_traceback(
 ) -> None:
     code, output = _run(monkeypatch, capsys, *args)
     assert code == 2 and "Traceback" not in output, output
+
+
+def test_train_with_an_alias_registers_a_challenger_without_promoting_it(
+    databases: Databases, tmp_path: Path
+) -> None:
+    """The admin path on a demo: a second version under ``challenger`` for an experiment,
+    the champion untouched; an alias that is not one is refused before any training."""
+    settings = databases.settings("sqlite", llm_backend="none")
+    write_movielens(tmp_path / "ml")
+    ingest_into(settings, tmp_path / "ml")
+    env = settings_env(settings)
+    quick = ("--epochs", "2", "--no-tune", "--no-refit")
+    assert "version 1: serving (champion)" in cli(env, "train", *quick).stdout
+    refused = cli(env, "train", *quick, "--alias", "champion")
+    assert refused.returncode == 2 and "use --promote" in refused.stderr
+    second = cli(env, "train", *quick, "--alias", "challenger")
+    assert second.returncode == 0, second.stderr[-2000:]
+    assert "version 2: registered as challenger; champion is still version 1" in second.stdout
+    registry = registry_for(settings)
+    assert registry.alias_version(RECOMMENDER, "challenger") == "2"
+    assert registry.alias_version(RECOMMENDER, CHAMPION) == "1"

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -22,6 +19,7 @@ from tests.conftest import (
     LiveServer,
     TrainedHome,
     answer,
+    cli,
     ingest_generated,
     ingest_into,
     settings_env,
@@ -33,18 +31,6 @@ ADMIN = ("admin@example.com", "admin-password")
 USER = ("user@example.com", "user-password")
 USER_ID = 7  # the MovieLens user the regular login is linked to
 DEPTH = 4  # low enough that this schema's deepest path (user.ratings.edges.node.movie.title) exceeds it
-
-
-def cli(settings_env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, **settings_env}
-    return subprocess.run(
-        [sys.executable, "-m", "app", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
 
 
 def add_logins(settings: Settings, *, user_id: int, admin: bool = True) -> None:
