@@ -4,6 +4,7 @@ One follower task per process subscribes to every channel a handler was register
 When Redis goes away it says so (log and ``cinerec_redis_up``), retries with back-off,
 and after it is back calls each channel's ``resync``: whatever was announced during the
 outage was missed, so holders re-read the truth (the registry's alias, the accounts).
+Without Redis (one server, as in `make demo`) the resyncs run on a timer instead.
 """
 
 from __future__ import annotations
@@ -61,11 +62,13 @@ class Announcements:
         prefix: str,
         redis_up: Gauge | None = None,
         retry_max_seconds: float = 5.0,
+        poll_seconds: float = 0.0,
     ) -> None:
         self.redis_url = redis_url
         self.redis_up = redis_up
         self.prefix = prefix
         self.retry_max = retry_max_seconds
+        self.poll_seconds = poll_seconds
         self._subscriptions: dict[str, _Subscription] = {}
         self._publisher = (
             Redis.from_url(redis_url, socket_connect_timeout=2, socket_timeout=2) if redis_url else None
@@ -121,8 +124,14 @@ class Announcements:
                     log.exception("resync after a Redis outage failed (%s)", channel)
 
     async def follow(self) -> None:
-        """Listen until cancelled, reconnecting after every outage."""
-        if self.redis_url is None or not self._subscriptions:
+        """Listen until cancelled, reconnecting after every outage. Without Redis, re-read the
+        truth every ``poll_seconds`` instead (when set): nothing else would say what changed."""
+        if not self._subscriptions:
+            return
+        if self.redis_url is None:
+            while self.poll_seconds > 0:
+                await asyncio.sleep(self.poll_seconds)
+                await self._resync()
             return
         delay, outage = 0.1, False
         while True:

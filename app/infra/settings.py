@@ -24,6 +24,9 @@ class Settings(BaseSettings):
     database_url: str = ""
     redis_url: str | None = None
     redis_prefix: str = "cinerec"  # every key and channel starts "<prefix>:"; replicas share one
+    # Without Redis nothing is announced: a lone server re-reads the model aliases, accounts and
+    # experiments this often, so that a CLI run's promotion reaches it (0: never).
+    poll_without_redis_seconds: float = Field(default=10.0, ge=0)
     jwt_secret: str | None = None
     jwt_expiry_minutes: int = Field(default=60, gt=0)
     dataset: str = "ml-latest-small"
@@ -108,6 +111,9 @@ class Settings(BaseSettings):
     # The LLM: which backend explains and reranks, and how hard it may be pushed.
     llm_backend: Literal["transformers", "ollama", "none"] = "transformers"
     llm_base: str = "smollm2-135m-instruct"  # the default base, or a local folder / hub id
+    # true: with no tuned adapter registered the template writes (saying it waits for one)
+    # instead of the untuned base model; `make demo` serves so while it fine-tunes in the background
+    llm_adapter_required: bool = False
     llm_ollama_url: str = "http://127.0.0.1:11434"
     llm_ollama_base_tag: str = "smollm2:135m"  # the Ollama tag of the same base, for /api/create
     llm_ollama_keep_alive: str = "30m"

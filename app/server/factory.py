@@ -192,7 +192,12 @@ def open_state(settings: Settings, metrics: Metrics) -> AppState:
     engine = create_engine(settings, metrics)
     sessions = session_factory(engine)
     redis = _redis(settings)
-    announcements = Announcements(settings.redis_url, prefix=settings.redis_prefix, redis_up=metrics.redis_up)
+    announcements = Announcements(
+        settings.redis_url,
+        prefix=settings.redis_prefix,
+        redis_up=metrics.redis_up,
+        poll_seconds=settings.poll_without_redis_seconds,
+    )
     health = RedisHealth(redis, metrics)
     counters = Counters(health, prefix=settings.redis_prefix)
     generations = Generations(health, settings.redis_prefix)

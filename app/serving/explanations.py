@@ -10,12 +10,13 @@ import contextlib
 import logging
 import re
 from collections.abc import AsyncGenerator, AsyncIterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from app.infra.cache import Kind
 from app.infra.errors import NotFound, RateLimited
 from app.services import catalog, ratings
+from app.serving.llm_holder import NOT_READY
 from app.serving.llm_inputs import explanation_inputs
 from app.serving.parts import ServesModels
 from ml.llm.backends import Overloaded
@@ -342,8 +343,9 @@ class ExplanationService(ServesModels):
             self.llm.lease() as served,
             contextlib.aclosing(self._stream(served, request, evidence)) as chunks,
         ):
+            waiting = served.note == NOT_READY  # every chunk says why the template writes
             async for chunk in chunks:
-                yield chunk
+                yield replace(chunk, error=chunk.error or NOT_READY) if waiting else chunk
 
     async def _stream(
         self, served: ServedLLM, request: ExplainRequest, evidence: list[Evidence]

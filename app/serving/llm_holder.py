@@ -29,6 +29,10 @@ if TYPE_CHECKING:
     from app.infra.settings import Settings
 
 log = logging.getLogger(__name__)
+
+# The note (and each template chunk's error) while CINEREC_LLM_ADAPTER_REQUIRED waits for a
+# tuned adapter; clients show it as it stands.
+NOT_READY = "explanations are written by the template until the tuned model is ready"
 T = TypeVar("T")
 
 
@@ -176,6 +180,8 @@ class LLMHolder(ChampionHolder[ServedLLM]):
         settings = self.settings
         if settings.llm_backend == "none":
             return ServedLLM(TemplateBackend(), None, RerankWeights(), "CINEREC_LLM_BACKEND=none")
+        if version is None and settings.llm_adapter_required:
+            return ServedLLM(TemplateBackend(), None, RerankWeights(), NOT_READY)
         adapter = (
             await asyncio.to_thread(self.registry.download, LLM, version, settings.home / "models")
             if version

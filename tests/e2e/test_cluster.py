@@ -10,6 +10,9 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+import socket
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -18,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+import psutil
 import pytest
 import websockets
 
@@ -337,3 +341,42 @@ def test_postgres_restarted_under_load(cluster: LocalCluster) -> None:
                 kept += 1
     RESULTS["postgres_restart"]["acknowledged_writes_kept"] = kept  # type: ignore[index]
     assert kept == len(acknowledged)
+
+
+def test_cluster_down_from_another_process_stops_every_process_it_started(cluster: LocalCluster) -> None:
+    """`make cluster-down` (a process of its own, reading the cluster's state file) stops every
+    process `up` started, their children included (uvicorn's workers, PostgreSQL's backends),
+    and frees every port. Last in this module: the cluster is gone after it."""
+    started = [psutil.Process(p.pid) for p in cluster.processes.values() if p.pid]
+    family = started + [c for p in started for c in p.children(recursive=True)]
+    called = {p.pid: " ".join(p.cmdline()[:4]) for p in family}
+    assert len(started) >= 7, cluster.processes  # nginx, 2 replicas, postgres, redis, mlflow, prometheus
+    ports = [p.port for p in cluster.processes.values() if p.port]
+    down = subprocess.run(
+        [sys.executable, "-m", "deploy.localcluster", "down", "--home", str(cluster.home)],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert down.returncode == 0 and "stopped" in down.stdout, down.stderr[-2000:]
+
+    def gone(process: psutil.Process) -> bool:  # a zombie is gone: only its parent's wait is left
+        try:
+            return process.status() == psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return True
+
+    left = [f"{p.pid} {called[p.pid]}" for p in family if not gone(p)]
+    assert not left, f"still running after down: {left}"
+    listening = [port for port in ports if _accepts(port)]
+    assert not listening, f"ports still open after down: {listening}"
+    assert not (cluster.base / "cluster.json").exists()
+
+
+def _accepts(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1):
+            return True
+    except OSError:
+        return False

@@ -17,6 +17,7 @@ import pytest
 import websockets
 from prometheus_client.parser import text_string_to_metric_families
 
+from app.serving.llm_holder import NOT_READY
 from ml.llm.prompts import display_title
 from ml.registry import CHAMPION, LLM
 from tests.conftest import LiveServer
@@ -337,6 +338,19 @@ async def test_llm_failure_falls_back_to_the_template(recommender: Recommender, 
 def test_finetune_registers_an_adapter_that_promotion_serves(
     recommender: Recommender, server_factory, base_llm
 ) -> None:
+    # `make demo`'s server: no Redis, the template until a tuned adapter is the champion
+    waiting = server_factory(
+        recommender.settings.model_copy(
+            update={"redis_url": None, "llm_adapter_required": True, "poll_without_redis_seconds": 0.2}
+        )
+    )
+    movie = waiting.gql(EXPLAIN, {"u": 1, "n": 1}, token=recommender.user_token)["data"]["recommendations"][0]
+    chunks, errors = asyncio.run(
+        subscribe(waiting, recommender.user_token, {"u": 1, "m": movie["movie"]["movieId"]})
+    )
+    assert (
+        not errors and chunks and all(c["source"] == "TEMPLATE" and c["error"] == NOT_READY for c in chunks)
+    )
     done = cli(
         recommender.env | {"CINEREC_LLM_CACHE_DIR": str(recommender.settings.llm_cache_dir)},
         "llm",
@@ -354,6 +368,19 @@ def test_finetune_registers_an_adapter_that_promotion_serves(
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert f"{LLM} version 1: serving (champion)" in done.stdout
+
+    # the command announced nothing (no Redis): the waiting server finds the champion itself
+    def explained_by() -> dict[str, Any]:
+        return waiting.gql(EXPLAIN, {"u": 1, "n": 1}, token=recommender.user_token)["extensions"][
+            "explanations"
+        ]
+
+    wait_until(lambda: explained_by().get("version") == "1", "the waiting server serves LLM version 1", 120)
+    assert explained_by()["backend"] == "transformers"
+    chunks, errors = asyncio.run(
+        subscribe(waiting, recommender.user_token, {"u": 1, "m": movie["movie"]["movieId"]})
+    )
+    assert not errors and all(c["error"] != NOT_READY for c in chunks), chunks
     versions = recommender.server.gql(
         "{ modelVersions(model: LLM) { version aliases metrics { name value } } }",
         token=recommender.admin_token,

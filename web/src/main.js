@@ -7,6 +7,8 @@ import { createClient as createSocket } from "graphql-ws";
 
 const TOKEN_KEY = "cinerec.token";
 const STREAMED_PER_PAGE = 4; // explanations streamed at once on the home page; the rest on demand
+// The server's word (app/serving/llm_holder.NOT_READY) while the tuned model is still training.
+const NOT_READY = "explanations are written by the template until the tuned model is ready";
 
 const Q = {
   logout: `mutation Logout { logout }`,
@@ -225,9 +227,12 @@ function stream(movieId, into, badge) {
       badge.textContent = chunk.source === "TEMPLATE" ? "template" : "written by the model";
       badge.className = chunk.source === "TEMPLATE" ? "badge template" : "badge llm";
       if (chunk.error) badge.title = chunk.error; // why the template stood in, or why the stream ended
+      const waiting = chunk.error === NOT_READY;
+      if (waiting) document.getElementById("model-notice")?.removeAttribute("hidden");
       if (chunk.done) {
         into.classList.remove("writing");
-        explained.set(movieId, { text: into.textContent, badge: badge.textContent, kind: badge.className, why: badge.title });
+        // a text written while the model trains is not kept: the next page asks the model
+        if (!waiting) explained.set(movieId, { text: into.textContent, badge: badge.textContent, kind: badge.className, why: badge.title });
       }
     });
   streams.push(unsubscribe);
@@ -314,7 +319,9 @@ async function homeView() {
         h("div", { class: "cards" }, row.items.map((item) =>
           card(item, !explained.has(item.movie.movieId) && streamed++ < STREAMED_PER_PAGE, refresh)))),
     );
-    show(h("h1", { class: "visually-hidden" }, "Your home page"), ...rows);
+    const notice = h("p", { id: "model-notice", class: "notice", role: "status", hidden: true },
+      "Explanations are written by the template until the tuned model is ready; the model writes them once it is promoted.");
+    show(h("h1", { class: "visually-hidden" }, "Your home page"), notice, ...rows);
     if (place) restoreFocus(place);
   };
   const refresh = () => load().catch((e) => show(problem(e)));
