@@ -46,7 +46,7 @@ demo: data
 	@echo "fine-tuning the explanation model in the background: $(CINEREC_HOME)/finetune.log"
 	nice -n 10 $(BIN)/cinerec llm finetune --if-missing --max-steps 40 --batch-users 0 --explain-batch 4 --eval-users 0 \
 	  > $(CINEREC_HOME)/finetune.log 2>&1 & \
-	CINEREC_LLM_ADAPTER_REQUIRED=true $(BIN)/cinerec serve --host $${HOST:-127.0.0.1} --port $${PORT:-8000}
+	CINEREC_LLM_ADAPTER_REQUIRED=true CINEREC_POLL_WITHOUT_REDIS_SECONDS=10 $(BIN)/cinerec serve --host $${HOST:-127.0.0.1} --port $${PORT:-8000}
 
 # The cluster tests' MLflow server runs from its own venv (the full mlflow pins graphql-core
 # below Strawberry's); uv installs it once, in seconds, beside the suite's start (the cluster

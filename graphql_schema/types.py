@@ -221,6 +221,16 @@ class User:
         page = await user_resolvers.user_ratings(info.context, user_id=self.user_id, first=first, after=after)
         return Connection.from_page(page, Rating.from_row)
 
+    @strawberry.field(
+        permission_classes=[OwnerOrAdmin],
+        description="Movies the user dismissed, newest first; `undismissMovie` takes one back.",
+        directives=[cost(1), sliced()],
+    )
+    async def dismissed_movies(self, info: Info, first: int = 20) -> list[Movie]:
+        ids = await user_resolvers.dismissed_movies(info.context, user_id=self.user_id, first=first)
+        rows = await info.context.loaders.movie.load_many(ids)  # one batch
+        return [Movie.from_row(row) for row in rows if row is not None]
+
 
 @strawberry.type(directives=OBJECT)
 class AuthPayload:

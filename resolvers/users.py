@@ -38,6 +38,11 @@ async def user_ratings(ctx: Context, *, user_id: int, first: int, after: str | N
     return Page(edges, page.has_next, position is not None, total)
 
 
+async def dismissed_movies(ctx: Context, *, user_id: int, first: int) -> list[int]:
+    check_first(first, ctx.settings.max_page_size)
+    return await ctx.services.users.dismissed(user_id, limit=first)
+
+
 async def register(ctx: Context, *, email: str, password: str) -> tuple[str, Principal]:
     return await ctx.services.accounts.register(email=email, password=password, client=ctx.client)
 

@@ -24,9 +24,10 @@ class Settings(BaseSettings):
     database_url: str = ""
     redis_url: str | None = None
     redis_prefix: str = "cinerec"  # every key and channel starts "<prefix>:"; replicas share one
-    # Without Redis nothing is announced: a lone server re-reads the model aliases, accounts and
-    # experiments this often, so that a CLI run's promotion reaches it (0: never).
-    poll_without_redis_seconds: float = Field(default=10.0, ge=0)
+    # Without Redis nothing is announced: a lone server can re-read the model aliases, accounts
+    # and experiments this often instead, so that a CLI run's promotion reaches it (0: never;
+    # `make demo` sets 10). Each re-read drops the process's cached accounts and generations.
+    poll_without_redis_seconds: float = Field(default=0.0, ge=0)
     jwt_secret: str | None = None
     jwt_expiry_minutes: int = Field(default=60, gt=0)
     dataset: str = "ml-latest-small"

@@ -3,8 +3,11 @@ assets under ``/client``. The page may reach only this server (Content-Security-
 
 from __future__ import annotations
 
+import asyncio
+import gzip
 from pathlib import Path
 
+from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import FileResponse, Response
@@ -46,13 +49,33 @@ async def page(request: Request) -> Response:
     return FileResponse(CLIENT / "index.html", headers=_headers(POLICY))
 
 
+# text worth compressing; gzip where the client takes it (every browser does)
+COMPRESSED = (".js", ".css", ".html", ".svg", ".json")
+
+
+def takes_gzip(accept_encoding: str) -> bool:
+    """Whether an Accept-Encoding header admits gzip (by name or ``*``, at a weight above 0)."""
+    for part in accept_encoding.lower().split(","):
+        coding, _, params = part.partition(";")
+        if coding.strip() in ("gzip", "*"):
+            weight = params.strip().removeprefix("q=") or "1"
+            try:
+                return float(weight) > 0
+            except ValueError:
+                return False
+    return False
+
+
 class ClientFiles(StaticFiles):
-    """The client's built files; an HTML file with its page's headers, every file ``nosniff``,
-    and GraphiQL's files only where GraphiQL is on."""
+    """The client's built files: gzip-compressed where the client takes it (each file once per
+    process, off the event loop), revalidated by ETag on every use (``no-cache``: the names carry
+    no content hash); an HTML file with its page's headers, every file ``nosniff``, and
+    GraphiQL's files only where GraphiQL is on."""
 
     def __init__(self, *, graphiql: bool) -> None:
         super().__init__(directory=CLIENT)
         self.graphiql = graphiql
+        self._gzipped: dict[tuple[str, int, int], bytes] = {}  # (path, mtime, size) -> body
 
     async def get_response(self, path: str, scope: Scope) -> Response:
         if not self.graphiql and Path(path).name.startswith("graphiql"):
@@ -64,7 +87,31 @@ class ClientFiles(StaticFiles):
             )
         else:
             response.headers["X-Content-Type-Options"] = "nosniff"
+            response.headers["Cache-Control"] = "no-cache"
+        if (
+            isinstance(response, FileResponse)
+            and response.status_code == 200
+            and path.endswith(COMPRESSED)
+            and takes_gzip(Headers(scope=scope).get("accept-encoding", ""))
+        ):
+            return await self._compressed(response)
         return response
+
+    async def _compressed(self, response: FileResponse) -> Response:
+        stat = response.stat_result
+        if stat is None:
+            stat = await asyncio.to_thread(Path(response.path).stat)
+        key = (str(response.path), stat.st_mtime_ns, stat.st_size)
+        if (body := self._gzipped.get(key)) is None:
+            data = await asyncio.to_thread(Path(response.path).read_bytes)
+            body = await asyncio.to_thread(gzip.compress, data, 9, mtime=0)
+            self._gzipped[key] = body
+        headers = {k: v for k, v in response.headers.items() if k not in ("content-length", "content-type")}
+        # the same file in another encoding: a weak tag, which revalidates against either
+        headers.update(
+            {"content-encoding": "gzip", "vary": "Accept-Encoding", "etag": f"W/{headers['etag']}"}
+        )
+        return Response(body, headers=headers, media_type=response.media_type)
 
 
 def routes(*, graphiql: bool) -> list[Route | Mount]:

@@ -253,6 +253,17 @@ class UserService(CachedReads):
         await self.generations.bump("user", user_id)
         await self.generations.bump("movie", movie_id)
 
+    async def dismissed(self, user_id: int, *, limit: int) -> list[int]:
+        """The movies the user said 'Not interested' to, newest first."""
+        stmt = (
+            select(dismissals.c.movie_id)
+            .where(dismissals.c.user_id == user_id)
+            .order_by(dismissals.c.dismissed_at.desc(), dismissals.c.movie_id.asc())
+            .limit(limit)
+        )
+        async with self.sessions() as session:
+            return list((await session.execute(stmt)).scalars())
+
     async def dismiss(self, *, user_id: int, movie_id: int, dismissed: bool = True) -> bool:
         """Never recommend ``movie_id`` to the user again (and count it as taste against), or
         take that back; their cached recommendations are stale at once, on every replica."""

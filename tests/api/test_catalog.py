@@ -300,3 +300,21 @@ def test_popularity_fallback_before_any_model(catalog: Catalog) -> None:
     counts = [r["movie"]["ratingsCount"] for r in recs]
     assert len(recs) == 3 and counts == sorted(counts, reverse=True)
     assert result["extensions"]["recommender"]["model"] == "popularity"
+
+
+def test_dismissed_movies_are_listed_to_their_owner_only_and_undo_takes_them_off(catalog: Catalog) -> None:
+    gql, token = catalog.server.gql, catalog.user_token
+    listed = f"{{ user(userId: {USER_ID}) {{ dismissedMovies(first: 10) {{ movieId }} }} }}"
+    before = {m["movieId"] for m in gql(listed, token=token)["data"]["user"]["dismissedMovies"]}
+    for movie in (11, 12):
+        assert gql(f"mutation {{ dismissMovie(movieId: {movie}) }}", token=token)["data"]["dismissMovie"]
+    try:
+        found = [m["movieId"] for m in gql(listed, token=token)["data"]["user"]["dismissedMovies"]]
+        assert set(found) - before == {11, 12}, found
+        assert code(gql(listed.replace(str(USER_ID), "1"), token=token)) == "FORBIDDEN"
+        assert code(gql(listed.replace("10", "100000"), token=token)) == "QUERY_TOO_COMPLEX"
+    finally:
+        for movie in (11, 12):
+            gql(f"mutation {{ undismissMovie(movieId: {movie}) }}", token=token)
+    after = [m["movieId"] for m in gql(listed, token=token)["data"]["user"]["dismissedMovies"]]
+    assert 11 not in after and 12 not in after

@@ -6,6 +6,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
+from app.server.web_client import CLIENT
 from tests.api.conftest import Catalog
 
 GRAPHQL_RESPONSE = "application/graphql-response+json"
@@ -68,3 +69,29 @@ def test_an_unknown_persisted_hash_is_the_protocols_first_step_not_a_400(catalog
     assert response.json()["errors"][0]["extensions"]["code"] == "PERSISTED_QUERY_NOT_FOUND"
     refused = _post(catalog, "{ movie(movieId: 1) { title ", GRAPHQL_RESPONSE)
     assert refused.status_code == 400  # a real request error still is one
+
+
+@pytest.mark.parametrize("name", ["app.js", "app.css", "graphiql.js"])
+def test_the_clients_files_go_compressed_where_the_browser_takes_gzip_and_revalidate(
+    catalog: Catalog, name: str
+) -> None:
+    on_disk = (CLIENT / name).read_bytes()
+    http = catalog.server.http
+    packed = http.get(f"/client/{name}", headers={"accept-encoding": "gzip, deflate, br"})
+    assert packed.status_code == 200 and packed.headers["content-encoding"] == "gzip"
+    assert packed.content == on_disk  # httpx undid the gzip: the same bytes
+    assert packed.num_bytes_downloaded < len(on_disk) / 2, (packed.num_bytes_downloaded, len(on_disk))
+    assert "Accept-Encoding" in packed.headers["vary"] and packed.headers["cache-control"] == "no-cache"
+    assert packed.headers["content-type"].startswith(
+        ("text/javascript", "application/javascript", "text/css")
+    )
+    plain = http.get(f"/client/{name}", headers={"accept-encoding": "identity"})
+    assert "content-encoding" not in plain.headers and plain.num_bytes_downloaded == len(on_disk)
+    refused = http.get(f"/client/{name}", headers={"accept-encoding": "gzip;q=0, identity"})
+    assert "content-encoding" not in refused.headers
+    # the browser's next visit: unchanged, so 304 and no body, whichever encoding it kept
+    for kept in (packed, plain):
+        again = http.get(
+            f"/client/{name}", headers={"accept-encoding": "gzip", "if-none-match": kept.headers["etag"]}
+        )
+        assert again.status_code == 304 and not again.content

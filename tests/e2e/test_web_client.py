@@ -18,12 +18,13 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.e2e.conftest import ADMIN, Recommender, cli, code
+from tests.e2e.conftest import ADMIN, USER, Recommender, cli, code
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "var" / "test-artifacts" / "web"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 BROWSER_USER = ("browser@example.com", "a-browser-passphrase", "42")  # MovieLens user 42
+DESKTOP, PHONE = {"width": 1280, "height": 900}, {"width": 390, "height": 844}
 
 
 def locked_node_modules(source: Path) -> Path:
@@ -72,9 +73,14 @@ def browser() -> Iterator[Any]:
 class Page:
     """A browser page on the server that records console errors and foreign requests."""
 
-    def __init__(self, browser: Any, url: str) -> None:
+    def __init__(
+        self, browser: Any, url: str, *, viewport: dict[str, int] = DESKTOP, axe: Path | None = None
+    ) -> None:
         self.url = url
-        self.context = browser.new_context(viewport={"width": 1280, "height": 900})
+        self.viewport = viewport
+        self.context = browser.new_context(viewport=viewport)
+        if axe is not None:  # an init script: the page's CSP does not apply to it
+            self.context.add_init_script(path=str(axe))
         self.page = self.context.new_page()
         self.errors: list[str] = []
         self.page_errors: list[str] = []  # uncaught exceptions in the page's own code
@@ -105,6 +111,21 @@ class Page:
         page.keyboard.press("Tab")
         page.keyboard.type(password)
         page.keyboard.press("Enter")
+
+    def view(self, name: str) -> None:
+        """A screenshot of what shows now; it fits the screen's width, and axe-core finds no
+        serious or critical accessibility violation in it."""
+        self.shot(name)
+        width = self.page.evaluate("document.documentElement.scrollWidth")
+        assert width <= self.viewport["width"], (
+            f"{name}: {width} px wide on a {self.viewport['width']} px screen"
+        )
+        found = self.page.evaluate(
+            """async () => (await axe.run(document, { resultTypes: ["violations"] })).violations
+                .filter((v) => v.impact === "serious" || v.impact === "critical")
+                .map((v) => `${v.impact} ${v.id}: ${v.help} at ${v.nodes.slice(0, 3).map((n) => n.target.join(" ")).join("; ")}`)"""
+        )
+        assert not found, f"{name}: {found}"
 
     def check_clean(self) -> None:
         assert not self.foreign, f"requests to other hosts: {self.foreign}"
@@ -146,6 +167,11 @@ def test_a_user_signs_in_sees_rows_acts_and_searches(recommender: Recommender, b
         timeout=2,
     )
     first_words = time.monotonic() - shown
+    # a stream under way: its badge says "writing…", not who wrote its opening
+    writing = page.eval_on_selector_all(
+        ".card:has(.explanation.writing) .badge", "bs => bs.map(b => b.textContent)"
+    )
+    assert writing and set(writing) == {"writing…"}, writing
     tab.shot("02-home")
     # the page opens at its top: the first row's heading below the sticky header, not under it
     assert page.evaluate("window.scrollY") == 0
@@ -160,15 +186,13 @@ def test_a_user_signs_in_sees_rows_acts_and_searches(recommender: Recommender, b
     ids = tab.card_ids()
     assert len(ids) == len(set(ids)), "a movie twice on the page"
     assert not tab.unlabelled_controls()
-    until(
-        page,
-        "[...document.querySelectorAll('.card .explanation')].some(p => !p.classList.contains('writing')"
-        " && p.textContent.trim().length > 20)",
-        timeout=60,
-    )
+    # while a stream runs its badge says so; once it ends, who wrote it, and where the template
+    # wrote it for a reason, that reason in words on the card
+    until(page, "!document.querySelector('.card .explanation.writing')", timeout=120)
     badges = page.eval_on_selector_all(".card .badge", "bs => bs.map(b => b.textContent).filter(Boolean)")
-    reasons = page.eval_on_selector_all(".card .badge", "bs => bs.map(b => b.title).filter(Boolean)")
-    assert set(badges) <= {"written by the model", "template"} and badges
+    reasons = page.eval_on_selector_all(".card .because", "ps => ps.map(p => p.textContent)")
+    assert set(badges) <= {"written by the model", "template"} and len(badges) >= 4, badges
+    assert all(r.startswith("Written by the template: ") for r in reasons), reasons
     tab.shot("03-explained")
     # every card lists its reasons, each with its share of what raised the score, largest first
     shares = page.eval_on_selector_all(
@@ -185,9 +209,7 @@ def test_a_user_signs_in_sees_rows_acts_and_searches(recommender: Recommender, b
     colours = "[...document.querySelectorAll('.card .stars')][0].querySelectorAll('.star')"
     rest = page.evaluate(f"[...{colours}].map(s => getComputedStyle(s).color)")
     assert len(set(rest)) == 1, rest
-    # the pointer stays on the star only on a still page: streamed text grows the cards and
-    # moves the stars from under it, so every stream ends first
-    until(page, "!document.querySelector('.card .explanation.writing')", timeout=120)
+    # (every stream has ended: on a still page the pointer stays on the star it points at)
     page.hover(".card .stars .star:nth-child(3)")
     pointed = page.evaluate(f"[...{colours}].map(s => getComputedStyle(s).color)")
     assert pointed[0] == pointed[1] == pointed[2] != pointed[3] == pointed[4] == rest[0], pointed
@@ -195,9 +217,27 @@ def test_a_user_signs_in_sees_rows_acts_and_searches(recommender: Recommender, b
     page.evaluate("window.scrollTo(0, 0)")
     tab.shot("home-as-seen", full_page=False)  # the README's picture
 
+    # a card is at most 4 tab stops (its title, Why?, the five stars as one, Not interested); the
+    # arrow keys move between the stars; a row can be skipped with one key
+    stops = page.evaluate(
+        "[...document.querySelector('.card').querySelectorAll('a[href], button')].filter(e => e.tabIndex >= 0).length"
+    )
+    assert stops <= 4, stops
+    page.focus(".card .star")
+    page.keyboard.press("ArrowRight")
+    page.keyboard.press("ArrowRight")
+    assert page.evaluate("document.activeElement.getAttribute('aria-label')").endswith(" 3 stars")
+    page.keyboard.press("Home")
+    assert page.evaluate("document.activeElement.getAttribute('aria-label')").endswith(" 1 star")
+    page.focus("section.row .skip")
+    page.keyboard.press("Enter")
+    assert page.evaluate("document.activeElement === document.querySelectorAll('section.row h2')[1]")
+    # no explanation is read out word by word: a stream's paragraph is busy until it ends
+    assert not page.query_selector(".explanation[aria-busy]:not(.writing)")
+
     # rate with the keyboard alone: Tab to the first card's first star, Enter
     rated = ids[0]
-    page.focus("body")
+    page.focus("section.row h2")  # Tab goes on from where focus was: the top of the rows
     for _ in range(80):
         page.keyboard.press("Tab")
         focused = page.evaluate("document.activeElement.getAttribute('aria-label') || ''")
@@ -252,6 +292,27 @@ def test_a_user_signs_in_sees_rows_acts_and_searches(recommender: Recommender, b
     page.goto(f"{tab.url}/#/movie/282")  # "Time to Kill, A" in the catalog
     page.wait_for_selector("article.movie h1:has-text('Time to Kill')")
     assert page.text_content("article.movie h1") == "A Time to Kill (1996)"
+
+    # the user's lists: the rated and the dismissed movie, each with its undo
+    page.click("nav a:has-text('Your lists')")
+    page.wait_for_selector("ul.mine.dismissed li")
+    tab.shot("09-your-lists")
+    assert page.query_selector(f'ul.mine.rated a[href="#/movie/{rated}"]')
+    assert "you rated it 1/5" in page.text_content(f'ul.mine.rated li:has(a[href="#/movie/{rated}"])')
+    page.click(f'ul.mine.dismissed li:has(a[href="#/movie/{dismissed}"]) button:has-text("Undo")')
+    page.wait_for_selector("p[role=status]:has-text('can be recommended to you again')")
+    page.click(f'ul.mine.rated li:has(a[href="#/movie/{rated}"]) button:has-text("Remove rating")')
+    page.wait_for_selector("p[role=status]:has-text('is removed')")
+    assert page.evaluate("document.activeElement.getAttribute('role')") == "status"
+    user_token = _token(tab.url, email, password)
+    left = recommender.server.gql(
+        "query($u: Int!) { user(userId: $u) { ratings(first: 100) { edges { node { movieId } } } "
+        "dismissedMovies(first: 100) { movieId } } }",
+        {"u": int(user_id)},
+        token=user_token,
+    )["data"]["user"]
+    assert dismissed not in [m["movieId"] for m in left["dismissedMovies"]]
+    assert rated not in [e["node"]["movieId"] for e in left["ratings"]["edges"]]
 
     assert page.query_selector("nav a:has-text('Admin')") is None  # a user sees no admin view
     page.goto(f"{tab.url}/#/admin")
@@ -436,4 +497,43 @@ def test_graphiql_is_served_from_the_package(recommender: Recommender, browser: 
     )
     tab.shot("11-graphiql", full_page=False)
     tab.check_clean()  # no script, style or font from a CDN, no console error
+    tab.context.close()
+
+
+@pytest.fixture(scope="module")
+def axe() -> Path:
+    """axe-core, the version web/package-lock.json holds."""
+    return locked_node_modules(ROOT / "web") / "axe-core" / "axe.min.js"
+
+
+@pytest.mark.parametrize("size", ["desktop", "phone"])
+def test_every_view_fits_the_screen_and_axe_finds_nothing_serious(
+    recommender: Recommender, browser: Any, axe: Path, size: str
+) -> None:
+    """Sign-in, home, search (hits and none), a movie, and the admin's view, each at desktop and
+    phone width: a screenshot each in var/test-artifacts/web/ (axe-<size>-<view>.png)."""
+    tab = Page(browser, recommender.server.url, viewport=DESKTOP if size == "desktop" else PHONE, axe=axe)
+    page = tab.page
+    page.goto(f"{tab.url}/")
+    page.wait_for_selector("form.signin")
+    tab.view(f"axe-{size}-sign-in")
+    views = [
+        ("home", "#/", "section.row .card"),
+        ("search", "#/search/toys%20that%20come%20alive", "ol.hits li"),
+        ("movie", "#/movie/1", "ul.similar li"),
+        ("your-lists", "#/mine", "ul.mine.rated li"),
+    ]
+    tab.sign_in_with_the_keyboard(*USER)
+    for name, where, ready in views:
+        page.goto(f"{tab.url}/{where}")
+        page.wait_for_selector(ready)
+        tab.view(f"axe-{size}-{name}")
+    page.click("#account button:has-text('Sign out')")
+    page.wait_for_selector("form.signin")
+    tab.sign_in_with_the_keyboard(*ADMIN)
+    page.wait_for_selector("nav a:has-text('Admin')")
+    page.goto(f"{tab.url}/#/admin")
+    page.wait_for_selector("#serving")
+    tab.view(f"axe-{size}-admin")
+    tab.check_clean()
     tab.context.close()

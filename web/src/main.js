@@ -26,6 +26,9 @@ const Q = {
   rollback: `mutation Rollback { rollbackModel { version aliases } }`,
   experiment: `query Experiment($n: String!) { experiment(name: $n) { name active arms { alias version users impressions hits hitRate hitRateLow hitRateHigh clicks clickThroughRate } difference differenceLow differenceHigh } }`,
   drift: `query Drift { drift { generatedAt modelVersion datasetDrift driftShare threshold } }`,
+  mine: `query Mine($u: Int!) { user(userId: $u) { ratings(first: 50) { edges { node { rating ratedAt movie { movieId title year genres } } } } dismissedMovies(first: 50) { movieId title year genres } } }`,
+  unrate: `mutation Unrate($m: Int!) { deleteRating(movieId: $m) { movieId } }`,
+  undismiss: `mutation Undismiss($m: Int!) { undismissMovie(movieId: $m) }`,
   explanation: `subscription Explain($u: Int!, $m: Int!) { explanation(userId: $u, movieId: $m) { text done source error } }`,
 };
 
@@ -141,7 +144,11 @@ function renderAccount() {
     return;
   }
   nav.replaceChildren(
-    ...[h("a", { href: "#/" }, "Home"), me.role === "admin" ? h("a", { href: "#/admin" }, "Admin") : null].filter(Boolean),
+    ...[
+      h("a", { href: "#/" }, "Home"),
+      me.uid != null ? h("a", { href: "#/mine" }, "Your lists") : null,
+      me.role === "admin" ? h("a", { href: "#/admin" }, "Admin") : null,
+    ].filter(Boolean),
     h("button", { type: "button", onclick: signOut }, "Sign out"),
   );
 }
@@ -207,11 +214,23 @@ function stopStreams() {
   streams = [];
 }
 
+// Who wrote a finished explanation, and, where the template wrote it, why, in words on the card.
+function finished(badge, into, modelWrote, reason) {
+  Object.assign(badge, modelWrote
+    ? { textContent: "written by the model", className: "badge llm", title: "the first sentence is cinerec's, stating the largest reason; the model wrote the rest" }
+    : { textContent: "template", className: "badge template", title: "" });
+  if (!modelWrote && reason) into.after(h("p", { class: "hint because" }, `Written by the template: ${reason}.`));
+}
+
 function stream(movieId, into, badge) {
   const me = claims();
   if (!me) return;
   into.textContent = "";
   into.classList.add("writing");
+  into.setAttribute("aria-busy", "true"); // read out once, when whole, not word by word
+  Object.assign(badge, { textContent: "writing…", className: "badge", title: "" });
+  into.parentElement?.querySelector(".because")?.remove();
+  let modelWrote = false, reason = "";
   const { unsubscribe } = client
     .subscription(Q.explanation, { u: me.uid, m: movieId })
     .subscribe((result) => {
@@ -219,32 +238,53 @@ function stream(movieId, into, badge) {
         const first = result.error.graphQLErrors[0];
         into.textContent = first?.message || result.error.message;
         into.classList.remove("writing");
+        into.removeAttribute("aria-busy");
         if (first?.extensions?.code === "UNAUTHENTICATED" && token) sessionEnded();
         return;
       }
       const chunk = result.data.explanation;
       into.append(chunk.text);
-      badge.textContent = chunk.source === "TEMPLATE" ? "template" : "written by the model";
-      badge.className = chunk.source === "TEMPLATE" ? "badge template" : "badge llm";
-      if (chunk.error) badge.title = chunk.error; // why the template stood in, or why the stream ended
+      // The opening sentence is always the server's; who wrote the rest is known at the end,
+      // so the badge says "writing" until then instead of flipping from one to the other.
+      if (chunk.source === "LLM") modelWrote = true;
+      if (chunk.error) reason = chunk.error; // why the template stood in, or why the stream ended
       const waiting = chunk.error === NOT_READY;
       if (waiting) document.getElementById("model-notice")?.removeAttribute("hidden");
       if (chunk.done) {
         into.classList.remove("writing");
+        into.removeAttribute("aria-busy");
+        finished(badge, into, modelWrote, waiting ? "" : reason);
         // a text written while the model trains is not kept: the next page asks the model
-        if (!waiting) explained.set(movieId, { text: into.textContent, badge: badge.textContent, kind: badge.className, why: badge.title });
+        if (!waiting) explained.set(movieId, { text: into.textContent, modelWrote, reason });
       }
     });
   streams.push(unsubscribe);
 }
 
+// One tab stop for the five stars (a roving tabindex): Tab reaches the first, the arrow keys
+// (and Home, End) move between them, Enter or Space rates.
+const STAR_KEYS = { ArrowRight: 1, ArrowUp: 1, ArrowLeft: -1, ArrowDown: -1 };
 function stars(movie, onRated) {
-  const group = h("div", { class: "stars", role: "group", "aria-label": `Rate ${label(movie)}` });
+  const group = h("div", {
+    class: "stars", role: "group", "aria-label": `Rate ${label(movie)} (arrow keys choose)`,
+    onkeydown: (event) => {
+      const all = [...group.querySelectorAll(".star")];
+      const at = all.indexOf(document.activeElement);
+      if (at < 0) return;
+      const to = event.key === "Home" ? 0 : event.key === "End" ? all.length - 1 : at + (STAR_KEYS[event.key] ?? NaN);
+      if (Number.isNaN(to)) return;
+      event.preventDefault();
+      const next = all[Math.max(0, Math.min(all.length - 1, to))];
+      for (const star of all) star.tabIndex = star === next ? 0 : -1;
+      next.focus();
+    },
+  });
   for (let n = 1; n <= 5; n++) {
     group.append(
       h("button", {
         type: "button",
         class: "star",
+        tabindex: n === 1 ? "0" : "-1",
         "aria-label": `Rate ${label(movie)} ${n} star${n > 1 ? "s" : ""}`,
         title: `${n} star${n > 1 ? "s" : ""}`,
         onclick: act(async () => {
@@ -286,7 +326,7 @@ function card(item, streamNow, refresh) {
   const done = explained.get(movie.movieId);
   if (done) {
     text.textContent = done.text;
-    Object.assign(badge, { textContent: done.badge, className: done.kind, title: done.why });
+    finished(badge, text, done.modelWrote, done.reason);
     why.remove();
   } else if (streamNow) stream(movie.movieId, text, badge);
   return node;
@@ -313,9 +353,14 @@ async function homeView() {
     stopStreams();
     const data = await run("query", Q.home, { u: me.uid });
     let streamed = 0;
+    const skip = (event) => { // to the next row's heading, or past the last row
+      const next = event.target.closest("section.row").nextElementSibling;
+      (next?.querySelector("h2") || document.querySelector("footer"))?.focus();
+    };
     const rows = data.homePage.rows.map((row) =>
       h("section", { class: "row", "aria-label": row.title, "data-kind": row.kind },
         h("h2", { tabindex: "-1" }, row.title),
+        h("button", { type: "button", class: "skip", onclick: skip }, `Skip the row “${row.title}”`),
         h("div", { class: "cards" }, row.items.map((item) =>
           card(item, !explained.has(item.movie.movieId) && streamed++ < STREAMED_PER_PAGE, refresh)))),
     );
@@ -335,8 +380,10 @@ async function searchView(query) {
   const data = await run("query", Q.search, { q: query });
   show(
     h("h1", {}, `Movies for “${query}”`),
-    h("ol", { class: "hits" }, data.searchMovies.map((hit) =>
-      h("li", {}, h("a", { href: `#/movie/${hit.movie.movieId}` }, label(hit.movie)), " ", h("span", { class: "genres" }, hit.movie.genres.join(" · "))))),
+    data.searchMovies.length
+      ? h("ol", { class: "hits" }, data.searchMovies.map((hit) =>
+        h("li", {}, h("a", { href: `#/movie/${hit.movie.movieId}` }, label(hit.movie)), " ", h("span", { class: "genres" }, hit.movie.genres.join(" · ")))))
+      : h("p", { class: "empty", role: "status" }, "No movie matches that. Try a title, a genre, or what happens in it: “a heist that goes wrong”."),
   );
 }
 
@@ -364,6 +411,41 @@ async function movieView(movieId) {
     h("section", { "aria-label": "Similar movies" },
       h("h2", {}, "Similar movies"),
       h("ul", { class: "similar" }, data.similarMovies.map((m) => h("li", {}, h("a", { href: `#/movie/${m.movieId}` }, label(m)))))),
+  );
+}
+
+// -- the user's own lists: what they rated and what they said no to, each with its undo ---------
+
+async function mineView() {
+  const me = claims();
+  const data = (await run("query", Q.mine, { u: me.uid })).user;
+  const status = h("p", { role: "status", class: "notice", tabindex: "-1" });
+  const undo = (what, movie, query, said) =>
+    h("button", { type: "button", class: "secondary", "aria-label": `${what} ${label(movie)}`, onclick: act(async (event) => {
+      await run("mutation", query, { m: movie.movieId });
+      event.target.closest("li").remove();
+      status.textContent = said(movie);
+      status.focus(); // the button is gone: the keyboard lands on what happened
+    }) }, what);
+  const rated = data.ratings.edges.map((e) => e.node);
+  show(
+    h("h1", {}, "Your lists"),
+    status,
+    h("section", { "aria-labelledby": "rated-title" },
+      h("h2", { id: "rated-title" }, "Your ratings"),
+      rated.length
+        ? h("ul", { class: "mine rated" }, rated.map((r) =>
+          h("li", {}, h("a", { href: `#/movie/${r.movie.movieId}` }, label(r.movie)), " ",
+            h("span", { class: "yours" }, `you rated it ${r.rating}/5`), " ",
+            undo("Remove rating", r.movie, Q.unrate, (m) => `Your rating of ${label(m)} is removed: it can be recommended again.`))))
+        : h("p", { class: "empty" }, "You have rated nothing yet. Rate a few movies on the home page and your picks follow your taste.")),
+    h("section", { "aria-labelledby": "dismissed-title" },
+      h("h2", { id: "dismissed-title" }, "Not interested"),
+      data.dismissedMovies.length
+        ? h("ul", { class: "mine dismissed" }, data.dismissedMovies.map((m) =>
+          h("li", {}, h("a", { href: `#/movie/${m.movieId}` }, label(m)), " ",
+            undo("Undo", m, Q.undismiss, (x) => `${label(x)} can be recommended to you again.`))))
+        : h("p", { class: "empty" }, "Nothing here: “Not interested” on a card puts a movie here, and Undo takes it back.")),
   );
 }
 
@@ -460,6 +542,7 @@ async function route() {
     if (hash.startsWith("#/search/")) await searchView(decodeURIComponent(hash.slice(9)));
     else if (hash.startsWith("#/movie/")) await movieView(Number(hash.slice(8)));
     else if (hash === "#/admin" && me.role === "admin") await adminView();
+    else if (hash === "#/mine" && me.uid != null) await mineView();
     else await homeView();
     // focus for screen readers, without the scroll that put the first heading under the header
     view.focus({ preventScroll: true });
