@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 SHARED_ML100K ?= ../shared/data/ml100k.py
 export CINEREC_HOME ?= $(CURDIR)/var
 
-.PHONY: install demo data test lint bench clean cluster cluster-down
+.PHONY: install demo data test lint bench clean cluster cluster-down web-picture
 
 install: $(VENV)/.installed
 
@@ -69,6 +69,12 @@ cluster: data
 
 cluster-down: install
 	$(BIN)/python -m deploy.localcluster down
+
+# The README's picture of the home page (docs/web-home.png), as the suite's browser test took it
+# (tests/e2e/test_web_client.py: var/test-artifacts/web/home-as-seen.png).
+web-picture: install
+	$(BIN)/pytest -q "tests/e2e/test_web_client.py::test_a_user_signs_in_sees_rows_acts_and_searches"
+	cp var/test-artifacts/web/home-as-seen.png docs/web-home.png
 
 bench: install
 	$(BIN)/python -m benchmarks.run_all

@@ -1,6 +1,6 @@
 """Every benchmark in order (about 80 minutes on 2 cores): ingest, HTTP load, train, scoring, LLM
-streams, serving at load (on the ingested set and trained model), the request path's profile and
-the product API.
+streams, serving at load (on the ingested set and trained model), the request path's profile,
+the product API and Lighthouse on the web client.
 
     make bench        # or: python -m benchmarks.run_all
 Results land in bench-results/*.json; docs/benchmarks.md quotes them.
@@ -20,6 +20,7 @@ STEPS = [
     ["benchmarks.serving"],
     ["benchmarks.profile_path"],
     ["benchmarks.product"],
+    ["benchmarks.lighthouse"],
 ]
 
 

@@ -15,8 +15,7 @@ import typer
 from app.cli import data, db, llm, models, monitor, schema, serve, users
 from app.infra.errors import CinerecError
 from app.infra.migrations import SchemaBehind
-from ml.data.download import DownloadError
-from ml.data.movielens import DatasetError
+from ml.data.errors import DatasetError, DownloadError
 from ml.registry import RegistryError
 
 app = typer.Typer(help="cinerec: movie recommendations over GraphQL.", no_args_is_help=True)

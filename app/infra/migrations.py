@@ -7,15 +7,12 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
-
 import migrations
 from app.infra.errors import CinerecError
 
+# Alembic is imported where it is used: a command that never migrates starts without it.
 if TYPE_CHECKING:
+    from alembic.config import Config
     from sqlalchemy.engine import Connection
     from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -30,6 +27,8 @@ class SchemaBehind(CinerecError):
 
 
 def alembic_config(settings: Settings) -> Config:
+    from alembic.config import Config
+
     cfg = Config()
     cfg.set_main_option("script_location", str(Path(migrations.__file__).parent))
     cfg.attributes["settings"] = settings
@@ -38,14 +37,20 @@ def alembic_config(settings: Settings) -> Config:
 
 def upgrade(settings: Settings, revision: str = "head") -> None:
     """Bring the database to ``revision`` (blocking; call outside a running event loop)."""
+    from alembic import command
+
     command.upgrade(alembic_config(settings), revision)
 
 
 def head_revision(settings: Settings) -> str | None:
+    from alembic.script import ScriptDirectory
+
     return ScriptDirectory.from_config(alembic_config(settings)).get_current_head()
 
 
 async def current_revision(engine: AsyncEngine) -> str | None:
+    from alembic.runtime.migration import MigrationContext
+
     def _current(connection: Connection) -> str | None:
         return MigrationContext.configure(connection).get_current_revision()
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import scipy.sparse as sp
@@ -73,7 +73,9 @@ class ItemFacts:
     genres: sp.csr_matrix  # (n_items, n_genres) bool: the movie's genres, however many exist
     year: np.ndarray  # int32: -1 when unknown
     ratings: np.ndarray  # int32: raters
-    retired: np.ndarray  # bool
+    # bool: retired, or the second id of a title and year another id holds (ML-100K lists 18
+    # titles twice): never recommended, searched or listed as similar, so no page shows one twice
+    retired: np.ndarray
 
     def _columns(self, names: Sequence[str], field: str) -> list[int]:
         columns = []
@@ -109,6 +111,21 @@ class ItemFacts:
         return keep
 
 
+def shadowed(rows: Sequence[Any]) -> set[int]:
+    """The ids whose (title, year) a live movie with more ratings (or as many, and a lower id)
+    holds too: one movie listed twice in the catalog is shown once, as the better-known id."""
+    seen: set[tuple[str, int | None]] = set()
+    hidden: set[int] = set()
+    for row in sorted(rows, key=lambda r: (-r.ratings_count, r.movie_id)):
+        if row.retired:
+            continue
+        key = (" ".join(row.title.lower().split()), row.year)
+        if key in seen:
+            hidden.add(row.movie_id)
+        seen.add(key)
+    return hidden
+
+
 async def read_item_facts(session: AsyncSession, item_ids: np.ndarray) -> ItemFacts:
     """The facts of ``item_ids`` (a model's columns, sorted) from the catalog."""
     n = len(item_ids)
@@ -117,9 +134,10 @@ async def read_item_facts(session: AsyncSession, item_ids: np.ndarray) -> ItemFa
     retired = np.zeros(n, dtype=bool)
     rows = (
         await session.execute(
-            select(movies.c.movie_id, movies.c.year, movies.c.ratings_count, movies.c.retired)
+            select(movies.c.movie_id, movies.c.title, movies.c.year, movies.c.ratings_count, movies.c.retired)
         )
     ).all()
+    twins = shadowed(rows)
     if rows:
         ids = np.array([r.movie_id for r in rows], dtype=np.int64)
         pos = np.searchsorted(item_ids, ids).clip(0, max(n - 1, 0))
@@ -128,7 +146,8 @@ async def read_item_facts(session: AsyncSession, item_ids: np.ndarray) -> ItemFa
             found
         ]
         ratings[pos[found]] = np.array([r.ratings_count for r in rows], dtype=np.int32)[found]
-        retired[pos[found]] = np.array([bool(r.retired) for r in rows], dtype=bool)[found]
+        hidden = [bool(r.retired) or r.movie_id in twins for r in rows]
+        retired[pos[found]] = np.array(hidden, dtype=bool)[found]
     names = (
         await session.execute(select(genres.c.genre_id, genres.c.name).order_by(genres.c.genre_id))
     ).all()

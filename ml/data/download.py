@@ -16,14 +16,12 @@ import httpx
 import pandas as pd
 from tqdm import tqdm
 
+from ml.data.errors import DownloadError
+
 log = logging.getLogger(__name__)
 
 DATASETS = ("ml-latest-small", "ml-25m", "ml-100k")
 _CHUNK = 1 << 16
-
-
-class DownloadError(RuntimeError):
-    pass
 
 
 def _md5(path: Path) -> str:

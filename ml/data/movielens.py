@@ -18,6 +18,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ml.data.errors import DatasetError
+
 RATING_MIN = 0.5
 RATING_MAX = 5.0
 
@@ -45,10 +47,6 @@ class Problem:
 
     def __str__(self) -> str:
         return f"{self.file}:{self.line}: {self.reason}"
-
-
-class DatasetError(ValueError):
-    """The data set cannot be read at all (missing file, wrong header)."""
 
 
 def check_layout(directory: Path) -> list[str]:

@@ -183,3 +183,24 @@ def test_an_update_changes_what_filters_see(rep: Replicas) -> None:
         "the other replica sees the new genres",
         seconds=10,
     )
+
+
+def test_a_movie_the_catalog_lists_twice_is_shown_once(rep: Replicas) -> None:
+    """ML-100K lists 18 titles under two ids (Chasing Amy (1997) as 246 and 268): search,
+    similar lists and recommendations show the better-known id only, as they do an added twin."""
+    twins = {246, 268}
+    found = ids(rep.a.gql(SEARCH, {"q": "Chasing Amy"}), "searchMovies")
+    assert len(twins & set(found)) == 1, found
+    shown = (twins & set(found)).pop()
+    added = _add(rep, title="Chasing Amy", year=1997, genres=["Comedy", "Drama", "Romance"])["movieId"]
+    twins.add(added)
+    wait_until(
+        lambda: twins & set(ids(rep.b.gql(SEARCH, {"q": "Chasing Amy"}), "searchMovies")) == {shown},
+        "the other replica shows the known Chasing Amy only",
+        seconds=10,
+    )
+    # by content its twins are the closest movies there are: none is listed beside it
+    beside = ids(rep.a.gql(SIMILAR, {"m": shown}), "similarMovies")
+    assert not twins & set(beside), beside
+    page = ids(rep.a.gql(RECS.replace("first: 20", "first: 100"), token=rep.user), "recommendations")
+    assert len(twins & set(page)) <= 1, page
