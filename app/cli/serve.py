@@ -126,8 +126,12 @@ def logging_config(log_format: str) -> dict:
         },
         "root": {"handlers": ["default"], "level": "INFO"},
         "loggers": {
-            name: {"level": "INFO", "handlers": [], "propagate": True}
-            for name in ("uvicorn", "uvicorn.error", "uvicorn.access")
+            **{
+                name: {"level": "INFO", "handlers": [], "propagate": True}
+                for name in ("uvicorn", "uvicorn.error", "uvicorn.access")
+            },
+            # Alembic's own set-up lines at every start say nothing; cinerec logs a migration
+            "alembic": {"level": "WARNING", "handlers": [], "propagate": True},
         },
     }
 
