@@ -14,7 +14,7 @@ const Q = {
   logout: `mutation Logout { logout }`,
   login: `mutation Login($email: String!, $password: String!) { login(email: $email, password: $password) { token } }`,
   register: `mutation Register($email: String!, $password: String!) { register(email: $email, password: $password) { token } }`,
-  home: `query Home($u: Int!) { homePage(userId: $u) { rows { title kind items(first: 6) { id rank movie { movieId title year genres } evidence { reason weight kind } } } } }`,
+  home: `query Home($u: Int!) { homePage(userId: $u) { rows { title kind items(first: 6) { id rank movie { movieId title year genres } evidence { reason weight kind } } } } user(userId: $u) { ratingsCount } }`,
   rate: `mutation Rate($m: Int!, $r: Float!) { rateMovie(movieId: $m, rating: $r) { rating } }`,
   dismiss: `mutation Dismiss($m: Int!) { dismissMovie(movieId: $m) }`,
   click: `mutation Click($id: ID!) { recordClick(recommendationId: $id) }`,
@@ -26,7 +26,7 @@ const Q = {
   rollback: `mutation Rollback { rollbackModel { version aliases } }`,
   experiment: `query Experiment($n: String!) { experiment(name: $n) { name active arms { alias version users impressions hits hitRate hitRateLow hitRateHigh clicks clickThroughRate } difference differenceLow differenceHigh } }`,
   drift: `query Drift { drift { generatedAt modelVersion datasetDrift driftShare threshold } }`,
-  mine: `query Mine($u: Int!) { user(userId: $u) { ratings(first: 50) { edges { node { rating ratedAt movie { movieId title year genres } } } } dismissedMovies(first: 50) { movieId title year genres } } }`,
+  mine: `query Mine($u: Int!) { user(userId: $u) { ratings(first: 50) { totalCount edges { node { rating ratedAt movie { movieId title year genres } } } } dismissedMovies(first: 50) { movieId title year genres } } }`,
   unrate: `mutation Unrate($m: Int!) { deleteRating(movieId: $m) { movieId } }`,
   undismiss: `mutation Undismiss($m: Int!) { undismissMovie(movieId: $m) }`,
   explanation: `subscription Explain($u: Int!, $m: Int!) { explanation(userId: $u, movieId: $m) { text done source error } }`,
@@ -120,7 +120,7 @@ function h(tag, attrs = {}, ...children) {
 
 const view = document.getElementById("view");
 function show(...nodes) {
-  view.replaceChildren(...nodes);
+  view.replaceChildren(...nodes.filter((n) => n != null));
 }
 function problem(error) {
   return h("p", { class: "error", role: "alert" }, String(error.message || error));
@@ -366,7 +366,11 @@ async function homeView() {
     );
     const notice = h("p", { id: "model-notice", class: "notice", role: "status", hidden: true },
       "Explanations are written by the template until the tuned model is ready; the model writes them once it is promoted.");
-    show(h("h1", { class: "visually-hidden" }, "Your home page"), notice, ...rows);
+    // a new account: what to do first, until a few ratings make the rows its own
+    const onboarding = (data.user?.ratingsCount ?? 0) < 5
+      ? h("p", { class: "notice onboarding" }, "New here? Rate movies you have seen with the stars on any card: each rating changes these rows, and a handful make them your own.")
+      : null;
+    show(h("h1", { class: "visually-hidden" }, "Your home page"), onboarding, notice, ...rows);
     if (place) restoreFocus(place);
   };
   const refresh = () => load().catch((e) => show(problem(e)));
@@ -433,6 +437,7 @@ async function mineView() {
     status,
     h("section", { "aria-labelledby": "rated-title" },
       h("h2", { id: "rated-title" }, "Your ratings"),
+      data.ratings.totalCount > rated.length ? h("p", { class: "hint" }, `The newest ${rated.length} of ${data.ratings.totalCount}.`) : null,
       rated.length
         ? h("ul", { class: "mine rated" }, rated.map((r) =>
           h("li", {}, h("a", { href: `#/movie/${r.movie.movieId}` }, label(r.movie)), " ",
