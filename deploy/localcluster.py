@@ -464,32 +464,24 @@ class LocalCluster:
             shutil.rmtree(self.pg_dir, ignore_errors=True)
 
 
+def _live_group(pid: int) -> int | None:
+    """The process group of ``pid`` while it runs (from /proc); None once it is gone or a
+    zombie (exited, its parent has not waited yet)."""
+    try:
+        state, _ppid, group = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[:3]
+    except (OSError, ValueError):
+        return None
+    return None if state == "Z" else int(group)
+
+
 def _group(pgid: int) -> list[int]:
-    """The running (not zombie) processes of process group ``pgid``, from /proc."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            state, _ppid, group = (entry / "stat").read_text().rsplit(")", 1)[1].split()[:3]
-        except (OSError, ValueError):
-            continue  # gone meanwhile
-        if int(group) == pgid and state != "Z":
-            found.append(int(entry.name))
-    return found
+    """The running processes of process group ``pgid``."""
+    pids = (int(e.name) for e in Path("/proc").iterdir() if e.name.isdigit())
+    return [pid for pid in pids if _live_group(pid) == pgid]
 
 
 def _running(pid: int) -> bool:
-    """Whether ``pid`` still runs: a zombie (exited, its parent has not waited yet) does not."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return True  # no /proc: alive as far as kill can tell
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+    return _live_group(pid) is not None
 
 
 def main() -> None:

@@ -103,8 +103,8 @@ class ClientFiles(StaticFiles):
             stat = await asyncio.to_thread(Path(response.path).stat)
         key = (str(response.path), stat.st_mtime_ns, stat.st_size)
         if (body := self._gzipped.get(key)) is None:
-            data = await asyncio.to_thread(Path(response.path).read_bytes)
-            body = await asyncio.to_thread(gzip.compress, data, 9, mtime=0)
+            path = Path(response.path)
+            body = await asyncio.to_thread(lambda: gzip.compress(path.read_bytes(), 9, mtime=0))
             self._gzipped[key] = body
         headers = {k: v for k, v in response.headers.items() if k not in ("content-length", "content-type")}
         # the same file in another encoding: a weak tag, which revalidates against either

@@ -75,7 +75,7 @@ class ItemFacts:
     ratings: np.ndarray  # int32: raters
     # bool: retired, or the second id of a title and year another id holds (ML-100K lists 18
     # titles twice): never recommended, searched or listed as similar, so no page shows one twice
-    retired: np.ndarray
+    hidden: np.ndarray
 
     def _columns(self, names: Sequence[str], field: str) -> list[int]:
         columns = []
@@ -91,9 +91,9 @@ class ItemFacts:
         return np.asarray(self.genres[:, sorted(set(columns))].sum(axis=1)).ravel()
 
     def allowed(self, f: RecFilter, item_index: np.ndarray | None = None) -> np.ndarray:
-        """One boolean per column: may it be recommended under ``f``? Retired movies never are;
-        ``item_index`` maps ``f.exclude``'s movie ids to columns."""
-        keep = ~self.retired
+        """One boolean per column: may it be recommended under ``f``? Hidden movies (retired,
+        twins) never are; ``item_index`` maps ``f.exclude``'s movie ids to columns."""
+        keep = ~self.hidden
         if f.any_genres:
             keep &= self._count(self._columns(f.any_genres, "filter.anyGenres")) > 0
         if f.all_genres:
@@ -131,7 +131,7 @@ async def read_item_facts(session: AsyncSession, item_ids: np.ndarray) -> ItemFa
     n = len(item_ids)
     year = np.full(n, -1, dtype=np.int32)
     ratings = np.zeros(n, dtype=np.int32)
-    retired = np.zeros(n, dtype=bool)
+    hidden = np.zeros(n, dtype=bool)
     rows = (
         await session.execute(
             select(movies.c.movie_id, movies.c.title, movies.c.year, movies.c.ratings_count, movies.c.retired)
@@ -146,8 +146,8 @@ async def read_item_facts(session: AsyncSession, item_ids: np.ndarray) -> ItemFa
             found
         ]
         ratings[pos[found]] = np.array([r.ratings_count for r in rows], dtype=np.int32)[found]
-        hidden = [bool(r.retired) or r.movie_id in twins for r in rows]
-        retired[pos[found]] = np.array(hidden, dtype=bool)[found]
+        gone = [bool(r.retired) or r.movie_id in twins for r in rows]
+        hidden[pos[found]] = np.array(gone, dtype=bool)[found]
     names = (
         await session.execute(select(genres.c.genre_id, genres.c.name).order_by(genres.c.genre_id))
     ).all()
@@ -166,4 +166,4 @@ async def read_item_facts(session: AsyncSession, item_ids: np.ndarray) -> ItemFa
             (np.ones(int(found.sum()), dtype=bool), (pos[found], columns[found])),
             shape=(n, len(genre_columns)),
         )
-    return ItemFacts(genre_columns, matrix, year, ratings, retired)
+    return ItemFacts(genre_columns, matrix, year, ratings, hidden)

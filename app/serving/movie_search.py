@@ -53,7 +53,7 @@ def _with_overlay(
     cosines = overlay.vectors @ query
     if scale is not None:
         cosines = scale(cosines)
-    keep = ~overlay.facts.retired & (overlay.ids != (leave_out if leave_out is not None else -1))
+    keep = ~overlay.facts.hidden & (overlay.ids != (leave_out if leave_out is not None else -1))
     ids = np.concatenate([ids, overlay.ids[keep].astype(np.int32)])
     scores = np.concatenate([scores, cosines[keep].astype(np.float64)])
     order = np.argsort(-scores, kind="stable")[:k]
@@ -97,12 +97,12 @@ class MovieSearch(ServesModels):
         async def compute(keys: list[int]) -> dict[int, Hits]:
             if index < 0:  # added since training: by content alone
                 query = np.asarray(view.overlay.vectors[added])
-                hits = model.search(query, self.max_hits, ~view.facts.retired)
+                hits = model.search(query, self.max_hits, ~view.facts.hidden)
                 return {keys[0]: _with_overlay(model, hits, view, query, self.max_hits, movie_id)}
             # content and the model's item representations together (ml.similarity), off the loop
             column = int(index)
             hits = await asyncio.to_thread(
-                similarity.neighbours, model, column, self.max_hits, ~view.facts.retired
+                similarity.neighbours, model, column, self.max_hits, ~view.facts.hidden
             )
             query = np.asarray(model.item_embeddings[column])
             scale = functools.partial(similarity.on_served_scale, model, column)
@@ -123,7 +123,7 @@ class MovieSearch(ServesModels):
 
         async def compute(keys: list[str]) -> dict[str, Hits]:
             vector = np.asarray((await asyncio.to_thread(embeddings.encode, [query]))[0])
-            hits = model.search(vector, self.max_hits, ~view.facts.retired)
+            hits = model.search(vector, self.max_hits, ~view.facts.hidden)
             return {keys[0]: _with_overlay(model, hits, view, vector, self.max_hits)}
 
         digest = hashlib.sha256(query.encode()).hexdigest()[:24]

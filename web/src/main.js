@@ -134,6 +134,7 @@ const display = (title) => {
   return moved ? `${moved[2]} ${moved[1]}` : main;
 };
 const label = (movie) => (movie.year ? `${display(movie.title)} (${movie.year})` : display(movie.title));
+const movieLink = (movie) => h("a", { href: `#/movie/${movie.movieId}` }, label(movie));
 
 function renderAccount() {
   const nav = document.getElementById("account");
@@ -386,7 +387,7 @@ async function searchView(query) {
     h("h1", {}, `Movies for “${query}”`),
     data.searchMovies.length
       ? h("ol", { class: "hits" }, data.searchMovies.map((hit) =>
-        h("li", {}, h("a", { href: `#/movie/${hit.movie.movieId}` }, label(hit.movie)), " ", h("span", { class: "genres" }, hit.movie.genres.join(" · ")))))
+        h("li", {}, movieLink(hit.movie), " ", h("span", { class: "genres" }, hit.movie.genres.join(" · ")))))
       : h("p", { class: "empty", role: "status" }, "No movie matches that. Try a title, a genre, or what happens in it: “a heist that goes wrong”."),
   );
 }
@@ -414,7 +415,7 @@ async function movieView(movieId) {
     why,
     h("section", { "aria-label": "Similar movies" },
       h("h2", {}, "Similar movies"),
-      h("ul", { class: "similar" }, data.similarMovies.map((m) => h("li", {}, h("a", { href: `#/movie/${m.movieId}` }, label(m)))))),
+      h("ul", { class: "similar" }, data.similarMovies.map((m) => h("li", {}, movieLink(m))))),
   );
 }
 
@@ -440,7 +441,7 @@ async function mineView() {
       data.ratings.totalCount > rated.length ? h("p", { class: "hint" }, `The newest ${rated.length} of ${data.ratings.totalCount}.`) : null,
       rated.length
         ? h("ul", { class: "mine rated" }, rated.map((r) =>
-          h("li", {}, h("a", { href: `#/movie/${r.movie.movieId}` }, label(r.movie)), " ",
+          h("li", {}, movieLink(r.movie), " ",
             h("span", { class: "yours" }, `you rated it ${r.rating}/5`), " ",
             undo("Remove rating", r.movie, Q.unrate, (m) => `Your rating of ${label(m)} is removed: it can be recommended again.`))))
         : h("p", { class: "empty" }, "You have rated nothing yet. Rate a few movies on the home page and your picks follow your taste.")),
@@ -448,7 +449,7 @@ async function mineView() {
       h("h2", { id: "dismissed-title" }, "Not interested"),
       data.dismissedMovies.length
         ? h("ul", { class: "mine dismissed" }, data.dismissedMovies.map((m) =>
-          h("li", {}, h("a", { href: `#/movie/${m.movieId}` }, label(m)), " ",
+          h("li", {}, movieLink(m), " ",
             undo("Undo", m, Q.undismiss, (x) => `${label(x)} can be recommended to you again.`))))
         : h("p", { class: "empty" }, "Nothing here: “Not interested” on a card puts a movie here, and Undo takes it back.")),
   );
@@ -521,7 +522,7 @@ async function adminView() {
   show(
     h("h1", {}, "Models"),
     status,
-    h("table", {}, h("thead", {}, h("tr", {}, ["Version", "Aliases", "Registered", "nDCG@10", ""].map((t) => h("th", { scope: "col" }, t)))), h("tbody", {}, rows)),
+    h("table", { tabindex: "0", "aria-label": "Model versions" }, h("thead", {}, h("tr", {}, ["Version", "Aliases", "Registered", "nDCG@10", ""].map((t) => h("th", { scope: "col" }, t)))), h("tbody", {}, rows)),
     h("button", { type: "button", onclick: act(async () => { await run("mutation", Q.rollback); adminView(); }) }, "Roll back the champion"),
     h("h2", {}, "Experiment"),
     experimentForm,
