@@ -152,6 +152,14 @@ class Movie:
         link = await movie_resolvers.link(info.context, movie_id=self.movie_id)
         return link.tmdb_id if link else None
 
+    @strawberry.field(
+        description="The signed-in caller's own rating of it (0.5 to 5 in halves); null when they "
+        "have not rated it or nobody is signed in. A token that no longer works is UNAUTHENTICATED.",
+        directives=[cost(1)],  # one statement for all of a request's movies
+    )
+    async def my_rating(self, info: Info) -> float | None:
+        return await movie_resolvers.my_rating(info.context, movie_id=self.movie_id)
+
 
 @strawberry.type(directives=OBJECT)
 class Rating:

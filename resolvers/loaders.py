@@ -69,6 +69,10 @@ class Loaders:
         return DataLoader(load_fn=self._services.users.ratings_counts)
 
     @cached_property
+    def own_rating(self) -> DataLoader[tuple[int, int], float | None]:
+        return DataLoader(load_fn=self._services.users.own_ratings)
+
+    @cached_property
     def recommendations(self) -> DataLoader[RecRequest, tuple[list[Recommended], ServedBy]]:
         return _recommendations_loader(self._services.recommendations)
 

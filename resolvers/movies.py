@@ -104,6 +104,13 @@ async def link(ctx: Context, *, movie_id: int) -> Row[Any] | None:
     return await ctx.loaders.link.load(movie_id)
 
 
+async def my_rating(ctx: Context, *, movie_id: int) -> float | None:
+    if ctx.principal is None and ctx.auth_error is None:
+        return None  # signed out: nobody's rating to show
+    principal = ctx.require_principal()
+    return await ctx.loaders.own_rating.load((principal.user_id, movie_id))
+
+
 async def all_genres(ctx: Context) -> list[str]:
     return await ctx.services.catalog.genre_names()
 

@@ -233,6 +233,23 @@ class UserService(CachedReads):
             found = await ratings_count_by_user_ids(session=session, user_ids=ids)
         return [found.get(u, 0) for u in user_ids]
 
+    async def own_ratings(self, keys: Sequence[tuple[int, int]]) -> list[float | None]:
+        """Each (user, movie)'s rating, None where that user has not rated that movie: one
+        statement for a request's keys."""
+        users_of: dict[int, set[int]] = {}
+        for user_id, movie_id in keys:
+            users_of.setdefault(user_id, set()).add(movie_id)
+        wanted = or_(
+            *(
+                and_(ratings.c.user_id == user, ratings.c.movie_id.in_(sorted(movies)))
+                for user, movies in users_of.items()
+            )
+        )
+        stmt = select(ratings.c.user_id, ratings.c.movie_id, ratings.c.rating).where(wanted)
+        async with self.sessions() as session:
+            found = {(u, m): float(r) for u, m, r in (await session.execute(stmt)).all()}
+        return [found.get(key) for key in keys]
+
     async def ratings(self, user_id: int, *, after: tuple[int, int] | None, limit: int) -> RatingPage:
         """A page of the user's ratings, newest first, after a keyset position (timestamp, movie)."""
         async with self.sessions() as session:

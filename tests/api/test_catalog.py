@@ -318,3 +318,20 @@ def test_dismissed_movies_are_listed_to_their_owner_only_and_undo_takes_them_off
             gql(f"mutation {{ undismissMovie(movieId: {movie}) }}", token=token)
     after = [m["movieId"] for m in gql(listed, token=token)["data"]["user"]["dismissedMovies"]]
     assert 11 not in after and 12 not in after
+
+
+def test_my_rating_is_the_callers_own_in_halves_and_nobodys_when_signed_out(catalog: Catalog) -> None:
+    gql, token = catalog.server.gql, catalog.user_token
+    rated = "{ a: movie(movieId: 21) { myRating } b: movie(movieId: 22) { myRating } }"
+    assert gql("mutation { rateMovie(movieId: 21, rating: 3.5) { rating } }", token=token)["data"]
+    try:
+        mine = gql(rated, token=token)["data"]
+        assert mine == {"a": {"myRating": 3.5}, "b": {"myRating": None}}, mine
+        # another account sees its own (none), the signed-out see none, a dead token is refused
+        other = gql('mutation { register(email: "half@example.com", password: "half-passphrase") { token } }')
+        assert gql(rated, token=other["data"]["register"]["token"])["data"]["a"] == {"myRating": None}
+        assert gql(rated)["data"]["a"] == {"myRating": None}
+        assert code(gql(rated, token=token + "x")) == "UNAUTHENTICATED"
+    finally:
+        gql("mutation { deleteRating(movieId: 21) { movieId } }", token=token)
+    assert gql(rated, token=token)["data"]["a"] == {"myRating": None}

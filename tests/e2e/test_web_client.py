@@ -100,9 +100,11 @@ class Page:
     def shot(self, name: str, *, full_page: bool = True) -> None:
         self.page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=full_page)
 
-    def sign_in_with_the_keyboard(self, email: str, password: str) -> None:
+    def sign_in_with_the_keyboard(self, email: str, password: str, *, here: bool = False) -> None:
+        """Sign in from the sign-in page: the site's own (``here``: the one showing now)."""
         page = self.page
-        page.goto(f"{self.url}/")
+        if not here:
+            page.goto(f"{self.url}/")
         page.wait_for_selector("form.signin")
         assert page.evaluate("document.activeElement.id") == "password"
         page.keyboard.press("Shift+Tab")
@@ -206,14 +208,16 @@ def test_a_user_signs_in_sees_rows_acts_and_searches(recommender: Recommender, b
         [int(w[:-1]) for w in card] == sorted((int(w[:-1]) for w in card), reverse=True) for card in shares
     )
     # the stars are empty until pointed at: a card never looks rated before anyone rated it;
-    # on the third, the first three fill
+    # they go in halves (ten buttons, each half a star): on the third star's right half, the
+    # first six halves fill
     colours = "[...document.querySelectorAll('.card .stars')][0].querySelectorAll('.star')"
     rest = page.evaluate(f"[...{colours}].map(s => getComputedStyle(s).color)")
-    assert len(set(rest)) == 1, rest
+    assert len(rest) == 10 and len(set(rest)) == 1, rest
     # (every stream has ended: on a still page the pointer stays on the star it points at)
-    page.hover(".card .stars .star:nth-child(3)")
+    page.hover(".card .stars .star:nth-child(6)")
     pointed = page.evaluate(f"[...{colours}].map(s => getComputedStyle(s).color)")
-    assert pointed[0] == pointed[1] == pointed[2] != pointed[3] == pointed[4] == rest[0], pointed
+    assert len(set(pointed[:6])) == 1 and set(pointed[6:]) == {rest[0]} != set(pointed[:6]), pointed
+    assert page.get_attribute(".card .stars .star:nth-child(6)", "aria-label").endswith(" 3 stars")
     page.mouse.move(0, 0)
     page.evaluate("window.scrollTo(0, 0)")
     tab.shot("home-as-seen", full_page=False)  # the README's picture
@@ -224,12 +228,14 @@ def test_a_user_signs_in_sees_rows_acts_and_searches(recommender: Recommender, b
         "[...document.querySelector('.card').querySelectorAll('a[href], button')].filter(e => e.tabIndex >= 0).length"
     )
     assert stops <= 4, stops
-    page.focus(".card .star")
-    page.keyboard.press("ArrowRight")
-    page.keyboard.press("ArrowRight")
-    assert page.evaluate("document.activeElement.getAttribute('aria-label')").endswith(" 3 stars")
-    page.keyboard.press("Home")
+    page.focus('.card .star[tabindex="0"]')
     assert page.evaluate("document.activeElement.getAttribute('aria-label')").endswith(" 1 star")
+    page.keyboard.press("ArrowRight")
+    page.keyboard.press("ArrowRight")
+    assert page.evaluate("document.activeElement.getAttribute('aria-label')").endswith(" 2 stars")
+    page.keyboard.press("Home")
+    assert page.evaluate("document.activeElement.getAttribute('aria-label')").endswith(" 0.5 stars")
+    page.keyboard.press("ArrowRight")  # the card's tab stop back on one star
     page.focus("section.row .skip")
     page.keyboard.press("Enter")
     assert page.evaluate("document.activeElement === document.querySelectorAll('section.row h2')[1]")
@@ -278,6 +284,19 @@ def test_a_user_signs_in_sees_rows_acts_and_searches(recommender: Recommender, b
     page.wait_for_selector("article.movie h1:has-text('Toy Story (1995)')")
     page.wait_for_selector("ul.similar li")
     assert len(page.query_selector_all("ul.similar li")) >= 3
+    # the user's own rating (MovieLens user 42 rated Toy Story 5/5), filled and pressed
+    assert page.text_content("article.movie .yours") == "Your rating: 5/5."
+    assert len(page.query_selector_all("article.movie .star.on")) == 10
+    # a half star: the left half of the fourth star rates 3.5, and the page says so at once and
+    # after a reload
+    page.click("article.movie .star:nth-child(7)")
+    page.wait_for_selector("article.movie .yours:has-text('You rated it 3.5/5.')")
+    page.reload()
+    page.wait_for_selector("article.movie .yours:has-text('Your rating: 3.5/5.')")
+    assert len(page.query_selector_all("article.movie .star.on")) == 7
+    pressed = page.eval_on_selector_all("article.movie .star[aria-pressed=true]", "s => s.map(b => b.title)")
+    assert pressed == ["3.5/5"], pressed
+    toy_story = int(page.evaluate("location.hash.split('/').pop()"))
     tab.shot("07-movie")
 
     # a recommended movie's page says where it stands in the user's list and why
@@ -300,6 +319,12 @@ def test_a_user_signs_in_sees_rows_acts_and_searches(recommender: Recommender, b
     tab.shot("09-your-lists")
     assert page.query_selector(f'ul.mine.rated a[href="#/movie/{rated}"]')
     assert "you rated it 1/5" in page.text_content(f'ul.mine.rated li:has(a[href="#/movie/{rated}"])')
+    # a rating changes in place, in halves
+    mine = f'ul.mine.rated li:has(a[href="#/movie/{toy_story}"])'
+    assert "you rated it 3.5/5" in page.text_content(mine)
+    page.click(f"{mine} .star:nth-child(9)")
+    page.wait_for_selector(f"{mine} .yours:has-text('you rated it 4.5/5')")
+    assert len(page.query_selector_all(f"{mine} .star.on")) == 9
     page.click(f'ul.mine.dismissed li:has(a[href="#/movie/{dismissed}"]) button:has-text("Undo")')
     page.wait_for_selector("p[role=status]:has-text('can be recommended to you again')")
     page.click(f'ul.mine.rated li:has(a[href="#/movie/{rated}"]) button:has-text("Remove rating")')
@@ -314,6 +339,9 @@ def test_a_user_signs_in_sees_rows_acts_and_searches(recommender: Recommender, b
     )["data"]["user"]
     assert dismissed not in [m["movieId"] for m in left["dismissedMovies"]]
     assert rated not in [e["node"]["movieId"] for e in left["ratings"]["edges"]]
+    assert {"movieId": toy_story} in [e["node"] for e in left["ratings"]["edges"]]
+    again = "mutation($m: Int!) { rateMovie(movieId: $m, rating: 5) { rating } }"
+    assert _gql(tab.url, again, user_token, {"m": toy_story})["data"]["rateMovie"]["rating"] == 5
 
     assert page.query_selector("nav a:has-text('Admin')") is None  # a user sees no admin view
     page.goto(f"{tab.url}/#/admin")
@@ -556,4 +584,109 @@ def test_every_view_fits_the_screen_and_axe_finds_nothing_serious(
     page.wait_for_selector("#serving")
     tab.view(f"axe-{size}-admin")
     tab.check_clean()
+    tab.context.close()
+
+
+@pytest.mark.parametrize("size", ["desktop", "phone"])
+def test_a_session_lost_on_any_view_lands_on_sign_in_and_keeps_what_was_typed(
+    recommender: Recommender, browser: Any, size: str
+) -> None:
+    """On each view, the token is revoked from outside (another tab signs out), the user has
+    typed something and then acts: the page goes to sign-in saying why, and signing in again
+    as the same account comes back to that view with what they typed."""
+    tab = Page(browser, recommender.server.url, viewport=DESKTOP if size == "desktop" else PHONE)
+    page = tab.page
+    email, password = f"lost-{size}-{uuid.uuid4().hex[:6]}@example.com", "a-lost-passphrase"
+    token = recommender.server.gql(
+        "mutation($e: String!, $p: String!) { register(email: $e, password: $p) { token } }",
+        {"e": email, "p": password},
+    )["data"]["register"]["token"]
+    for movie in (1, 50):  # something on "Your lists"
+        assert _gql(tab.url, f"mutation {{ rateMovie(movieId: {movie}, rating: 4) {{ rating }} }}", token)[
+            "data"
+        ]
+
+    def revoke() -> None:
+        mine = page.evaluate("localStorage.getItem('cinerec.token')")
+        assert _gql(tab.url, "mutation { logout }", mine)["data"]["logout"] is True
+
+    def lands_on_sign_in(name: str) -> None:
+        page.wait_for_selector("form.signin")
+        assert "session has ended" in page.text_content(".notice"), name
+        assert page.input_value("#search-box") == ""  # nothing of the account shows signed out
+        tab.shot(f"lost-{size}-{name}")
+
+    # (view, where it is, what shows when it is ready, what the user acts with, where they
+    # land again and what shows there, and a field they typed in besides the search box)
+    views = [
+        ("home", "#/", "section.row .card", ".card .star >> nth=1", "#/", "section.row .card", None),
+        (
+            "movie",
+            "#/movie/1",
+            "ul.similar li",
+            "article.movie .star >> nth=3",
+            "#/movie/1",
+            "ul.similar li",
+            None,
+        ),
+        (
+            "your-lists",
+            "#/mine",
+            "ul.mine.rated li",
+            "ul.mine.rated button:has-text('Remove rating')",
+            "#/mine",
+            "ul.mine.rated li",
+            None,
+        ),
+        # search reads the public catalog: the session is found lost at the next signed-in step
+        (
+            "search",
+            "#/search/toys%20that%20come%20alive",
+            "ol.hits li",
+            "ol.hits a >> nth=0",
+            "#/movie/",
+            "article.movie h1",
+            None,
+        ),
+    ]
+    admin_view = (
+        "admin",
+        "#/admin",
+        "#serving",
+        "#experiment-name ~ button",
+        "#/admin",
+        "#serving",
+        ("#experiment-name", "web-arms"),
+    )
+    for (who, pw), steps in [((email, password), views), (ADMIN, [admin_view])]:
+        if page.query_selector("#account button:has-text('Sign out')"):
+            page.click("#account button:has-text('Sign out')")
+        tab.sign_in_with_the_keyboard(who, pw)
+        page.wait_for_selector("section.row")
+        for name, where, ready, act, back, again, field in steps:
+            page.goto(f"{tab.url}/{where}")
+            page.wait_for_selector(ready)
+            typed = f"half-typed {name} query"
+            page.fill("#search-box", typed)  # typed, not sent
+            if field is not None:
+                page.fill(field[0], field[1])
+            revoke()
+            page.click(act)
+            lands_on_sign_in(name)
+            tab.sign_in_with_the_keyboard(who, pw, here=True)
+            page.wait_for_selector(again)
+            assert page.evaluate("location.hash").startswith(back), (name, page.evaluate("location.hash"))
+            assert page.input_value("#search-box") == typed, name
+            if field is not None:
+                assert page.input_value(field[0]) == field[1], name
+    # signed in afresh as another account, nothing of the last one comes back
+    page.fill("#search-box", "private words")
+    revoke()
+    page.click("#account a:has-text('Home')")
+    lands_on_sign_in("switch")
+    tab.sign_in_with_the_keyboard(email, password, here=True)
+    page.wait_for_selector("section.row")
+    assert page.evaluate("location.hash") == "#/" and page.input_value("#search-box") == ""
+    assert not tab.page_errors, tab.page_errors
+    assert not tab.foreign, tab.foreign
     tab.context.close()

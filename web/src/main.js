@@ -20,7 +20,7 @@ const Q = {
   click: `mutation Click($id: ID!) { recordClick(recommendationId: $id) }`,
   search: `query Search($q: String!) { searchMovies(query: $q, first: 10) { score movie { movieId title year genres } } }`,
   why: `query Why { me { recommendations(first: 50) { rank movie { movieId } evidence { reason weight kind } } } }`,
-  movie: `query Movie($m: Int!) { movie(movieId: $m) { movieId title year genres tags(first: 8) ratingsCount averageRating } similarMovies(movieId: $m, first: 8) { movieId title year genres } }`,
+  movie: `query Movie($m: Int!) { movie(movieId: $m) { movieId title year genres tags(first: 8) ratingsCount averageRating imdbId tmdbId myRating } similarMovies(movieId: $m, first: 8) { movieId title year genres } }`,
   versions: `query Versions { modelVersions { version aliases createdAt metrics { name value } } }`,
   promote: `mutation Promote($v: String!) { promoteModel(version: $v) { version aliases } }`,
   rollback: `mutation Rollback { rollbackModel { version aliases } }`,
@@ -69,6 +69,7 @@ function signIn(newToken) {
   if (token) notice = null;
   if (token) localStorage.setItem(TOKEN_KEY, token);
   else localStorage.removeItem(TOKEN_KEY);
+  if (!token) document.getElementById("search-box").value = ""; // the next account's box is empty
   client = connect();
   renderAccount();
 }
@@ -85,12 +86,41 @@ async function run(kind, query, variables = {}) {
 }
 
 // The token stopped working (signed out elsewhere, expired, the account gone): to sign-in,
-// saying why, from whatever view the user was on.
+// saying why, from whatever view the user was on. Nothing they typed is lost: the view and the
+// text of its fields (and the search box) are kept for this tab, and put back when the same
+// account signs in again.
+const RESUME_KEY = "cinerec.resume";
 function sessionEnded() {
+  const typed = {};
+  for (const field of document.querySelectorAll("#search-box, main input[id]:not([type=password])")) {
+    if (field.value) typed[field.id] = field.value;
+  }
+  const who = claims()?.sub ?? null;
+  sessionStorage.setItem(RESUME_KEY, JSON.stringify({ who, hash: location.hash || "#/", typed }));
   notice = "Your session has ended (signed out, expired or removed): sign in again.";
   signIn(null);
   if (location.hash === "#/signin") route();
   else location.hash = "#/signin";
+}
+
+// After a sign-in: the view the session ended on, with what was typed in it (the same account
+// only), else the home page.
+async function resume() {
+  const kept = JSON.parse(sessionStorage.getItem(RESUME_KEY) || "null");
+  sessionStorage.removeItem(RESUME_KEY);
+  const same = kept && kept.who === (claims()?.sub ?? null) && kept.hash !== "#/signin";
+  const target = same ? kept.hash : "#/";
+  if (location.hash === target) await route();
+  else {
+    location.hash = target; // hashchange routes; wait for the view before filling it in
+    await new Promise((done) => window.addEventListener("hashchange", () => setTimeout(done), { once: true }));
+    await rendered;
+  }
+  if (!same) return;
+  for (const [id, value] of Object.entries(kept.typed)) {
+    const field = document.getElementById(id);
+    if (field) field.value = value;
+  }
 }
 
 // A button's action: its error is shown at the top of the view, never swallowed (after a lost
@@ -157,6 +187,7 @@ function renderAccount() {
 // Signing out revokes the token on the server (every replica refuses it from then on), then
 // forgets it here; the sign-in page says which of the two happened.
 async function signOut() {
+  sessionStorage.removeItem(RESUME_KEY); // signing out on purpose: the next sign-in starts at home
   try {
     await run("mutation", Q.logout);
     notice = "Signed out: this session's token no longer works anywhere.";
@@ -194,8 +225,7 @@ function signInView() {
     try {
       const answer = await run("mutation", Q[action], { email: data.get("email"), password: data.get("password") });
       signIn(answer[action].token);
-      location.hash = "#/";
-      route();
+      await resume();
     } catch (e) {
       error.textContent = e.message;
     }
@@ -262,12 +292,15 @@ function stream(movieId, into, badge) {
   streams.push(unsubscribe);
 }
 
-// One tab stop for the five stars (a roving tabindex): Tab reaches the first, the arrow keys
-// (and Home, End) move between them, Enter or Space rates.
+// Stars in halves (the API takes 0.5 to 5): ten buttons, each half a star, so a pointer on a
+// star's left half rates n - 0.5. One tab stop for all of them (a roving tabindex): the arrow
+// keys step by a half, Home and End jump, Enter or Space rates. At rest they show the user's own
+// rating, if any (filled, and aria-pressed on its button); otherwise they are empty.
 const STAR_KEYS = { ArrowRight: 1, ArrowUp: 1, ArrowLeft: -1, ArrowDown: -1 };
-function stars(movie, onRated) {
+const starWord = (value) => `${value} star${value === 1 ? "" : "s"}`;
+function stars(movie, onRated, own = null) {
   const group = h("div", {
-    class: "stars", role: "group", "aria-label": `Rate ${label(movie)} (arrow keys choose)`,
+    class: "stars", role: "group", "aria-label": `Rate ${label(movie)} (arrow keys choose, in halves)`,
     onkeydown: (event) => {
       const all = [...group.querySelectorAll(".star")];
       const at = all.indexOf(document.activeElement);
@@ -280,19 +313,22 @@ function stars(movie, onRated) {
       next.focus();
     },
   });
-  for (let n = 1; n <= 5; n++) {
+  const stop = own ?? 1; // where Tab lands: the user's rating, else one star
+  for (let n = 1; n <= 10; n++) {
+    const value = n / 2;
     group.append(
       h("button", {
         type: "button",
-        class: "star",
-        tabindex: n === 1 ? "0" : "-1",
-        "aria-label": `Rate ${label(movie)} ${n} star${n > 1 ? "s" : ""}`,
-        title: `${n} star${n > 1 ? "s" : ""}`,
+        class: `star ${n % 2 ? "left" : "right"}${own != null && value <= own ? " on" : ""}`,
+        tabindex: value === stop ? "0" : "-1",
+        "aria-label": `Rate ${label(movie)} ${starWord(value)}`,
+        "aria-pressed": own != null ? String(value === own) : false,
+        title: `${value}/5`,
         onclick: act(async () => {
-          await run("mutation", Q.rate, { m: movie.movieId, r: n });
-          onRated(n);
+          await run("mutation", Q.rate, { m: movie.movieId, r: value });
+          onRated(value);
         }),
-      }, "★"),
+      }, h("span", { "aria-hidden": "true" }, "★")),
     );
   }
   return group;
@@ -396,7 +432,6 @@ async function movieView(movieId) {
   const data = await run("query", Q.movie, { m: movieId });
   const movie = data.movie;
   if (!movie) return show(problem(new Error(`No movie ${movieId}`)));
-  const status = h("p", { role: "status" });
   let why = null;
   if (claims()) {  // signed in: is it among this user's recommendations, and why?
     const mine = (await run("query", Q.why)).me.recommendations.find((r) => r.movie.movieId === movieId);
@@ -404,14 +439,30 @@ async function movieView(movieId) {
       h("h2", {}, `Recommended to you: number ${mine.rank} in your list`),
       reasons(mine.evidence, "Its reasons")) : null;
   }
+  // the user's own rating, in stars and in words; rating again re-draws both
+  const yours = h("p", { role: "status", class: "yours" },
+    movie.myRating == null ? "You have not rated it yet." : `Your rating: ${movie.myRating}/5.`);
+  const rated = (value) => {
+    const had = rater.contains(document.activeElement);
+    const next = stars(movie, rated, value);
+    rater.replaceWith(next);
+    rater = next;
+    yours.textContent = `You rated it ${value}/5.`;
+    if (had) next.querySelector('.star[tabindex="0"]').focus();
+  };
+  let rater = claims() ? stars(movie, rated, movie.myRating) : null;
+  const elsewhere = [
+    movie.imdbId ? h("a", { href: `https://www.imdb.com/title/tt${movie.imdbId}/`, rel: "noopener" }, "IMDb") : null,
+    movie.tmdbId ? h("a", { href: `https://www.themoviedb.org/movie/${movie.tmdbId}`, rel: "noopener" }, "TMDb") : null,
+  ].filter(Boolean);
   show(
     h("article", { class: "movie" },
       h("h1", {}, label(movie)),
       h("p", { class: "genres" }, movie.genres.join(" · ")),
       h("p", {}, movie.averageRating == null ? "No ratings yet." : `Rated ${movie.averageRating.toFixed(1)}/5 by ${movie.ratingsCount} people.`),
       movie.tags.length ? h("p", { class: "tags" }, `Tags: ${movie.tags.join(", ")}`) : null,
-      stars(movie, (n) => { status.textContent = `You rated it ${n}/5.`; }),
-      status),
+      elsewhere.length ? h("p", { class: "elsewhere" }, "Elsewhere: ", elsewhere.flatMap((a, i) => (i ? [" · ", a] : [a]))) : null,
+      rater ? h("div", { class: "acts" }, rater, yours) : null),
     why,
     h("section", { "aria-label": "Similar movies" },
       h("h2", {}, "Similar movies"),
@@ -433,6 +484,17 @@ async function mineView() {
       status.focus(); // the button is gone: the keyboard lands on what happened
     }) }, what);
   const rated = data.ratings.edges.map((e) => e.node);
+  // a rating in stars and in words, changed in place
+  const rerate = (r) => {
+    const said = h("span", { class: "yours" }, `you rated it ${r.rating}/5`);
+    const place = h("span", { class: "rerate" }, stars(r.movie, function again(value) {
+      const had = place.contains(document.activeElement);
+      place.firstChild.replaceWith(stars(r.movie, again, value));
+      said.textContent = `you rated it ${value}/5`;
+      if (had) place.querySelector('.star[tabindex="0"]').focus();
+    }, r.rating), " ", said);
+    return place;
+  };
   show(
     h("h1", {}, "Your lists"),
     status,
@@ -441,8 +503,7 @@ async function mineView() {
       data.ratings.totalCount > rated.length ? h("p", { class: "hint" }, `The newest ${rated.length} of ${data.ratings.totalCount}.`) : null,
       rated.length
         ? h("ul", { class: "mine rated" }, rated.map((r) =>
-          h("li", {}, movieLink(r.movie), " ",
-            h("span", { class: "yours" }, `you rated it ${r.rating}/5`), " ",
+          h("li", {}, movieLink(r.movie), " ", rerate(r), " ",
             undo("Remove rating", r.movie, Q.unrate, (m) => `Your rating of ${label(m)} is removed: it can be recommended again.`))))
         : h("p", { class: "empty" }, "You have rated nothing yet. Rate a few movies on the home page and your picks follow your taste.")),
     h("section", { "aria-labelledby": "dismissed-title" },
@@ -536,7 +597,13 @@ async function adminView() {
 
 // -- routing --------------------------------------------------------------------------------
 
-async function route() {
+let rendered = Promise.resolve(); // the view route() is rendering now
+function route() {
+  rendered = render();
+  return rendered;
+}
+
+async function render() {
   stopStreams();
   const hash = location.hash || "#/";
   const me = claims();
@@ -554,7 +621,7 @@ async function route() {
     view.focus({ preventScroll: true });
     window.scrollTo(0, 0);
   } catch (e) {
-    show(problem(e));
+    if (token) show(problem(e)); // a lost session shows sign-in instead, saying why
   }
 }
 
