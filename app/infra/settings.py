@@ -92,6 +92,9 @@ class Settings(BaseSettings):
     mlflow_tracking_uri: str = ""
     wandb_api_key: str | None = None
     max_recommendations: int = 100
+    # searchMovies leaves out hits less alike than this (content cosine with the query text):
+    # the ML-100K measurement behind 0.30 is in docs/benchmarks.md (benchmarks/search_floor.py)
+    search_floor: float = 0.30
     cache_ttl_seconds: float = 300.0
     # the in-process cache level, bounded by memory (approx_size): a warmed movie row is about 1 KB
     cache_l1_bytes: int = Field(default=256 * 1024 * 1024, gt=0)

@@ -235,7 +235,9 @@ def open_state(settings: Settings, metrics: Metrics) -> AppState:
         accounts=accounts,
         recommendations=recommendations,
         home=HomePages(recommendations),
-        movie_search=MovieSearch(pipeline, max_hits=settings.max_recommendations),
+        movie_search=MovieSearch(
+            pipeline, max_hits=settings.max_recommendations, floor=settings.search_floor
+        ),
         explanations=ExplanationService(parts),
         models=ModelVersions(models, llm),
         experiments=experiments,

@@ -197,6 +197,41 @@ def _judge(
     )
 
 
+def written_by(
+    settings: Settings, version: str | None, requests: list[Any], titles: TitleIndex, *, name: str
+) -> ExplanationReport:
+    """The texts an LLM version (None: the base model) writes for ``requests``, loaded and run as
+    serving runs it (the adapter merged, the serving precision, one batched backend), judged
+    as served: the checker's cut, the opening's sentence or the template where nothing holds."""
+    from app.serving.llm_holder import decoding
+    from ml.llm.base_model import for_serving, load_base, with_adapter
+    from ml.llm.local import TransformersBackend
+
+    model, tokenizer = load_base(settings.llm_base, settings.llm_cache_dir or settings.home / "llm")
+    if version is not None:
+        registry = registry_for(settings)
+        model = with_adapter(model, registry.download(LLM, version, settings.home / "models"), merge=True)
+        model.eval()
+    model = for_serving(model, settings.llm_quantize)
+    counter = _Tokens()
+    backend = TransformersBackend(
+        model,
+        tokenizer,
+        decoding(settings, max_pending=max(settings.llm_max_pending, len(requests))),
+        observer=counter,
+    )
+
+    async def run() -> list[str]:
+        try:
+            return await backend.explain_many(requests)
+        finally:
+            await backend.aclose()
+
+    started = time.perf_counter()
+    texts = asyncio.run(run())
+    return _judge(name, requests, texts, titles, time.perf_counter() - started, counter.count)
+
+
 def evaluate_explanations(
     settings: Settings,
     *,
@@ -208,9 +243,7 @@ def evaluate_explanations(
 ) -> list[ExplanationReport]:
     """The base model (unless not ``base``) and each LLM version (all registered ones unless
     ``versions``); each user's explained movie is drawn from their ``top`` recommendations."""
-    from app.serving.llm_holder import decoding
-    from ml.llm.base_model import for_serving, init_torch, load_base, with_adapter
-    from ml.llm.local import TransformersBackend
+    from ml.llm.base_model import init_torch
 
     # users never seen by an adapter's explanation training
     requests, titles = asyncio.run(explain_requests(settings, HeldOut(pairs, draw=seed), top=top, seed=seed))
@@ -224,30 +257,8 @@ def evaluate_explanations(
     init_torch(settings.llm_threads)
     reports = []
     for version in [None, *versions] if base else versions:
-        model, tokenizer = load_base(settings.llm_base, settings.llm_cache_dir or settings.home / "llm")
-        if version is not None:
-            model = with_adapter(model, registry.download(LLM, version, settings.home / "models"), merge=True)
-            model.eval()
-        model = for_serving(model, settings.llm_quantize)  # as serving runs it
-        counter = _Tokens()
-        backend = TransformersBackend(
-            model,
-            tokenizer,
-            decoding(settings, max_pending=max(settings.llm_max_pending, len(requests))),
-            observer=counter,
-        )
-
-        async def run(backend: TransformersBackend = backend) -> list[str]:
-            try:
-                return await backend.explain_many(requests)
-            finally:
-                await backend.aclose()
-
-        started = time.perf_counter()
-        texts = asyncio.run(run())
-        seconds = time.perf_counter() - started
         name = "base" if version is None else f"{LLM} v{version}"
-        report = _judge(name, requests, texts, titles, seconds, counter.count)
+        report = written_by(settings, version, requests, titles, name=name)
         registry.log_run(
             experiment=EXPERIMENT,
             params={

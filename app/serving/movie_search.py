@@ -70,10 +70,11 @@ SEARCH = Kind("search", 3600, False)
 
 
 class MovieSearch(ServesModels):
-    def __init__(self, pipeline: Pipeline, *, max_hits: int = 100) -> None:
+    def __init__(self, pipeline: Pipeline, *, max_hits: int = 100, floor: float = 0.30) -> None:
         super().__init__(pipeline.parts)
         self.pipeline = pipeline
         self.max_hits = max_hits  # the longest similar or search list anyone may ask for
+        self.floor = floor  # search hits below it are noise, not answers
 
     def _served(self) -> Served:
         served = self.models.current
@@ -115,7 +116,8 @@ class MovieSearch(ServesModels):
 
     async def search(self, query: str, first: int) -> list[tuple[int, float]]:
         """Semantic search over the content embeddings (of movies added since training too),
-        cached per (query, model version, catalog generation)."""
+        cached per (query, model version, catalog generation); hits below the floor are left
+        out, so a query nothing matches finds nothing rather than the least unlike movies."""
         served = self._served()
         model = served.model
         view = await self.pipeline.view(served)
@@ -127,7 +129,8 @@ class MovieSearch(ServesModels):
             return {keys[0]: _with_overlay(model, hits, view, vector, self.max_hits)}
 
         digest = hashlib.sha256(query.encode()).hexdigest()[:24]
-        [found] = await self.cache.get_many(
+        [(ids, scores)] = await self.cache.get_many(
             SEARCH, [query], lambda _: f"{digest}:{served.version}:{catalog}", compute
         )
-        return _first(found, first)
+        above = scores >= self.floor  # scores come best first
+        return _first((ids[above], scores[above]), first)

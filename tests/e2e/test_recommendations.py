@@ -78,6 +78,14 @@ def test_semantic_search_and_similar_movies(recommender: Recommender) -> None:
     )
     titles = [h["movie"]["title"] for h in hits["data"]["searchMovies"]]
     assert "Toy Story" in titles[:3], titles
+    # below the relevance floor (a content cosine of 0.30) nothing is an answer: nonsense finds
+    # nothing, and a short query keeps only the hits above it
+    for nonsense in ("qwertyuiop", "1234567", "my tax return"):
+        found = gql("query($q: String!) { searchMovies(query: $q, first: 10) { score } }", {"q": nonsense})
+        assert found["data"]["searchMovies"] == [], (nonsense, found)
+    heat = gql('{ searchMovies(query: "heat", first: 10) { score movie { title } } }')["data"]["searchMovies"]
+    assert heat[0]["movie"]["title"] == "Heat" and 0 < len(heat) < 10, heat
+    assert all(h["score"] >= 0.30 for h in heat), heat
     similar = gql("{ similarMovies(movieId: 1, first: 5) { movieId genres } }")["data"]["similarMovies"]
     assert len(similar) == 5 and 1 not in {m["movieId"] for m in similar}
     assert sum("Animation" in m["genres"] or "Children's" in m["genres"] for m in similar) >= 3

@@ -549,6 +549,7 @@ def test_every_view_fits_the_screen_and_axe_finds_nothing_serious(
     views = [
         ("home", "#/", "section.row .card"),
         ("search", "#/search/toys%20that%20come%20alive", "ol.hits li"),
+        ("search-none", "#/search/qwertyuiop", "p.empty"),  # below the relevance floor: nothing
         ("movie", "#/movie/1", "ul.similar li"),
         ("your-lists", "#/mine", "ul.mine.rated li"),
     ]
@@ -575,7 +576,10 @@ def test_every_view_fits_the_screen_and_axe_finds_nothing_serious(
     assert "errors" not in registered, registered
     tab.sign_in_with_the_keyboard(*new)
     page.wait_for_selector(".onboarding")
+    assert page.text_content(".onboarding .progress") == "0 of 5 rated so far."
     tab.view(f"axe-{size}-new-account")
+    page.click(".card .star:nth-child(8) >> nth=0")  # four stars for the first card: one step on
+    page.wait_for_selector(".onboarding .progress:has-text('1 of 5 rated so far.')")
     page.click("#account button:has-text('Sign out')")
     page.wait_for_selector("form.signin")
     tab.sign_in_with_the_keyboard(*ADMIN)

@@ -6,7 +6,8 @@ import { persistedExchange } from "@urql/exchange-persisted";
 import { createClient as createSocket } from "graphql-ws";
 
 const TOKEN_KEY = "cinerec.token";
-const STREAMED_PER_PAGE = 4; // explanations streamed at once on the home page; the rest on demand
+const STREAMED_PER_PAGE = 4;
+const ONBOARDING_RATINGS = 5; // a new account is shown how far it is from rows of its own // explanations streamed at once on the home page; the rest on demand
 // The server's word (app/serving/llm_holder.NOT_READY) while the tuned model is still training.
 const NOT_READY = "explanations are written by the template until the tuned model is ready";
 
@@ -404,8 +405,11 @@ async function homeView() {
     const notice = h("p", { id: "model-notice", class: "notice", role: "status", hidden: true },
       "Explanations are written by the template until the tuned model is ready; the model writes them once it is promoted.");
     // a new account: what to do first, until a few ratings make the rows its own
-    const onboarding = (data.user?.ratingsCount ?? 0) < 5
-      ? h("p", { class: "notice onboarding" }, "New here? Rate movies you have seen with the stars on any card: each rating changes these rows, and a handful make them your own.")
+    const count = data.user?.ratingsCount ?? 0;
+    const onboarding = count < ONBOARDING_RATINGS
+      ? h("p", { class: "notice onboarding" },
+        "New here? Rate movies you have seen with the stars on any card (half stars too): each rating changes these rows, and a handful make them your own. ",
+        h("span", { class: "progress" }, `${count} of ${ONBOARDING_RATINGS} rated so far.`))
       : null;
     show(h("h1", { class: "visually-hidden" }, "Your home page"), onboarding, notice, ...rows);
     if (place) restoreFocus(place);
@@ -424,7 +428,7 @@ async function searchView(query) {
     data.searchMovies.length
       ? h("ol", { class: "hits" }, data.searchMovies.map((hit) =>
         h("li", {}, movieLink(hit.movie), " ", h("span", { class: "genres" }, hit.movie.genres.join(" · ")))))
-      : h("p", { class: "empty", role: "status" }, "No movie matches that. Try a title, a genre, or what happens in it: “a heist that goes wrong”."),
+      : h("p", { class: "empty", role: "status" }, "No movie matches that. Try a title, a genre, or what it is about: “toys that come alive”, “film noir”."),
   );
 }
 
