@@ -154,7 +154,9 @@ def score(paths: list[Path], keys: str) -> None:
         if missing:
             raise SystemExit(f"{path}: {len(missing)} texts not labelled yet, e.g. {missing[:3]}")
         items = [LabelledText.from_json({k: v for k, v in r.items() if k != "raw"}) for r in rows]
-        results.append({"set": f"{rows[0]['model']} ({path.name})", **shares(items).describe()})
+        results.append({"set": f"{rows[0]['model']} ({path.name}, as labelled)", **shares(items).describe()})
+        now = as_served_now(items, catalog_index())
+        results.append({"set": f"{rows[0]['model']} ({path.name}, as served now)", **shares(now).describe()})
     save("gemma_writing", {"machine": machine(), "results": results})  # prints it too
 
 

@@ -83,6 +83,7 @@ COMMON_CAPITALISED = {
 # genre words in prose -> MovieLens genre (lowercase); "Children's" (100K) and "Children" (25M) alike
 GENRE_WORDS: dict[str, str] = {
     "action": "action",
+    "actions": "action",  # "that film's thrills and actions" (of a film with no Action genre)
     "adventure": "adventure",
     "adventures": "adventure",
     "adventurous": "adventure",
