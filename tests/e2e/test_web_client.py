@@ -24,7 +24,11 @@ from tests.e2e.conftest import ADMIN, USER, Recommender, cli, code
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "var" / "test-artifacts" / "web"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-BROWSER_USER = ("browser@example.com", "a-browser-passphrase", "42")  # MovieLens user 42
+# the main flow's account at each size: MovieLens users 42 and 45 (both rated Toy Story 5/5)
+BROWSER_USERS = {
+    "desktop": ("browser@example.com", "a-browser-passphrase", "42"),
+    "phone": ("browser-phone@example.com", "a-browser-passphrase", "45"),
+}
 DESKTOP, PHONE = {"width": 1280, "height": 900}, {"width": 390, "height": 844}
 
 
@@ -100,6 +104,13 @@ class Page:
     def shot(self, name: str, *, full_page: bool = True) -> None:
         self.page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=full_page)
 
+    def step(self, name: str, *, full_page: bool = True) -> None:
+        """A screenshot of a flow's step (named "phone-..." on the phone), which fits the
+        screen's width: no horizontal scroll at 390 px."""
+        self.shot(name if self.viewport != PHONE else f"phone-{name}", full_page=full_page)
+        width = self.page.evaluate("document.documentElement.scrollWidth")
+        assert width <= self.viewport["width"], f"{name}: {width} px wide on {self.viewport['width']} px"
+
     def sign_in_with_the_keyboard(self, email: str, password: str, *, here: bool = False) -> None:
         """Sign in from the sign-in page: the site's own (``here``: the one showing now)."""
         page = self.page
@@ -148,16 +159,22 @@ class Page:
         ]
 
 
-def test_a_user_signs_in_sees_rows_acts_and_searches(recommender: Recommender, browser: Any) -> None:
-    email, password, user_id = BROWSER_USER
+@pytest.mark.parametrize("size", ["desktop", "phone"])
+def test_a_user_signs_in_sees_rows_acts_and_searches(
+    recommender: Recommender, browser: Any, size: str
+) -> None:
+    """The whole flow at 1280 px and at 390 px, each as its own MovieLens user (a stream must
+    still be writing when the rows show, so neither finds the other's explanations cached)."""
+    email, password, user_id = BROWSER_USERS[size]
     made = cli(
         recommender.env, "users", "create", "--email", email, "--password", password, "--user-id", user_id
     )
     assert made.returncode == 0 or "exists" in made.stderr, made.stderr
-    tab = Page(browser, recommender.server.url)
+    tab = Page(browser, recommender.server.url, viewport=DESKTOP if size == "desktop" else PHONE)
     page = tab.page
+
     assert page.goto(f"{tab.url}/").headers["content-security-policy"].startswith("default-src 'self'")
-    tab.shot("01-sign-in")
+    tab.step("01-sign-in")
     assert not tab.unlabelled_controls()
 
     tab.sign_in_with_the_keyboard(email, password)
@@ -175,7 +192,7 @@ def test_a_user_signs_in_sees_rows_acts_and_searches(recommender: Recommender, b
         ".card:has(.explanation.writing) .badge", "bs => bs.map(b => b.textContent)"
     )
     assert writing and set(writing) == {"writing…"}, writing
-    tab.shot("02-home")
+    tab.step("02-home")
     # the page opens at its top: the first row's heading below the sticky header, not under it
     assert page.evaluate("window.scrollY") == 0
     header_bottom = page.evaluate("document.querySelector('header').getBoundingClientRect().bottom")
@@ -196,7 +213,7 @@ def test_a_user_signs_in_sees_rows_acts_and_searches(recommender: Recommender, b
     reasons = page.eval_on_selector_all(".card .because", "ps => ps.map(p => p.textContent)")
     assert set(badges) <= {"written by the model", "template"} and len(badges) >= 4, badges
     assert all(r.startswith("Written by the template: ") for r in reasons), reasons
-    tab.shot("03-explained")
+    tab.step("03-explained")
     # every card lists its reasons, each with its share of what raised the score, largest first
     shares = page.eval_on_selector_all(
         ".card",
@@ -220,7 +237,7 @@ def test_a_user_signs_in_sees_rows_acts_and_searches(recommender: Recommender, b
     assert page.get_attribute(".card .stars .star:nth-child(6)", "aria-label").endswith(" 3 stars")
     page.mouse.move(0, 0)
     page.evaluate("window.scrollTo(0, 0)")
-    tab.shot("home-as-seen", full_page=False)  # the README's picture
+    tab.step("home-as-seen", full_page=False)  # the README's picture (the desktop one)
 
     # a card is at most 4 tab stops (its title, Why?, the five stars as one, Not interested); the
     # arrow keys move between the stars; a row can be skipped with one key
@@ -261,7 +278,7 @@ def test_a_user_signs_in_sees_rows_acts_and_searches(recommender: Recommender, b
     )
     # the keyboard stays where it was: on the card that took the rated one's place
     assert page.evaluate("document.activeElement.classList.contains('star')")
-    tab.shot("04-rated")
+    tab.step("04-rated")
 
     dismissed = tab.card_ids()[0]
     page.click(f'.card[data-movie-id="{dismissed}"] button:has-text("Not interested")')
@@ -273,13 +290,13 @@ def test_a_user_signs_in_sees_rows_acts_and_searches(recommender: Recommender, b
     page.reload()
     until(page, "document.querySelectorAll('section.row').length >= 2", timeout=30)
     assert dismissed not in tab.card_ids() and rated not in tab.card_ids()
-    tab.shot("05-dismissed-after-reload")
+    tab.step("05-dismissed-after-reload")
     top = tab.card_ids()[0]  # the first of the top picks
 
     page.fill("#search-box", "toys that come alive")
     page.press("#search-box", "Enter")
     page.wait_for_selector("ol.hits li")
-    tab.shot("06-search")
+    tab.step("06-search")
     page.click("ol.hits a:has-text('Toy Story (1995)')")
     page.wait_for_selector("article.movie h1:has-text('Toy Story (1995)')")
     page.wait_for_selector("ul.similar li")
@@ -297,7 +314,7 @@ def test_a_user_signs_in_sees_rows_acts_and_searches(recommender: Recommender, b
     pressed = page.eval_on_selector_all("article.movie .star[aria-pressed=true]", "s => s.map(b => b.title)")
     assert pressed == ["3.5/5"], pressed
     toy_story = int(page.evaluate("location.hash.split('/').pop()"))
-    tab.shot("07-movie")
+    tab.step("07-movie")
 
     # a recommended movie's page says where it stands in the user's list and why
     page.goto(f"{tab.url}/#/movie/{top}")
@@ -306,7 +323,7 @@ def test_a_user_signs_in_sees_rows_acts_and_searches(recommender: Recommender, b
         r"Recommended to you: number \d+ in your list", page.text_content("section.why-here h2")
     )
     assert page.query_selector_all("section.why-here .evidence li .weight")
-    tab.shot("08-movie-why")
+    tab.step("08-movie-why")
 
     # titles as a person writes them (and as the explanations name them), not the catalog's
     page.goto(f"{tab.url}/#/movie/282")  # "Time to Kill, A" in the catalog
@@ -316,7 +333,7 @@ def test_a_user_signs_in_sees_rows_acts_and_searches(recommender: Recommender, b
     # the user's lists: the rated and the dismissed movie, each with its undo
     page.click("nav a:has-text('Your lists')")
     page.wait_for_selector("ul.mine.dismissed li")
-    tab.shot("09-your-lists")
+    tab.step("09-your-lists")
     assert page.query_selector(f'ul.mine.rated a[href="#/movie/{rated}"]')
     assert "you rated it 1/5" in page.text_content(f'ul.mine.rated li:has(a[href="#/movie/{rated}"])')
     # a rating changes in place, in halves
@@ -440,8 +457,9 @@ def _gql(url: str, query: str, token: str, variables: dict[str, Any] | None = No
     return answer.json()
 
 
+@pytest.mark.parametrize("size", ["desktop", "phone"])
 def test_an_admin_sees_the_experiment_promotes_a_version_and_sees_which_serves(
-    recommender: Recommender, browser: Any, tmp_path: Path
+    recommender: Recommender, browser: Any, tmp_path: Path, size: str
 ) -> None:
     from app.infra.model_registry import registry_for
     from ml.registry import RECOMMENDER
@@ -455,14 +473,18 @@ def test_an_admin_sees_the_experiment_promotes_a_version_and_sees_which_serves(
     registry.set_alias(RECOMMENDER, "challenger", version)
     url = recommender.server.url
     token = _token(url, *ADMIN)
-    start = """mutation { startExperiment(name: "web-arms",
-        arms: [{alias: "champion", weight: 0.5}, {alias: "challenger", weight: 0.5}]) { active } }"""
+    name = f"web-arms-{size}"
+    start = (
+        f'mutation {{ startExperiment(name: "{name}", arms: [{{alias: "champion", weight: 0.5}}, '
+        '{alias: "challenger", weight: 0.5}]) { active } }'
+    )
     assert _gql(url, start, token)["data"]["startExperiment"]["active"]
     recs = "query($u: Int!) { recommendations(userId: $u, first: 5) { movie { movieId } } }"
     for user in range(1, 41):  # impressions in both arms
         assert _gql(url, recs, token, {"u": user})["data"]["recommendations"]
-    tab = Page(browser, recommender.server.url)
+    tab = Page(browser, recommender.server.url, viewport=DESKTOP if size == "desktop" else PHONE)
     page = tab.page
+
     tab.sign_in_with_the_keyboard(*ADMIN)
     page.wait_for_selector("nav a:has-text('Admin')")
     page.click("nav a:has-text('Admin')")
@@ -474,16 +496,16 @@ def test_an_admin_sees_the_experiment_promotes_a_version_and_sees_which_serves(
     )
     first = next(r for r in rows if r[0] == "1")
     assert first[3].replace(".", "", 1).isdigit(), rows
-    tab.shot("08-admin")
+    tab.step("admin-1-versions")
     assert not tab.unlabelled_controls()
     try:
         # the experiment's arms, drawn: each arm's hit rate on its interval, as the API reports them
-        page.fill("#experiment-name", "web-arms")
+        page.fill("#experiment-name", name)
         page.keyboard.press("Enter")
         page.wait_for_selector("svg[role=img]")
         report = _gql(
             url,
-            '{ experiment(name: "web-arms") { active arms { alias version impressions '
+            f'{{ experiment(name: "{name}") {{ active arms {{ alias version impressions '
             "hitRate hitRateLow hitRateHigh } } }",
             token,
         )["data"]["experiment"]
@@ -495,18 +517,18 @@ def test_an_admin_sees_the_experiment_promotes_a_version_and_sees_which_serves(
             assert f"{arm['alias']}: hit rate {rate}% ({low}\u2013{high}%)" in (label or "")
         assert page.locator("svg[role=img] circle").count() == 2
         assert page.locator("svg[role=img] line.interval").count() == 2
-        assert "web-arms: running." in (page.text_content("main") or "")
-        tab.shot("08b-experiment")
+        assert f"{name}: running." in (page.text_content("main") or "")
+        tab.step("admin-2-experiment")
     finally:
-        _gql(url, 'mutation { stopExperiment(name: "web-arms") { active } }', token)
+        _gql(url, f'mutation {{ stopExperiment(name: "{name}") {{ active }} }}', token)
     try:
         page.click(f"button[aria-label='Promote version {version}']")
         page.wait_for_selector(f"#serving:has-text('Serving version {version}.')")
-        tab.shot("09-promoted")
+        tab.step("admin-3-promoted")
     finally:
         page.click("button:has-text('Roll back the champion')")
         page.wait_for_selector(f"#serving:text-is('{serving_before}')")
-    tab.shot("10-rolled-back")
+    tab.step("admin-4-rolled-back")
     tab.check_clean()
     tab.context.close()
 

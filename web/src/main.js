@@ -523,14 +523,16 @@ async function mineView() {
 // -- the admin's view -----------------------------------------------------------------------
 
 function armsChart(arms) {
-  // each arm's hit rate as a dot on its 95% interval, on a 0..max scale
-  const width = 420, rowHeight = 34, left = 110;
+  // each arm's hit rate as a dot on its 95% interval, on a 0..max scale; the numbers beside it
+  // as text, which stays readable where a phone shrinks the drawing
+  const width = 320, rowHeight = 34, left = 110;
   const top = Math.max(0.05, ...arms.map((a) => a.hitRateHigh));
   const x = (v) => left + (v / top) * (width - left - 20);
+  const pct = (v) => `${(v * 100).toFixed(1)}%`;
   const svg = document.createElementNS("http://www.w3.org/2000/svg", "svg");
-  svg.setAttribute("viewBox", `0 0 ${width + 160} ${arms.length * rowHeight + 10}`);
+  svg.setAttribute("viewBox", `0 0 ${width} ${arms.length * rowHeight + 10}`);
   svg.setAttribute("role", "img");
-  svg.setAttribute("aria-label", arms.map((a) => `${a.alias}: hit rate ${(a.hitRate * 100).toFixed(1)}% (${(a.hitRateLow * 100).toFixed(1)}–${(a.hitRateHigh * 100).toFixed(1)}%)`).join("; "));
+  svg.setAttribute("aria-label", arms.map((a) => `${a.alias}: hit rate ${pct(a.hitRate)} (${(a.hitRateLow * 100).toFixed(1)}–${pct(a.hitRateHigh)})`).join("; "));
   arms.forEach((arm, i) => {
     const y = i * rowHeight + 20;
     const add = (tag, attrs, text) => {
@@ -542,11 +544,11 @@ function armsChart(arms) {
     add("text", { x: 4, y: y + 4, class: "arm" }, `${arm.alias} v${arm.version}`);
     add("line", { x1: x(arm.hitRateLow), x2: x(arm.hitRateHigh), y1: y, y2: y, class: "interval" });
     add("circle", { cx: x(arm.hitRate), cy: y, r: 5, class: "rate" });
-    const pct = (v) => `${(v * 100).toFixed(1)}%`;
-    add("text", { x: width + 150, y: y + 4, class: "value", "text-anchor": "end" },
-      `${pct(arm.hitRate)} (${pct(arm.hitRateLow)}–${pct(arm.hitRateHigh)}), ${arm.impressions} shown`);
   });
-  return svg;
+  const numbers = h("ul", { class: "arms" }, arms.map((arm) => h("li", {},
+    `${arm.alias} v${arm.version}: hit rate ${pct(arm.hitRate)} (${pct(arm.hitRateLow)}–${pct(arm.hitRateHigh)}), `
+    + `${arm.impressions} shown, ${arm.clicks} clicked`)));
+  return h("div", { class: "arms-chart" }, svg, numbers);
 }
 
 function ndcg(version) {
