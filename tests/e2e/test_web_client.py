@@ -716,3 +716,16 @@ def test_a_session_lost_on_any_view_lands_on_sign_in_and_keeps_what_was_typed(
     assert not tab.page_errors, tab.page_errors
     assert not tab.foreign, tab.foreign
     tab.context.close()
+
+
+def test_lighthouse_finds_the_page_accessible_and_well_made(recommender: Recommender, tmp_path: Path) -> None:
+    """Lighthouse (npm `lighthouse`, Debian's Chromium) on `/`, its default mobile preset:
+    accessibility and best practices score at least 95. Its performance score is a timing, so
+    it is measured by benchmarks/lighthouse.py (docs/benchmarks.md), not asserted here."""
+    from benchmarks.lighthouse import lighthouse, run
+
+    found = run(
+        lighthouse(), f"{recommender.server.url}/", "mobile", tmp_path, ("accessibility", "best-practices")
+    )
+    assert found["scores"]["accessibility"] >= 95, found
+    assert found["scores"]["best-practices"] >= 95, found
