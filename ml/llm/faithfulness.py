@@ -254,7 +254,7 @@ _PRAISE = re.compile(
     r"incredible|incredibly|perfect|perfectly|gem|treasure|groundbreaking|spectacular|greats?|good|fun|"
     r"entertaining|exciting|intrigu\w*|charm\w*|captivating|gripping|compelling|delightful|enjoyable|"
     r"memorable|powerful|moving|touching|beautiful\w*|beauty|hilarious|clever|witty|heartwarming|inspiring|"
-    r"immersive|lighthearted|highly regarded|high-quality|acclaimed)\b",
+    r"immersive|lighthearted|highly regarded|high-quality|acclaimed|entertainment)\b",
     re.IGNORECASE,
 )
 # a similarity claimed with a movie: it needs a genre the two share ("You also gave Mother 4/5,
