@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.e2e.conftest import ADMIN, USER, Recommender, cli, code
+from tests.e2e.conftest import ADMIN, Recommender, cli, code
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "var" / "test-artifacts" / "web"
@@ -575,12 +575,23 @@ def test_every_view_fits_the_screen_and_axe_finds_nothing_serious(
         ("movie", "#/movie/1", "ul.similar li"),
         ("your-lists", "#/mine", "ul.mine.rated li"),
     ]
-    tab.sign_in_with_the_keyboard(*USER)
+    # an account of its own, linked to a MovieLens user with hundreds of ratings: the page's
+    # "Sign out" ends every token of an account, and USER's serve other modules' tests
+    email, password, user_id = (
+        f"axe-{size}@example.com",
+        "an-axe-passphrase",
+        {"desktop": "13", "phone": "18"}[size],
+    )
+    made = cli(
+        recommender.env, "users", "create", "--email", email, "--password", password, "--user-id", user_id
+    )
+    assert made.returncode == 0 or "exists" in made.stderr, made.stderr
+    tab.sign_in_with_the_keyboard(email, password)
     for name, where, ready in views:
         page.goto(f"{tab.url}/{where}")
         page.wait_for_selector(ready)
         tab.view(f"axe-{size}-{name}")
-        if name == "home":  # MovieLens user 1 rated hundreds: no first steps for them
+        if name == "home":  # MovieLens users 13 and 18 rated hundreds: no first steps for them
             assert page.query_selector(".onboarding") is None
             # a row of six scrolls sideways inside the page, which does not
             assert page.evaluate(
@@ -684,7 +695,16 @@ def test_a_session_lost_on_any_view_lands_on_sign_in_and_keeps_what_was_typed(
         "#serving",
         ("#experiment-name", "web-arms"),
     )
-    for (who, pw), steps in [((email, password), views), (ADMIN, [admin_view])]:
+    # an admin of its own: signing out ends every token of an account, and the shared ADMIN's
+    # serve the other modules' tests
+    admin = (f"lost-admin-{size}-{uuid.uuid4().hex[:6]}@example.com", "a-lost-admin-passphrase")
+    recommender.server.gql(
+        "mutation($e: String!, $p: String!) { register(email: $e, password: $p) { token } }",
+        {"e": admin[0], "p": admin[1]},
+    )
+    made = cli(recommender.env, "users", "set-role", "--email", admin[0], "--role", "admin")
+    assert made.returncode == 0, made.stderr
+    for (who, pw), steps in [((email, password), views), (admin, [admin_view])]:
         if page.query_selector("#account button:has-text('Sign out')"):
             page.click("#account button:has-text('Sign out')")
         tab.sign_in_with_the_keyboard(who, pw)
