@@ -243,6 +243,11 @@ def english_words() -> frozenset[str]:
 _GARBLED_SCIENCE = re.compile(r"\bscience[- ]?f(?!iction\b|ic\b)\w*", re.IGNORECASE)
 _THEMES = re.compile(r"\b(?:themes?|tones?|filmmaking)\b", re.IGNORECASE)
 _THAT_FILM = re.compile(r"\b(?:that|the same) (?:film|movie|book|story)\b", re.IGNORECASE)
+# "that film" listed as if it were a genre ("such as action and that film", "themes of drama and
+# that of the film", "action and that particular film"): garble, never a comparison that holds
+_THAT_FILM_LISTED = re.compile(
+    r"\b(?:and|or) that (?:particular )?(?:of the )?(?:film|movie)\b(?!'s)", re.IGNORECASE
+)
 _HAS_MORE = re.compile(r"\b(?:has|have) more\b", re.IGNORECASE)
 _MORE_GENRE = re.compile(
     r"\bmore (?:of (?:the |its |that )?)?(?:[\w'-]+ )?(?:" + GENRE_ALTERNATION + r")\b", re.IGNORECASE
@@ -584,6 +589,7 @@ def check(text: str, facts: Facts, titles: TitleIndex) -> Verdict:
     for match in _THAT_FILM.finditer(rest):
         if not any(m.title in text[: match.start()] for m in facts.evidence):
             claims.append(Claim("comparison", match.group(0)))
+    claims += [Claim("comparison", m.group(0)) for m in _THAT_FILM_LISTED.finditer(rest)]
     claims += [Claim("comparison", m.group(0)) for m in _HAS_MORE.finditer(rest)]
     # "it has more drama elements" with no movie named in the sentence: more than what?
     for match in _MORE_GENRE.finditer(rest):
