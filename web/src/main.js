@@ -296,7 +296,8 @@ function stream(movieId, into, badge) {
 // Stars in halves (the API takes 0.5 to 5): ten buttons, each half a star, so a pointer on a
 // star's left half rates n - 0.5. One tab stop for all of them (a roving tabindex): the arrow
 // keys step by a half, Home and End jump, Enter or Space rates. At rest they show the user's own
-// rating, if any (filled, and aria-pressed on its button); otherwise they are empty.
+// rating, if any (filled, and aria-pressed on its button); otherwise they are empty. A rating
+// made here repaints them in place, so the keyboard stays on the star it rated.
 const STAR_KEYS = { ArrowRight: 1, ArrowUp: 1, ArrowLeft: -1, ArrowDown: -1 };
 const starWord = (value) => `${value} star${value === 1 ? "" : "s"}`;
 function stars(movie, onRated, own = null) {
@@ -314,24 +315,30 @@ function stars(movie, onRated, own = null) {
       next.focus();
     },
   });
-  const stop = own ?? 1; // where Tab lands: the user's rating, else one star
+  const halves = [];
+  // the user's rating (null: none) as the stars show it; Tab lands on it, else on one star
+  const paint = (rated) => halves.forEach((star, i) => {
+    const value = (i + 1) / 2;
+    star.classList.toggle("on", rated != null && value <= rated);
+    star.tabIndex = value === (rated ?? 1) ? 0 : -1;
+    if (rated != null) star.setAttribute("aria-pressed", String(value === rated));
+  });
   for (let n = 1; n <= 10; n++) {
     const value = n / 2;
-    group.append(
-      h("button", {
-        type: "button",
-        class: `star ${n % 2 ? "left" : "right"}${own != null && value <= own ? " on" : ""}`,
-        tabindex: value === stop ? "0" : "-1",
-        "aria-label": `Rate ${label(movie)} ${starWord(value)}`,
-        "aria-pressed": own != null ? String(value === own) : false,
-        title: `${value}/5`,
-        onclick: act(async () => {
-          await run("mutation", Q.rate, { m: movie.movieId, r: value });
-          onRated(value);
-        }),
-      }, h("span", { "aria-hidden": "true" }, "★")),
-    );
+    halves.push(h("button", {
+      type: "button",
+      class: `star ${n % 2 ? "left" : "right"}`,
+      "aria-label": `Rate ${label(movie)} ${starWord(value)}`,
+      title: `${value}/5`,
+      onclick: act(async () => {
+        await run("mutation", Q.rate, { m: movie.movieId, r: value });
+        paint(value);
+        onRated(value);
+      }),
+    }, h("span", { "aria-hidden": "true" }, "★")));
   }
+  paint(own);
+  group.append(...halves);
   return group;
 }
 
@@ -443,18 +450,11 @@ async function movieView(movieId) {
       h("h2", {}, `Recommended to you: number ${mine.rank} in your list`),
       reasons(mine.evidence, "Its reasons")) : null;
   }
-  // the user's own rating, in stars and in words; rating again re-draws both
+  // the user's own rating, in stars and in words (the stars repaint themselves; the words follow)
   const yours = h("p", { role: "status", class: "yours" },
     movie.myRating == null ? "You have not rated it yet." : `Your rating: ${movie.myRating}/5.`);
-  const rated = (value) => {
-    const had = rater.contains(document.activeElement);
-    const next = stars(movie, rated, value);
-    rater.replaceWith(next);
-    rater = next;
-    yours.textContent = `You rated it ${value}/5.`;
-    if (had) next.querySelector('.star[tabindex="0"]').focus();
-  };
-  let rater = claims() ? stars(movie, rated, movie.myRating) : null;
+  const rated = (value) => { yours.textContent = `You rated it ${value}/5.`; };
+  const rater = claims() ? stars(movie, rated, movie.myRating) : null;
   const elsewhere = [
     movie.imdbId ? h("a", { href: `https://www.imdb.com/title/tt${movie.imdbId}/`, rel: "noopener" }, "IMDb") : null,
     movie.tmdbId ? h("a", { href: `https://www.themoviedb.org/movie/${movie.tmdbId}`, rel: "noopener" }, "TMDb") : null,
@@ -491,13 +491,8 @@ async function mineView() {
   // a rating in stars and in words, changed in place
   const rerate = (r) => {
     const said = h("span", { class: "yours" }, `you rated it ${r.rating}/5`);
-    const place = h("span", { class: "rerate" }, stars(r.movie, function again(value) {
-      const had = place.contains(document.activeElement);
-      place.firstChild.replaceWith(stars(r.movie, again, value));
-      said.textContent = `you rated it ${value}/5`;
-      if (had) place.querySelector('.star[tabindex="0"]').focus();
-    }, r.rating), " ", said);
-    return place;
+    return h("span", { class: "rerate" },
+      stars(r.movie, (value) => { said.textContent = `you rated it ${value}/5`; }, r.rating), " ", said);
   };
   show(
     h("h1", {}, "Your lists"),
