@@ -707,6 +707,7 @@ def test_a_session_lost_on_any_view_lands_on_sign_in_and_keeps_what_was_typed(
     for (who, pw), steps in [((email, password), views), (admin, [admin_view])]:
         if page.query_selector("#account button:has-text('Sign out')"):
             page.click("#account button:has-text('Sign out')")
+            page.wait_for_selector("form.signin")  # signed out: the server has answered
         tab.sign_in_with_the_keyboard(who, pw)
         page.wait_for_selector("section.row")
         for name, where, ready, act, back, again, field in steps:

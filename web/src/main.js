@@ -189,6 +189,9 @@ function renderAccount() {
 // forgets it here; the sign-in page says which of the two happened.
 async function signOut() {
   sessionStorage.removeItem(RESUME_KEY); // signing out on purpose: the next sign-in starts at home
+  // this device forgets the token at once, before the server answers: a tab closed or moved on
+  // in the meantime does not come back signed in
+  localStorage.removeItem(TOKEN_KEY);
   try {
     await run("mutation", Q.logout);
     notice = "Signed out: this session's token no longer works anywhere.";
