@@ -1,6 +1,8 @@
 """The production topology as real processes on one machine (no container engine runs here):
 nginx in front of two API replicas, PostgreSQL, Redis, an MLflow tracking server (from its
-own venv, with a shared artifact store) and Prometheus scraping each replica.
+own venv, with a shared artifact store) and Prometheus scraping each replica. nginx terminates
+TLS with a certificate from a local CA made at ``up`` (``HOME/cluster/tls/ca.pem`` is what
+clients trust; plain HTTP only redirects), and every other part listens on loopback only.
 
     python -m deploy.localcluster up [--dataset DIR] [--llm none|transformers] [--home DIR]
     python -m deploy.localcluster down [--home DIR]
@@ -23,6 +25,7 @@ import secrets
 import shutil
 import signal
 import socket
+import ssl
 import string
 import subprocess
 import sys
@@ -34,6 +37,8 @@ from typing import Any
 
 import filelock
 import httpx
+
+from deploy.tls import make_certificates
 
 ROOT = Path(__file__).resolve().parents[1]
 NGINX_TEMPLATE = ROOT / "deploy" / "nginx" / "cinerec.conf.template"
@@ -259,8 +264,21 @@ class LocalCluster:
         pid = self._spawn(name, cmd, env={**env, "PYTHONPATH": str(ROOT)})
         self.processes[name] = Process(name, pid, f"http://127.0.0.1:{port}", port)
 
+    @property
+    def ca_file(self) -> Path:
+        """The local CA's certificate: what a client of the cluster's HTTPS trusts."""
+        return self.base / "tls" / "ca.pem"
+
+    def ssl_context(self) -> ssl.SSLContext:
+        return ssl.create_default_context(cafile=str(self.ca_file))
+
     def _nginx(self) -> None:
-        port = self.processes["nginx"].port if "nginx" in self.processes else free_port()
+        known = self.processes.get("nginx")
+        port = known.port if known is not None else free_port()
+        http_port = int(known.extra["http_port"]) if known is not None else free_port()
+        tls = self.base / "tls"
+        if not (tls / "server.pem").exists():
+            make_certificates(tls)
         cache = self.base / "nginx-cache"
         cache.mkdir(exist_ok=True)
         servers = "\n    ".join(
@@ -268,7 +286,13 @@ class LocalCluster:
             for i in range(1, REPLICAS + 1)
         )
         site = string.Template(NGINX_TEMPLATE.read_text()).safe_substitute(
-            UPSTREAM_SERVERS=servers, LISTEN_PORT=f"127.0.0.1:{port}", CACHE_DIR=str(cache)
+            UPSTREAM_SERVERS=servers,
+            LISTEN_PORT=f"127.0.0.1:{port}",
+            HTTP_PORT=f"127.0.0.1:{http_port}",
+            HTTPS_PORT=f":{port}",
+            TLS_CERT=str(tls / "server.pem"),
+            TLS_KEY=str(tls / "server.key"),
+            CACHE_DIR=str(cache),
         )
         (self.base / "cinerec-site.conf").write_text(site)
         temp = self.base / "nginx-temp"
@@ -286,8 +310,16 @@ class LocalCluster:
         )
         nginx = shutil.which("nginx") or "/usr/sbin/nginx"
         pid = self._spawn("nginx", [nginx, "-c", str(self.base / "nginx.conf")])
-        self.processes["nginx"] = Process("nginx", pid, f"http://127.0.0.1:{port}", port)
-        _wait(lambda: httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200, "nginx")
+        self.processes["nginx"] = Process(
+            "nginx", pid, f"https://localhost:{port}", port, {"http_port": http_port}
+        )
+        context = self.ssl_context()
+        _wait(
+            lambda: (
+                httpx.get(f"https://localhost:{port}/healthz", timeout=2, verify=context).status_code == 200
+            ),
+            "nginx",
+        )
 
     def _prometheus(self) -> None:
         port = free_port()
@@ -339,7 +371,10 @@ class LocalCluster:
             self._save()
 
     def describe(self) -> str:
-        lines = [f"cinerec cluster: {self.url}/graphql (nginx in front of {REPLICAS} replicas)"]
+        lines = [
+            f"cinerec cluster: {self.url}/graphql (nginx in front of {REPLICAS} replicas; TLS from the "
+            f"local CA {self.ca_file}: curl --cacert {self.ca_file} {self.url}/healthz)"
+        ]
         for p in self.processes.values():
             lines.append(f"{p.name} pid {p.pid} {p.url}")
         return "\n".join(lines)

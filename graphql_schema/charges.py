@@ -56,6 +56,11 @@ def bucket_key(user_id: int | None, client: str) -> str:
     return f"user:{user_id}" if user_id is not None else f"addr:{client}"
 
 
+def key_bucket(prefix: str) -> str:
+    """A service key's bucket, by the key's public prefix."""
+    return f"key:{prefix}"
+
+
 def empty_bucket(services: Any, key: str) -> GraphQLError | None:
     """RATE_LIMITED when the bucket ``key`` was empty a moment ago (as this replica saw it): a
     flood is refused before its body is even read."""

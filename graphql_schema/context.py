@@ -7,9 +7,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from app.infra.errors import CinerecError, Unauthenticated, Unavailable, is_outage
+from app.infra.errors import CinerecError, Forbidden, Unauthenticated, Unavailable, is_outage
 from app.server.callers import client_address
-from graphql_schema.charges import bucket_key
+from graphql_schema.charges import bucket_key, key_bucket
 from resolvers.loaders import Loaders, create_loaders
 
 if TYPE_CHECKING:
@@ -50,22 +50,35 @@ class Context:
     budget: Budget | None = None  # the caller's rate-limit bucket after this operation's cost
     public: bool = False  # an anonymous read of the catalog only: its response may be shared
     document_valid: bool = False  # the document parsed and validated (set by the operation guard)
+    erased: str | None = None  # the pseudonym of a user erased by this operation (for the audit log)
     served: Served = field(default_factory=Served)
 
     @property
     def bucket_key(self) -> str:
-        """Whose rate-limit bucket this request draws on: the user's, else the address's."""
+        """Whose rate-limit bucket this request draws on: the key's, the user's, else the address's."""
+        if self.principal is not None and self.principal.key_prefix is not None:
+            return key_bucket(self.principal.key_prefix)
         return bucket_key(self.principal.user_id if self.principal is not None else None, self.client)
 
     @property
     def is_websocket(self) -> bool:
         return self.request.scope["type"] == "websocket"
 
+    def require_user(self) -> Principal:
+        """A person signed in: their own ratings, dismissals and account are theirs only, and a
+        service's key acts as no user (FORBIDDEN)."""
+        principal = self.require_principal()
+        if principal.is_key:
+            raise Forbidden("an API key acts for no user of its own: sign in as the person")
+        return principal
+
     def require_principal(self) -> Principal:
         if self.auth_error is not None:
             raise self.auth_error
         if self.principal is None:
-            raise Unauthenticated("authentication required: send 'Authorization: Bearer <token>'")
+            raise Unauthenticated(
+                "authentication required: send 'Authorization: Bearer <token>' (or 'ApiKey <key>')"
+            )
         return self.principal
 
     async def authenticate(self, authorization: str | None) -> None:

@@ -9,14 +9,15 @@ from strawberry.types import Info
 
 
 class IsAuthenticated(BasePermission):
-    """A caller with a valid token. Strawberry shares one instance across requests, so the
-    reason for a refusal is raised (the caller's own error), never stored on the instance."""
+    """A person signed in with a valid token: the field acts as their own user, which a
+    service's API key never is (FORBIDDEN). Strawberry shares one instance across requests, so
+    the reason for a refusal is raised (the caller's own error), never stored on the instance."""
 
     message = "authentication required: send 'Authorization: Bearer <token>'"
     error_extensions = {"code": "UNAUTHENTICATED"}
 
     def has_permission(self, source: Any, info: Info, **kwargs: Any) -> bool:
-        info.context.require_principal()
+        info.context.require_user()
         return True
 
 

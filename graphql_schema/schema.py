@@ -23,6 +23,9 @@ from graphql_schema.costs import (
 from graphql_schema.extensions import schema_extensions
 from graphql_schema.permissions import IsAdmin, IsAuthenticated, OwnerOrAdmin
 from graphql_schema.types import (
+    ApiKey,
+    ApiKeyScope,
+    AuditEntry,
     AuthPayload,
     Connection,
     DriftReport,
@@ -42,6 +45,7 @@ from graphql_schema.types import (
     MovieOrder,
     MoviePatch,
     MovieSearchHit,
+    NewApiKey,
     RateLimit,
     Rating,
     Recommendation,
@@ -52,6 +56,7 @@ from graphql_schema.types import (
 from resolvers import experiments as experiment_resolvers
 from resolvers import explanations as explain_resolvers
 from resolvers import movies as movie_resolvers
+from resolvers import operators as operator_resolvers
 from resolvers import recommendations as rec_resolvers
 from resolvers import users as user_resolvers
 
@@ -217,6 +222,35 @@ class Query:
         stored = await experiment_resolvers.drift(info.context)
         return DriftReport.from_stored(stored) if stored is not None else None
 
+    @strawberry.field(
+        permission_classes=[IsAdmin],
+        description="Services' API keys, revoked ones too.",
+        directives=[cost(5), assumed(100)],
+    )
+    async def api_keys(self, info: Info) -> list[ApiKey]:
+        return [ApiKey.from_info(k) for k in await operator_resolvers.api_keys(info.context)]
+
+    @strawberry.field(
+        permission_classes=[IsAdmin],
+        description="The audit log, newest first: every admin mutation, key made or revoked, and account "
+        "erased.",
+        directives=[cost(1), sliced(sized=["edges"])],
+    )
+    async def audit_log(
+        self, info: Info, first: int = 20, after: str | None = None, action: str | None = None
+    ) -> Connection[AuditEntry]:
+        page = await operator_resolvers.audit_log(info.context, first=first, after=after, action=action)
+        return Connection.from_page(page, AuditEntry.from_line)
+
+    @strawberry.field(
+        permission_classes=[IsAuthenticated],
+        description="Everything held about you, as JSON: account, ratings, tags, dismissals, clicks, "
+        "impressions, experiment arms.",
+        directives=[cost(50)],
+    )
+    async def export_my_data(self, info: Info) -> strawberry.scalars.JSON:
+        return strawberry.scalars.JSON(await operator_resolvers.export_my_data(info.context))
+
     @strawberry.field(permission_classes=[IsAuthenticated], description="The caller.", directives=[cost(1)])
     async def me(self, info: Info) -> User:
         principal = info.context.require_principal()
@@ -247,6 +281,42 @@ class Mutation:
     async def logout(self, info: Info) -> bool:
         await user_resolvers.logout(info.context, principal=info.context.require_principal())
         return True
+
+    @strawberry.mutation(
+        permission_classes=[IsAuthenticated],
+        description="Erase your account and everything held about you, in one transaction: your tokens "
+        "and open subscriptions end at once, and your user id is never given again. Asks for your "
+        "password again. True when done.",
+        directives=[cost(50)],
+    )
+    async def delete_my_account(self, info: Info, password: str) -> bool:
+        return await operator_resolvers.delete_my_account(info.context, password=password)
+
+    @strawberry.mutation(
+        permission_classes=[IsAdmin],
+        description="Erase a user's account and everything held about them (as deleteMyAccount). Answers "
+        "the pseudonym the audit log keeps for them.",
+        directives=[cost(50)],
+    )
+    async def delete_account(self, info: Info, user_id: int) -> str:
+        return await operator_resolvers.delete_account(info.context, user_id=user_id)
+
+    @strawberry.mutation(
+        permission_classes=[IsAdmin],
+        description="Make an API key for a service. The key is in the answer this once.",
+        directives=[cost(20)],
+    )
+    async def create_api_key(self, info: Info, name: str, scope: ApiKeyScope) -> NewApiKey:
+        key, made = await operator_resolvers.create_api_key(info.context, name=name, scope=scope.value)
+        return NewApiKey(key=key, api_key=ApiKey.from_info(made))
+
+    @strawberry.mutation(
+        permission_classes=[IsAdmin],
+        description="Revoke an API key: it fails from its next request, on every replica.",
+        directives=[cost(20)],
+    )
+    async def revoke_api_key(self, info: Info, name: str) -> ApiKey:
+        return ApiKey.from_info(await operator_resolvers.revoke_api_key(info.context, name=name))
 
     @strawberry.mutation(
         permission_classes=[IsAuthenticated],

@@ -683,3 +683,73 @@ class DriftReport:
                 for c in r.columns
             ],
         )
+
+
+@strawberry.enum(description="What a service's API key may do.")
+class ApiKeyScope(Enum):
+    CATALOG = "catalog"  # read the catalog, with a rate-limit bucket of its own
+    RECOMMEND = "recommend"  # besides, any user's profile, recommendations and explanations
+    ADMIN = "admin"  # everything an admin may
+
+
+@strawberry.type(directives=OBJECT, description="A service's API key as listed: never its secret.")
+class ApiKey:
+    name: str
+    scope: ApiKeyScope
+    prefix: str = strawberry.field(
+        description="The key's public start (`ck_<prefix>_…`), to tell keys apart."
+    )
+    created_at: datetime
+    created_by: str = strawberry.field(description="Who made it, as the audit log names them.")
+    revoked_at: datetime | None
+
+    @classmethod
+    def from_info(cls, info: Any) -> ApiKey:
+        return cls(
+            name=info.name,
+            scope=ApiKeyScope(info.scope.value),
+            prefix=info.prefix,
+            created_at=info.created_at.replace(tzinfo=UTC),
+            created_by=info.created_by,
+            revoked_at=info.revoked_at.replace(tzinfo=UTC) if info.revoked_at is not None else None,
+        )
+
+
+@strawberry.type(directives=OBJECT)
+class NewApiKey:
+    key: str = strawberry.field(
+        description="The key: send it as `Authorization: ApiKey <key>`. Shown this once; only its hash "
+        "is kept."
+    )
+    api_key: ApiKey
+
+
+@strawberry.type(
+    directives=OBJECT,
+    description="A line of the audit log: who did what, when, from where, and how it ended. Lines are "
+    "hash-chained; `cinerec audit verify` checks the chain.",
+)
+class AuditEntry:
+    id: int
+    at: datetime
+    actor: str = strawberry.field(
+        description="`account:<id>/user:<id>`, `key:<name>`, or `erased:<pseudonym>` for an erased user."
+    )
+    action: str = strawberry.field(description="The mutation's name.")
+    arguments: strawberry.scalars.JSON = strawberry.field(description="Its arguments, secrets left out.")
+    client: str = strawberry.field(description="The caller's address.")
+    result: str = strawberry.field(description="`ok`, or the error's code.")
+    hash: str
+
+    @classmethod
+    def from_line(cls, line: Any) -> AuditEntry:
+        return cls(
+            id=line.entry_id,
+            at=line.at.replace(tzinfo=UTC),
+            actor=line.actor,
+            action=line.action,
+            arguments=line.arguments,
+            client=line.client,
+            result=line.result,
+            hash=line.hash,
+        )

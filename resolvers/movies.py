@@ -108,6 +108,8 @@ async def my_rating(ctx: Context, *, movie_id: int) -> float | None:
     if ctx.principal is None and ctx.auth_error is None:
         return None  # signed out: nobody's rating to show
     principal = ctx.require_principal()
+    if principal.is_key:
+        return None  # a service's key has no ratings of its own
     return await ctx.loaders.own_rating.load((principal.user_id, movie_id))
 
 

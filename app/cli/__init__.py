@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from app.cli import data, db, llm, models, monitor, schema, serve, users
+from app.cli import audit, data, db, llm, models, monitor, schema, serve, users
 from app.infra.errors import CinerecError
 from app.infra.migrations import SchemaBehind
 from ml.data.errors import DatasetError, DownloadError
@@ -28,6 +28,7 @@ app.add_typer(users.app, name="users")
 app.add_typer(schema.app, name="schema")
 app.add_typer(llm.app, name="llm")
 app.add_typer(monitor.app, name="monitor")
+app.add_typer(audit.app, name="audit")
 
 # Most specific first: the first match decides the exit code.
 EXIT_CODES: list[tuple[type[BaseException], int]] = [

@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated
+import getpass
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from app.infra.announcements import ACCOUNTS, publish_sync
 from app.infra.auth import PasswordHasher, Role
 from app.infra.database import create_engine, session_factory
+from app.infra.errors import CinerecError
 from app.infra.migrations import ensure_schema
 from app.infra.settings import Settings, get_settings
 from app.services import accounts
+from app.services.audit import AuditLog
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 app = typer.Typer(help="Logins and roles.", no_args_is_help=True)
 
@@ -72,16 +78,39 @@ def _change(email: str, role: Role | None) -> None:
 
     async def run() -> int:
         engine = create_engine(settings)
+        sessions = session_factory(engine)
+        action = "users delete" if role is None else "users set-role"
+        arguments = {"email": email, **({"role": role.value} if role is not None else {})}
         try:
-            async with session_factory(engine)() as session:
-                if role is None:
-                    return await accounts.delete_account(session=session, email=email)
-                return await accounts.set_role(session=session, email=email, role=role)
+            try:
+                async with sessions() as session:
+                    if role is None:
+                        found = await accounts.delete_account(session=session, email=email)
+                    else:
+                        found = await accounts.set_role(session=session, email=email, role=role)
+            except CinerecError as exc:
+                await _audit(sessions, action, arguments, str(exc.extensions.get("code", "ERROR")))
+                raise
+            await _audit(sessions, action, arguments, "ok")
+            return found
         finally:
             await engine.dispose()
 
     account_id = asyncio.run(run())
     publish_sync(settings, ACCOUNTS, {"accountId": account_id})
+
+
+async def _audit(
+    sessions: async_sessionmaker[AsyncSession], action: str, arguments: dict, result: str
+) -> None:
+    """The audit log's line for a change made from the command line, by the OS user who ran it."""
+    await AuditLog(sessions).record(
+        actor=f"cli:{getpass.getuser()}",
+        action=action,
+        arguments=arguments,
+        client="localhost",
+        result=result,
+    )
 
 
 @app.command("set-role")

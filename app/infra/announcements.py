@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 # Topics; each is the channel "<CINEREC_REDIS_PREFIX>:<topic>".
 PROMOTIONS = "model-promotions"
 ACCOUNTS = "accounts"
+API_KEYS = "api-keys"
 
 Handler = Callable[[dict[str, Any]], Awaitable[None]]
 Resync = Callable[[], Awaitable[None]]

@@ -31,20 +31,41 @@ class Role(StrEnum):
     ADMIN = "admin"
 
 
+class Scope(StrEnum):
+    """What a service's API key may do."""
+
+    CATALOG = "catalog"  # read the catalog, as an anonymous caller may, with a bucket of its own
+    RECOMMEND = "recommend"  # besides, read any user's profile, recommendations and explanations
+    ADMIN = "admin"  # everything an admin may
+
+
 @dataclass(frozen=True)
 class Principal:
-    """Who is calling: the account's MovieLens user id and role."""
+    """Who is calling: a person's account (its MovieLens user id and role), or a service's API
+    key (``key``: its name; ``user_id`` 0, no user: it acts for users, never as one)."""
 
     account_id: int
     user_id: int
     role: Role
+    key: str | None = None
+    scope: Scope | None = None
+    key_prefix: str | None = None  # the key's public prefix: its rate-limit bucket
 
     @property
     def is_admin(self) -> bool:
         return self.role is Role.ADMIN
 
+    @property
+    def is_key(self) -> bool:
+        return self.key is not None
+
+    @property
+    def actor(self) -> str:
+        """How the audit log names the caller."""
+        return f"key:{self.key}" if self.key is not None else f"account:{self.account_id}/user:{self.user_id}"
+
     def may_read_user(self, user_id: int) -> bool:
-        return self.is_admin or self.user_id == user_id
+        return self.is_admin or self.scope is Scope.RECOMMEND or (not self.is_key and self.user_id == user_id)
 
 
 def hash_password(password: str) -> str:
@@ -165,11 +186,48 @@ def _decode(token: str, settings: Settings) -> Token:
         raise Unauthenticated("invalid token") from exc
 
 
-def bearer_token(header: str | None) -> str | None:
-    """The token of an ``Authorization: Bearer <token>`` header, or None when absent."""
+def credentials(header: str | None) -> tuple[str, str] | None:
+    """(scheme, secret) of an ``Authorization: Bearer <token>`` or ``ApiKey <key>`` header
+    (scheme ``bearer`` or ``apikey``), or None when absent."""
     if not header:
         return None
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
+    scheme, _, secret = header.partition(" ")
+    scheme = scheme.lower()
+    if scheme not in ("bearer", "apikey") or not secret.strip():
+        raise Unauthenticated("the Authorization header must be 'Bearer <token>' or 'ApiKey <key>'")
+    return scheme, secret.strip()
+
+
+def bearer_token(header: str | None) -> str | None:
+    """The token of an ``Authorization: Bearer <token>`` header, or None when absent."""
+    found = credentials(header)
+    if found is None:
+        return None
+    if found[0] != "bearer":
         raise Unauthenticated("the Authorization header must be 'Bearer <token>'")
-    return token.strip()
+    return found[1]
+
+
+# An API key: "ck_" + a public prefix (finds the row) + "_" + the secret (checked by its hash).
+KEY_PREFIX = "ck_"
+
+
+def new_api_key() -> tuple[str, str, str]:
+    """(the whole key, shown once; its public prefix; the SHA-256 of the whole key, stored)."""
+    prefix = secrets.token_hex(6)
+    key = f"{KEY_PREFIX}{prefix}_{secrets.token_urlsafe(32)}"
+    return key, prefix, api_key_hash(key)
+
+
+def api_key_hash(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def api_key_prefix(key: str) -> str:
+    """The public prefix of a key; UNAUTHENTICATED when it is not shaped like one."""
+    if not key.startswith(KEY_PREFIX):
+        raise Unauthenticated("invalid API key")
+    prefix, _, secret = key[len(KEY_PREFIX) :].partition("_")
+    if len(prefix) != 12 or not secret:
+        raise Unauthenticated("invalid API key")
+    return prefix

@@ -40,6 +40,12 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
+        self.api_key_operations = Counter(
+            "cinerec_api_key_operations_total",
+            "GraphQL operations by service API key (its name, never its secret) and status.",
+            ["key", "status"],
+            registry=r,
+        )
         self.refusals = Counter(
             "cinerec_requests_refused_total",
             "Requests refused before they ran, by reason (too complex, timeout, throttled login, ...).",

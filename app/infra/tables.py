@@ -311,6 +311,51 @@ class MovieEmbedding(SQLModel, table=True):
     vector: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
 
 
+class ApiKey(SQLModel, table=True):
+    """A service's key: shown once when created, stored as the SHA-256 of its secret (a
+    random 256-bit secret needs no slow hash), found by its public prefix."""
+
+    __tablename__ = "api_keys"
+
+    key_id: int | None = Field(default=None, sa_column=Column(Integer, primary_key=True, autoincrement=True))
+    name: str = Field(sa_column=Column(String(64), nullable=False, unique=True))
+    scope: str = Field(sa_column=Column(String(16), nullable=False))
+    prefix: str = Field(sa_column=Column(String(16), nullable=False, unique=True))
+    secret_hash: str = Field(sa_column=Column(String(64), nullable=False))
+    created_at: datetime = Field(default_factory=_utcnow, sa_column=Column(DateTime, nullable=False))
+    created_by: str = Field(sa_column=Column(String(64), nullable=False))  # who, as the audit log names them
+    revoked_at: datetime | None = Field(default=None, sa_column=Column(DateTime, nullable=True))
+
+
+class AuditEntry(SQLModel, table=True):
+    """One line of the audit log: append-only, each line's hash covers its fields and the hash
+    of the line before (``app.services.audit``), so an edited or deleted line breaks the chain."""
+
+    __tablename__ = "audit_log"
+
+    entry_id: int | None = Field(
+        default=None,
+        sa_column=Column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    )
+    at: datetime = Field(sa_column=Column(DateTime, nullable=False))
+    actor: str = Field(sa_column=Column(String(128), nullable=False))
+    action: str = Field(sa_column=Column(String(64), nullable=False, index=True))
+    arguments: str = Field(sa_column=Column(Text, nullable=False))  # JSON, without secrets
+    client: str = Field(sa_column=Column(String(64), nullable=False))
+    result: str = Field(sa_column=Column(String(64), nullable=False))  # "ok" or the error's code
+    previous_hash: str = Field(sa_column=Column(String(64), nullable=False))
+    hash: str = Field(sa_column=Column(String(64), nullable=False))
+
+
+class ErasedUser(SQLModel, table=True):
+    """A user id whose account and data were erased: never given to a new account, so that a
+    model trained before the erasure never serves its stored history to someone else."""
+
+    __tablename__ = "erased_users"
+
+    user_id: int = Field(sa_column=Column(Integer, primary_key=True, autoincrement=False))
+
+
 # The tables as SQLAlchemy Core objects, for the services' select, insert and update
 # expressions (one place instead of a copy in every service).
 movies: Table = Movie.__table__  # type: ignore[attr-defined]
@@ -328,4 +373,7 @@ drift_checks: Table = DriftCheck.__table__  # type: ignore[attr-defined]
 dismissals: Table = Dismissal.__table__  # type: ignore[attr-defined]
 deleted_ratings: Table = DeletedRating.__table__  # type: ignore[attr-defined]
 clicks: Table = Click.__table__  # type: ignore[attr-defined]
+api_keys: Table = ApiKey.__table__  # type: ignore[attr-defined]
+audit_log: Table = AuditEntry.__table__  # type: ignore[attr-defined]
+erased_users: Table = ErasedUser.__table__  # type: ignore[attr-defined]
 movie_embeddings: Table = MovieEmbedding.__table__  # type: ignore[attr-defined]

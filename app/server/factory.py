@@ -23,7 +23,7 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 
-from app.infra.announcements import ACCOUNTS, Announcements
+from app.infra.announcements import ACCOUNTS, API_KEYS, Announcements
 from app.infra.auth import PasswordHasher
 from app.infra.cache import INVALIDATIONS, Generations, RedisHealth, TwoLevelCache
 from app.infra.database import create_engine, session_factory
@@ -38,11 +38,14 @@ from app.server.persisted_queries import PersistedQueries, ResponseCache, read_m
 from app.server.state import AppState
 from app.server.websockets import Sockets
 from app.services.accounts import AccountService, ActiveAccounts
+from app.services.api_keys import ApiKeys
+from app.services.audit import AuditLog
 from app.services.catalog import CatalogService
 from app.services.catalog_changes import CatalogChanges
 from app.services.drift import DriftMonitor
 from app.services.experiments import ExperimentService
 from app.services.model_versions import ModelVersions
+from app.services.privacy import PersonalData
 from app.services.ratings import UserService
 from app.services.services import Services
 from app.serving.champions import RecommenderHolder
@@ -187,6 +190,26 @@ def _follow_accounts(announcements: Announcements, accounts: AccountService, soc
     accounts.changed = changed_here
 
 
+def _follow_keys(announcements: Announcements, keys: ApiKeys, sockets: Sockets) -> None:
+    """A key revoked on any replica: its open sockets close (its requests fail anyway: keys
+    are read from the database on every use)."""
+
+    async def key_revoked(message: dict[str, object]) -> None:
+        account_id = message.get("accountId")
+        await sockets.account_changed(account_id if isinstance(account_id, int) else None)
+
+    async def recheck_sockets() -> None:
+        await sockets.account_changed(None)
+
+    announcements.on(API_KEYS, key_revoked, resync=recheck_sockets)
+
+    async def revoked_here(prefix: str, account_id: int) -> None:
+        await key_revoked({"prefix": prefix, "accountId": account_id})
+        await announcements.publish(API_KEYS, {"prefix": prefix, "accountId": account_id})
+
+    keys.revoked = revoked_here
+
+
 def open_state(settings: Settings, metrics: Metrics) -> AppState:
     """Everything a running app holds, wired together; nothing is loaded or started yet."""
     engine = create_engine(settings, metrics)
@@ -228,11 +251,17 @@ def open_state(settings: Settings, metrics: Metrics) -> AppState:
     accounts = _accounts(settings, sessions, counters, hasher)
     sockets = Sockets(per_account=settings.ws_max_per_account)
     _follow_accounts(announcements, accounts, sockets)
+    api_keys = ApiKeys(sessions)
+    accounts.keys = api_keys
+    _follow_keys(announcements, api_keys, sockets)
     services = Services(
         catalog=CatalogService(sessions, cache, generations),
         catalog_changes=CatalogChanges(sessions, generations),
         users=UserService(sessions, cache, generations),
         accounts=accounts,
+        api_keys=api_keys,
+        audit=AuditLog(sessions),
+        personal=PersonalData(sessions, generations),
         recommendations=recommendations,
         home=HomePages(recommendations),
         movie_search=MovieSearch(

@@ -29,13 +29,13 @@ from starlette.responses import JSONResponse, Response
 from strawberry.asgi import GraphQL
 from strawberry.types import ExecutionResult
 
-from app.infra.auth import bearer_token, read_token
+from app.infra.auth import api_key_prefix, credentials, read_token
 from app.infra.errors import CinerecError
 from app.server import web_client
 from app.server.callers import client_address
 from app.server.persisted_queries import PersistedQueryNotFound, ResponseCache, registration_cost
 from app.server.websockets import AuthenticatedTransportWS
-from graphql_schema.charges import bucket_key, charge, empty_bucket
+from graphql_schema.charges import bucket_key, charge, empty_bucket, key_bucket
 from graphql_schema.context import Context, build_context
 
 if TYPE_CHECKING:
@@ -70,7 +70,7 @@ def _log_request(request_id: str, entry: dict[str, Any], status: int, started: f
         entry.get("operation") or "-",
         status,
         duration_ms,
-        entry.get("user"),
+        entry.get("user") if "key" not in entry else f"key:{entry['key']}",
         entry.get("cost"),
         entry.get("cache"),
         request_id,
@@ -231,15 +231,19 @@ class GraphQLApp(GraphQL[Context, None]):
         state: AppState = request.app.state.cinerec
         if not state.services.limits.enabled:
             return None
-        user_id = None
+        user_id, key = None, None
         if "authorization" in request.headers:
             try:
-                token = bearer_token(request.headers["authorization"])
-                user_id = read_token(token, state.settings).claimed.user_id if token else None
+                given = credentials(request.headers["authorization"])
+                if given is not None and given[0] == "apikey":
+                    key = key_bucket(api_key_prefix(given[1]))
+                elif given is not None:
+                    user_id = read_token(given[1], state.settings).claimed.user_id
             except CinerecError:
                 return None  # the normal path says what is wrong with the token
-        peer = request.client.host if request.client else None
-        key = bucket_key(user_id, client_address(peer, request.headers, state.trusted_proxies))
+        if key is None:
+            peer = request.client.host if request.client else None
+            key = bucket_key(user_id, client_address(peer, request.headers, state.trusted_proxies))
         error = empty_bucket(state.services, key)
         if error is None:
             return None
@@ -351,7 +355,9 @@ class GraphQLApp(GraphQL[Context, None]):
         entry: dict[str, Any] = request.state.cinerec_log
         operation = request_data.operation_name
         entry["operation"] = operation[:100] if isinstance(operation, str) else None
-        if context.principal is not None:
+        if context.principal is not None and context.principal.is_key:
+            entry["key"] = context.principal.key  # the key's name, never its secret
+        elif context.principal is not None:
             entry["user"] = context.principal.user_id
         try:
             request_data.query, digest, registers = await state.persisted.resolve(

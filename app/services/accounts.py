@@ -15,9 +15,9 @@ from cachetools import TTLCache
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 
-from app.infra.auth import Principal, Role, bearer_token, issue_token, read_token
+from app.infra.auth import Principal, Role, credentials, issue_token, read_token
 from app.infra.errors import BadUserInput, NotFound, Unauthenticated
-from app.infra.tables import Account, User, accounts, users
+from app.infra.tables import Account, User, accounts, erased_users, users
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from app.infra.auth import PasswordHasher, Token
     from app.infra.settings import Settings
     from app.infra.throttles import LoginThrottle, RegisterThrottle
+    from app.services.api_keys import ApiKeys
 
 MIN_PASSWORD = 8
 MAX_PASSWORD = 256
@@ -83,9 +84,12 @@ async def create_account(
     if (await session.execute(select(accounts.c.account_id).where(accounts.c.email == canonical))).first():
         raise BadUserInput("an account with this email already exists", field="email")
     if user_id is None:
-        user_id = (
-            int((await session.execute(select(func.coalesce(func.max(users.c.user_id), 0)))).scalar_one()) + 1
-        )
+        # above every user and every erased user: an erased user's id is never given again
+        highest = [
+            int((await session.execute(select(func.coalesce(func.max(table.c.user_id), 0)))).scalar_one())
+            for table in (users, erased_users)
+        ]
+        user_id = max(highest) + 1
         session.add(User(user_id=user_id))
         await session.flush()  # the account's foreign key needs the user row first
     else:
@@ -234,6 +238,7 @@ class AccountService:
         self.active = active
         # told of an account's change, to forget it and recheck its sockets on every replica
         self.changed: Callable[[int], Awaitable[None]] | None = None
+        self.keys: ApiKeys | None = None  # services' keys, when this app takes them
 
     async def register(self, *, email: str, password: str, client: str) -> tuple[str, Principal]:
         """(a token, the new account's principal)."""
@@ -265,11 +270,48 @@ class AccountService:
         if self.changed is not None:
             await self.changed(principal.account_id)
 
-    async def caller(self, authorization: str | None) -> tuple[Principal, Token] | None:
-        """Who an ``Authorization`` value names (None: no token); UNAUTHENTICATED for a bad,
-        expired or orphaned token."""
-        given = bearer_token(authorization)
+    async def confirm(self, principal: Principal, *, password: str, client: str) -> None:
+        """The caller's password again, before something that cannot be undone; a wrong one is
+        BAD_USER_INPUT (the session stays valid) and counts as a failed login."""
+        async with self.sessions() as session:
+            email = (
+                await session.execute(
+                    select(accounts.c.email).where(accounts.c.account_id == principal.account_id)
+                )
+            ).scalar_one_or_none()
+        if email is None:
+            raise Unauthenticated("this token's account no longer exists")
+        try:
+            async with self.logins.attempt(email, client), self.sessions() as session:
+                await authenticate(session=session, hasher=self.hasher, email=email, password=password)
+        except Unauthenticated as exc:  # counted as a failed login; the session itself is fine
+            raise BadUserInput("wrong password: nothing was changed", field="password") from exc
+
+    async def account_of(self, user_id: int) -> int | None:
+        """The account id of a user's login, None when the user has none."""
+        async with self.sessions() as session:
+            found = (
+                await session.execute(select(accounts.c.account_id).where(accounts.c.user_id == user_id))
+            ).scalar_one_or_none()
+        return int(found) if found is not None else None
+
+    async def gone(self, account_id: int) -> None:
+        """An account was erased: its tokens fail and its sockets close, on every replica."""
+        self.active.forget(account_id)
+        if self.changed is not None:
+            await self.changed(account_id)
+
+    async def caller(self, authorization: str | None) -> tuple[Principal, Token | None] | None:
+        """Who an ``Authorization`` value names (None: nothing given): a person's token or a
+        service's key (no token, no expiry); UNAUTHENTICATED for a bad, expired or orphaned
+        token and a wrong or revoked key."""
+        given = credentials(authorization)
         if given is None:
             return None
-        token = read_token(given, self.settings)
+        scheme, secret = given
+        if scheme == "apikey":
+            if self.keys is None:
+                raise Unauthenticated("API keys are not accepted here")
+            return await self.keys.verify(secret), None
+        token = read_token(secret, self.settings)
         return await self.active.verify(token), token

@@ -27,6 +27,7 @@ from sqlalchemy import delete, insert, select, text, update
 from app.infra.database import dialect_insert
 from app.infra.errors import BadUserInput, NotFound
 from app.infra.tables import clicks as clicks_table
+from app.infra.tables import erased_users
 from app.infra.tables import experiments as experiments_table
 from app.infra.tables import impressions as impressions_table
 
@@ -201,6 +202,16 @@ class ImpressionWriter:
             return 0
         try:
             async with self.sessions() as session:
+                # an account erased since its list was shown: its impressions are not written
+                shown_to = {r["user_id"] for r in rows}
+                erased = set(
+                    (
+                        await session.execute(
+                            select(erased_users.c.user_id).where(erased_users.c.user_id.in_(shown_to))
+                        )
+                    ).scalars()
+                )
+                rows = [r for r in rows if r["user_id"] not in erased]
                 insert_ = dialect_insert(session)
                 for start in range(0, len(rows), 2000):
                     await session.execute(

@@ -26,7 +26,7 @@ from app.infra.tables import (
 from app.serving.parts import CachedReads
 
 if TYPE_CHECKING:
-    from sqlalchemy import Row
+    from sqlalchemy import Row, Update
     from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
     from app.infra.cache import Generations, TwoLevelCache
@@ -151,6 +151,23 @@ async def _movie_exists(session: AsyncSession, movie_id: int, field: str) -> Non
         raise BadUserInput(f"movie {movie_id} does not exist", field=field)
 
 
+def without_rating(movie_id: int, value: float) -> Update:
+    """The movie's statistics with one rating of ``value`` taken out (relative, so that
+    concurrent changes to one movie do not overwrite each other)."""
+    return (
+        update(movies)
+        .where(movies.c.movie_id == movie_id)
+        .values(
+            ratings_count=movies.c.ratings_count - 1,
+            rating_sum=movies.c.rating_sum - value,
+            rating_mean=case(
+                (movies.c.ratings_count > 1, (movies.c.rating_sum - value) / (movies.c.ratings_count - 1)),
+                else_=0.0,
+            ),
+        )
+    )
+
+
 async def delete_rating(*, session: AsyncSession, user_id: int, movie_id: int) -> None:
     """Remove the user's rating and take it out of the movie's statistics, in one transaction;
     a tombstone tells serving to forget it in the model's stored history too."""
@@ -163,18 +180,7 @@ async def delete_rating(*, session: AsyncSession, user_id: int, movie_id: int) -
     await session.execute(
         ratings.delete().where(ratings.c.user_id == user_id, ratings.c.movie_id == movie_id)
     )
-    await session.execute(
-        update(movies)
-        .where(movies.c.movie_id == movie_id)
-        .values(
-            ratings_count=movies.c.ratings_count - 1,
-            rating_sum=movies.c.rating_sum - old,
-            rating_mean=case(
-                (movies.c.ratings_count > 1, (movies.c.rating_sum - old) / (movies.c.ratings_count - 1)),
-                else_=0.0,
-            ),
-        )
-    )
+    await session.execute(without_rating(movie_id, old))
     now = int(time.time())
     await session.execute(
         dialect_insert(session)(deleted_ratings)
@@ -201,14 +207,14 @@ async def dismiss(*, session: AsyncSession, user_id: int, movie_id: int, dismiss
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
-USER = Kind("user", 60, False, keep=lambda row: row is not None)  # who exists: rows never go away
+USER = Kind("user", 60, False, keep=lambda row: row is not None)  # who exists (erasure bumps the generation)
 
 
 class UserService(CachedReads):
     """Users by id, through this process's cache (concurrent requests' misses are one
-    statement; a user row is never deleted, logins are, so only found rows are kept), their
-    ratings, and rating a movie, which makes stale whatever was cached of the user and the
-    movie, on every replica."""
+    statement; only found rows are kept, under the user's generation, which an erasure bumps),
+    their ratings, and rating a movie, which makes stale whatever was cached of the user and
+    the movie, on every replica."""
 
     def __init__(
         self, sessions: async_sessionmaker[AsyncSession], cache: TwoLevelCache, generations: Generations
@@ -225,7 +231,9 @@ class UserService(CachedReads):
         async def fetch(missing: list[int]) -> dict[int, Row[Any] | None]:
             return dict(zip(missing, await self._reads.get_many(missing), strict=True))
 
-        return await self.cache.get_many(USER, user_ids, str, fetch)
+        # keyed by the user's generation: an erased user is gone at once, on every replica
+        gens = await self.generations.get("user", list(dict.fromkeys(user_ids)))
+        return await self.cache.get_many(USER, user_ids, lambda u: f"{u}:{gens[u]}", fetch)
 
     async def ratings_counts(self, user_ids: Sequence[int]) -> list[int]:
         ids = list(dict.fromkeys(user_ids))

@@ -1,5 +1,6 @@
 """Schema extensions, one per module: error codes and masking (``error_codes``), Prometheus
-metrics (``operation_metrics``), what answered (``served_by``) and the checks every operation
+metrics (``operation_metrics``), what answered (``served_by``), the audit log's lines
+(``audit_trail``) and the checks every operation
 passes before any resolver runs (``operation_guard``). ``schema_extensions`` builds them."""
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from graphql.validation import (
 from strawberry.extensions import SchemaExtension
 
 from graphql_schema.document_cache import DocumentCache, Documents
+from graphql_schema.extensions.audit_trail import AuditTrail
 from graphql_schema.extensions.error_codes import ErrorCodes
 from graphql_schema.extensions.operation_guard import OperationGuard
 from graphql_schema.extensions.operation_metrics import OperationMetrics
@@ -46,6 +48,7 @@ def schema_extensions(settings: Settings) -> list[Callable[[], SchemaExtension] 
         lambda: ErrorCodes(hide_suggestions=hide),
         lambda: OperationMetrics(known=known),
         ServedBy,
+        AuditTrail,
         lambda: DocumentCache(documents, max_tokens=settings.max_tokens, rules=extra_rules),
         lambda: OperationGuard(
             max_depth=settings.max_query_depth,

@@ -76,6 +76,9 @@ class OperationMetrics(SchemaExtension):
                 if price is not None:
                     metrics.query_cost.observe(price.cost)
                 metrics.graphql_requests.labels(operation=name, root=root, status=status).inc()
+                principal = getattr(ctx.context, "principal", None)
+                if principal is not None and principal.key is not None:
+                    metrics.api_key_operations.labels(key=principal.key, status=status).inc()
                 metrics.graphql_latency.labels(operation=name, root=root).observe(
                     time.perf_counter() - started
                 )

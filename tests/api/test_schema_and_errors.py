@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_committed_sdl_matches_the_served_schema(catalog: Catalog) -> None:
-    served = catalog.server.gql(get_introspection_query(descriptions=True))["data"]
+    served = catalog.server.gql(get_introspection_query(descriptions=True, specified_by_url=True))["data"]
     committed = (ROOT / "schema.graphql").read_text()
     assert print_schema(lexicographic_sort_schema(build_client_schema(served))) == print_schema(
         lexicographic_sort_schema(build_schema(committed))

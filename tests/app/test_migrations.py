@@ -62,4 +62,4 @@ def test_serve_refuses_a_schema_that_is_behind(databases: Databases) -> None:
     current = subprocess.run(
         [sys.executable, "-m", "app", "db", "current"], env=env, capture_output=True, text=True, check=False
     )
-    assert "current: 0008" in current.stdout
+    assert "current: 0009" in current.stdout

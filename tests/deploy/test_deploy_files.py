@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from deploy.tls import make_certificates
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -42,6 +44,11 @@ def test_compose_is_valid_and_has_the_cluster_topology(tmp_path: Path) -> None:
     # adapters survive restarts; the alert rules are loaded
     assert any(_target(v) == "/root/.ollama" for v in services["ollama"]["volumes"])
     assert any("alerts.yml" in _target(v) for v in services["prometheus"]["volumes"])
+    # nginx terminates TLS with the certificate folder mounted; its health is checked over HTTPS
+    nginx = services["nginx"]
+    assert any(_target(v) == "/etc/nginx/tls" for v in nginx["volumes"])
+    assert nginx["environment"]["TLS_CERT"].startswith("/etc/nginx/tls/")
+    assert any("https://" in part for part in nginx["healthcheck"]["test"])
 
 
 def _target(volume: str | dict) -> str:
@@ -65,6 +72,8 @@ def test_kubernetes_manifests_are_valid_and_complete() -> None:
         ("PodDisruptionBudget", "cinerec-api"),
         ("PersistentVolumeClaim", "ollama-models"),
     } <= kinds
+    ingress = next(d for d in docs if d["kind"] == "Ingress")
+    assert ingress["spec"]["tls"][0]["secretName"] == "cinerec-tls"  # TLS in transit, as in compose
     config = next(d for d in docs if d["kind"] == "ConfigMap")
     assert config["data"]["CINEREC_MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
     api = next(d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == "cinerec-api")
@@ -117,11 +126,17 @@ def test_the_image_carries_the_model_files() -> None:
     "upstreams", ["server api:8000;", "server 127.0.0.1:8001;\n    server 127.0.0.1:8002;"]
 )
 def test_the_nginx_template_is_a_valid_config(tmp_path: Path, upstreams: str) -> None:
+    tls = make_certificates(tmp_path / "tls")
     site = string.Template((ROOT / "deploy" / "nginx" / "cinerec.conf.template").read_text()).safe_substitute(
         UPSTREAM_SERVERS=upstreams.replace("api:8000", "127.0.0.1:8000"),
-        LISTEN_PORT="127.0.0.1:18080",
+        LISTEN_PORT="127.0.0.1:18443",
+        HTTP_PORT="127.0.0.1:18080",
+        HTTPS_PORT=":18443",
+        TLS_CERT=str(tls.cert),
+        TLS_KEY=str(tls.key),
         CACHE_DIR=str(tmp_path / "cache"),
     )
+    assert "${" not in site  # every variable the template names was given
     (tmp_path / "site.conf").write_text(site)
     (tmp_path / "nginx.conf").write_text(
         f"pid {tmp_path / 'nginx.pid'};\nerror_log {tmp_path / 'error.log'};\nevents {{}}\n"

@@ -11,6 +11,7 @@ import asyncio
 import json
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -32,6 +33,15 @@ from tests.movielens_fixture import write_movielens
 
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS: dict[str, object] = {}
+# what the clients trust: the cluster's local CA (set by the fixture; plain-HTTP replica URLs
+# ignore it)
+TRUST: dict[str, ssl.SSLContext] = {}
+
+
+def trust() -> ssl.SSLContext | bool:
+    return TRUST.get("ca", True)
+
+
 LOGIN = "mutation($e: String!, $p: String!) { login(email: $e, password: $p) { token } }"
 
 
@@ -43,6 +53,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
     running = LocalCluster(home, mlflow_venv=ROOT / "var" / "mlflow-venv")
     try:
         running.up(dataset=home / "ml", llm="none", train_args=("--epochs", "2", "--no-tune"))
+        TRUST["ca"] = running.ssl_context()
         running.cinerec("users", "create-admin", "--email", ADMIN[0], "--password", ADMIN[1])
         yield running
     finally:
@@ -61,6 +72,7 @@ def gql(
         json={"query": query, "variables": variables or {}},
         headers=headers,
         timeout=timeout,
+        verify=trust(),
     )
 
 
@@ -93,7 +105,7 @@ class Load:
 
     def _run(self, worker: int) -> None:
         i = worker
-        with httpx.Client(timeout=30) as client:
+        with httpx.Client(timeout=30, verify=trust()) as client:
             while not self.stop.is_set():
                 query, variables = self.make(i)
                 headers = {"authorization": f"Bearer {self.token}"} if self.token else {}
@@ -139,6 +151,60 @@ def movie_reads(i: int) -> tuple[str, dict]:
     return "query($id: Int!) { movie(movieId: $id) { title ratingsCount } }", {"id": 1 + i % 30}
 
 
+def test_nginx_serves_https_only_http2_with_hsts_and_the_rest_listens_on_loopback(
+    cluster: LocalCluster,
+) -> None:
+    nginx = cluster.processes["nginx"]
+    https, http_port = cluster.url, nginx.extra["http_port"]
+    # the local CA's certificate, for localhost: trusted with the CA, refused without it
+    answered = httpx.get(f"{https}/healthz", verify=trust())
+    assert answered.status_code == 200
+    assert answered.headers["strict-transport-security"] == "max-age=31536000"
+    with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
+        httpx.get(f"{https}/healthz")
+    # plain HTTP answers nothing but a redirect to the same path over HTTPS, a POST included
+    for method in ("GET", "POST"):
+        moved = httpx.request(method, f"http://localhost:{http_port}/graphql?x=1", content=b"{}")
+        assert moved.status_code == 308 and moved.headers["location"] == f"{https}/graphql?x=1", moved
+        assert "data" not in moved.text
+    # HTTP/2 is offered (ALPN), over TLS 1.3 or 1.2 (nginx's ssl_protocols turns the rest away)
+    context = cluster.ssl_context()
+    context.set_alpn_protocols(["h2", "http/1.1"])
+    with (
+        socket.create_connection(("127.0.0.1", nginx.port)) as raw,
+        context.wrap_socket(raw, server_hostname="localhost") as tls,
+    ):
+        assert tls.selected_alpn_protocol() == "h2" and tls.version() in ("TLSv1.2", "TLSv1.3")
+    capped = cluster.ssl_context()  # a client that stops at TLS 1.2 is still served
+    capped.maximum_version = ssl.TLSVersion.TLSv1_2
+    with (
+        socket.create_connection(("127.0.0.1", nginx.port)) as raw,
+        capped.wrap_socket(raw, server_hostname="localhost") as tls,
+    ):
+        assert tls.version() == "TLSv1.2"
+    # the API over HTTPS and a subscription's socket over WSS
+    token = admin_token(https)
+    assert gql(https, "{ me { userId } }", token=token).json()["data"]["me"]["userId"]
+
+    async def secure_socket() -> None:
+        ws = await _ws_connect(https, token)
+        await ws.close()
+
+    asyncio.run(secure_socket())
+    # every part listens on loopback only (nginx too, on this one machine: in compose and
+    # Kubernetes it is the only part published)
+    listening: dict[str, set[str]] = {}
+    for name, part in cluster.processes.items():
+        if not part.pid:
+            continue
+        for proc in [psutil.Process(part.pid), *psutil.Process(part.pid).children(recursive=True)]:
+            for conn in proc.net_connections(kind="inet"):
+                if conn.status == psutil.CONN_LISTEN:
+                    listening.setdefault(name, set()).add(conn.laddr.ip)
+    assert {"replica-1", "replica-2", "postgres", "redis", "nginx"} <= set(listening), listening
+    assert all(ip in ("127.0.0.1", "::1") for ips in listening.values() for ip in ips), listening
+
+
 def test_a_promotion_through_one_replica_is_served_by_the_other_and_prometheus_scrapes_both(
     cluster: LocalCluster,
 ) -> None:
@@ -180,9 +246,12 @@ def test_a_promotion_through_one_replica_is_served_by_the_other_and_prometheus_s
 
 
 async def _ws_connect(url: str, token: str) -> websockets.ClientConnection:
+    secure = url.startswith("https://")
     ws = await websockets.connect(
-        url.replace("http", "ws") + "/graphql", subprotocols=["graphql-transport-ws"]
-    )  # type: ignore[list-item]
+        url.replace("http", "ws", 1) + "/graphql",
+        subprotocols=["graphql-transport-ws"],  # type: ignore[list-item]
+        ssl=TRUST["ca"] if secure else None,
+    )
     await ws.send(json.dumps({"type": "connection_init", "payload": {"authorization": f"Bearer {token}"}}))
     assert json.loads(await ws.recv())["type"] == "connection_ack"
     return ws
@@ -273,7 +342,7 @@ def test_postgres_restarted_under_load(cluster: LocalCluster) -> None:
 
     def writer(w: int) -> None:
         i = 0
-        with httpx.Client(timeout=30) as client:
+        with httpx.Client(timeout=30, verify=trust()) as client:
             while not stop.is_set():
                 movie, rating = 1 + i % 30, 0.5 * (1 + i % 10)
                 try:

@@ -9,9 +9,11 @@ import pytest
 from graphql import GraphQLError
 from sqlalchemy.exc import OperationalError
 
-from app.infra.auth import Principal, Role
+from app.infra.auth import Principal, Role, Scope
 from app.infra.errors import BadUserInput, Forbidden, Unauthenticated
 from app.infra.settings import Settings
+from app.services.api_keys import key_principal
+from graphql_schema.context import Context
 from graphql_schema.extensions import ErrorCodes
 from graphql_schema.permissions import IsAdmin, IsAuthenticated, OwnerOrAdmin
 from graphql_schema.schema import build_schema
@@ -36,6 +38,8 @@ class FakeContext:
             raise Unauthenticated("authentication required")
         return self.principal
 
+    require_user = Context.require_user  # the real rule: a service's key is no user
+
 
 def info(context: FakeContext) -> SimpleNamespace:
     return SimpleNamespace(context=context)
@@ -49,6 +53,20 @@ def test_is_authenticated_raises_each_callers_own_reason() -> None:
         permission.has_permission(None, info(FakeContext()))  # not the previous caller's message
     assert permission.has_permission(None, info(FakeContext(USER)))
     assert permission.message.startswith("authentication required")  # the shared instance is untouched
+
+
+def test_a_services_key_reads_within_its_scope_and_is_never_a_user() -> None:
+    catalog, recommend, admin = (key_principal(i, f"k{i}", s, f"{i:012d}") for i, s in enumerate(Scope, 1))
+    for key in (catalog, recommend, admin):
+        with pytest.raises(Forbidden, match="acts for no user"):
+            IsAuthenticated().has_permission(None, info(FakeContext(key)))
+        assert key.user_id == 0 and key.account_id < 0  # no person's user or account
+    owner = OwnerOrAdmin()
+    assert not owner.has_permission(None, info(FakeContext(catalog)), user_id=7)
+    assert owner.has_permission(None, info(FakeContext(recommend)), user_id=7)
+    assert not owner.has_permission(None, info(FakeContext(catalog)), user_id=0)  # not even "its own"
+    assert not IsAdmin().has_permission(None, info(FakeContext(recommend)))
+    assert IsAdmin().has_permission(None, info(FakeContext(admin)))
 
 
 def test_owner_or_admin_and_is_admin() -> None:
