@@ -132,13 +132,36 @@ def test_an_api_key_is_shown_once_stored_hashed_and_acts_within_its_scope(house:
     )
 
 
+async def _key_socket_closes(url: str, key: str, revoke: Callable[[], None]) -> tuple[dict, int | None]:
+    """A socket opened with the key (its `connection_init` carries `ApiKey <key>`) answers a
+    query, then the key is revoked elsewhere: the code it is closed with."""
+    import json
+
+    import websockets
+
+    from tests.e2e.test_security_round2 import ws_close_code, ws_run, ws_url
+
+    async with websockets.connect(ws_url(url), subprotocols=["graphql-transport-ws"]) as ws:  # type: ignore[list-item]
+        await ws.send(json.dumps({"type": "connection_init", "payload": {"authorization": f"ApiKey {key}"}}))
+        assert json.loads(await asyncio.wait_for(ws.recv(), 30))["type"] == "connection_ack"
+        answered = await ws_run(ws, "{ user(userId: 1) { userId } }")
+        await asyncio.get_running_loop().run_in_executor(None, revoke)
+        return answered, await ws_close_code(ws)
+
+
 def test_a_revoked_key_fails_on_its_next_request_on_every_replica(house: House) -> None:
     name, key = make_key(house, "RECOMMEND")
     query = "{ recommendations(userId: 1, first: 1) { movie { movieId } } }"
     for server in (house.a, house.b):  # each replica has served it
         assert "errors" not in with_key(server, query, key)
-    revoked = house.b.gql(REVOKE, {"n": name}, token=house.admin)
-    assert revoked["data"]["revokeApiKey"]["revokedAt"] is not None
+    # revoked on replica B while the key holds a socket on replica A: the socket closes too
+
+    def revoke() -> None:
+        revoked = house.b.gql(REVOKE, {"n": name}, token=house.admin)
+        assert revoked["data"]["revokeApiKey"]["revokedAt"] is not None
+
+    answered, closed = asyncio.run(_key_socket_closes(house.a.url, key, revoke))
+    assert answered["data"]["user"]["userId"] == 1 and closed == 4401
     for server in (house.a, house.b):  # the very next request, on either
         refused = with_key(server, query, key)
         assert code(refused) == "UNAUTHENTICATED" and "revoked" in refused["errors"][0]["message"]

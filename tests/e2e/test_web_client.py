@@ -6,6 +6,7 @@ but the server, fails the test."""
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import shutil
 import subprocess
@@ -736,6 +737,93 @@ def test_a_session_lost_on_any_view_lands_on_sign_in_and_keeps_what_was_typed(
     assert page.evaluate("location.hash") == "#/" and page.input_value("#search-box") == ""
     assert not tab.page_errors, tab.page_errors
     assert not tab.foreign, tab.foreign
+    tab.context.close()
+
+
+@pytest.mark.parametrize("size", ["desktop", "phone"])
+def test_a_person_downloads_their_data_and_erases_their_account(
+    recommender: Recommender, browser: Any, size: str
+) -> None:
+    """ "Your lists" ends with "Your data": a download of everything held about the person (the
+    API's exportMyData, as a JSON file), and the account's erasure behind the password."""
+    tab = Page(browser, recommender.server.url, viewport=DESKTOP if size == "desktop" else PHONE)
+    page = tab.page
+    email, password = f"erase-{size}-{uuid.uuid4().hex[:6]}@example.com", "an-erasable-passphrase"
+    token = recommender.server.gql(
+        "mutation($e: String!, $p: String!) { register(email: $e, password: $p) { token } }",
+        {"e": email, "p": password},
+    )["data"]["register"]["token"]
+    assert _gql(tab.url, "mutation { rateMovie(movieId: 50, rating: 4.5) { rating } }", token)["data"]
+    tab.sign_in_with_the_keyboard(email, password)
+    page.wait_for_selector("section.row")
+    page.click("#account a:has-text('Your lists')")
+    page.wait_for_selector("form.erase")
+    with page.expect_download() as downloading:
+        page.click("button:has-text('Download everything held about you')")
+    saved = downloading.value
+    assert saved.suggested_filename == "cinerec-my-data.json"
+    data = json.loads(Path(saved.path()).read_text())
+    assert data["account"]["email"] == email
+    assert [(r["movieId"], r["rating"]) for r in data["ratings"]] == [(50, 4.5)]
+    tab.step(f"erase-{size}-your-data")
+    # a wrong password: said in the form, nothing erased, still signed in
+    page.fill("#erase-password", "not-the-passphrase")
+    page.click("form.erase button[type=submit]")
+    page.wait_for_selector("form.erase .error:has-text('wrong password')")
+    assert page.query_selector("#account button:has-text('Sign out')")
+    assert _gql(tab.url, "{ me { userId } }", token)["data"]["me"]["userId"]
+    page.fill("#erase-password", password)
+    page.click("form.erase button[type=submit]")
+    page.wait_for_selector("form.signin")
+    assert "erased" in page.text_content(".notice")
+    tab.step(f"erase-{size}-erased")
+    assert _gql(tab.url, "{ me { userId } }", token)["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED"
+    tab.sign_in_with_the_keyboard(email, password, here=True)  # the account is gone
+    page.wait_for_selector("form.signin .error:has-text('invalid email or password')")
+    assert not tab.page_errors, tab.page_errors
+    assert not tab.foreign, tab.foreign
+    tab.context.close()
+
+
+@pytest.mark.parametrize("size", ["desktop", "phone"])
+def test_an_admin_makes_and_revokes_a_key_and_reads_the_audit_log(
+    recommender: Recommender, browser: Any, size: str
+) -> None:
+    tab = Page(browser, recommender.server.url, viewport=DESKTOP if size == "desktop" else PHONE)
+    page = tab.page
+    tab.sign_in_with_the_keyboard(*ADMIN)
+    page.wait_for_selector("nav a:has-text('Admin')")
+    page.goto(f"{tab.url}/#/admin")
+    page.wait_for_selector("#new-key")
+    name = f"web-{size}-{uuid.uuid4().hex[:6]}"
+    page.fill("#key-name", name)
+    page.select_option("#key-scope", "CATALOG")
+    page.click("#new-key button[type=submit]")
+    page.wait_for_selector("#key-made code.key")
+    key = page.text_content("#key-made code.key")
+    assert key.startswith("ck_") and name in page.text_content("#key-made")
+    # the key shown works, as a service would send it
+    works = httpx.post(
+        f"{tab.url}/graphql",
+        json={"query": "{ rateLimit { limit } }"},
+        headers={"authorization": f"ApiKey {key}"},
+    ).json()
+    assert works["data"]["rateLimit"]["limit"] > 0, works
+    listed = f"ul.keys li:has(strong:text-is('{name}'))"
+    assert "catalog" in page.text_content(listed) and key not in page.text_content("ul.keys")
+    audit = page.text_content("ol.audit li:first-child")
+    assert "createApiKey" in audit and name in audit and ": ok" in audit
+    tab.step(f"admin-keys-{size}")
+    page.click(f"{listed} button:has-text('Revoke')")
+    page.wait_for_selector(f"{listed}:has-text('revoked')")
+    assert "revokeApiKey" in page.text_content("ol.audit li:first-child")
+    refused = httpx.post(
+        f"{tab.url}/graphql",
+        json={"query": "{ user(userId: 1) { userId } }"},
+        headers={"authorization": f"ApiKey {key}"},
+    ).json()
+    assert refused["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED"
+    tab.check_clean()
     tab.context.close()
 
 

@@ -30,6 +30,11 @@ const Q = {
   mine: `query Mine($u: Int!) { user(userId: $u) { ratings(first: 50) { totalCount edges { node { rating ratedAt movie { movieId title year genres } } } } dismissedMovies(first: 50) { movieId title year genres } } }`,
   unrate: `mutation Unrate($m: Int!) { deleteRating(movieId: $m) { movieId } }`,
   undismiss: `mutation Undismiss($m: Int!) { undismissMovie(movieId: $m) }`,
+  exportMine: `query ExportMine { exportMyData }`,
+  audit: `query Audit { auditLog(first: 20) { edges { node { id at actor action arguments client result } } } apiKeys { name scope prefix createdBy createdAt revokedAt } }`,
+  createKey: `mutation CreateKey($n: String!, $s: ApiKeyScope!) { createApiKey(name: $n, scope: $s) { key apiKey { name } } }`,
+  revokeKey: `mutation RevokeKey($n: String!) { revokeApiKey(name: $n) { name } }`,
+  erase: `mutation Erase($p: String!) { deleteMyAccount(password: $p) }`,
   explanation: `subscription Explain($u: Int!, $m: Int!) { explanation(userId: $u, movieId: $m) { text done source error } }`,
 };
 
@@ -515,7 +520,45 @@ async function mineView() {
           h("li", {}, movieLink(m), " ",
             undo("Undo", m, Q.undismiss, (x) => `${label(x)} can be recommended to you again.`))))
         : h("p", { class: "empty" }, "Nothing here: “Not interested” on a card puts a movie here, and Undo takes it back.")),
+    yourData(),
   );
+}
+
+// Everything held about you, as a file; and your account erased with all of it.
+function yourData() {
+  const download = h("button", { type: "button", class: "secondary", onclick: act(async () => {
+    const data = (await run("query", Q.exportMine)).exportMyData;
+    const file = new Blob([JSON.stringify(data, null, 2)], { type: "application/json" });
+    const link = h("a", { href: URL.createObjectURL(file), download: "cinerec-my-data.json" });
+    link.click();
+    setTimeout(() => URL.revokeObjectURL(link.href), 1000);
+  }) }, "Download everything held about you");
+  const error = h("p", { class: "error", role: "alert" });
+  const form = h("form", { class: "erase", "aria-labelledby": "erase-title" },
+    h("h3", { id: "erase-title" }, "Delete your account"),
+    h("p", { class: "hint" }, "Your account, ratings, dismissals and clicks are erased at once and for good; you are signed out everywhere."),
+    h("label", { for: "erase-password" }, "Your password, to confirm"),
+    h("input", { id: "erase-password", type: "password", required: true, autocomplete: "current-password" }),
+    h("div", { class: "actions" }, h("button", { type: "submit", class: "danger" }, "Delete my account and everything held about me")),
+    error);
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    try {
+      await run("mutation", Q.erase, { p: form.querySelector("#erase-password").value });
+    } catch (e) {
+      error.textContent = e.message; // a wrong password: nothing was changed, still signed in
+      form.querySelector("#erase-password").focus();
+      return;
+    }
+    sessionStorage.removeItem(RESUME_KEY);
+    notice = "Your account and everything held about you were erased.";
+    signIn(null);
+    location.hash = "#/signin";
+  });
+  return h("section", { "aria-labelledby": "data-title" },
+    h("h2", { id: "data-title" }, "Your data"),
+    h("p", {}, download),
+    form);
 }
 
 // -- the admin's view -----------------------------------------------------------------------
@@ -554,8 +597,47 @@ function ndcg(version) {
   return found ? found.value.toFixed(3) : "—";
 }
 
+// Services' API keys (made, shown once, revoked) and the audit log's newest lines.
+function keysAndAudit(audit, again) {
+  const made = h("p", { role: "status", class: "notice", id: "key-made" });
+  const form = h("form", { class: "inline", id: "new-key" },
+    h("label", { for: "key-name" }, "New key's name"),
+    h("input", { id: "key-name", name: "name", required: true, autocomplete: "off", "aria-describedby": "key-name-hint" }),
+    h("span", { class: "hint", id: "key-name-hint" }, "2 to 63 lowercase letters, digits, '.', '_' or '-'"),
+    h("label", { for: "key-scope" }, "Scope"),
+    h("select", { id: "key-scope", name: "scope" },
+      h("option", { value: "CATALOG" }, "catalog"), h("option", { value: "RECOMMEND", selected: true }, "recommend"), h("option", { value: "ADMIN" }, "admin")),
+    h("button", { type: "submit" }, "Make key"));
+  form.addEventListener("submit", act(async (event) => {
+    event.preventDefault();
+    const data = new FormData(form);
+    const answer = (await run("mutation", Q.createKey, { n: data.get("name"), s: data.get("scope") })).createApiKey;
+    await again();
+    const shown = document.getElementById("key-made");
+    shown.replaceChildren(`Key ${answer.apiKey.name}, shown this once: `, h("code", { class: "key" }, answer.key));
+    shown.focus();
+  }));
+  const keys = audit.apiKeys.map((k) => h("li", {},
+    h("strong", {}, k.name), ` ${k.scope.toLowerCase()}, ck_${k.prefix}_…, made by ${k.createdBy} ${new Date(k.createdAt).toLocaleString()} `,
+    k.revokedAt
+      ? `(revoked ${new Date(k.revokedAt).toLocaleString()})`
+      : h("button", { type: "button", class: "secondary", "aria-label": `Revoke key ${k.name}`, onclick: act(async () => { await run("mutation", Q.revokeKey, { n: k.name }); await again(); }) }, "Revoke")));
+  const lines = audit.auditLog.edges.map(({ node: a }) => h("li", {},
+    h("time", { datetime: a.at }, new Date(a.at).toLocaleString()), " ",
+    h("strong", {}, a.action), ` by ${a.actor} from ${a.client}: ${a.result}`,
+    Object.keys(a.arguments).length ? h("code", { class: "arguments" }, JSON.stringify(a.arguments)) : null));
+  return [
+    h("h2", {}, "API keys"),
+    made,
+    form,
+    keys.length ? h("ul", { class: "keys" }, keys) : h("p", { class: "empty" }, "No keys yet: a service that calls cinerec gets one here."),
+    h("h2", {}, "Audit log"),
+    lines.length ? h("ol", { class: "audit" }, lines) : h("p", { class: "empty" }, "Nothing recorded yet."),
+  ];
+}
+
 async function adminView() {
-  const [versions, drift] = await Promise.all([run("query", Q.versions), run("query", Q.drift)]);
+  const [versions, drift, audit] = await Promise.all([run("query", Q.versions), run("query", Q.drift), run("query", Q.audit)]);
   const serving = versions.modelVersions.find((v) => v.aliases.includes("champion"));
   const status = h("p", { role: "status", id: "serving" }, serving ? `Serving version ${serving.version}.` : "No version serves yet.");
   const rows = versions.modelVersions.map((v) =>
@@ -596,6 +678,7 @@ async function adminView() {
     report
       ? h("p", {}, `${new Date(report.generatedAt).toLocaleString()}, version ${report.modelVersion}: ${report.datasetDrift ? "drift" : "no drift"} (${(report.driftShare * 100).toFixed(0)}% of columns drifted; threshold ${(report.threshold * 100).toFixed(0)}%).`)
       : h("p", {}, "No drift report yet (cinerec monitor drift)."),
+    ...keysAndAudit(audit, adminView),
   );
 }
 
