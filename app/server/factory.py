@@ -191,17 +191,19 @@ def _follow_accounts(announcements: Announcements, accounts: AccountService, soc
 
 
 def _follow_keys(announcements: Announcements, keys: ApiKeys, sockets: Sockets) -> None:
-    """A key revoked on any replica: its open sockets close (its requests fail anyway: keys
-    are read from the database on every use)."""
+    """A key revoked on any replica: this replica's checks go (its next request re-reads the
+    epoch anyway) and the key's open sockets close; after a Redis outage, every check goes."""
 
     async def key_revoked(message: dict[str, object]) -> None:
+        keys.forget()
         account_id = message.get("accountId")
         await sockets.account_changed(account_id if isinstance(account_id, int) else None)
 
-    async def recheck_sockets() -> None:
+    async def forget_keys() -> None:
+        keys.forget()
         await sockets.account_changed(None)
 
-    announcements.on(API_KEYS, key_revoked, resync=recheck_sockets)
+    announcements.on(API_KEYS, key_revoked, resync=forget_keys)
 
     async def revoked_here(prefix: str, account_id: int) -> None:
         await key_revoked({"prefix": prefix, "accountId": account_id})
@@ -251,7 +253,7 @@ def open_state(settings: Settings, metrics: Metrics) -> AppState:
     accounts = _accounts(settings, sessions, counters, hasher)
     sockets = Sockets(per_account=settings.ws_max_per_account)
     _follow_accounts(announcements, accounts, sockets)
-    api_keys = ApiKeys(sessions)
+    api_keys = ApiKeys(sessions, health, prefix=settings.redis_prefix)
     accounts.keys = api_keys
     _follow_keys(announcements, api_keys, sockets)
     services = Services(

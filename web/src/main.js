@@ -401,10 +401,12 @@ function restoreFocus(place) {
 
 async function homeView() {
   const me = claims();
+  const seq = renderSeq;
   const load = async () => {
     const place = focusPlace();
     stopStreams();
     const data = await run("query", Q.home, { u: me.uid });
+    if (stale(seq)) return;
     let streamed = 0;
     const skip = (event) => { // to the next row's heading, or past the last row
       const next = event.target.closest("section.row").nextElementSibling;
@@ -429,15 +431,17 @@ async function homeView() {
     show(h("h1", { class: "visually-hidden" }, "Your home page"), onboarding, notice, ...rows);
     if (place) restoreFocus(place);
   };
-  const refresh = () => load().catch((e) => show(problem(e)));
+  const refresh = () => load().catch((e) => { if (!stale(seq)) show(problem(e)); });
   await load();
 }
 
 // -- search and a movie's page --------------------------------------------------------------
 
 async function searchView(query) {
+  const seq = renderSeq;
   document.getElementById("search-box").value = query;
   const data = await run("query", Q.search, { q: query });
+  if (stale(seq)) return;
   show(
     h("h1", {}, `Movies for “${query}”`),
     data.searchMovies.length
@@ -448,8 +452,10 @@ async function searchView(query) {
 }
 
 async function movieView(movieId) {
+  const seq = renderSeq;
   const data = await run("query", Q.movie, { m: movieId });
   const movie = data.movie;
+  if (stale(seq)) return;
   if (!movie) return show(problem(new Error(`No movie ${movieId}`)));
   let why = null;
   if (claims()) {  // signed in: is it among this user's recommendations, and why?
@@ -463,6 +469,7 @@ async function movieView(movieId) {
     movie.myRating == null ? "You have not rated it yet." : `Your rating: ${movie.myRating}/5.`);
   const rated = (value) => { yours.textContent = `You rated it ${value}/5.`; };
   const rater = claims() ? stars(movie, rated, movie.myRating) : null;
+  if (stale(seq)) return;
   const elsewhere = [
     movie.imdbId ? h("a", { href: `https://www.imdb.com/title/tt${movie.imdbId}/`, rel: "noopener" }, "IMDb") : null,
     movie.tmdbId ? h("a", { href: `https://www.themoviedb.org/movie/${movie.tmdbId}`, rel: "noopener" }, "TMDb") : null,
@@ -486,7 +493,9 @@ async function movieView(movieId) {
 
 async function mineView() {
   const me = claims();
+  const seq = renderSeq;
   const data = (await run("query", Q.mine, { u: me.uid })).user;
+  if (stale(seq)) return;
   const status = h("p", { role: "status", class: "notice", tabindex: "-1" });
   const undo = (what, movie, query, said) =>
     h("button", { type: "button", class: "secondary", "aria-label": `${what} ${label(movie)}`, onclick: act(async (event) => {
@@ -637,7 +646,9 @@ function keysAndAudit(audit, again) {
 }
 
 async function adminView() {
+  const seq = renderSeq;
   const [versions, drift, audit] = await Promise.all([run("query", Q.versions), run("query", Q.drift), run("query", Q.audit)]);
+  if (stale(seq)) return;
   const serving = versions.modelVersions.find((v) => v.aliases.includes("champion"));
   const status = h("p", { role: "status", id: "serving" }, serving ? `Serving version ${serving.version}.` : "No version serves yet.");
   const rows = versions.modelVersions.map((v) =>
@@ -685,12 +696,17 @@ async function adminView() {
 // -- routing --------------------------------------------------------------------------------
 
 let rendered = Promise.resolve(); // the view route() is rendering now
+// Each render's number: a view whose data arrives after a newer render began (a click, or a
+// hash change, while it loaded) shows nothing and starts no stream.
+let renderSeq = 0;
+const stale = (seq) => seq !== renderSeq;
 function route() {
   rendered = render();
   return rendered;
 }
 
 async function render() {
+  const seq = ++renderSeq;
   stopStreams();
   const hash = location.hash || "#/";
   const me = claims();
@@ -704,11 +720,12 @@ async function render() {
     else if (hash === "#/admin" && me.role === "admin") await adminView();
     else if (hash === "#/mine" && me.uid != null) await mineView();
     else await homeView();
+    if (stale(seq)) return;
     // focus for screen readers, without the scroll that put the first heading under the header
     view.focus({ preventScroll: true });
     window.scrollTo(0, 0);
   } catch (e) {
-    if (token) show(problem(e)); // a lost session shows sign-in instead, saying why
+    if (token && !stale(seq)) show(problem(e)); // a lost session shows sign-in instead, saying why
   }
 }
 
