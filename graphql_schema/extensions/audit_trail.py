@@ -61,6 +61,10 @@ class AuditTrail(SchemaExtension):
             return
         mutation_type = ctx.schema._schema.mutation_type
         names = audited_mutations(mutation_type)
+        roots = operation.selection_set.selections
+        audited_nodes = [n for n in roots if isinstance(n, FieldNode) and n.name.value in names]
+        if not audited_nodes:  # a person's own rating or click: not the log's
+            return
         errors = list(getattr(ctx.result, "errors", None) or [])
         principal = context.principal
         secret = context.settings.signing_secret()
@@ -68,9 +72,7 @@ class AuditTrail(SchemaExtension):
             ctx.schema._schema, operation.variable_definitions or (), ctx.variables or {}
         )
         variables = coerced if isinstance(coerced, VariableValues) else None
-        for node in operation.selection_set.selections:
-            if not isinstance(node, FieldNode) or node.name.value not in names:
-                continue
+        for node in audited_nodes:
             action = node.name.value
             field = mutation_type.fields[action]  # type: ignore[union-attr]
             try:
