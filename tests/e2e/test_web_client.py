@@ -498,6 +498,10 @@ def test_an_admin_sees_the_experiment_promotes_a_version_and_sees_which_serves(
     first = next(r for r in rows if r[0] == "1")
     assert first[3].replace(".", "", 1).isdigit(), rows
     tab.step("admin-1-versions")
+    # the versions table fits too, without scrolling sideways inside itself
+    assert page.evaluate(
+        "(() => { const t = document.querySelector('table'); return t.scrollWidth <= t.clientWidth; })()"
+    )
     assert not tab.unlabelled_controls()
     try:
         # the experiment's arms, drawn: each arm's hit rate on its interval, as the API reports them

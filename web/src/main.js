@@ -654,11 +654,13 @@ async function adminView() {
   const rows = versions.modelVersions.map((v) =>
     h("tr", {},
       h("td", {}, v.version),
-      h("td", {}, v.aliases.join(", ")),
-      h("td", {}, new Date(v.createdAt).toLocaleString()),
-      h("td", {}, ndcg(v)),
-      h("td", {}, v.aliases.includes("champion") ? "" :
-        h("button", { type: "button", "aria-label": `Promote version ${v.version}`, onclick: act(async () => { await run("mutation", Q.promote, { v: v.version }); adminView(); }) }, "Promote"))));
+      // a version that does not serve is promoted from its aliases' cell: four columns fit a phone
+      h("td", {}, v.aliases.join(", "), v.aliases.includes("champion") ? null : [v.aliases.length ? " " : null,
+        h("button", { type: "button", class: "secondary", "aria-label": `Promote version ${v.version}`, onclick: act(async () => { await run("mutation", Q.promote, { v: v.version }); adminView(); }) }, "Promote")]),
+      // the date over the time: the table fits a phone's width without scrolling sideways
+      h("td", {}, h("time", { datetime: v.createdAt }, new Date(v.createdAt).toLocaleDateString(), h("br"),
+        new Date(v.createdAt).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" }))),
+      h("td", {}, ndcg(v))));
   const experimentOut = h("div", {});
   const experimentForm = h("form", { class: "inline" },
     h("label", { for: "experiment-name" }, "Experiment"),
@@ -680,7 +682,7 @@ async function adminView() {
   show(
     h("h1", {}, "Models"),
     status,
-    h("table", { tabindex: "0", "aria-label": "Model versions" }, h("thead", {}, h("tr", {}, ["Version", "Aliases", "Registered", "nDCG@10", ""].map((t) => h("th", { scope: "col" }, t)))), h("tbody", {}, rows)),
+    h("table", { tabindex: "0", "aria-label": "Model versions" }, h("thead", {}, h("tr", {}, ["Version", "Aliases", "Registered", ["nDCG", h("wbr"), "@10"]].map((t) => h("th", { scope: "col" }, t)))), h("tbody", {}, rows)),
     h("button", { type: "button", onclick: act(async () => { await run("mutation", Q.rollback); adminView(); }) }, "Roll back the champion"),
     h("h2", {}, "Experiment"),
     experimentForm,
