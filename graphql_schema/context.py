@@ -50,7 +50,6 @@ class Context:
     budget: Budget | None = None  # the caller's rate-limit bucket after this operation's cost
     public: bool = False  # an anonymous read of the catalog only: its response may be shared
     document_valid: bool = False  # the document parsed and validated (set by the operation guard)
-    erased: str | None = None  # the pseudonym of a user erased by this operation (for the audit log)
     served: Served = field(default_factory=Served)
 
     @property

@@ -12,7 +12,6 @@ from resolvers.movies import Page
 from resolvers.pagination import check_first, decode_cursor, encode_cursor
 
 if TYPE_CHECKING:
-    from app.infra.auth import Principal
     from app.services.api_keys import ApiKeyInfo
     from graphql_schema.context import Context
 
@@ -66,10 +65,5 @@ async def delete_account(ctx: Context, *, user_id: int) -> str:
 
 
 async def _erase(ctx: Context, account_id: int) -> None:
-    user_id, _ = await ctx.services.personal.erase(account_id)
-    ctx.erased = pseudonym(ctx.settings.signing_secret(), user_id)  # what the audit line names
+    await ctx.services.personal.erase(account_id)
     await ctx.services.accounts.gone(account_id)
-
-
-def actor_of(principal: Principal | None) -> str:
-    return principal.actor if principal is not None else "anonymous"

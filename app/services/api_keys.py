@@ -14,7 +14,7 @@ import re
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from cachetools import TTLCache
 from sqlalchemy import select, update
@@ -55,16 +55,9 @@ def key_principal(key_id: int, name: str, scope: Scope, prefix: str) -> Principa
     return Principal(account_id=-key_id, user_id=0, role=role, key=name, scope=scope, key_prefix=prefix)
 
 
-def _info(row: object) -> ApiKeyInfo:
-    return ApiKeyInfo(
-        key_id=row.key_id,  # type: ignore[attr-defined]
-        name=row.name,  # type: ignore[attr-defined]
-        scope=Scope(row.scope),  # type: ignore[attr-defined]
-        prefix=row.prefix,  # type: ignore[attr-defined]
-        created_at=row.created_at,  # type: ignore[attr-defined]
-        created_by=row.created_by,  # type: ignore[attr-defined]
-        revoked_at=row.revoked_at,  # type: ignore[attr-defined]
-    )
+def _info(row: Any) -> ApiKeyInfo:
+    fields = {k: v for k, v in row._mapping.items() if k != "secret_hash"}
+    return ApiKeyInfo(**{**fields, "scope": Scope(row.scope)})
 
 
 class ApiKeys:
@@ -150,7 +143,6 @@ class ApiKeys:
         if row is None:
             raise NotFound(f"no API key named {name!r}")
         await self._new_epoch()  # before answering: every replica's next check reads the database
-        self.forget()
         if self.revoked is not None:
             await self.revoked(row.prefix, -row.key_id)
         return _info(row)

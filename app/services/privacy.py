@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import delete, select
+from strawberry.utils.str_converters import to_camel_case
 
 from app.infra.errors import NotFound
 from app.infra.tables import (
@@ -124,7 +125,7 @@ class PersonalData:
                 ),
             },
             **{
-                name: [{_camel(k): v for k, v in row.items() if k != "user_id"} for row in rows]
+                name: [{to_camel_case(k): v for k, v in row.items() if k != "user_id"} for row in rows]
                 for name, rows in held.items()
             },
             "experimentArms": arms,
@@ -153,8 +154,3 @@ class PersonalData:
         await self.generations.bump("user", user_id)
         await asyncio.gather(*(self.generations.bump("movie", movie_id) for movie_id, _ in rated))
         return user_id, deleted
-
-
-def _camel(name: str) -> str:
-    head, *rest = name.split("_")
-    return head + "".join(p.title() for p in rest)

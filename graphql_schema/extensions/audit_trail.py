@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
+from enum import Enum
+from functools import cache
 from typing import TYPE_CHECKING, Any
 
 from graphql import FieldNode, GraphQLError, OperationType
@@ -33,6 +35,7 @@ def audited(field: GraphQLField) -> bool:
     return any(p is IsAdmin for p in permissions)
 
 
+@cache  # one schema, built once: its audited fields do not change
 def audited_mutations(mutation_type: GraphQLObjectType | None) -> frozenset[str]:
     """The root mutations the log records: the admin's, and the erasure of one's own account."""
     if mutation_type is None:
@@ -76,7 +79,7 @@ class AuditTrail(SchemaExtension):
             action = node.name.value
             field = mutation_type.fields[action]  # type: ignore[union-attr]
             try:
-                arguments: dict[str, Any] = _camel_keys(get_argument_values(field, node, variables))
+                arguments: dict[str, Any] = _plain(get_argument_values(field, node, variables))
             except GraphQLError:
                 arguments = {}
             actor = principal.actor if principal is not None else "anonymous"
@@ -98,20 +101,13 @@ class AuditTrail(SchemaExtension):
                 log.exception("audit: could not record %s by %s", action, actor)
 
 
-def _camel_keys(arguments: dict[str, Any]) -> dict[str, Any]:
-    """graphql-core gives the Python names; the log shows the schema's."""
-
-    def camel(name: str) -> str:
-        head, *rest = name.split("_")
-        return head + "".join(p.title() for p in rest)
-
-    def walk(value: Any) -> Any:
-        if isinstance(value, dict):
-            return {camel(k): walk(v) for k, v in value.items()}
-        if isinstance(value, list):
-            return [walk(v) for v in value]
-        if hasattr(value, "value") and not isinstance(value, (str, int, float, bool)):
-            return value.value  # an enum
-        return value
-
-    return walk(arguments)  # type: ignore[no-any-return]
+def _plain(value: Any) -> Any:
+    """Arguments as JSON holds them: enums by their value (graphql-core keys the arguments by
+    the schema's names already)."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    if isinstance(value, Enum):
+        return value.value
+    return value
