@@ -171,8 +171,11 @@ def trained_template(
 
 @pytest.fixture(scope="session")
 def llm_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One folder for the de-quantized base LLM, shared by every server of the session."""
-    return tmp_path_factory.mktemp("llm-cache")
+    """One folder for the de-quantized base LLM, shared by every server and worker of the run
+    (the first to need it de-quantizes it under a lock)."""
+    folder = shared_root(tmp_path_factory) / "llm-cache"
+    folder.mkdir(exist_ok=True)
+    return folder
 
 
 @pytest.fixture(scope="session")

@@ -56,8 +56,26 @@ def base_folder(base: str, cache_dir: Path) -> Path | str:
     if base != DEFAULT_BASE:
         return Path(base) if Path(base).is_dir() else base  # a hub id, resolved from the local HF cache
     target = cache_dir / _cache_name(base)
-    if (target / "config.json").exists() and (target / "tokenizer.json").exists():
+    if _complete(target):
         return target
+    import filelock
+
+    # one process de-quantizes; another that asks meanwhile (the demo's server and its
+    # fine-tune, the suite's workers) waits for it and reads the result
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    with filelock.FileLock(str(target) + ".lock"):
+        if not _complete(target):
+            _dequantize(target)
+    return target
+
+
+def _complete(target: Path) -> bool:
+    return (target / "config.json").exists() and (target / "tokenizer.json").exists()
+
+
+def _dequantize(target: Path) -> None:
+    import shutil
+
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -70,10 +88,10 @@ def base_folder(base: str, cache_dir: Path) -> Path | str:
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     partial = target.with_name(target.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)  # what a killed run left
     model.save_pretrained(partial)
     tokenizer.save_pretrained(partial)
     partial.rename(target)
-    return target
 
 
 def load_base(

@@ -56,6 +56,20 @@ def ml100k_trained(tmp_path_factory: pytest.TempPathFactory, ml100k_dir: Path) -
     return trained_template(tmp_path_factory, "ml100k", make)
 
 
+@pytest.fixture(scope="session")
+def generated_trained(tmp_path_factory: pytest.TempPathFactory) -> TrainedHome:
+    """The generated MovieLens set in PostgreSQL and a quick model (2 epochs, no tuning, no
+    refit: version 1, champion), made once per run for the servers that need a model but not
+    a good one; fixtures take copies (``Databases.copy``)."""
+
+    def make(settings: Settings) -> None:
+        ingest_generated(settings, tmp_path_factory)
+        trained = cli(settings_env(settings), "train", "--epochs", "2", "--no-tune", "--no-refit")
+        assert trained.returncode == 0, trained.stderr[-2000:]
+
+    return trained_template(tmp_path_factory, "generated", make)
+
+
 @dataclass
 class Recommender:
     server: LiveServer
@@ -149,11 +163,12 @@ def wait_until(condition: Callable[[], bool], what: str, seconds: float = 20) ->
 def guarded(
     databases: Databases,
     live_server_factory: Callable[..., LiveServer],
+    generated_trained: TrainedHome,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Guarded]:
     redis = RedisServer(tmp_path_factory.mktemp("redis")).start()
-    settings = databases.settings(
-        "postgresql",
+    settings = databases.copy(
+        generated_trained,
         redis_url=redis.url,
         llm_backend="none",
         cache_warm_movies=0,
@@ -166,10 +181,7 @@ def guarded(
         # tests here count the SQL statements a request sends: no drift-gauge read in between
         drift_refresh_seconds=86_400,
     )
-    ingest_generated(settings, tmp_path_factory)
     env = settings_env(settings, redis=True)
-    trained = cli(env, "train", "--epochs", "2", "--no-tune", "--no-refit")
-    assert trained.returncode == 0, trained.stderr[-2000:]
     add_logins(settings, user_id=USER_ID)
     yield Guarded(live_server_factory(settings), redis, settings, env)
     redis.stop()

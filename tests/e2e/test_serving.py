@@ -19,8 +19,8 @@ from app.infra.settings import Settings
 from app.server.graphql_endpoint import TARPIT_SECONDS
 from app.server.persisted_queries import sha256
 from graphql_schema.costs import EXPLANATION
-from tests.conftest import Databases, LiveServer, ingest_generated, ingest_into, settings_env
-from tests.e2e.conftest import USER, USER_ID, add_logins, cli, code, wait_until
+from tests.conftest import Databases, LiveServer, TrainedHome, ingest_into, settings_env
+from tests.e2e.conftest import USER, USER_ID, add_logins, code, wait_until
 from tests.movielens_fixture import write_movielens
 from tests.redis_server import RedisServer
 
@@ -66,11 +66,12 @@ def metric(server: LiveServer, series: str) -> float:
 def replicas(
     databases: Databases,
     module_server_factory: Callable[..., LiveServer],
+    generated_trained: TrainedHome,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Replicas]:
     redis = RedisServer(tmp_path_factory.mktemp("redis")).start()
-    settings = databases.settings(
-        "postgresql",
+    settings = databases.copy(
+        generated_trained,
         redis_url=redis.url,
         llm_backend="none",
         cache_warm_movies=0,
@@ -80,10 +81,7 @@ def replicas(
         rate_user_capacity=6000,
         rate_user_per_second=1.0,
     )
-    ingest_generated(settings, tmp_path_factory)
     env = settings_env(settings, redis=True)
-    trained = cli(env, "train", "--epochs", "2", "--no-tune")
-    assert trained.returncode == 0, trained.stderr[-2000:]
     add_logins(settings, user_id=USER_ID, admin=False)
     yield Replicas(module_server_factory(settings), module_server_factory(settings), redis, settings, env)
     redis.stop()
