@@ -77,6 +77,7 @@ class Databases:
         overrides.setdefault("llm_cache_dir", self.llm_cache)
         overrides.setdefault("redis_prefix", f"cinerec-test-{uuid.uuid4().hex[:8]}")  # own keys, own channels
         overrides.setdefault("env", "test")
+        overrides.setdefault("wandb", False)  # W&B's own run is tested once (tests/app/test_cli.py)
         settings = Settings(home=home, database_url=self.url(backend), **overrides)  # type: ignore[arg-type]
         if migrate:
             upgrade(settings)
@@ -93,6 +94,7 @@ class Databases:
         overrides.setdefault("llm_cache_dir", self.llm_cache)
         overrides.setdefault("redis_prefix", f"cinerec-test-{uuid.uuid4().hex[:8]}")
         overrides.setdefault("env", "test")
+        overrides.setdefault("wandb", False)
         return Settings(home=home, database_url=url, **overrides)  # type: ignore[arg-type]
 
     def drop_all(self) -> None:
@@ -161,7 +163,7 @@ def trained_template(
             home=home,
             database_url=f"postgresql+asyncpg://postgres@127.0.0.1:5432/{database}",
             env="test",
-            **overrides,  # type: ignore[arg-type]
+            **{"wandb": False, **overrides},  # type: ignore[arg-type]
         )
         upgrade(settings)
         make(settings)
@@ -376,6 +378,7 @@ def settings_env(settings: Settings, *, redis: bool = False) -> dict[str, str]:
         "CINEREC_DATABASE_URL": settings.database_url,
         "CINEREC_HOME": str(settings.home),
         "CINEREC_ENV": "test",
+        "CINEREC_WANDB": str(settings.wandb).lower(),
     }
     if redis:
         env.update(CINEREC_REDIS_URL=settings.redis_url, CINEREC_REDIS_PREFIX=settings.redis_prefix)

@@ -91,6 +91,8 @@ class Settings(BaseSettings):
     db_pool_size: int = 20
     mlflow_tracking_uri: str = ""
     wandb_api_key: str | None = None
+    # false: no W&B run at all (MLflow still records every run); true without a key: offline runs
+    wandb: bool = True
     max_recommendations: int = 100
     # searchMovies leaves out hits less alike than this (content cosine with the query text):
     # the ML-100K measurement behind 0.30 is in docs/benchmarks.md (benchmarks/search_floor.py)

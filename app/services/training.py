@@ -126,6 +126,8 @@ class TrainingService:
         return data
 
     def _log_wandb(self, name: str, params: dict[str, Any], metrics: dict[str, float]) -> None:
+        if not self.settings.wandb:
+            return
         from ml.tracking import log_wandb
 
         try:

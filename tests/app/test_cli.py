@@ -68,12 +68,15 @@ def test_train_with_an_alias_registers_a_challenger_without_promoting_it(
 ) -> None:
     """The admin path on a demo: a second version under ``challenger`` for an experiment,
     the champion untouched; an alias that is not one is refused before any training."""
-    settings = databases.settings("sqlite", llm_backend="none")
+    settings = databases.settings("sqlite", llm_backend="none", wandb=True)
     write_movielens(tmp_path / "ml")
     ingest_into(settings, tmp_path / "ml")
     env = settings_env(settings)
     quick = ("--epochs", "2", "--no-tune", "--no-refit")
     assert "version 1: serving (champion)" in cli(env, "train", *quick).stdout
+    # W&B without a key: an offline run under the home, with the training's metrics in it
+    (run,) = (settings.home / "wandb" / "wandb").glob("offline-run-*")
+    assert (run / f"run-{run.name.rsplit('-', 1)[-1]}.wandb").stat().st_size > 0
     refused = cli(env, "train", *quick, "--alias", "champion")
     assert refused.returncode == 2 and "use --promote" in refused.stderr
     second = cli(env, "train", *quick, "--alias", "challenger")

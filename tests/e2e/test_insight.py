@@ -39,7 +39,7 @@ from app.infra.database import create_engine
 from app.infra.model_registry import registry_for
 from app.infra.settings import Settings
 from ml.registry import RECOMMENDER
-from tests.conftest import Databases, LiveServer, _free_port, ingest_into
+from tests.conftest import Databases, LiveServer, _free_port, ingest_into, settings_env
 from tests.e2e.conftest import ADMIN, cli, wait_until
 from tests.ollama_server import OllamaTestServer
 
@@ -130,11 +130,7 @@ def replay(
 
     settings = databases.settings("postgresql", llm_backend="none", redis_url="redis://127.0.0.1:6379/0")
     ingest_into(settings, kept)
-    env = {
-        "CINEREC_DATABASE_URL": settings.database_url,
-        "CINEREC_HOME": str(settings.home),
-        "CINEREC_ENV": "test",
-    }
+    env = settings_env(settings)
     trained = cli(env, "train", "--epochs", "10", "--no-tune")
     assert trained.returncode == 0, trained.stderr[-2000:]
     create_login(settings, *ADMIN, role=Role.ADMIN, user_id=None)
