@@ -64,7 +64,7 @@ def run(binary: Path, url: str, preset: str, out: Path, categories: tuple[str, .
     ]
     if preset == "desktop":
         cmd.append("--preset=desktop")
-    chromium = shutil.which("chromium") or "/usr/bin/chromium"
+    chromium = os.environ.get("CHROME_PATH") or shutil.which("chromium") or "/usr/bin/chromium"
     subprocess.run(cmd, check=True, env={**os.environ, "CHROME_PATH": chromium}, timeout=300)
     found = json.loads(report.read_text())
     timed = "performance" in categories

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import string
 import subprocess
@@ -15,6 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from deploy import actionlint
 from deploy.tls import make_certificates
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -147,3 +149,38 @@ def test_the_nginx_template_is_a_valid_config(tmp_path: Path, upstreams: str) ->
         [_tool("nginx"), "-t", "-c", str(tmp_path / "nginx.conf")], capture_output=True, text=True
     )
     assert done.returncode == 0, done.stderr
+
+
+def _apt_packages(script: str) -> set[str]:
+    """The Debian packages a shell script installs with apt-get."""
+    found: set[str] = set()
+    for command in re.findall(r"apt-get install ([^\n>|&]+)", script.replace("\\\n", " ")):
+        found |= {w for w in command.split() if not w.startswith("-")}
+    return found
+
+
+def test_the_github_workflow_passes_actionlint_and_runs_what_ci_runs(tmp_path: Path) -> None:
+    """.github/workflows/ci.yml: actionlint finds nothing in it (and does find a broken copy's
+    mistake), and it runs .ci/run itself, with PostgreSQL and Redis as service containers and
+    every Debian package .ci/run would install."""
+    text = (ROOT / ".github" / "workflows" / "ci.yml").read_text()
+    clean = actionlint.lint()
+    assert clean.returncode == 0, clean.stdout + clean.stderr
+    broken = tmp_path / "ci.yml"
+    broken.write_text(text.replace("${{ github.ref }}", "${{ github.reff }}"))
+    found = actionlint.lint(broken)
+    assert found.returncode == 1 and 'property "reff" is not defined' in found.stdout, found.stdout
+
+    job = yaml.safe_load(text)["jobs"]["suite"]
+    services = job["services"]
+    assert services["postgres"]["image"].startswith("postgres:") and services["postgres"]["ports"] == [
+        "5432:5432"
+    ]
+    assert services["postgres"]["env"]["POSTGRES_HOST_AUTH_METHOD"] == "trust"
+    assert services["redis"]["image"].startswith("redis:") and services["redis"]["ports"] == ["6379:6379"]
+    runs = [step.get("run", "") for step in job["steps"]]
+    assert ".ci/run" in [r.strip() for r in runs]
+    assert any("CINEREC_TEST_ML100K=" in r for r in runs) and any("CHROME_PATH=" in r for r in runs)
+    # chromium and npm: Playwright's browser and setup-node's npm stand in for them there
+    wanted = _apt_packages((ROOT / ".ci" / "run").read_text()) - {"chromium", "npm"}
+    assert wanted and wanted <= _apt_packages("\n".join(runs)), wanted

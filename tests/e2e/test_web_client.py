@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -24,7 +25,8 @@ from tests.e2e.conftest import ADMIN, Recommender, cli, code
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "var" / "test-artifacts" / "web"
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+# Debian's chromium here; CHROME_PATH (what Lighthouse reads too) where it lies elsewhere (Actions)
+CHROMIUM = os.environ.get("CHROME_PATH") or shutil.which("chromium") or "/usr/bin/chromium"
 # the main flow's account at each size: MovieLens users 42 and 45 (both rated Toy Story 5/5)
 BROWSER_USERS = {
     "desktop": ("browser@example.com", "a-browser-passphrase", "42"),
