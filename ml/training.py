@@ -7,6 +7,7 @@ validation split carved out of the training part, never on the test part.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import logging
 import time
@@ -264,6 +265,14 @@ def _sample(users: np.ndarray, limit: int | None, seed: int) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).choice(users, limit, replace=False))
 
 
+def ratings_fingerprint(ratings: pd.DataFrame) -> str:
+    """SHA-256 of the ratings (user, movie, rating), whatever their order: what names the data
+    a model was trained on in its MLflow run (and the DVC pipeline's reports)."""
+    rows = ratings[["user_id", "movie_id", "rating"]].sort_values(["user_id", "movie_id"], kind="stable")
+    hashed = pd.util.hash_pandas_object(rows, index=False).to_numpy()
+    return hashlib.sha256(hashed.tobytes()).hexdigest()
+
+
 def train(
     data: TrainData,
     config: TrainConfig,
@@ -354,6 +363,7 @@ def train(
     params = {**asdict(config), "n_users": int(train_part.n_users), "n_items": int(catalog.n_items)}
     params.pop("embeddings_cache")  # where, not how: no parameter of the model
     params["n_ratings"] = len(data.ratings)
+    params["ratings_sha256"] = ratings_fingerprint(data.ratings)
     final: HybridRecommender | None = None
     if not evaluate_only:
         everything = Interactions.from_frame(data.ratings, catalog)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from pathlib import Path
 from typing import Annotated
@@ -13,6 +14,12 @@ from app.infra.migrations import ensure_schema
 from app.infra.settings import get_settings
 
 app = typer.Typer(help="MovieLens data: download and ingest.", no_args_is_help=True)
+
+
+def write_report(path: Path, report: dict[str, object]) -> None:
+    """A command's outcome as JSON, for a pipeline to track (DVC's metrics and dependencies)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
 
 
 @app.command("download")
@@ -45,6 +52,9 @@ def data_ingest(
         Path | None, typer.Option(help="Where --skip-invalid writes rejected rows.")
     ] = None,
     migrate: Annotated[bool, typer.Option(help="Run pending migrations first.")] = True,
+    report_file: Annotated[
+        Path | None, typer.Option("--report", help="Write the counts as JSON here (the DVC pipeline's).")
+    ] = None,
 ) -> None:
     """Load a MovieLens folder into the database in one transaction (re-runnable)."""
     from app.infra.database import create_engine
@@ -70,6 +80,9 @@ def data_ingest(
         )
         if report.rejected:
             typer.echo(f"rejected {report.rejected} rows: see {report.reject_file}")
+        if report_file is not None:
+            counts = ("movies", "ratings", "tags", "links", "users", "genome_scores", "rejected")
+            write_report(report_file, {name: getattr(report, name) for name in counts})
 
     asyncio.run(run())
     from app.infra.cache import bump_generation_sync

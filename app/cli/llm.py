@@ -40,6 +40,9 @@ def finetune(
     if_missing: Annotated[
         bool, typer.Option("--if-missing", help="Do nothing when an LLM champion exists.")
     ] = False,
+    report_file: Annotated[
+        Path | None, typer.Option("--report", help="Write the version and its metrics as JSON here (DVC's).")
+    ] = None,
 ) -> None:
     """Fine-tune a LoRA adapter on preference questions and checked data-to-text explanations;
     AUC base vs tuned; register in MLflow."""
@@ -82,6 +85,21 @@ def finetune(
         f"{LLM} version {outcome.version}: {state}; {auc}; {outcome.steps} steps, "
         f"{outcome.tokens_per_second:.0f} tokens/s on {outcome.device}; MLflow run {outcome.run_id}"
     )
+    if report_file is not None:
+        from app.cli.data import write_report
+
+        write_report(
+            report_file,
+            {
+                "version": outcome.version,
+                "run_id": outcome.run_id,
+                "steps": outcome.steps,
+                "auc_base": outcome.auc_base,
+                "auc_tuned": outcome.auc_tuned,
+                "eval_pairs": outcome.eval_pairs,
+                "metrics": outcome.metrics,
+            },
+        )
 
 
 @app.command("evaluate-explanations")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -160,6 +161,10 @@ def train(
             help="Give the new version this alias (a challenger for an experiment) without promoting it."
         ),
     ] = None,
+    report_file: Annotated[
+        Path | None,
+        typer.Option("--report", help="Write the version, its data and its metrics as JSON here (DVC's)."),
+    ] = None,
 ) -> None:
     """Train the hybrid on the database's ratings, evaluate it, register a new version in MLflow."""
     from app.infra.errors import BadUserInput
@@ -192,3 +197,16 @@ def train(
     )
     typer.echo(f"{RECOMMENDER} version {outcome.version}: {state}; MLflow run {outcome.run_id}")
     typer.echo(f"timings {outcome.timings}")
+    if report_file is not None:
+        from app.cli.data import write_report
+
+        write_report(
+            report_file,
+            {
+                "version": outcome.version,
+                "run_id": outcome.run_id,
+                "ratings_sha256": outcome.ratings_sha256,
+                "weights": outcome.weights,
+                "metrics": outcome.metrics,
+            },
+        )

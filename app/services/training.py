@@ -48,6 +48,7 @@ class TrainOutcome:
     weights: dict[str, float]
     timings: dict[str, float]
     ranker: RankerReport | None = None
+    ratings_sha256: str = ""  # which ratings made it (ml.training.ratings_fingerprint)
 
 
 @dataclass
@@ -176,7 +177,14 @@ class TrainingService:
         )
         self._log_wandb(f"train-v{version}", params, flat_metrics(result.metrics, result.ranker))
         return TrainOutcome(
-            version, champion, run_id, result.metrics, result.weights, result.timings, result.ranker
+            version,
+            champion,
+            run_id,
+            result.metrics,
+            result.weights,
+            result.timings,
+            result.ranker,
+            str(result.params["ratings_sha256"]),
         )
 
     def evaluate(self, config: TrainConfig, *, rerank_users: int = 0) -> EvaluateOutcome:
