@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 SHARED_ML100K ?= ../shared/data/ml100k.py
 export CINEREC_HOME ?= $(CURDIR)/var
 
-.PHONY: install demo data test lint bench clean cluster cluster-down web-picture
+.PHONY: install demo data test lint bench clean cluster cluster-deploy cluster-down web-picture
 
 install: $(VENV)/.installed
 
@@ -66,6 +66,11 @@ lint: install
 # server (its own venv, installed once under CINEREC_HOME) and Prometheus. LLM=none to skip the LLM.
 cluster: data
 	$(BIN)/python -m deploy.localcluster up --dataset "$$(cat $(CINEREC_HOME)/.dataset)" --llm $${LLM:-transformers}
+
+# Blue-green: the new version's replicas beside the old ones, ready and smoke-tested, then nginx
+# switches and the old ones drain; a failed check leaves the old serving. SET="CINEREC_X=y ...".
+cluster-deploy: install
+	$(BIN)/python -m deploy.localcluster deploy $(foreach s,$(SET),--set $(s))
 
 cluster-down: install
 	$(BIN)/python -m deploy.localcluster down

@@ -5,11 +5,14 @@ TLS with a certificate from a local CA made at ``up`` (``HOME/cluster/tls/ca.pem
 clients trust; plain HTTP only redirects), and every other part listens on loopback only.
 
     python -m deploy.localcluster up [--dataset DIR] [--llm none|transformers] [--home DIR]
+    python -m deploy.localcluster deploy [--set CINEREC_NAME=VALUE ...] [--home DIR]
     python -m deploy.localcluster down [--home DIR]
 
 ``up`` prints the nginx URL and, for every process it started, its name, pid and URL; the
 same facts are kept in ``HOME/cluster/cluster.json`` for ``down`` and for tests, which use
-``LocalCluster`` to stop and restart parts under load. PostgreSQL and Redis are the
+``LocalCluster`` to stop and restart parts under load. ``deploy`` is a blue-green deploy: the
+new version's replicas beside the old, checked, then switched to and the old drained (a failed
+check leaves the old serving; ``LocalCluster.deploy``). PostgreSQL and Redis are the
 cluster's own instances (free ports, their own data folders), never the machine's.
 """
 
@@ -244,12 +247,12 @@ class LocalCluster:
             raise RuntimeError(f"cinerec {' '.join(args)} failed:\n{done.stderr[-3000:]}")
         return done
 
-    def _replica(self, i: int) -> None:
-        name = f"replica-{i}"
+    def _replica(self, i: int, *, name: str | None = None, env: dict[str, str] | None = None) -> None:
+        name = name or f"replica-{i}"
         port = self.processes[name].port if name in self.processes else free_port()
         home = self.base / name
         home.mkdir(exist_ok=True)
-        env = {**self.env, "CINEREC_HOME": str(home)}
+        env = {**(env if env is not None else self.env), "CINEREC_HOME": str(home)}
         cmd = [
             sys.executable,
             "-m",
@@ -279,22 +282,7 @@ class LocalCluster:
         tls = self.base / "tls"
         if not (tls / "server.pem").exists():
             make_certificates(tls)
-        cache = self.base / "nginx-cache"
-        cache.mkdir(exist_ok=True)
-        servers = "\n    ".join(
-            f"server 127.0.0.1:{self.processes[f'replica-{i}'].port} max_fails=0;"
-            for i in range(1, REPLICAS + 1)
-        )
-        site = string.Template(NGINX_TEMPLATE.read_text()).safe_substitute(
-            UPSTREAM_SERVERS=servers,
-            LISTEN_PORT=f"127.0.0.1:{port}",
-            HTTP_PORT=f"127.0.0.1:{http_port}",
-            HTTPS_PORT=f":{port}",
-            TLS_CERT=str(tls / "server.pem"),
-            TLS_KEY=str(tls / "server.key"),
-            CACHE_DIR=str(cache),
-        )
-        (self.base / "cinerec-site.conf").write_text(site)
+        self._nginx_site(port, http_port)
         temp = self.base / "nginx-temp"
         temp.mkdir(exist_ok=True)
         user = "user root;\n" if os.geteuid() == 0 else ""
@@ -321,8 +309,27 @@ class LocalCluster:
             "nginx",
         )
 
-    def _prometheus(self) -> None:
-        port = free_port()
+    def _nginx_site(self, port: int, http_port: int) -> None:
+        """nginx's site for the replicas serving now (``replica-1`` …)."""
+        tls = self.base / "tls"
+        cache = self.base / "nginx-cache"
+        cache.mkdir(exist_ok=True)
+        servers = "\n    ".join(
+            f"server 127.0.0.1:{self.processes[f'replica-{i}'].port} max_fails=0;"
+            for i in range(1, REPLICAS + 1)
+        )
+        site = string.Template(NGINX_TEMPLATE.read_text()).safe_substitute(
+            UPSTREAM_SERVERS=servers,
+            LISTEN_PORT=f"127.0.0.1:{port}",
+            HTTP_PORT=f"127.0.0.1:{http_port}",
+            HTTPS_PORT=f":{port}",
+            TLS_CERT=str(tls / "server.pem"),
+            TLS_KEY=str(tls / "server.key"),
+            CACHE_DIR=str(cache),
+        )
+        (self.base / "cinerec-site.conf").write_text(site)
+
+    def _prometheus_config(self) -> None:
         targets = ", ".join(
             f'"127.0.0.1:{self.processes[f"replica-{i}"].port}"' for i in range(1, REPLICAS + 1)
         )
@@ -333,6 +340,10 @@ class LocalCluster:
             + "scrape_configs:\n  - job_name: cinerec-api\n    metrics_path: /metrics\n"
             f"    static_configs:\n      - targets: [{targets}]\n"
         )
+
+    def _prometheus(self) -> None:
+        port = free_port()
+        self._prometheus_config()
         prometheus = shutil.which("prometheus") or "/usr/bin/prometheus"
         cmd = [
             prometheus,
@@ -378,6 +389,69 @@ class LocalCluster:
         for p in self.processes.values():
             lines.append(f"{p.name} pid {p.pid} {p.url}")
         return "\n".join(lines)
+
+    # -- blue-green ---------------------------------------------------------------------
+    def deploy(self, *, env: dict[str, str] | None = None, ready_seconds: float = 600) -> list[Process]:
+        """A new version beside the old: its replicas start with ``env`` over the cluster's
+        environment (a new image's settings; here the code is the working tree's), each must
+        get ready and answer the smoke query, then nginx switches to them with a graceful reload
+        (its old workers finish what they hold), Prometheus follows, and the old replicas drain
+        (SIGTERM: uvicorn finishes its requests and closes its sockets as "going away").
+        A replica that is not ready in ``ready_seconds`` or fails the smoke stops the new ones
+        and raises :class:`DeployFailed`: the old version goes on serving, untouched."""
+        new_env = {**self.env, **(env or {})}
+        old = [self.processes[f"replica-{i}"] for i in range(1, REPLICAS + 1)]
+        fresh = [f"replica-{i}-next" for i in range(1, REPLICAS + 1)]
+        try:
+            for i, name in enumerate(fresh, start=1):
+                self._replica(i, name=name, env=new_env)
+            for name in fresh:
+                url = self.processes[name].url
+                _wait(lambda u=url: _answers(f"{u}/readyz"), f"the new {name}", ready_seconds)
+                if problem := smoke(url):
+                    raise DeployFailed(f"the new {name} failed the smoke query: {problem}")
+        except (DeployFailed, RuntimeError) as exc:
+            for name in fresh:
+                if name in self.processes:
+                    self.stop(name)
+                    del self.processes[name]
+            self._save()
+            raise DeployFailed(f"{exc}; the old version goes on serving") from exc
+        for i, name in enumerate(fresh, start=1):
+            self.processes[f"replica-{i}"] = self.processes.pop(name)
+            self.processes[f"replica-{i}"].name = f"replica-{i}"
+        self.env = new_env
+        self._save()
+        self._reload_nginx()
+        self._prometheus_config()
+        if "prometheus" in self.processes:
+            os.kill(self.processes["prometheus"].pid, signal.SIGHUP)
+        for retired in old:
+            self.processes[f"{retired.name}-retired"] = retired
+            self.stop(f"{retired.name}-retired")
+            del self.processes[f"{retired.name}-retired"]
+        self._save()
+        return [self.processes[f"replica-{i}"] for i in range(1, REPLICAS + 1)]
+
+    def _reload_nginx(self, seconds: float = 120) -> None:
+        """nginx onto the replicas serving now: the new site checked (``nginx -t``), then a
+        graceful reload, waited for until every worker of the old configuration has finished
+        its requests and exited (from then on nothing reaches the old replicas)."""
+        nginx = self.processes["nginx"]
+        self._nginx_site(nginx.port, int(nginx.extra["http_port"]))
+        binary = shutil.which("nginx") or "/usr/sbin/nginx"
+        checked = subprocess.run(
+            [binary, "-t", "-q", "-c", str(self.base / "nginx.conf")], capture_output=True, text=True
+        )
+        if checked.returncode != 0:
+            raise RuntimeError(f"nginx refused the new site: {checked.stderr.strip()}")
+        before = _workers(nginx.pid)
+        os.kill(nginx.pid, signal.SIGHUP)
+        _wait(
+            lambda: not (set(_workers(nginx.pid)) & set(before)) and bool(_workers(nginx.pid)),
+            "nginx's reload (its old workers draining)",
+            seconds,
+        )
 
     # -- faults and repairs ---------------------------------------------------------------
     def stop(self, name: str, sig: int = signal.SIGTERM, wait: float = 60) -> None:
@@ -519,13 +593,56 @@ def _running(pid: int) -> bool:
     return _live_group(pid) is not None
 
 
+def _workers(master: int) -> list[int]:
+    """The running children of process ``master`` (nginx's workers), from /proc."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == master and fields[0] != "Z":
+            found.append(int(entry.name))
+    return found
+
+
+class DeployFailed(RuntimeError):
+    """A blue-green deploy that did not switch: the old version serves as before."""
+
+
+SMOKE_QUERY = "{ movies(first: 1) { edges { node { movieId title } } } }"
+
+
+def smoke(url: str) -> str | None:
+    """What is wrong with a replica's answer to the smoke query, or None when it is right:
+    HTTP 200, no errors, one movie with a title."""
+    try:
+        response = httpx.post(f"{url}/graphql", json={"query": SMOKE_QUERY}, timeout=30)
+        body = response.json()
+    except (httpx.HTTPError, ValueError) as exc:
+        return f"no answer ({type(exc).__name__})"
+    if response.status_code != 200 or body.get("errors"):
+        return f"HTTP {response.status_code}: {body.get('errors')}"
+    edges = (body.get("data") or {}).get("movies", {}).get("edges") or []
+    return None if len(edges) == 1 and edges[0]["node"]["title"] else f"no movie in {body}"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("action", choices=["up", "down", "mlflow-venv"])
+    ap.add_argument("action", choices=["up", "deploy", "down", "mlflow-venv"])
     ap.add_argument("--home", type=Path, default=Path(os.environ.get("CINEREC_HOME", "var")))
     ap.add_argument("--dataset", type=Path, help="a MovieLens folder to ingest and train on")
     ap.add_argument("--llm", default="transformers", choices=["transformers", "none"])
     ap.add_argument("--wipe", action="store_true", help="with down: delete the cluster's data too")
+    ap.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="with deploy: a setting of the new version (CINEREC_…), over the cluster's",
+    )
     a = ap.parse_args()
     cluster = LocalCluster(a.home)
     if a.action == "mlflow-venv":  # installation only (make test does it before the suite)
@@ -534,6 +651,14 @@ def main() -> None:
     if a.action == "down":
         cluster.down(wipe=a.wipe)
         print("cinerec cluster stopped")
+        return
+    if a.action == "deploy":
+        try:
+            serving = cluster.deploy(env=dict(s.split("=", 1) for s in a.set))
+        except DeployFailed as exc:
+            print(f"deploy failed: {exc}", file=sys.stderr)
+            sys.exit(1)
+        print("deployed: " + ", ".join(f"{p.name} pid {p.pid} {p.url}" for p in serving))
         return
     cluster.up(dataset=a.dataset, llm=a.llm)
     print(cluster.describe())

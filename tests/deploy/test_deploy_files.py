@@ -78,10 +78,33 @@ def test_kubernetes_manifests_are_valid_and_complete() -> None:
     assert ingress["spec"]["tls"][0]["secretName"] == "cinerec-tls"  # TLS in transit, as in compose
     config = next(d for d in docs if d["kind"] == "ConfigMap")
     assert config["data"]["CINEREC_MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
-    api = next(d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == "cinerec-api")
-    [container] = api["spec"]["template"]["spec"]["containers"]
-    assert {"readinessProbe", "livenessProbe", "startupProbe"} <= set(container)
-    assert container["resources"]["requests"]["cpu"] and container["resources"]["requests"]["memory"]
+    # blue-green: two Deployments the same but for their track, the live Service on blue, the
+    # smoke Service on green, the HPA on the live one, the PDB over both
+    tracks = {
+        d["metadata"]["labels"]["track"]: d
+        for d in docs
+        if d["kind"] == "Deployment" and d["metadata"]["name"].startswith("cinerec-api-")
+    }
+    assert set(tracks) == {"blue", "green"}
+    for track, api in tracks.items():
+        assert api["metadata"]["name"] == f"cinerec-api-{track}"
+        assert api["spec"]["selector"]["matchLabels"] == {"app": "cinerec-api", "track": track}
+        assert api["spec"]["template"]["metadata"]["labels"] == {"app": "cinerec-api", "track": track}
+        [container] = api["spec"]["template"]["spec"]["containers"]
+        assert {"readinessProbe", "livenessProbe", "startupProbe"} <= set(container)
+        assert container["resources"]["requests"]["cpu"] and container["resources"]["requests"]["memory"]
+    assert tracks["blue"]["spec"]["template"]["spec"] == tracks["green"]["spec"]["template"]["spec"]
+    assert tracks["blue"]["spec"]["replicas"] >= 2 and tracks["green"]["spec"]["replicas"] == 0
+    services = {d["metadata"]["name"]: d["spec"]["selector"] for d in docs if d["kind"] == "Service"}
+    assert services["cinerec-api"] == {"app": "cinerec-api", "track": "blue"}
+    assert services["cinerec-api-next"] == {"app": "cinerec-api", "track": "green"}
+    assert ingress["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]["name"] == "cinerec-api"
+    hpa = next(d for d in docs if d["kind"] == "HorizontalPodAutoscaler")
+    assert hpa["spec"]["scaleTargetRef"]["name"] == "cinerec-api-blue"
+    pdb = next(
+        d for d in docs if d["kind"] == "PodDisruptionBudget" and d["metadata"]["name"] == "cinerec-api"
+    )
+    assert pdb["spec"]["selector"]["matchLabels"] == {"app": "cinerec-api"}
     ollama = next(d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == "ollama")
     [volume] = ollama["spec"]["template"]["spec"]["volumes"]
     assert volume["persistentVolumeClaim"]["claimName"] == "ollama-models"

@@ -26,7 +26,7 @@ import psutil
 import pytest
 import websockets
 
-from deploy.localcluster import LocalCluster
+from deploy.localcluster import DeployFailed, LocalCluster
 from ml.registry import CHAMPION, RECOMMENDER
 from tests.e2e.conftest import ADMIN, wait_until
 from tests.movielens_fixture import write_movielens
@@ -410,6 +410,96 @@ def test_postgres_restarted_under_load(cluster: LocalCluster) -> None:
                 kept += 1
     RESULTS["postgres_restart"]["acknowledged_writes_kept"] = kept  # type: ignore[index]
     assert kept == len(acknowledged)
+
+
+@dataclass
+class OpenLoop:
+    """Requests through nginx at a fixed rate, each sent on schedule whether or not the ones
+    before it have answered (an open loop: a stall shows as requests piling up, not as a
+    slower client); every answer is sorted, and its cost limit (which a deploy below moves)
+    is kept in order of sending."""
+
+    url: str
+    token: str
+    rate: float = 25.0
+    ok: int = 0
+    failed: list[str] = field(default_factory=list)
+    limits: list[int] = field(default_factory=list)
+    stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    async def _one(self, client: httpx.AsyncClient, i: int) -> None:
+        query, variables = movie_reads(i)
+        try:
+            response = await client.post(
+                f"{self.url}/graphql",
+                json={"query": query, "variables": variables},
+                headers={"authorization": f"Bearer {self.token}"},
+            )
+            body = response.json()
+            if response.status_code == 200 and "errors" not in body:
+                self.ok += 1
+                self.limits.append(int(body["extensions"]["cost"]["limit"]))
+            else:
+                self.failed.append(f"{response.status_code}:{body.get('errors')}")
+        except (httpx.HTTPError, ValueError) as exc:
+            self.failed.append(f"transport:{type(exc).__name__}:{exc}")
+
+    async def _run(self) -> None:
+        async with httpx.AsyncClient(timeout=60, verify=trust()) as client:
+            pending: set[asyncio.Task[None]] = set()
+            started, i = time.monotonic(), 0
+            while not self.stop.is_set():
+                task = asyncio.create_task(self._one(client, i))
+                pending.add(task)
+                task.add_done_callback(pending.discard)
+                i += 1
+                await asyncio.sleep(max(0.0, started + i / self.rate - time.monotonic()))
+            await asyncio.gather(*pending)
+
+    def __enter__(self) -> OpenLoop:
+        self._thread = threading.Thread(target=asyncio.run, args=(self._run(),))
+        self._thread.start()
+        wait_until(lambda: self.ok >= 20, "the open-loop load is flowing")
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stop.set()
+        assert self._thread is not None
+        self._thread.join()
+
+
+def test_blue_green_deploy_switches_under_open_loop_load_and_a_failed_smoke_keeps_the_old(
+    cluster: LocalCluster,
+) -> None:
+    names = [f"replica-{i}" for i in (1, 2)]
+    old = {n: cluster.processes[n].pid for n in names}
+    limit = int(cluster.env.get("CINEREC_MAX_QUERY_COST", "5000"))
+
+    # a new version that fails its smoke query (it prices a one-movie page over its limit):
+    # it is stopped, and the old one serves as before
+    with pytest.raises(DeployFailed, match="smoke query"):
+        cluster.deploy(env={"CINEREC_MAX_QUERY_COST": "1"})
+    assert {n: cluster.processes[n].pid for n in names} == old
+    assert all(psutil.pid_exists(pid) for pid in old.values())
+    assert not any(n.endswith("-next") for n in cluster.processes)
+    token = admin_token(cluster.url)
+
+    # a good one under open-loop load: every request answers, the old replicas are gone, and
+    # what answers from then on is the new version (its cost limit, 4,321)
+    with OpenLoop(cluster.url, token) as load:
+        serving = cluster.deploy(env={"CINEREC_MAX_QUERY_COST": "4321"})
+        after = load.ok
+        wait_until(lambda: load.ok >= after + 25, "the load goes on past the switch")
+    RESULTS["blue_green"] = {"ok": load.ok, "failed": len(load.failed), "rate": load.rate}
+    assert load.failed == [], load.failed[:5]
+    assert {p.name for p in serving} == set(names)
+    assert all(p.pid != old[p.name] for p in serving)
+    assert not any(
+        psutil.pid_exists(pid) and psutil.Process(pid).status() != "zombie" for pid in old.values()
+    )
+    assert load.limits[0] == limit and load.limits[-25:] == [4321] * 25
+    assert cluster.env["CINEREC_MAX_QUERY_COST"] == "4321"  # a restart keeps the new version
 
 
 def test_cluster_down_from_another_process_stops_every_process_it_started(cluster: LocalCluster) -> None:
