@@ -51,11 +51,15 @@ demo: data
 # The cluster tests' MLflow server runs from its own venv (the full mlflow pins graphql-core
 # below Strawberry's); uv installs it once, in seconds, beside the suite's start (the cluster
 # tests wait for it under a lock), its log in var/mlflow-venv.log. Two workers, each a whole
-# module at a time: the suite waits on servers and subprocesses as much as it computes.
+# module at a time: the suite waits on servers and subprocesses as much as it computes. Each
+# process's numerical libraries (torch, OpenBLAS, LightFM's OpenMP) get one thread, as `cinerec
+# serve` gives each of its workers (app/cli/serve.py): two workers and their servers and
+# subprocesses, each with a thread per core, fought over the 2 cores.
 test: install
 	@mkdir -p var
 	$(BIN)/python -m deploy.localcluster mlflow-venv --home $(CURDIR)/var > var/mlflow-venv.log 2>&1 & \
-	$(BIN)/pytest -n 2 --dist loadscope; status=$$?; wait; exit $$status
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} OPENBLAS_NUM_THREADS=$${OPENBLAS_NUM_THREADS:-1} \
+	  MKL_NUM_THREADS=$${MKL_NUM_THREADS:-1} $(BIN)/pytest -n 2 --dist loadscope; status=$$?; wait; exit $$status
 
 lint: install
 	$(BIN)/ruff check .
