@@ -174,6 +174,9 @@ class ImpressionWriter:
         self.max_buffer = max_buffer
         self._rows: list[dict[str, Any]] = []
         self._wake = asyncio.Event()
+        # one flush at a time: a report's flush that found the buffer empty while the background
+        # one was still writing what it took would read the table before those rows were in it
+        self._flushing = asyncio.Lock()
         self.written = 0
         # pairs this process has queued already, the most recent 50,000 (about 6 MB): older
         # repeats reach the table's unique key, which drops them
@@ -197,6 +200,12 @@ class ImpressionWriter:
             self._wake.set()
 
     async def flush(self) -> int:
+        """Write what is buffered; when it returns, every row added before the call is in the
+        table (or kept for the next try, the database being down)."""
+        async with self._flushing:
+            return await self._write()
+
+    async def _write(self) -> int:
         rows, self._rows = self._rows, []
         if not rows:
             return 0
