@@ -427,9 +427,7 @@ class LocalCluster:
         if "prometheus" in self.processes:
             os.kill(self.processes["prometheus"].pid, signal.SIGHUP)
         for retired in old:
-            self.processes[f"{retired.name}-retired"] = retired
-            self.stop(f"{retired.name}-retired")
-            del self.processes[f"{retired.name}-retired"]
+            self._stop_process(retired)
         self._save()
         return [self.processes[f"replica-{i}"] for i in range(1, REPLICAS + 1)]
 
@@ -456,7 +454,10 @@ class LocalCluster:
     # -- faults and repairs ---------------------------------------------------------------
     def stop(self, name: str, sig: int = signal.SIGTERM, wait: float = 60) -> None:
         """Stop one part and wait until its process is gone."""
-        p = self.processes[name]
+        self._stop_process(self.processes[name], sig, wait)
+
+    def _stop_process(self, p: Process, sig: int = signal.SIGTERM, wait: float = 60) -> None:
+        name = p.name
         if name == "postgres":
             subprocess.run(
                 _as_postgres([_pg_bin("pg_ctl"), "-D", str(self.pg_dir / "data"), "-m", "fast", "stop"]),
@@ -576,11 +577,19 @@ class LocalCluster:
 def _live_group(pid: int) -> int | None:
     """The process group of ``pid`` while it runs (from /proc); None once it is gone or a
     zombie (exited, its parent has not waited yet)."""
+    if (stat := _stat(pid)) is None:
+        return None
+    state, _ppid, group = stat
+    return None if state == "Z" else group
+
+
+def _stat(pid: int) -> tuple[str, int, int] | None:
+    """(state, parent pid, process group) of ``pid`` from /proc, or None once it is gone."""
     try:
-        state, _ppid, group = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[:3]
+        state, ppid, group = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[:3]
     except (OSError, ValueError):
         return None
-    return None if state == "Z" else int(group)
+    return state, int(ppid), int(group)
 
 
 def _group(pgid: int) -> list[int]:
@@ -595,17 +604,8 @@ def _running(pid: int) -> bool:
 
 def _workers(master: int) -> list[int]:
     """The running children of process ``master`` (nginx's workers), from /proc."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == master and fields[0] != "Z":
-            found.append(int(entry.name))
-    return found
+    pids = (int(e.name) for e in Path("/proc").iterdir() if e.name.isdigit())
+    return [pid for pid in pids if (stat := _stat(pid)) and stat[1] == master and stat[0] != "Z"]
 
 
 class DeployFailed(RuntimeError):
